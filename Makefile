@@ -1,0 +1,40 @@
+# `make run` and `make test` each create .venv and install what they need on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NODE_SDK := tests/e2e/node
+
+.PHONY: run test lint check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+$(NODE_SDK)/node_modules/.package-lock.json: $(NODE_SDK)/package-lock.json
+	npm ci --prefix $(NODE_SDK) --no-audit --no-fund
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/headwater serve --config examples/workspace.yaml --data-dir .headwater
+
+test: $(VENV)/.installed-dev $(NODE_SDK)/node_modules/.package-lock.json
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .headwater $(NODE_SDK)/node_modules

@@ -1,0 +1,112 @@
+"""The one place that wires the stages into a running process.
+
+``/v1/*`` goes straight to the Tracking API (a bare ASGI app: it is the hot path); every
+other path goes to a Starlette app for health checks, and later the management API and the
+console. The log is opened when the server starts and closed, after pending writes finish,
+when it stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from headwater.config.workspace import Workspace
+from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
+from headwater.gateway.stats import IngestStats
+from headwater.log.base import EventLog
+from headwater.log.sqlite import SqliteLog
+
+logger = logging.getLogger("headwater")
+
+LOG_DIR = "log"
+
+
+class Headwater:
+    """The ASGI application of one Headwater process."""
+
+    def __init__(self, workspace: Workspace, data_dir: Path) -> None:
+        self.workspace = workspace
+        self.data_dir = data_dir
+        self.stats = IngestStats(samples=workspace.gateway.rejection_samples)
+        self.log: EventLog | None = None
+        self._tracking: TrackingAPI | None = None
+        self._web = Starlette(
+            routes=[
+                Route("/healthz", self._healthz),
+                Route("/readyz", self._readyz),
+            ]
+        )
+
+    async def start(self) -> None:
+        self.log = SqliteLog(self.data_dir / LOG_DIR, self.workspace.log)
+        self._tracking = TrackingAPI(
+            self.workspace.sources, self.log, self.stats, self.workspace.gateway
+        )
+
+    async def stop(self) -> None:
+        if self.log is not None:
+            await self.log.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" and scope["path"].startswith("/v1/"):
+            if self._tracking is None:
+                await _not_ready(send)
+                return
+            await self._tracking(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._web(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    logger.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _healthz(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def _readyz(self, request: Request) -> JSONResponse:
+        if self.log is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        stats = self.log.stats()
+        body: dict[str, Any] = {
+            "status": "ready" if stats.refusing is None else "refusing_writes",
+            "log": {"refusing": stats.refusing, "last_offset": stats.last_offset},
+        }
+        return JSONResponse(body, status_code=200 if stats.refusing is None else 503)
+
+
+async def _not_ready(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+        }
+    )
+    await send(
+        {
+            "type": "http.response.body",
+            "body": b'{"code":"starting","message":"Headwater is starting; try again"}',
+        }
+    )

@@ -1,0 +1,166 @@
+"""The ``headwater`` command: ``serve`` runs the server, ``send`` tries it with one event."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+
+from headwater import __version__
+from headwater.config.keys import assign_write_keys
+from headwater.config.workspace import load_workspace
+from headwater.errors import ConfigError
+
+app = typer.Typer(
+    help="Headwater: a self-hosted customer data platform that speaks Segment's protocol.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+TYPES = ("track", "identify", "page", "screen", "group", "alias")
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Workspace YAML file.", envvar="HEADWATER_CONFIG")
+    ] = Path("workspace.yaml"),
+    data_dir: Annotated[
+        Path,
+        typer.Option(help="Where the log and state are kept.", envvar="HEADWATER_DATA_DIR"),
+    ] = Path(".headwater"),
+    host: Annotated[str, typer.Option(help="Address to listen on.", envvar="HEADWATER_HOST")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on.", envvar="HEADWATER_PORT")] = 8080,
+    log_level: Annotated[
+        str, typer.Option(help="debug, info, warning or error.", envvar="HEADWATER_LOG_LEVEL")
+    ] = "info",
+) -> None:
+    """Run Headwater: the Tracking API on the durable embedded log."""
+    import uvicorn
+
+    from headwater.app import Headwater
+
+    try:
+        workspace = load_workspace(config)
+        workspace, generated = assign_write_keys(workspace, data_dir)
+    except ConfigError as exc:
+        err.print(f"[bold red]Headwater did not start:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    for source in generated:
+        out.print(
+            f"Generated write key for source [bold]{source.name}[/]: {source.write_key}\n"
+            f"  (kept in {data_dir / 'write_keys.json'}; it is shown only this once)",
+            highlight=False,
+        )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out.print(
+        f"Headwater {__version__} listening on http://{host}:{port} "
+        f"(workspace {workspace.name!r}, {len(workspace.sources)} source(s), data in {data_dir})",
+        highlight=False,
+    )
+    uvicorn.run(
+        Headwater(workspace, data_dir),
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        access_log=False,
+        log_level=log_level.lower(),
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _parse_pairs(pairs: list[str], option: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint=option)
+        try:
+            parsed[name] = json.loads(raw)
+        except ValueError:
+            parsed[name] = raw
+    return parsed
+
+
+@app.command()
+def send(
+    write_key: Annotated[
+        str, typer.Option("--write-key", "-k", help="A source's write key.", envvar="HEADWATER_WRITE_KEY")
+    ],
+    type_: Annotated[str, typer.Option("--type", "-t", help=f"One of {', '.join(TYPES)}.")] = "track",
+    event: Annotated[str, typer.Option("--event", "-e", help="Event name (track).")] = "Test Event",
+    name: Annotated[str | None, typer.Option(help="Page or screen name.")] = None,
+    user_id: Annotated[str | None, typer.Option("--user-id", "-u")] = None,
+    anonymous_id: Annotated[str | None, typer.Option("--anonymous-id")] = None,
+    group_id: Annotated[str | None, typer.Option("--group-id", help="Group id (group).")] = None,
+    previous_id: Annotated[str | None, typer.Option("--previous-id", help="Old id (alias).")] = None,
+    prop: Annotated[
+        list[str], typer.Option("--property", "-p", help="NAME=VALUE; VALUE may be JSON.")
+    ] = [],  # noqa: B006 - typer reads the default, it is never mutated
+    trait: Annotated[list[str], typer.Option("--trait", help="NAME=VALUE; VALUE may be JSON.")] = [],  # noqa: B006
+    url: Annotated[str, typer.Option(help="Headwater's URL.", envvar="HEADWATER_URL")] = DEFAULT_URL,
+) -> None:
+    """Send one test event to a running Headwater and print its answer."""
+    if type_ not in TYPES:
+        raise typer.BadParameter(f"{type_!r}; use one of {', '.join(TYPES)}", param_hint="--type")
+    body: dict[str, Any] = {"messageId": f"cli-{uuid.uuid4()}"}
+    if user_id:
+        body["userId"] = user_id
+    if anonymous_id or not user_id:
+        body["anonymousId"] = anonymous_id or f"cli-{uuid.uuid4().hex[:12]}"
+    properties = _parse_pairs(prop, "--property")
+    traits = _parse_pairs(trait, "--trait")
+    if type_ == "track":
+        body["event"] = event
+    if type_ in ("page", "screen") and name:
+        body["name"] = name
+    if type_ == "group":
+        body["groupId"] = group_id or ""
+    if type_ == "alias":
+        body["previousId"] = previous_id or ""
+    if properties:
+        body["properties"] = properties
+    if traits:
+        body["traits"] = traits
+    body["context"] = {"library": {"name": "headwater-cli", "version": __version__}}
+    endpoint = f"{url.rstrip('/')}/v1/{type_}"
+    try:
+        response = httpx.post(endpoint, json=body, auth=(write_key, ""), timeout=10)
+    except httpx.HTTPError as exc:
+        err.print(f"[bold red]Could not reach Headwater at {url}:[/] {exc}", highlight=False)
+        err.print("Is it running? Start it with `headwater serve` or set --url / HEADWATER_URL.")
+        raise typer.Exit(1) from exc
+    style = "green" if response.is_success else "red"
+    out.print(f"[{style}]{response.status_code}[/] POST {endpoint}", highlight=False)
+    out.print(f"messageId: {body['messageId']}", highlight=False)
+    out.print(response.text, highlight=False)
+    if not response.is_success:
+        raise typer.Exit(1)
+
+
+@app.command()
+def version() -> None:
+    """Print Headwater's version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The workspace model: what ``--config workspace.yaml`` declares.
+
+Every option is declared once here, with its type, default and description; the docs in
+``docs/configuration.md`` follow this file. Loading turns YAML and validation faults into a
+:class:`~headwater.errors.ConfigError` whose message names the field, e.g.
+``sources[1].write_key: ...``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from headwater.config.units import ByteSize, Seconds
+from headwater.errors import ConfigError
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+WRITE_KEY_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Model):
+    """A source: one app or site sending events with its own write key."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    """Lower-case name, unique in the workspace: letters, digits, '-' and '_'."""
+
+    write_key: Annotated[str | None, Field(pattern=WRITE_KEY_PATTERN)] = None
+    """The key SDKs send. Generated at first start (and printed once) when absent."""
+
+    enabled: bool = True
+    """A disabled source answers 401 ``source_disabled`` and stores nothing."""
+
+    cors_origins: list[str] = ["*"]
+    """Browser origins allowed to send (``*`` for any), e.g. ``https://shop.example.com``."""
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"{origin!r} is not an origin; write '*' or a scheme and host, "
+                    "e.g. 'https://shop.example.com'"
+                )
+        return [o.rstrip("/") for o in origins]
+
+
+class LogConfig(_Model):
+    """The durable event log (embedded SQLite backend)."""
+
+    durability: Literal["fsync", "os"] = "fsync"
+    """``fsync``: a 2xx means the event is on disk (survives power loss). ``os``: it is in the
+    operating system's cache (survives a crash of Headwater, not of the machine)."""
+
+    retention_max_age_secs: Seconds = Field(default=7 * 86400, gt=0)
+    """Segments whose newest event is older than this are dropped."""
+
+    retention_max_bytes: ByteSize = Field(default=10 * 1000**3, gt=0)
+    """The oldest segments are dropped while the log's payloads exceed this."""
+
+    segment_max_bytes: ByteSize = Field(default=64 * 1024**2, gt=0)
+    """A new segment starts when the current one holds this many payload bytes."""
+
+    segment_max_age_secs: Seconds = Field(default=3600, gt=0)
+    """A new segment starts when the current one is this old (retention granularity)."""
+
+    disk_budget_bytes: ByteSize | None = Field(default=None, gt=0)
+    """Hard cap on the log's files; past it the Tracking API answers 503 + Retry-After.
+    Default: ``retention_max_bytes`` plus 10 %."""
+
+    min_free_disk_bytes: ByteSize = Field(default=64 * 1024**2, ge=0)
+    """Writes are refused (503) when the disk has less free space than this."""
+
+    max_write_latency_ms: int = Field(default=2000, gt=0)
+    """Writes are refused (503) while commits take longer than this."""
+
+    max_pending_records: int = Field(default=200_000, gt=0)
+    """Writes are refused (503) while this many records wait for the writer."""
+
+    @property
+    def effective_disk_budget_bytes(self) -> int:
+        return self.disk_budget_bytes or int(self.retention_max_bytes * 1.1)
+
+
+class GatewayConfig(_Model):
+    """The Tracking API."""
+
+    trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    """Peers whose ``X-Forwarded-For`` is believed when setting ``context.ip`` (CIDRs)."""
+
+    public_url: str | None = None
+    """The URL SDKs reach this server at, for the analytics.js settings endpoint
+    (``apiHost``). Default: taken from each request's Host header."""
+
+    rejection_samples: int = Field(default=20, ge=1, le=1000)
+    """How many recent rejections are kept per source and reason."""
+
+
+class Workspace(_Model):
+    """A workspace: its sources and how the process stores their events."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)] = "default"
+    sources: Annotated[list[SourceConfig], Field(min_length=1)]
+    log: LogConfig = LogConfig()
+    gateway: GatewayConfig = GatewayConfig()
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> Workspace:
+        names: set[str] = set()
+        keys: set[str] = set()
+        for i, source in enumerate(self.sources):
+            if source.name in names:
+                raise ValueError(f"sources[{i}].name: {source.name!r} is used by two sources")
+            names.add(source.name)
+            if source.write_key is not None:
+                if source.write_key in keys:
+                    raise ValueError(
+                        f"sources[{i}].write_key: the same write key is used by two sources"
+                    )
+                keys.add(source.write_key)
+        return self
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def format_validation_error(origin: str, exc: ValidationError) -> str:
+    """One line per fault, each naming the field: ``file: sources[0].name: ...``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field; check its spelling against docs/configuration.md"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        field = _field_path(loc)
+        if message.startswith(("sources[", "log.", "gateway.")):
+            lines.append(f"{origin}: {message}")
+        else:
+            lines.append(f"{origin}: {field}: {message}")
+    return "\n".join(lines)
+
+
+def parse_workspace(data: Any, origin: str = "workspace") -> Workspace:
+    """Validate already-parsed YAML/JSON data into a Workspace or raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping with 'sources:' at the top level")
+    try:
+        return Workspace.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(origin, exc)) from exc
+
+
+def load_workspace(path: Path) -> Workspace:
+    """Read and validate a workspace YAML file; every fault raises ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read workspace file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from exc
+    return parse_workspace(data, str(path))

@@ -1,0 +1,1 @@
+"""The Tracking API: write-key auth, limits, normalisation, back-pressure."""

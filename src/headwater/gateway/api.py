@@ -1,0 +1,481 @@
+"""The Tracking API: Segment's ``/v1`` endpoints as a bare ASGI app.
+
+This is the hot path, so it is plain ASGI rather than a framework router: one dict lookup
+picks the handler, bodies are read with their limits enforced while reading, and the answer
+is sent only after the log has committed the events (``Ack means durable``).
+
+Errors are JSON ``{"code", "message"}`` (the keys analytics-python reads). Statuses follow
+what SDKs do with them: 400 for a request they must not retry (invalid JSON, oversize),
+401 for an unknown write key, 503 + ``Retry-After`` when the log applies back-pressure (SDKs
+keep the events and retry).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from headwater.config.workspace import GatewayConfig, SourceConfig
+from headwater.errors import IngestError, LogError, LogUnavailable
+from headwater.gateway.normalize import Envelope, ItemError, iso, normalize
+from headwater.gateway.stats import IngestStats, Rejection, redact_key
+from headwater.log.base import EventLog, Record
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_REQUEST_BYTES = 32 * 1024  # one event per request
+MAX_BATCH_BYTES = 500 * 1024
+MAX_BATCH_EVENTS = 2500
+
+SINGLE_PATHS = {
+    "/v1/track": "track", "/v1/t": "track",
+    "/v1/identify": "identify", "/v1/i": "identify",
+    "/v1/page": "page", "/v1/p": "page",
+    "/v1/screen": "screen", "/v1/s": "screen",
+    "/v1/group": "group", "/v1/g": "group",
+    "/v1/alias": "alias", "/v1/a": "alias",
+}  # fmt: skip
+BATCH_PATHS = frozenset({"/v1/batch", "/v1/b", "/v1/import"})
+SETTINGS_PREFIX = "/v1/projects/"
+
+_OK = b'{"success":true}'
+_JSON = (b"content-type", b"application/json")
+_CORS_METHODS = (b"access-control-allow-methods", b"GET, POST, OPTIONS")
+_CORS_MAX_AGE = (b"access-control-max-age", b"86400")
+_VARY = (b"vary", b"Origin")
+_DEFAULT_ALLOW_HEADERS = b"Content-Type, Authorization, X-Retry-Count"
+
+
+class TrackingAPI:
+    """ASGI app for ``/v1/*``. ``sources`` maps write keys to sources."""
+
+    def __init__(
+        self,
+        sources: list[SourceConfig],
+        log: EventLog,
+        stats: IngestStats,
+        config: GatewayConfig,
+    ) -> None:
+        self._by_key: dict[str, SourceConfig] = {s.write_key: s for s in sources if s.write_key}
+        self._log = log
+        self._stats = stats
+        self._config = config
+        self._trusted = config.trusted_proxies
+        origins = {o for s in sources for o in s.cors_origins}
+        self._any_origin = "*" in origins
+        self._origins = frozenset(origins)
+        self._source_origins = {
+            s.name: (None if "*" in s.cors_origins else frozenset(s.cors_origins)) for s in sources
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            path = path[:-1]
+        headers = _headers(scope)
+        origin = headers.get("origin")
+        try:
+            method = scope["method"]
+            if method == "OPTIONS":
+                await self._preflight(send, origin, headers)
+                return
+            single = SINGLE_PATHS.get(path)
+            if single is not None or path in BATCH_PATHS:
+                if method != "POST":
+                    raise IngestError("method_not_allowed", f"use POST for {path}", 405)
+                await self._ingest(scope, receive, send, headers, path, single)
+            elif path.startswith(SETTINGS_PREFIX) and path.endswith("/settings"):
+                if method != "GET":
+                    raise IngestError("method_not_allowed", f"use GET for {path}", 405)
+                await self._settings(send, headers, path, origin)
+            else:
+                raise IngestError(
+                    "not_found",
+                    f"{path} is not a Tracking API endpoint; use /v1/track, /v1/identify, "
+                    "/v1/page, /v1/screen, /v1/group, /v1/alias or /v1/batch",
+                    404,
+                )
+        except IngestError as exc:
+            await _respond_error(send, exc, self._cors(origin))
+
+    # ------------------------------------------------------------------ ingestion
+
+    async def _ingest(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        path: str,
+        single: str | None,
+    ) -> None:
+        limit = MAX_REQUEST_BYTES if single else MAX_BATCH_BYTES
+        ip = self._client_ip(scope, headers)
+        origin = headers.get("origin")
+        context = _RequestContext(self._stats, path, ip, headers.get("user-agent"))
+        try:
+            body = await _read_body(receive, headers, limit)
+            data = _parse_json(body)
+            key = _write_key(headers, data)
+        except IngestError as exc:
+            context.refuse(exc, scope="unknown", body=None)
+            raise
+        source = self._by_key.get(key)
+        if source is None:
+            exc = IngestError(
+                "invalid_write_key",
+                f"write key {redact_key(key)!r} is not known to this Headwater; use the key "
+                "of one of the workspace's sources",
+                401,
+            )
+            context.refuse(exc, scope=f"key:{redact_key(key)}", body=body)
+            raise exc
+        try:
+            if not source.enabled:
+                raise IngestError(
+                    "source_disabled", f"source {source.name!r} is disabled in the workspace", 401
+                )
+            if origin is not None and not self._origin_allowed(source, origin):
+                raise IngestError(
+                    "origin_not_allowed",
+                    f"origin {origin} may not send to source {source.name!r}; add it to the "
+                    "source's cors_origins",
+                    403,
+                )
+            env, items = _envelope(data, source.name, ip, single)
+        except IngestError as exc:
+            context.refuse(exc, scope=source.name, body=body)
+            raise
+        records, refused = self._normalize(items, single, env, context, source.name)
+        if single and refused:
+            raise refused[0][1]
+        try:
+            results = await self._log.append(records) if records else []
+        except LogUnavailable as exc:
+            error = IngestError("unavailable", str(exc), 503)
+            context.refuse(error, scope=source.name, body=None)
+            await _respond_error(
+                send,
+                error,
+                self._cors(origin) + [(b"retry-after", str(exc.retry_after_secs).encode())],
+            )
+            return
+        except LogError as exc:
+            error = IngestError("unavailable", str(exc), 503)
+            context.refuse(error, scope=source.name, body=None)
+            await _respond_error(send, error, self._cors(origin) + [(b"retry-after", b"5")])
+            return
+        duplicates = sum(1 for r in results if r.duplicate)
+        self._stats.accepted(source.name, len(results) - duplicates, duplicates)
+        if not refused and not duplicates:
+            await _respond(send, 200, _OK, self._cors(origin))
+            return
+        answer: dict[str, Any] = {"success": True, "accepted": len(records)}
+        if duplicates:
+            answer["duplicates"] = duplicates
+        if refused:
+            answer["rejected"] = [
+                {"index": i, "messageId": _message_id(items[i]), "code": e.code,
+                 "message": e.message}
+                for i, e in refused
+            ]  # fmt: skip
+        await _respond(send, 200, orjson.dumps(answer), self._cors(origin))
+
+    def _normalize(
+        self,
+        items: list[Any],
+        single: str | None,
+        env: Envelope,
+        context: _RequestContext,
+        source: str,
+    ) -> tuple[list[Record], list[tuple[int, IngestError]]]:
+        records: list[Record] = []
+        refused: list[tuple[int, IngestError]] = []
+        for index, item in enumerate(items):
+            try:
+                records.append(normalize(item, single, env))
+            except ItemError as exc:
+                error = IngestError(exc.code, exc.message, 400)
+                refused.append((index, error))
+                context.refuse(
+                    error,
+                    scope=source,
+                    body=orjson.dumps(item) if isinstance(item, dict) else None,
+                    message_id=_message_id(item),
+                    index=None if single else index,
+                )
+        return records, refused
+
+    def _client_ip(self, scope: Scope, headers: dict[str, str]) -> str | None:
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if not self._trusted or peer is None:
+            return peer
+        forwarded = headers.get("x-forwarded-for")
+        if not forwarded or not self._is_trusted(peer):
+            return peer
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        for hop in reversed(hops):  # the right-most address not of a trusted proxy
+            if not self._is_trusted(hop):
+                return hop
+        return hops[0] if hops else peer
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
+
+    # ------------------------------------------------------------------ CORS and settings
+
+    def _origin_allowed(self, source: SourceConfig, origin: str) -> bool:
+        allowed = self._source_origins.get(source.name)
+        return allowed is None or origin in allowed
+
+    def _cors(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        if origin is None:
+            return []
+        return [(b"access-control-allow-origin", origin.encode("latin-1")), _VARY]
+
+    async def _preflight(self, send: Send, origin: str | None, headers: dict[str, str]) -> None:
+        if origin is None or not (self._any_origin or origin in self._origins):
+            raise IngestError(
+                "origin_not_allowed",
+                f"origin {origin} is not in any source's cors_origins",
+                403,
+            )
+        requested = headers.get("access-control-request-headers")
+        allow = requested.encode("latin-1") if requested else _DEFAULT_ALLOW_HEADERS
+        extra = [_CORS_METHODS, (b"access-control-allow-headers", allow), _CORS_MAX_AGE]
+        await _respond(send, 204, b"", self._cors(origin) + extra, content_type=False)
+
+    async def _settings(
+        self, send: Send, headers: dict[str, str], path: str, origin: str | None
+    ) -> None:
+        key = path[len(SETTINGS_PREFIX) : -len("/settings")]
+        source = self._by_key.get(key)
+        if source is None:
+            raise IngestError("not_found", "no source has this write key", 404)
+        if self._config.public_url:
+            public = self._config.public_url.rstrip("/")
+        else:
+            public = f"http://{headers.get('host', '127.0.0.1')}"
+        protocol, _, host = public.partition("://")
+        body = {
+            "integrations": {
+                "Segment.io": {
+                    "apiKey": key,
+                    "apiHost": f"{host}/v1",
+                    "protocol": protocol,
+                    "unbundledIntegrations": [],
+                    "addBundledMetadata": True,
+                    "maybeBundledConfigIds": {},
+                }
+            },
+            "plan": {
+                "track": {"__default": {"enabled": True, "integrations": {}}},
+                "identify": {"__default": {"enabled": True}},
+                "group": {"__default": {"enabled": True}},
+            },
+            "edgeFunction": {},
+            "analyticsNextEnabled": True,
+            "middlewareSettings": {},
+            "enabledMiddleware": {},
+            "metrics": {"sampleRate": 0},
+            "legacyVideoPluginsEnabled": False,
+            "remotePlugins": [],
+        }
+        await _respond(send, 200, orjson.dumps(body), self._cors(origin))
+
+
+class _RequestContext:
+    """What every refusal of one request shares, so each is recorded the same way."""
+
+    __slots__ = ("ip", "path", "stats", "user_agent")
+
+    def __init__(self, stats: IngestStats, path: str, ip: str | None, ua: str | None) -> None:
+        self.stats = stats
+        self.path = path
+        self.ip = ip
+        self.user_agent = ua
+
+    def refuse(
+        self,
+        error: IngestError,
+        *,
+        scope: str,
+        body: bytes | None,
+        message_id: str | None = None,
+        index: int | None = None,
+    ) -> None:
+        self.stats.refuse(
+            Rejection(
+                at=iso(datetime.now(UTC)), scope=scope, code=error.code, message=error.message,
+                status=error.status, path=self.path, ip=self.ip, user_agent=self.user_agent,
+                message_id=message_id, index=index,
+                excerpt=body[:1024].decode("utf-8", "replace") if body else None,
+            )
+        )  # fmt: skip
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise IngestError(
+            "unsupported_encoding",
+            f"Content-Encoding {encoding!r} is not supported; send plain or gzip bodies",
+            415,
+        )
+    declared = headers.get("content-length")
+    too_large = IngestError(
+        "payload_too_large",
+        f"the request body is over {limit // 1024} KB, the limit for this endpoint; send "
+        f"fewer events per batch (at most {MAX_BATCH_BYTES // 1024} KB and "
+        f"{MAX_BATCH_EVENTS} events)",
+        400,
+    )
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise IngestError("client_disconnected", "the client went away", 400)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if encoding == "gzip":
+        body = _gunzip(body, limit, too_large)
+    return body
+
+
+def _gunzip(body: bytes, limit: int, too_large: IngestError) -> bytes:
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise IngestError(
+            "invalid_gzip", f"the body is not valid gzip ({exc}); compress it again", 400
+        ) from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise too_large
+    if not inflater.eof:
+        raise IngestError("invalid_gzip", "the gzip body is truncated; send it again whole", 400)
+    return out
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise IngestError("invalid_json", "the request body is empty; send a JSON object", 400)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise IngestError("invalid_json", f"the body is not valid JSON: {exc}", 400) from None
+    if not isinstance(data, dict):
+        raise IngestError("invalid_json", "the body must be a JSON object", 400)
+    return data
+
+
+def _write_key(headers: Mapping[str, str], data: dict[str, Any]) -> str:
+    auth = headers.get("authorization")
+    if auth and auth[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise IngestError(
+                "invalid_authorization",
+                "the Authorization header is not valid Basic auth; send base64('<writeKey>:')",
+                401,
+            ) from None
+        key = decoded.partition(":")[0]
+        if key:
+            return key
+    key = data.get("writeKey")
+    if isinstance(key, str) and key:
+        return key
+    raise IngestError(
+        "missing_write_key",
+        "no write key: send it as HTTP Basic auth (user = write key, empty password) or as "
+        "'writeKey' in the body",
+        401,
+    )
+
+
+def _envelope(
+    data: dict[str, Any], source: str, ip: str | None, single: str | None
+) -> tuple[Envelope, list[Any]]:
+    now_ns = time.time_ns()
+    received = datetime.fromtimestamp(now_ns / 1e9, UTC)
+    received_iso = iso(received)
+    received_ms = now_ns // 1_000_000
+    if single is not None:
+        return Envelope(source, received, received_iso, received_ms, ip), [data]
+    items = data.get("batch")
+    if not isinstance(items, list):
+        raise IngestError(
+            "invalid_batch", "a batch body needs 'batch': a list of events", 400
+        )
+    if len(items) > MAX_BATCH_EVENTS:
+        raise IngestError(
+            "batch_too_large",
+            f"the batch has {len(items)} events; the limit is {MAX_BATCH_EVENTS} — split it",
+            400,
+        )
+    context = data.get("context")
+    integrations = data.get("integrations")
+    sent_at = data.get("sentAt")
+    if context is not None and not isinstance(context, dict):
+        raise IngestError("invalid_field", "the batch's context must be an object", 400)
+    if integrations is not None and not isinstance(integrations, dict):
+        raise IngestError("invalid_field", "the batch's integrations must be an object", 400)
+    env = Envelope(
+        source, received, received_iso, received_ms, ip,
+        sent_at=sent_at, context=context, integrations=integrations,
+    )  # fmt: skip
+    return env, items
+
+
+def _message_id(item: object) -> str | None:
+    if isinstance(item, dict):
+        value = item.get("messageId")
+        return value if isinstance(value, str) else None
+    return None
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]],
+    *,
+    content_type: bool = True,
+) -> None:
+    headers = [_JSON, *extra] if content_type else extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_error(send: Send, error: IngestError, extra: list[tuple[bytes, bytes]]) -> None:
+    body = orjson.dumps({"code": error.code, "message": error.message})
+    await _respond(send, error.status, body, extra)

@@ -1,0 +1,117 @@
+"""The event log's contract, shared by every backend.
+
+The log is an append-only sequence of normalised events for one workspace. Each event gets a
+monotonically increasing ``offset``. A backend must:
+
+- make ``append`` durable before it returns (the gateway answers 2xx only afterwards);
+- deduplicate by ``message_id`` within at least ``dedupe_window_secs`` (24 h): a duplicate is
+  not stored again, and its result points at the stored original;
+- hand out offsets in commit order, so readers that follow ``read(after=...)`` see every
+  event once, in order;
+- refuse writes with :class:`~headwater.errors.LogUnavailable` (never lose them) when it is
+  over its disk budget or too slow, so the gateway can answer 503 with ``Retry-After``;
+- drop old data by whole segments (age and size retention), never row by row.
+
+The embedded backend is :mod:`headwater.log.sqlite`; :mod:`headwater.log.memory` is a test
+double that passes the same conformance suite (``tests/log/test_conformance.py``). A NATS
+JetStream backend maps onto this contract directly: one stream per workspace, the stream
+sequence as the offset, ``Nats-Msg-Id`` = message id with a 24 h duplicate window, and
+``max_age``/``max_bytes`` limits for retention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+DEDUPE_WINDOW_SECS = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One normalised event on its way into the log."""
+
+    message_id: str
+    source: str
+    type: str
+    received_at_ms: int
+    payload: bytes  # the normalised event as JSON
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """An event as the log holds it."""
+
+    offset: int
+    message_id: str
+    source: str
+    type: str
+    received_at_ms: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an appended record went: its offset, or the original's when a duplicate."""
+
+    offset: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    """What one retention pass dropped."""
+
+    segments_dropped: int
+    records_dropped: int
+    bytes_dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogStats:
+    """A snapshot of the log for status pages and back-pressure decisions."""
+
+    first_offset: int | None  # oldest offset still retained, None when empty
+    last_offset: int | None  # newest offset, None when empty
+    records: int  # records retained
+    payload_bytes: int  # bytes of retained payloads
+    disk_bytes: int  # bytes the backend occupies on disk
+    segments: int
+    oldest_received_at_ms: int | None
+    appended_total: int  # records stored since the process started
+    duplicates_total: int  # duplicates refused since the process started
+    commit_latency_ms: float  # recent commit latency (moving average)
+    refusing: str | None  # why writes are refused now, None when accepting
+
+
+@runtime_checkable
+class EventLog(Protocol):
+    """The log as every stage sees it. Small on purpose: see the module docstring."""
+
+    async def append(self, records: Sequence[Record]) -> list[AppendResult]:
+        """Store records durably, deduplicating by message id; one result per record.
+
+        Raises LogUnavailable when the log refuses writes for now, LogClosed after close().
+        """
+        ...
+
+    async def read(self, after: int, limit: int = 500) -> list[StoredRecord]:
+        """Records with an offset greater than ``after``, oldest first, at most ``limit``."""
+        ...
+
+    async def get(self, message_id: str) -> StoredRecord | None:
+        """The retained record with this message id, or None."""
+        ...
+
+    async def enforce_retention(self, now_ms: int | None = None) -> RetentionReport:
+        """Drop segments past the age or size limits (backends also do this on their own)."""
+        ...
+
+    def stats(self) -> LogStats:
+        """A cheap snapshot; never blocks on I/O."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and release resources. Idempotent."""
+        ...

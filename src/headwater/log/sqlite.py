@@ -1,0 +1,701 @@
+"""The embedded event log: one SQLite database in WAL mode, one writer thread, group commit.
+
+Storage layout, in ``<data-dir>/log/events.sqlite``:
+
+    meta(key TEXT PRIMARY KEY, value TEXT)
+        schema_version.
+    segments(id INTEGER PRIMARY KEY, first_offset, last_offset, records, bytes,
+             first_received_ms, last_received_ms, created_ms, sealed)
+        one row per segment; the newest unsealed segment takes the writes.
+    seg_<id>(offset INTEGER PRIMARY KEY, received_ms, source, type, message_id, payload BLOB)
+        the events of one segment, payload = the normalised event as JSON. Retention drops
+        whole tables (DROP TABLE), never rows; ``auto_vacuum=INCREMENTAL`` gives the pages
+        back to the file system.
+    ids_<day>(message_id TEXT PRIMARY KEY, offset INTEGER) WITHOUT ROWID
+        the message ids committed on a UTC day (days since the epoch). Deduplication looks in
+        today's and yesterday's table, so a duplicate is caught for at least 24 h (at most
+        48 h); lookup by message id (``get``) searches every table still retained.
+
+Writes: ``append`` puts a request on a queue and awaits a future. The writer thread takes
+every request waiting, deduplicates, inserts them all in one transaction and commits once
+(``synchronous=FULL`` for ``durability: fsync``, so the WAL is fsync'd before any future is
+resolved; ``NORMAL`` for ``os``). A second thread runs passive WAL checkpoints so that
+commits do not pay for them. Reads use their own connection in a worker thread.
+
+Back-pressure: after each commit and once a second the writer measures the files, the free
+disk space and the commit latency; while any is past its limit, ``append`` raises
+:class:`~headwater.errors.LogUnavailable` at once, before anything is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from headwater.config.workspace import LogConfig
+from headwater.errors import LogClosed, LogError, LogUnavailable
+from headwater.log.base import (
+    DEDUPE_WINDOW_SECS,
+    AppendResult,
+    LogStats,
+    Record,
+    RetentionReport,
+    StoredRecord,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+DB_FILE = "events.sqlite"
+DAY_MS = 86_400_000
+MAX_GROUP_RECORDS = 20_000  # records per transaction, bounds commit latency
+HOUSEKEEPING_SECS = 1.0
+RETENTION_EVERY_SECS = 30.0
+IN_CHUNK = 500  # ids per "IN (...)" lookup
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class _Append:
+    records: Sequence[Record]
+    future: asyncio.Future[list[AppendResult]]
+    loop: asyncio.AbstractEventLoop
+    queued_at: float
+
+
+@dataclass(slots=True)
+class _Command:
+    """Work that must run on the writer thread (it owns the only write connection)."""
+
+    run: Callable[[sqlite3.Connection], object]
+    future: asyncio.Future[object]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = object()
+_Settled = tuple[asyncio.Future[list[AppendResult]], list[AppendResult]]
+
+
+@dataclass(slots=True)
+class _Segment:
+    id: int
+    first_offset: int | None
+    last_offset: int | None
+    records: int
+    bytes: int
+    first_received_ms: int | None
+    last_received_ms: int | None
+    created_ms: int
+    sealed: bool
+
+    @property
+    def table(self) -> str:
+        return f"seg_{self.id}"
+
+
+@dataclass(slots=True)
+class _State:
+    """Owned by the writer thread; the event loop only reads ``snapshot``."""
+
+    segments: list[_Segment] = field(default_factory=list)
+    next_offset: int = 1
+    id_days: list[int] = field(default_factory=list)  # days that have an ids_<day> table
+    appended_total: int = 0
+    duplicates_total: int = 0
+    latency_ms: float = 0.0
+    disk_bytes: int = 0
+
+
+def _connect(path: Path, durability: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA cache_size=-16000")
+    return conn
+
+
+class SqliteLog:
+    """The embedded :class:`~headwater.log.base.EventLog` backend. See the module docstring."""
+
+    def __init__(
+        self, directory: Path, config: LogConfig, *, clock_ms: Callable[[], int] = wall_clock_ms
+    ) -> None:
+        self._dir = directory
+        self._config = config
+        self._clock_ms = clock_ms
+        self._path = directory / DB_FILE
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._refusing: str | None = None
+        self._closed = False
+        self._state = _State()
+        self._snapshot = self._make_snapshot()
+        self._retention_due = 0.0
+        directory.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self._path, config.durability)
+        try:
+            self._init_schema(conn)
+            self._load_state(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LogError(
+                f"cannot open the event log at {self._path}: {exc}. If the file is damaged, "
+                "move it aside (keep it for recovery) and start again with an empty log."
+            ) from exc
+        self._measure_disk()
+        self._snapshot = self._make_snapshot()
+        self._stop_checkpoints = threading.Event()
+        self._writer = threading.Thread(
+            target=self._run_writer, args=(conn,), name="headwater-log-writer", daemon=True
+        )
+        self._checkpointer = threading.Thread(
+            target=self._run_checkpoints, name="headwater-log-checkpoint", daemon=True
+        )
+        self._reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headwater-log-read")
+        self._reader: sqlite3.Connection | None = None
+        self._writer.start()
+        self._checkpointer.start()
+
+    # ------------------------------------------------------------------ the EventLog API
+
+    async def append(self, records: Sequence[Record]) -> list[AppendResult]:
+        if self._closed:
+            raise LogClosed("the event log is closed")
+        if not records:
+            return []
+        if self._refusing is not None:
+            raise self._unavailable(self._refusing)
+        with self._pending_lock:
+            if self._pending + len(records) > self._config.max_pending_records:
+                raise self._unavailable("overloaded")
+            self._pending += len(records)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[AppendResult]] = loop.create_future()
+        self._queue.put(_Append(records, future, loop, time.perf_counter()))
+        return await future
+
+    async def read(self, after: int, limit: int = 500) -> list[StoredRecord]:
+        return await self._in_reader(lambda conn: self._read(conn, after, limit))
+
+    async def get(self, message_id: str) -> StoredRecord | None:
+        return await self._in_reader(lambda conn: self._get(conn, message_id))
+
+    async def enforce_retention(self, now_ms: int | None = None) -> RetentionReport:
+        report = await self._on_writer(lambda conn: self._retain(conn, now_ms))
+        assert isinstance(report, RetentionReport)
+        return report
+
+    def stats(self) -> LogStats:
+        return self._snapshot
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._writer.join)
+        self._stop_checkpoints.set()
+        await asyncio.to_thread(self._checkpointer.join)
+        if self._reader is not None:
+            reader = self._reader
+            await asyncio.get_running_loop().run_in_executor(self._reader_pool, reader.close)
+        self._reader_pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ helpers for callers
+
+    def _unavailable(self, reason: str) -> LogUnavailable:
+        messages = {
+            "disk_budget": "the event log is over its disk budget (log.disk_budget_bytes)",
+            "disk_full": "the disk holding the event log is nearly full (log.min_free_disk_bytes)",
+            "write_latency": "the event log's writes are too slow (log.max_write_latency_ms)",
+            "overloaded": "too many events are waiting to be written (log.max_pending_records)",
+        }
+        retry = 5 if reason == "write_latency" or reason == "overloaded" else 30
+        return LogUnavailable(
+            f"{messages.get(reason, reason)}; events were not stored, send them again later",
+            reason=reason,
+            retry_after_secs=retry,
+        )
+
+    async def _on_writer(self, run: Callable[[sqlite3.Connection], object]) -> object:
+        if self._closed:
+            raise LogClosed("the event log is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        self._queue.put(_Command(run, future, loop))
+        return await future
+
+    async def _in_reader(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise LogClosed("the event log is closed")
+
+        def call() -> T:
+            if self._reader is None:
+                self._reader = _connect(self._path, self._config.durability)
+            return run(self._reader)
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, call)
+
+    # ------------------------------------------------------------------ schema and state
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file
+        conn.execute("PRAGMA journal_size_limit=67108864")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
+        conn.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS segments(id INTEGER PRIMARY KEY, first_offset INTEGER,"
+            " last_offset INTEGER, records INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+            " first_received_ms INTEGER, last_received_ms INTEGER, created_ms INTEGER NOT NULL,"
+            " sealed INTEGER NOT NULL)"
+        )
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {row[0]} is not {SCHEMA_VERSION}, which this Headwater reads"
+            )
+
+    def _load_state(self, conn: sqlite3.Connection) -> None:
+        state = self._state
+        rows = conn.execute(
+            "SELECT id, first_offset, last_offset, records, bytes, first_received_ms,"
+            " last_received_ms, created_ms, sealed FROM segments ORDER BY id"
+        ).fetchall()
+        state.segments = [_Segment(*row[:8], sealed=bool(row[8])) for row in rows]
+        last = max((s.last_offset for s in state.segments if s.last_offset), default=0)
+        state.next_offset = last + 1
+        names = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'ids\\_%' ESCAPE '\\'"
+        ).fetchall()
+        state.id_days = sorted(int(name[4:]) for (name,) in names)
+
+    def _new_segment(self, conn: sqlite3.Connection, now_ms: int) -> _Segment:
+        cur = conn.execute(
+            "INSERT INTO segments(records, bytes, created_ms, sealed) VALUES (0, 0, ?, 0)",
+            (now_ms,),
+        )
+        seg = _Segment(
+            id=int(cur.lastrowid or 0), first_offset=None, last_offset=None, records=0, bytes=0,
+            first_received_ms=None, last_received_ms=None, created_ms=now_ms, sealed=False,
+        )  # fmt: skip
+        conn.execute(
+            f"CREATE TABLE {seg.table}(offset INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL,"
+            " source TEXT NOT NULL, type TEXT NOT NULL, message_id TEXT NOT NULL,"
+            " payload BLOB NOT NULL)"
+        )
+        self._state.segments.append(seg)
+        return seg
+
+    def _writable_segment(self, conn: sqlite3.Connection, now_ms: int) -> _Segment:
+        segments = self._state.segments
+        if segments and not segments[-1].sealed:
+            seg = segments[-1]
+            too_big = seg.bytes >= self._config.segment_max_bytes
+            too_old = now_ms - seg.created_ms >= self._config.segment_max_age_secs * 1000
+            if not (seg.records and (too_big or too_old)):
+                return seg
+            seg.sealed = True
+            conn.execute("UPDATE segments SET sealed=1 WHERE id=?", (seg.id,))
+        return self._new_segment(conn, now_ms)
+
+    def _ids_table(self, conn: sqlite3.Connection, day: int) -> str:
+        if day not in self._state.id_days:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS ids_{day}(message_id TEXT PRIMARY KEY,"
+                " offset INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            self._state.id_days.append(day)
+            self._state.id_days.sort()
+        return f"ids_{day}"
+
+    # ------------------------------------------------------------------ the writer thread
+
+    def _run_writer(self, conn: sqlite3.Connection) -> None:
+        last_housekeeping = time.monotonic()
+        try:
+            while True:
+                try:
+                    first = self._queue.get(timeout=HOUSEKEEPING_SECS)
+                except queue.Empty:
+                    first = None
+                batch, stop = self._drain(first)
+                appends = [item for item in batch if isinstance(item, _Append)]
+                if appends:
+                    self._commit(conn, appends)
+                for item in batch:
+                    if isinstance(item, _Command):
+                        self._run_command(conn, item)
+                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_SECS:
+                    last_housekeeping = time.monotonic()
+                    self._housekeeping(conn)
+                if stop:
+                    break
+        except Exception:  # never leave callers waiting on a dead writer
+            logger.exception("the event log's writer thread failed")
+            self._closed = True
+            self._refusing = "writer_failed"
+            self._fail_pending(LogError("the event log's writer failed; see the server log"))
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+
+    def _drain(self, first: object) -> tuple[list[object], bool]:
+        if first is None:
+            return [], False
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        count = len(first.records) if isinstance(first, _Append) else 0
+        while count < MAX_GROUP_RECORDS:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+            if isinstance(item, _Append):
+                count += len(item.records)
+        return batch, False
+
+    def _fail_pending(self, error: Exception) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Append | _Command):
+                item.loop.call_soon_threadsafe(_settle, item.future, None, error)
+
+    def _commit(self, conn: sqlite3.Connection, appends: list[_Append]) -> None:
+        started = time.perf_counter()
+        count = sum(len(a.records) for a in appends)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = self._insert(conn, appends)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._reload_after_rollback(conn)
+            error = self._translate(exc)
+            for a in appends:
+                a.loop.call_soon_threadsafe(_settle, a.future, None, error)
+            with self._pending_lock:
+                self._pending -= count
+            return
+        with self._pending_lock:
+            self._pending -= count
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        oldest_wait_ms = (started - min(a.queued_at for a in appends)) * 1000
+        state = self._state
+        state.latency_ms = 0.8 * state.latency_ms + 0.2 * (elapsed_ms + oldest_wait_ms)
+        self._measure_disk()
+        self._update_refusing()
+        self._snapshot = self._make_snapshot()  # before callers wake up and look at it
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
+        for a, result in zip(appends, results, strict=True):
+            by_loop.setdefault(a.loop, []).append((a.future, result))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_many, settled)
+
+    def _insert(self, conn: sqlite3.Connection, appends: list[_Append]) -> list[list[AppendResult]]:
+        state = self._state
+        now_ms = self._clock_ms()
+        day = now_ms // DAY_MS
+        ids_table = self._ids_table(conn, day)
+        lookup_tables = [f"ids_{d}" for d in (day, day - 1) if d in state.id_days]
+        known = self._known_ids(conn, lookup_tables, appends)
+        seg = self._writable_segment(conn, now_ms)
+        rows: list[tuple[int, int, str, str, str, bytes]] = []
+        id_rows: list[tuple[str, int]] = []
+        results: list[list[AppendResult]] = []
+        offset = state.next_offset
+        payload_bytes = 0
+        for a in appends:
+            out: list[AppendResult] = []
+            for r in a.records:
+                existing = known.get(r.message_id)
+                if existing is not None:
+                    out.append(AppendResult(existing, True))
+                    continue
+                known[r.message_id] = offset
+                rows.append((offset, r.received_at_ms, r.source, r.type, r.message_id, r.payload))
+                id_rows.append((r.message_id, offset))
+                payload_bytes += len(r.payload)
+                out.append(AppendResult(offset, False))
+                offset += 1
+            results.append(out)
+        if rows:
+            conn.executemany(f"INSERT INTO {seg.table} VALUES (?,?,?,?,?,?)", rows)
+            conn.executemany(f"INSERT INTO {ids_table} VALUES (?,?)", id_rows)
+            first_ms = min(row[1] for row in rows)
+            last_ms = max(row[1] for row in rows)
+            seg.first_offset = seg.first_offset or rows[0][0]
+            seg.last_offset = rows[-1][0]
+            seg.records += len(rows)
+            seg.bytes += payload_bytes
+            seg.first_received_ms = min(seg.first_received_ms or first_ms, first_ms)
+            seg.last_received_ms = max(seg.last_received_ms or last_ms, last_ms)
+            conn.execute(
+                "UPDATE segments SET first_offset=?, last_offset=?, records=?, bytes=?,"
+                " first_received_ms=?, last_received_ms=? WHERE id=?",
+                (seg.first_offset, seg.last_offset, seg.records, seg.bytes,
+                 seg.first_received_ms, seg.last_received_ms, seg.id),
+            )  # fmt: skip
+        state.next_offset = offset
+        state.appended_total += len(rows)
+        state.duplicates_total += sum(len(a.records) for a in appends) - len(rows)
+        return results
+
+    def _known_ids(
+        self, conn: sqlite3.Connection, tables: list[str], appends: list[_Append]
+    ) -> dict[str, int]:
+        ids = list({r.message_id for a in appends for r in a.records})
+        known: dict[str, int] = {}
+        for table in tables:
+            for start in range(0, len(ids), IN_CHUNK):
+                chunk = ids[start : start + IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT message_id, offset FROM {table} WHERE message_id IN ({marks})"
+                known.update(conn.execute(sql, chunk).fetchall())
+        return known
+
+    def _reload_after_rollback(self, conn: sqlite3.Connection) -> None:
+        self._state.segments.clear()
+        self._state.id_days.clear()
+        self._load_state(conn)
+
+    def _translate(self, exc: sqlite3.Error) -> LogError:
+        if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower():
+            self._refusing = "disk_full"
+            return self._unavailable("disk_full")
+        return LogError(f"the event log could not store the events: {exc}; send them again")
+
+    def _run_command(self, conn: sqlite3.Connection, command: _Command) -> None:
+        result: object = None
+        error: Exception | None = None
+        try:
+            result = command.run(conn)
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = exc
+        self._snapshot = self._make_snapshot()
+        command.loop.call_soon_threadsafe(_settle, command.future, result, error)
+
+    def _housekeeping(self, conn: sqlite3.Connection) -> None:
+        now = time.monotonic()
+        if now >= self._retention_due or self._refusing in ("disk_budget", "disk_full"):
+            self._retention_due = now + RETENTION_EVERY_SECS
+            try:
+                self._retain(conn, None)
+            except sqlite3.Error:
+                logger.exception("retention failed; will try again")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        self._measure_disk()
+        self._update_refusing()
+        self._snapshot = self._make_snapshot()
+
+    # ------------------------------------------------------------------ retention
+
+    def _retain(self, conn: sqlite3.Connection, now_ms: int | None) -> RetentionReport:
+        now_ms = self._clock_ms() if now_ms is None else now_ms
+        state = self._state
+        cutoff = now_ms - self._config.retention_max_age_secs * 1000
+        total = sum(s.bytes for s in state.segments)
+        doomed: list[_Segment] = []
+        for seg in state.segments:
+            expired = seg.last_received_ms is not None and seg.last_received_ms < cutoff
+            oversize = total > self._config.retention_max_bytes and seg is not state.segments[-1]
+            if not (expired or oversize):
+                break  # segments are in age order: keep this one and every newer one
+            doomed.append(seg)
+            total -= seg.bytes
+        if not doomed and not self._expired_id_days(now_ms):
+            return RetentionReport(0, 0, 0)
+        conn.execute("BEGIN IMMEDIATE")
+        for seg in doomed:
+            conn.execute(f"DROP TABLE IF EXISTS {seg.table}")
+            conn.execute("DELETE FROM segments WHERE id=?", (seg.id,))
+        kept = state.segments[len(doomed) :]
+        state.segments = kept
+        oldest_kept = min((s.first_received_ms for s in kept if s.first_received_ms), default=None)
+        for day in self._expired_id_days(now_ms, oldest_kept):
+            conn.execute(f"DROP TABLE IF EXISTS ids_{day}")
+            state.id_days.remove(day)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA incremental_vacuum")
+        report = RetentionReport(
+            segments_dropped=len(doomed),
+            records_dropped=sum(s.records for s in doomed),
+            bytes_dropped=sum(s.bytes for s in doomed),
+        )
+        if doomed:
+            logger.info(
+                "retention dropped %d segment(s), %d events", len(doomed), report.records_dropped
+            )
+        self._measure_disk()
+        self._update_refusing()
+        return report
+
+    def _expired_id_days(self, now_ms: int, oldest_kept_ms: int | None = None) -> list[int]:
+        """Id tables no longer needed: past the dedupe window and holding no retained event."""
+        window_start = (now_ms - DEDUPE_WINDOW_SECS * 1000) // DAY_MS
+        segments = self._state.segments
+        if oldest_kept_ms is None:
+            oldest_kept_ms = min(
+                (s.first_received_ms for s in segments if s.first_received_ms), default=now_ms
+            )
+        oldest_day = min(window_start, oldest_kept_ms // DAY_MS)
+        return [d for d in self._state.id_days if d < oldest_day]
+
+    # ------------------------------------------------------------------ back-pressure
+
+    def _measure_disk(self) -> None:
+        size = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                size += os.stat(f"{self._path}{suffix}").st_size
+        self._state.disk_bytes = size
+
+    def _update_refusing(self) -> None:
+        config = self._config
+        reason: str | None = None
+        if self._state.disk_bytes >= config.effective_disk_budget_bytes:
+            reason = "disk_budget"
+        elif shutil.disk_usage(self._dir).free < config.min_free_disk_bytes:
+            reason = "disk_full"
+        elif self._state.latency_ms > config.max_write_latency_ms:
+            reason = "write_latency"
+        if self._refusing != reason:
+            if reason:
+                logger.warning("event log refusing writes: %s", reason)
+            elif self._refusing:
+                logger.warning("event log accepting writes again (was: %s)", self._refusing)
+        self._refusing = reason
+        if reason == "write_latency":
+            # decay so that one slow commit does not refuse writes for ever when idle
+            self._state.latency_ms *= 0.5
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _run_checkpoints(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=1000")
+        try:
+            while not self._stop_checkpoints.wait(0.5):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------------ reads
+
+    def _segments_after(self, conn: sqlite3.Connection, after: int) -> list[tuple[int, int]]:
+        return conn.execute(
+            "SELECT id, last_offset FROM segments WHERE last_offset > ? ORDER BY id", (after,)
+        ).fetchall()
+
+    def _read(self, conn: sqlite3.Connection, after: int, limit: int) -> list[StoredRecord]:
+        out: list[StoredRecord] = []
+        for seg_id, _last in self._segments_after(conn, after):
+            if len(out) >= limit:
+                break
+            try:
+                rows = conn.execute(
+                    f"SELECT offset, message_id, source, type, received_ms, payload FROM seg_{seg_id}"
+                    " WHERE offset > ? ORDER BY offset LIMIT ?",
+                    (after, limit - len(out)),
+                ).fetchall()
+            except sqlite3.OperationalError:
+                continue  # dropped by retention since we listed it
+            out.extend(StoredRecord(*row) for row in rows)
+        return out
+
+    def _get(self, conn: sqlite3.Connection, message_id: str) -> StoredRecord | None:
+        names = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'ids\\_%' ESCAPE '\\'"
+        ).fetchall()
+        for day in sorted((int(n[4:]) for (n,) in names), reverse=True):
+            try:
+                row = conn.execute(
+                    f"SELECT offset FROM ids_{day} WHERE message_id=?", (message_id,)
+                ).fetchone()
+            except sqlite3.OperationalError:
+                continue
+            if row is None:
+                continue
+            seg = conn.execute(
+                "SELECT id FROM segments WHERE first_offset <= ? AND last_offset >= ?",
+                (row[0], row[0]),
+            ).fetchone()
+            if seg is None:
+                return None  # the id is remembered for dedupe but its segment was dropped
+            found = conn.execute(
+                f"SELECT offset, message_id, source, type, received_ms, payload FROM seg_{seg[0]}"
+                " WHERE offset=?",
+                (row[0],),
+            ).fetchone()
+            return StoredRecord(*found) if found else None
+        return None
+
+    # ------------------------------------------------------------------ stats
+
+    def _make_snapshot(self) -> LogStats:
+        state = self._state
+        segs = state.segments
+        with_data = [s for s in segs if s.records]
+        return LogStats(
+            first_offset=with_data[0].first_offset if with_data else None,
+            last_offset=with_data[-1].last_offset if with_data else None,
+            records=sum(s.records for s in segs),
+            payload_bytes=sum(s.bytes for s in segs),
+            disk_bytes=state.disk_bytes,
+            segments=len(segs),
+            oldest_received_at_ms=min(
+                (s.first_received_ms for s in with_data if s.first_received_ms), default=None
+            ),
+            appended_total=state.appended_total,
+            duplicates_total=state.duplicates_total,
+            commit_latency_ms=state.latency_ms,
+            refusing=self._refusing,
+        )
+
+
+def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if future.done():
+        return  # the caller went away (client disconnected); the write itself stands
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
+
+
+def _settle_many(settled: list[_Settled]) -> None:
+    for future, result in settled:
+        if not future.done():
+            future.set_result(result)
