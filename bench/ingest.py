@@ -219,7 +219,7 @@ def median_run(runs: Sequence[Row]) -> Row:
 
 def loadgen_name(use_wrk: bool) -> str:
     if not use_wrk:
-        return "Python load generator (bench/loadgen.py; wrk not found, may be the bottleneck)"
+        return "Python load generator (bench/loadgen.py; slower than wrk, may be the bottleneck)"
     completed = subprocess.run([wrk_path() or "wrk", "-v"], capture_output=True, text=True)
     first_line = (completed.stdout or completed.stderr).partition("\n")[0]
     return first_line.split(" [")[0] or "wrk"
@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
     try:
         check_prerequisites(options)
-        if not options.use_wrk:
+        if not options.use_wrk and wrk_path() is None:
             progress("wrk not found: using the Python load generator (bench/loadgen.py)")
         with tempfile.TemporaryDirectory(prefix="headwater-bench-", dir=options.data_root) as tmp:
             machine = Machine.describe(measure_fsync(Path(tmp)), loadgen_name(options.use_wrk))

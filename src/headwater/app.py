@@ -64,7 +64,7 @@ class Headwater:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
-            await self._web(scope, receive, send)
+            await self._web(scope, receive, send)  # type: ignore[arg-type]
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

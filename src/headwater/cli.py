@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -64,7 +63,9 @@ def serve(
             f"  (kept in {data_dir / 'write_keys.json'}; it is shown only this once)",
             highlight=False,
         )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     out.print(
         f"Headwater {__version__} listening on http://{host}:{port} "
         f"(workspace {workspace.name!r}, {len(workspace.sources)} source(s), data in {data_dir})",
@@ -99,20 +100,31 @@ def _parse_pairs(pairs: list[str], option: str) -> dict[str, Any]:
 @app.command()
 def send(
     write_key: Annotated[
-        str, typer.Option("--write-key", "-k", help="A source's write key.", envvar="HEADWATER_WRITE_KEY")
+        str,
+        typer.Option(
+            "--write-key", "-k", help="A source's write key.", envvar="HEADWATER_WRITE_KEY"
+        ),
     ],
-    type_: Annotated[str, typer.Option("--type", "-t", help=f"One of {', '.join(TYPES)}.")] = "track",
+    type_: Annotated[
+        str, typer.Option("--type", "-t", help=f"One of {', '.join(TYPES)}.")
+    ] = "track",
     event: Annotated[str, typer.Option("--event", "-e", help="Event name (track).")] = "Test Event",
     name: Annotated[str | None, typer.Option(help="Page or screen name.")] = None,
     user_id: Annotated[str | None, typer.Option("--user-id", "-u")] = None,
     anonymous_id: Annotated[str | None, typer.Option("--anonymous-id")] = None,
     group_id: Annotated[str | None, typer.Option("--group-id", help="Group id (group).")] = None,
-    previous_id: Annotated[str | None, typer.Option("--previous-id", help="Old id (alias).")] = None,
+    previous_id: Annotated[
+        str | None, typer.Option("--previous-id", help="Old id (alias).")
+    ] = None,
     prop: Annotated[
         list[str], typer.Option("--property", "-p", help="NAME=VALUE; VALUE may be JSON.")
     ] = [],  # noqa: B006 - typer reads the default, it is never mutated
-    trait: Annotated[list[str], typer.Option("--trait", help="NAME=VALUE; VALUE may be JSON.")] = [],  # noqa: B006
-    url: Annotated[str, typer.Option(help="Headwater's URL.", envvar="HEADWATER_URL")] = DEFAULT_URL,
+    trait: Annotated[
+        list[str], typer.Option("--trait", help="NAME=VALUE; VALUE may be JSON.")
+    ] = [],  # noqa: B006
+    url: Annotated[
+        str, typer.Option(help="Headwater's URL.", envvar="HEADWATER_URL")
+    ] = DEFAULT_URL,
 ) -> None:
     """Send one test event to a running Headwater and print its answer."""
     if type_ not in TYPES:
@@ -163,4 +175,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

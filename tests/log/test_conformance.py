@@ -48,9 +48,7 @@ BACKENDS: dict[str, Callable[[Path, LogConfig, Clock], EventLog]] = {
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def make_log(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Callable[..., EventLog]:
+def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., EventLog]:
     opened: list[EventLog] = []
 
     def make(clock: Clock | None = None, **overrides: Any) -> EventLog:
@@ -72,7 +70,9 @@ async def log(make_log: Callable[..., EventLog]) -> AsyncIterator[EventLog]:
 
 def rec(mid: str, at_ms: int = T0, size: int = 0, source: str = "web") -> Record:
     payload = b'{"messageId":"%s","pad":"%s"}' % (mid.encode(), b"x" * size)
-    return Record(message_id=mid, source=source, type="track", received_at_ms=at_ms, payload=payload)
+    return Record(
+        message_id=mid, source=source, type="track", received_at_ms=at_ms, payload=payload
+    )
 
 
 async def test_offsets_increase_and_read_returns_everything_in_order(log: EventLog) -> None:
@@ -153,7 +153,7 @@ async def test_retention_by_age_drops_whole_segments(make_log: Callable[..., Eve
     # now = T0 + 6h; segments whose newest event is older than T0 + 3h go
     assert report.segments_dropped == 3 and report.records_dropped == 9
     remaining = await log.read(after=0)
-    assert [r.message_id for r in remaining][0] == "h3-0"
+    assert remaining[0].message_id == "h3-0"
     assert len(remaining) == 9
     stats = log.stats()
     assert stats.segments == 3 and stats.records == 9

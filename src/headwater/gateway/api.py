@@ -130,16 +130,17 @@ class TrackingAPI:
         except IngestError as exc:
             context.refuse(exc, scope="unknown", body=None)
             raise
+        context.key = key
         source = self._by_key.get(key)
         if source is None:
-            exc = IngestError(
+            unknown = IngestError(
                 "invalid_write_key",
                 f"write key {redact_key(key)!r} is not known to this Headwater; use the key "
                 "of one of the workspace's sources",
                 401,
             )
-            context.refuse(exc, scope=f"key:{redact_key(key)}", body=body)
-            raise exc
+            context.refuse(unknown, scope=f"key:{redact_key(key)}", body=body)
+            raise unknown
         try:
             if not source.enabled:
                 raise IngestError(
@@ -161,19 +162,12 @@ class TrackingAPI:
             raise refused[0][1]
         try:
             results = await self._log.append(records) if records else []
-        except LogUnavailable as exc:
+        except LogError as exc:  # LogUnavailable says how long to wait; other faults: 5 s
+            retry_after = exc.retry_after_secs if isinstance(exc, LogUnavailable) else 5
             error = IngestError("unavailable", str(exc), 503)
             context.refuse(error, scope=source.name, body=None)
-            await _respond_error(
-                send,
-                error,
-                self._cors(origin) + [(b"retry-after", str(exc.retry_after_secs).encode())],
-            )
-            return
-        except LogError as exc:
-            error = IngestError("unavailable", str(exc), 503)
-            context.refuse(error, scope=source.name, body=None)
-            await _respond_error(send, error, self._cors(origin) + [(b"retry-after", b"5")])
+            retry = (b"retry-after", str(retry_after).encode())
+            await _respond_error(send, error, [*self._cors(origin), retry])
             return
         duplicates = sum(1 for r in results if r.duplicate)
         self._stats.accepted(source.name, len(results) - duplicates, duplicates)
@@ -218,7 +212,7 @@ class TrackingAPI:
 
     def _client_ip(self, scope: Scope, headers: dict[str, str]) -> str | None:
         client = scope.get("client")
-        peer = client[0] if client else None
+        peer: str | None = client[0] if client else None
         if not self._trusted or peer is None:
             return peer
         forwarded = headers.get("x-forwarded-for")
@@ -302,13 +296,20 @@ class TrackingAPI:
 class _RequestContext:
     """What every refusal of one request shares, so each is recorded the same way."""
 
-    __slots__ = ("ip", "path", "stats", "user_agent")
+    __slots__ = ("ip", "key", "path", "stats", "user_agent")
 
     def __init__(self, stats: IngestStats, path: str, ip: str | None, ua: str | None) -> None:
         self.stats = stats
         self.path = path
         self.ip = ip
         self.user_agent = ua
+        self.key: str | None = None  # once known, redacted out of every sample
+
+    def excerpt(self, body: bytes | None) -> str | None:
+        if not body:
+            return None
+        text = body[:1024].decode("utf-8", "replace")
+        return text.replace(self.key, redact_key(self.key)) if self.key else text
 
     def refuse(
         self,
@@ -324,7 +325,7 @@ class _RequestContext:
                 at=iso(datetime.now(UTC)), scope=scope, code=error.code, message=error.message,
                 status=error.status, path=self.path, ip=self.ip, user_agent=self.user_agent,
                 message_id=message_id, index=index,
-                excerpt=body[:1024].decode("utf-8", "replace") if body else None,
+                excerpt=self.excerpt(body),
             )
         )  # fmt: skip
 
@@ -411,9 +412,9 @@ def _write_key(headers: Mapping[str, str], data: dict[str, Any]) -> str:
         key = decoded.partition(":")[0]
         if key:
             return key
-    key = data.get("writeKey")
-    if isinstance(key, str) and key:
-        return key
+    body_key = data.get("writeKey")
+    if isinstance(body_key, str) and body_key:
+        return body_key
     raise IngestError(
         "missing_write_key",
         "no write key: send it as HTTP Basic auth (user = write key, empty password) or as "
@@ -433,9 +434,7 @@ def _envelope(
         return Envelope(source, received, received_iso, received_ms, ip), [data]
     items = data.get("batch")
     if not isinstance(items, list):
-        raise IngestError(
-            "invalid_batch", "a batch body needs 'batch': a list of events", 400
-        )
+        raise IngestError("invalid_batch", "a batch body needs 'batch': a list of events", 400)
     if len(items) > MAX_BATCH_EVENTS:
         raise IngestError(
             "batch_too_large",
@@ -457,10 +456,8 @@ def _envelope(
 
 
 def _message_id(item: object) -> str | None:
-    if isinstance(item, dict):
-        value = item.get("messageId")
-        return value if isinstance(value, str) else None
-    return None
+    value = item.get("messageId") if isinstance(item, dict) else None
+    return value if isinstance(value, str) else None
 
 
 async def _respond(

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from headwater.config.workspace import LogConfig
 from headwater.errors import LogClosed, LogError, LogUnavailable
@@ -59,12 +59,14 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+_COLUMNS = "offset, message_id, source, type, received_ms, payload"
 DB_FILE = "events.sqlite"
 DAY_MS = 86_400_000
 MAX_GROUP_RECORDS = 20_000  # records per transaction, bounds commit latency
 HOUSEKEEPING_SECS = 1.0
 RETENTION_EVERY_SECS = 30.0
 IN_CHUNK = 500  # ids per "IN (...)" lookup
+
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -168,7 +170,9 @@ class SqliteLog:
         self._checkpointer = threading.Thread(
             target=self._run_checkpoints, name="headwater-log-checkpoint", daemon=True
         )
-        self._reader_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headwater-log-read")
+        self._reader_pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="headwater-log-read"
+        )
         self._reader: sqlite3.Connection | None = None
         self._writer.start()
         self._checkpointer.start()
@@ -282,7 +286,14 @@ class SqliteLog:
             "SELECT id, first_offset, last_offset, records, bytes, first_received_ms,"
             " last_received_ms, created_ms, sealed FROM segments ORDER BY id"
         ).fetchall()
-        state.segments = [_Segment(*row[:8], sealed=bool(row[8])) for row in rows]
+        state.segments = [
+            _Segment(
+                id=row[0], first_offset=row[1], last_offset=row[2], records=row[3], bytes=row[4],
+                first_received_ms=row[5], last_received_ms=row[6], created_ms=row[7],
+                sealed=bool(row[8]),
+            )
+            for row in rows
+        ]  # fmt: skip
         last = max((s.last_offset for s in state.segments if s.last_offset), default=0)
         state.next_offset = last + 1
         names = conn.execute(
@@ -627,8 +638,7 @@ class SqliteLog:
                 break
             try:
                 rows = conn.execute(
-                    f"SELECT offset, message_id, source, type, received_ms, payload FROM seg_{seg_id}"
-                    " WHERE offset > ? ORDER BY offset LIMIT ?",
+                    f"SELECT {_COLUMNS} FROM seg_{seg_id} WHERE offset > ? ORDER BY offset LIMIT ?",
                     (after, limit - len(out)),
                 ).fetchall()
             except sqlite3.OperationalError:
@@ -656,8 +666,7 @@ class SqliteLog:
             if seg is None:
                 return None  # the id is remembered for dedupe but its segment was dropped
             found = conn.execute(
-                f"SELECT offset, message_id, source, type, received_ms, payload FROM seg_{seg[0]}"
-                " WHERE offset=?",
+                f"SELECT {_COLUMNS} FROM seg_{seg[0]} WHERE offset=?",
                 (row[0],),
             ).fetchone()
             return StoredRecord(*found) if found else None
@@ -686,13 +695,13 @@ class SqliteLog:
         )
 
 
-def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
     if future.done():
         return  # the caller went away (client disconnected); the write itself stands
     if error is not None:
         future.set_exception(error)
     else:
-        future.set_result(result)  # type: ignore[arg-type]
+        future.set_result(result)
 
 
 def _settle_many(settled: list[_Settled]) -> None:

@@ -3,11 +3,12 @@
 //
 //   node send.mjs --host http://127.0.0.1:PORT --write-key KEY --count N
 //                 [--batch-size M] [--path /v1/batch] [--max-retries R]
-//                 [--timeout-ms T] [--sdk-ids]
+//                 [--timeout-ms T] [--sdk-ids] [--wire]
 //
 // Sends N calls cycling track/identify/page/screen/group/alias, waits for
 // closeAndFlush(), then prints ONE line of JSON to stdout:
 //   {"sent":[{"messageId","type"}...], "errors":[...], "requests":[{"status","events"}...]}
+// With --wire each request also carries "body": the JSON the SDK posted, as it posted it.
 // and exits 1 if any event was not delivered (SDK callback error or no callback).
 import { parseArgs } from 'node:util'
 import { randomUUID } from 'node:crypto'
@@ -23,10 +24,11 @@ const { values: opt } = parseArgs({
     'max-retries': { type: 'string', default: '3' }, // SDK default is 10 (backoff up to 60s)
     'timeout-ms': { type: 'string', default: '30000' }, // closeAndFlush timeout
     'sdk-ids': { type: 'boolean', default: false }, // let the SDK assign messageIds
+    wire: { type: 'boolean', default: false }, // add each request's body to "requests"
   },
 })
 if (!opt.host || !opt['write-key']) {
-  console.error('usage: node send.mjs --host URL --write-key KEY --count N [--batch-size M] [--path P]')
+  console.error('usage: node send.mjs --host URL --write-key KEY --count N [--batch-size M] [--path P] [--sdk-ids] [--wire]')
   process.exit(2)
 }
 const count = Number(opt.count)
@@ -43,7 +45,8 @@ const analytics = new Analytics({
 
 const requests = []
 analytics.on('http_response', (r) => {
-  requests.push({ status: r.status, events: JSON.parse(r.body).batch.length })
+  const body = JSON.parse(r.body)
+  requests.push({ status: r.status, events: body.batch.length, ...(opt.wire ? { body } : {}) })
 })
 
 const run = randomUUID().slice(0, 8)

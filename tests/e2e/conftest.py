@@ -1,0 +1,142 @@
+"""Whole-process tests: a real ``headwater serve`` subprocess on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+WRITE_KEY = "wk_e2e_website_1"
+OTHER_KEY = "wk_e2e_backend_2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running Headwater process. ``url`` is its base URL."""
+
+    data_dir: Path
+    config: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    output: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output = self.data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20) -> None:
+        cmd = [
+            sys.executable, "-m", "headwater.cli", "serve",
+            "--config", str(self.config), "--data-dir", str(self.data_dir),
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+        ]  # fmt: skip
+        with self.output.open("ab") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"headwater exited early:\n{self.output.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"headwater did not start in {timeout_s}s:\n{self.output.read_text()}")
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush or close anything."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event in the log, oldest first, read straight from the SQLite files."""
+        return [orjson.loads(payload) for _, payload in self.rows()]
+
+    def rows(self) -> list[tuple[str, bytes]]:
+        """(source, payload) of every stored event, oldest first."""
+        path = self.data_dir / "log" / "events.sqlite"
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            segs = [r[0] for r in conn.execute("SELECT id FROM segments ORDER BY id")]
+            rows: list[tuple[str, bytes]] = []
+            for seg in segs:
+                rows.extend(conn.execute(f"SELECT source, payload FROM seg_{seg} ORDER BY offset"))
+            return rows
+        finally:
+            conn.close()
+
+
+def write_workspace(path: Path, extra: str = "") -> Path:
+    path.write_text(
+        "sources:\n"
+        f"  - name: website\n    write_key: {WRITE_KEY}\n"
+        f"  - name: backend\n    write_key: {OTHER_KEY}\n" + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Any]:
+    """``make_server(extra_yaml="")`` starts a server; all are stopped after the test."""
+    started: list[Server] = []
+
+    def make(extra_yaml: str = "", start: bool = True) -> Server:
+        base = tmp_path / f"hw{len(started)}"
+        base.mkdir()
+        config = write_workspace(base / "workspace.yaml", extra_yaml)
+        server = Server(data_dir=base / "data", config=config, port=free_port())
+        started.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Any) -> Server:
+    return make_server()  # type: ignore[no-any-return]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "e2e" in item.nodeid.split("::")[0]:
+            item.add_marker(pytest.mark.e2e)
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
