@@ -29,6 +29,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 WRK_SCRIPT = BENCH_DIR / "wrk_post.lua"
 LOADGEN_SCRIPT = BENCH_DIR / "loadgen.py"
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+# Talk to the local servers directly, whatever http_proxy says.
+LOCAL_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class BenchError(RuntimeError):
@@ -37,13 +39,21 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Server:
-    pid: int
+    process: subprocess.Popen[bytes]
     port: int
     log_path: Path
 
     @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(f"server exited with {self.process.returncode}\n{log_tail(self)}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,7 @@ def running_server(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    server = Server(pid=process.pid, port=port, log_path=log_path)
+    server = Server(process=process, port=port, log_path=log_path)
     try:
         _wait_healthy(process, server, startup_timeout_s)
         yield server
@@ -117,7 +127,7 @@ def _wait_healthy(process: subprocess.Popen[bytes], server: Server, timeout_s: f
                 f"server exited with {process.returncode} before it was ready\n{log_tail(server)}"
             )
         try:
-            with urllib.request.urlopen(server.base_url + "/healthz", timeout=1) as response:
+            with LOCAL_HTTP.open(server.base_url + "/healthz", timeout=1) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -154,7 +164,7 @@ def preflight(server: Server, spec: LoadSpec) -> None:
         headers={"Content-Type": "application/json", "Authorization": spec.auth_header},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with LOCAL_HTTP.open(request, timeout=10) as response:
             response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read()[:500].decode(errors="replace")
@@ -180,9 +190,12 @@ def run_load(
     else:
         command = _loadgen_command(python, url, spec, duration_s)
     cpu_before = _children_cpu_s()
-    completed = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=duration_s + 60, check=False
-    )
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=duration_s + 60, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"{command[0]} still running {exc.timeout:.0f} s after start") from exc
     cpu_s = _children_cpu_s() - cpu_before
     if completed.returncode != 0:
         output = (completed.stderr or completed.stdout).strip()
@@ -271,3 +284,10 @@ def cpu_seconds(pid: int) -> float:
             continue
         total_ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return total_ticks / CLOCK_TICKS_PER_S
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores have spent busy since boot, steal time included (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS_PER_S

@@ -39,6 +39,7 @@ from harness import (
     basic_auth,
     cpu_seconds,
     free_port,
+    machine_busy_seconds,
     peak_rss_mb,
     preflight,
     run_load,
@@ -164,9 +165,13 @@ def measure(kind: str, label: str, scenario: Scenario, spec: LoadSpec, options: 
         preflight(server, spec)
         if options.warmup_s > 0:
             run_load(server, spec, options.warmup_s, options.python, options.use_wrk)
-        cpu_before, started = cpu_seconds(server.pid), time.monotonic()
+        server_before, busy_before = cpu_seconds(server.pid), machine_busy_seconds()
+        started = time.monotonic()
         load = run_load(server, spec, options.duration_s, options.python, options.use_wrk)
-        server_cpu = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - started)
+        elapsed_s = time.monotonic() - started
+        server.check_alive()
+        server_cpu_s = cpu_seconds(server.pid) - server_before
+        other_cpu_s = machine_busy_seconds() - busy_before - server_cpu_s - load.loadgen_cpu_s
         rss_mb = peak_rss_mb(server.pid)
     return Row(
         server=label,
@@ -179,8 +184,9 @@ def measure(kind: str, label: str, scenario: Scenario, spec: LoadSpec, options: 
         peak_rss_mb=rss_mb,
         errors=load.error_count,
         error_detail={name: count for name, count in load.errors.items() if count},
-        server_cpu_pct=server_cpu * 100,
-        loadgen_cpu_pct=load.loadgen_cpu_s / load.duration_s * 100 if load.duration_s else 0.0,
+        server_cpu_pct=server_cpu_s / elapsed_s * 100,
+        loadgen_cpu_pct=load.loadgen_cpu_s / elapsed_s * 100,
+        other_cpu_pct=max(other_cpu_s, 0.0) / elapsed_s * 100,
     )
 
 

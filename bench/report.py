@@ -20,6 +20,7 @@ P99_MS_MAX = 25.0
 RSS_MB_MAX = 200.0
 
 FLOOR = "floor"
+BUSY_MACHINE_PCT = 10.0  # other processes' CPU, in % of one core, above which results are suspect
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Row:
     error_detail: dict[str, int]
     server_cpu_pct: float  # of one core, during the measured run
     loadgen_cpu_pct: float  # of one core: near 100% per wrk thread means wrk was the limit
+    other_cpu_pct: float  # everything else on the machine (incl. VM steal): should be near 0
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def evaluate_targets(rows: Sequence[Row]) -> list[Target]:
 
 
 COLUMNS: tuple[str, ...] = ("run", "req/s", "events/s", "ratio", "p50 ms", "p99 ms", "RSS MB")
-COLUMNS += ("errors", "srv CPU", "load CPU")
+COLUMNS += ("errors", "srv CPU", "load CPU", "other CPU")
 
 
 def _cells(row: Row) -> tuple[str, ...]:
@@ -121,6 +123,7 @@ def _cells(row: Row) -> tuple[str, ...]:
         f"{row.errors:,}",
         f"{row.server_cpu_pct:.0f}%",
         f"{row.loadgen_cpu_pct:.0f}%",
+        f"{row.other_cpu_pct:.0f}%",
     )
 
 
@@ -157,6 +160,12 @@ def format_report(
         f"  ! {r.server} {r.scenario}: {r.error_detail} (rates count only 2xx answers)"
         for r in rows
         if r.errors
+    ]
+    lines += [
+        f"  ! {r.server} {r.scenario}: other processes used {r.other_cpu_pct:.0f}% of a core;"
+        " the machine was not quiet"
+        for r in rows
+        if r.other_cpu_pct > BUSY_MACHINE_PCT
     ]
     lines += ["", "targets (issue: 2-core machine, fsync durability, 32 connections):"]
     lines += [f"  {'PASS' if t.passed else 'FAIL'}  {t.name}: {t.detail}" for t in targets]

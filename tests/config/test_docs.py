@@ -1,0 +1,26 @@
+"""The workspace examples in the docs and in examples/ load as they are written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from headwater.config import load_workspace, parse_workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_configuration_doc_example_loads() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    ws = parse_workspace(yaml.safe_load(block), "docs/configuration.md")
+    assert [s.name for s in ws.sources] == ["website", "backend", "legacy-app"]
+    assert ws.log.disk_budget_bytes == 11 * 1000**3
+    assert ws.log.segment_max_age_secs == 3600
+
+
+def test_demo_workspace_loads() -> None:
+    ws = load_workspace(ROOT / "examples" / "workspace.yaml")
+    assert {s.name for s in ws.sources} >= {"website", "backend"}
