@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ out = Console()
 err = Console(stderr=True)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+SWITCH_INTERVAL_SECS = 0.001
 TYPES = ("track", "identify", "page", "screen", "group", "alias")
 
 
@@ -48,6 +50,10 @@ def serve(
 ) -> None:
     """Run Headwater: the Tracking API on the durable embedded log."""
     import uvicorn
+
+    # The log's writer thread needs the GIL back a few times per group commit; the default
+    # 5 ms switch interval makes it wait that long behind a busy event loop each time.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECS)
 
     from headwater.app import Headwater
 

@@ -18,6 +18,8 @@ import httpx
 import orjson
 import pytest
 
+from headwater.log.frames import unpack
+
 WRITE_KEY = "wk_e2e_website_1"
 OTHER_KEY = "wk_e2e_backend_2"
 
@@ -85,14 +87,16 @@ class Server:
         return [orjson.loads(payload) for _, payload in self.rows()]
 
     def rows(self) -> list[tuple[str, bytes]]:
-        """(source, payload) of every stored event, oldest first."""
+        """(source, payload) of every stored event, oldest first, read from the SQLite files."""
         path = self.data_dir / "log" / "events.sqlite"
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             segs = [r[0] for r in conn.execute("SELECT id FROM segments ORDER BY id")]
             rows: list[tuple[str, bytes]] = []
             for seg in segs:
-                rows.extend(conn.execute(f"SELECT source, payload FROM seg_{seg} ORDER BY offset"))
+                query = f"SELECT first_offset, data FROM seg_{seg} ORDER BY first_offset"
+                for first, data in conn.execute(query):
+                    rows.extend((r.source, r.payload) for r in unpack(first, data))
             return rows
         finally:
             conn.close()

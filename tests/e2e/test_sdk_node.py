@@ -13,6 +13,7 @@ import contextlib
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from tests.e2e.conftest import WRITE_KEY, Server
 NODE_DIR = Path(__file__).parent / "node"
 SEND = NODE_DIR / "send.mjs"
 SDK_PACKAGE = NODE_DIR / "node_modules" / "@segment" / "analytics-node" / "package.json"
-INSTALL = "install it with `npm ci --prefix tests/e2e/node` (or run `make test`)"
+INSTALL = "run `npm ci --prefix tests/e2e/node` (`make test` does this)"
 SOURCE = "website"
 LIBRARY = "@segment/analytics-node"
 LOCAL_IP = "127.0.0.1"
@@ -35,18 +36,21 @@ Message = dict[str, Any]
 
 
 def node_binary() -> str:
+    """The ``node`` binary; fails the test (never skips) if it or the SDK is missing."""
     node = shutil.which("node")
     if node is None:
-        pytest.fail(f"`node` (>= 20) is not on PATH; install Node.js, then {INSTALL}")
+        pytest.fail(f"`node` (>= 20) is not on PATH: install Node.js 20+, then {INSTALL}")
     if not SDK_PACKAGE.is_file():
-        pytest.fail(f"@segment/analytics-node is not installed in {NODE_DIR}; {INSTALL}")
+        pytest.fail(f"@segment/analytics-node is not installed in {NODE_DIR}: {INSTALL}")
     return node
 
 
-def send(server: Server, count: int, batch_size: int, *, sdk_ids: bool = False) -> Message:
+def send(
+    node: str, server: Server, count: int, batch_size: int, *, sdk_ids: bool = False
+) -> Message:
     """Run send.mjs; return its report after checking it exited 0 with no errors."""
     cmd = [
-        node_binary(), str(SEND), "--host", server.url, "--write-key", WRITE_KEY,
+        node, str(SEND), "--host", server.url, "--write-key", WRITE_KEY,
         "--count", str(count), "--batch-size", str(batch_size), "--wire",
     ]  # fmt: skip
     if sdk_ids:
@@ -147,16 +151,20 @@ def assert_normalised(sent: Message, sent_at: str, source: str, stored: Message)
     )
 
 
-def test_node_sdk_300_events_in_batches_of_50(server: Server) -> None:
-    report = send(server, count=300, batch_size=50)
+def test_node_sdk_300_events_in_batches_of_50(make_server: Callable[[], Server]) -> None:
+    node = node_binary()  # before starting a server, so a missing tool fails fast
+    server = make_server()
+    report = send(node, server, count=300, batch_size=50)
     posted = wire_events(report, count=300, batch_size=50)
     assert {e["type"] for e, _ in posted} == TYPES
     assert all(e["messageId"].startswith("e2e-") for e, _ in posted), "explicit ids expected"
     assert_stored_once_normalised(server, posted)
 
 
-def test_node_sdk_assigned_message_ids(server: Server) -> None:
-    report = send(server, count=90, batch_size=15, sdk_ids=True)  # 15 is the SDK's flushAt
+def test_node_sdk_assigned_message_ids(make_server: Callable[[], Server]) -> None:
+    node = node_binary()
+    server = make_server()
+    report = send(node, server, count=90, batch_size=15, sdk_ids=True)  # 15 is the SDK's flushAt
     posted = wire_events(report, count=90, batch_size=15)
     assert not any(e["messageId"].startswith("e2e-") for e, _ in posted), (
         "--sdk-ids should leave messageIds to the SDK"

@@ -18,14 +18,13 @@ import ipaddress
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from headwater.config.workspace import GatewayConfig, SourceConfig
 from headwater.errors import IngestError, LogError, LogUnavailable
-from headwater.gateway.normalize import Envelope, ItemError, iso, normalize
+from headwater.gateway.normalize import Envelope, ItemError, iso_ms, normalize, parse_ms
 from headwater.gateway.stats import IngestStats, Rejection, redact_key
 from headwater.log.base import EventLog, Record
 
@@ -322,9 +321,9 @@ class _RequestContext:
     ) -> None:
         self.stats.refuse(
             Rejection(
-                at=iso(datetime.now(UTC)), scope=scope, code=error.code, message=error.message,
-                status=error.status, path=self.path, ip=self.ip, user_agent=self.user_agent,
-                message_id=message_id, index=index,
+                at=iso_ms(time.time_ns() // 1_000_000), scope=scope, code=error.code,
+                message=error.message, status=error.status, path=self.path, ip=self.ip,
+                user_agent=self.user_agent, message_id=message_id, index=index,
                 excerpt=self.excerpt(body),
             )
         )  # fmt: skip
@@ -426,12 +425,10 @@ def _write_key(headers: Mapping[str, str], data: dict[str, Any]) -> str:
 def _envelope(
     data: dict[str, Any], source: str, ip: str | None, single: str | None
 ) -> tuple[Envelope, list[Any]]:
-    now_ns = time.time_ns()
-    received = datetime.fromtimestamp(now_ns / 1e9, UTC)
-    received_iso = iso(received)
-    received_ms = now_ns // 1_000_000
+    received_ms = time.time_ns() // 1_000_000
+    received_iso = iso_ms(received_ms)
     if single is not None:
-        return Envelope(source, received, received_iso, received_ms, ip), [data]
+        return Envelope(source, received_ms, received_iso, ip), [data]
     items = data.get("batch")
     if not isinstance(items, list):
         raise IngestError("invalid_batch", "a batch body needs 'batch': a list of events", 400)
@@ -443,14 +440,20 @@ def _envelope(
         )
     context = data.get("context")
     integrations = data.get("integrations")
-    sent_at = data.get("sentAt")
     if context is not None and not isinstance(context, dict):
         raise IngestError("invalid_field", "the batch's context must be an object", 400)
     if integrations is not None and not isinstance(integrations, dict):
         raise IngestError("invalid_field", "the batch's integrations must be an object", 400)
+    sent_ms: int | None = None
+    if data.get("sentAt") is not None:
+        try:
+            sent_ms = parse_ms(data["sentAt"], "the batch's sentAt")
+        except ItemError as exc:
+            raise IngestError(exc.code, exc.message, 400) from None
     env = Envelope(
-        source, received, received_iso, received_ms, ip,
-        sent_at=sent_at, context=context, integrations=integrations,
+        source, received_ms, received_iso, ip,
+        sent_at_ms=sent_ms, sent_at_iso=None if sent_ms is None else iso_ms(sent_ms),
+        context=context, integrations=integrations,
     )  # fmt: skip
     return env, items
 

@@ -15,9 +15,10 @@ Refusals raise :class:`ItemError` with a code and a message that says what to fi
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -44,21 +45,36 @@ class Envelope:
     """What one request contributes to each of its events."""
 
     source: str
-    received_at: datetime
-    received_iso: str
     received_ms: int
+    received_iso: str
     ip: str | None
-    sent_at: str | None = None
+    sent_at_ms: int | None = None  # the batch's sentAt, parsed once per request
+    sent_at_iso: str | None = None
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
 
 
-def iso(moment: datetime) -> str:
-    """UTC, millisecond precision, ``Z`` suffix — the form Segment's API emits."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_SECOND_PREFIXES: dict[int, str] = {}
 
 
-def parse_time(value: object, field: str) -> datetime:
+def iso_ms(epoch_ms: int) -> str:
+    """UTC, millisecond precision, ``Z`` suffix — the form Segment's API emits.
+
+    Formatting dominates normalisation, so the part up to the second is cached: the events
+    of a busy minute share a few dozen prefixes.
+    """
+    seconds, millis = divmod(epoch_ms, 1000)
+    prefix = _SECOND_PREFIXES.get(seconds)
+    if prefix is None:
+        if len(_SECOND_PREFIXES) > 4096:
+            _SECOND_PREFIXES.clear()
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _SECOND_PREFIXES[seconds] = prefix
+    return f"{prefix}.{millis:03d}Z"
+
+
+def parse_ms(value: object, field: str) -> int:
+    """An ISO-8601 time (``Z`` or an offset; naive means UTC) as epoch milliseconds."""
     if not isinstance(value, str):
         raise ItemError("invalid_timestamp", f"{field} must be an ISO-8601 string, got {value!r}")
     try:
@@ -70,40 +86,40 @@ def parse_time(value: object, field: str) -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment
+    return round(moment.timestamp() * 1000)
 
 
 def _identity(value: object, field: str) -> str | None:
-    """A user or anonymous id: non-empty string (numbers are accepted and turned to text)."""
+    """A user or anonymous id: non-empty text (numbers are accepted and turned to text)."""
     if value is None or value == "":
         return None
+    if value.__class__ is str:
+        return value
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ItemError("invalid_field", f"{field} must be a string, got {type(value).__name__}")
-    return value if isinstance(value, str) else str(value)
+    return str(value)
 
 
 def _require_text(event: dict[str, Any], field: str, typ: str) -> None:
     value = event.get(field)
-    if value is None or value == "":
+    if value.__class__ is str and value:
+        return
+    text = _identity(value, field)
+    if text is None:
         raise ItemError("missing_field", f"a {typ} call needs '{field}'; add it and send again")
-    if not isinstance(value, str):
-        value = _identity(value, field)
-        event[field] = value
+    event[field] = text
 
 
-def _merged(outer: dict[str, Any] | None, inner: object, field: str) -> dict[str, Any] | None:
-    if inner is not None and not isinstance(inner, dict):
-        raise ItemError("invalid_field", f"{field} must be an object, got {type(inner).__name__}")
-    if not outer:
-        return inner
-    if not inner:
-        return dict(outer)
-    return {**outer, **inner}
+def _object(event: dict[str, Any], field: str) -> dict[str, Any] | None:
+    value = event.get(field)
+    if value is None or value.__class__ is dict:
+        return value
+    raise ItemError("invalid_field", f"{field} must be an object, got {type(value).__name__}")
 
 
 def normalize(item: object, typ: str | None, env: Envelope) -> Record:
     """Validate and normalise one message; ``typ`` is the path's type, None inside a batch."""
-    if not isinstance(item, dict):
+    if item.__class__ is not dict:
         raise ItemError("invalid_event", "each event must be a JSON object")
     event: dict[str, Any] = item
     if typ is None:
@@ -117,49 +133,54 @@ def normalize(item: object, typ: str | None, env: Envelope) -> Record:
         event["type"] = typ
     event.pop("writeKey", None)
 
-    user_id = _identity(event.get("userId"), "userId")
-    anonymous_id = _identity(event.get("anonymousId"), "anonymousId")
-    if user_id is not None:
-        event["userId"] = user_id
-    if anonymous_id is not None:
-        event["anonymousId"] = anonymous_id
-    if typ == "alias":
-        if user_id is None:
-            raise ItemError("missing_field", "an alias call needs 'userId' (the new id)")
-        _require_text(event, "previousId", typ)
-    elif user_id is None and anonymous_id is None:
-        raise ItemError(
-            "missing_identity", "every event needs 'userId' or 'anonymousId'; set at least one"
-        )
+    user_id = event.get("userId")
+    if user_id is not None and user_id.__class__ is not str:
+        user_id = event["userId"] = _identity(user_id, "userId")
+    anonymous_id = event.get("anonymousId")
+    if anonymous_id is not None and anonymous_id.__class__ is not str:
+        anonymous_id = event["anonymousId"] = _identity(anonymous_id, "anonymousId")
     if typ == "track":
         _require_text(event, "event", typ)
     elif typ == "group":
         _require_text(event, "groupId", typ)
+    if typ == "alias":
+        if not user_id:
+            raise ItemError("missing_field", "an alias call needs 'userId' (the new id)")
+        _require_text(event, "previousId", typ)
+    elif not user_id and not anonymous_id:
+        raise ItemError(
+            "missing_identity", "every event needs 'userId' or 'anonymousId'; set at least one"
+        )
 
     message_id = event.get("messageId")
-    if message_id is None or message_id == "":
-        message_id = str(uuid.uuid4())
-        event["messageId"] = message_id
-    elif not isinstance(message_id, str):
-        message_id = _identity(message_id, "messageId") or ""
+    if message_id.__class__ is not str or not message_id:
+        if message_id is None or message_id == "":
+            message_id = str(uuid.uuid4())
+        else:
+            message_id = _identity(message_id, "messageId") or ""
         event["messageId"] = message_id
     if len(message_id) > MAX_MESSAGE_ID_CHARS:
         raise ItemError(
             "invalid_field", f"messageId is {len(message_id)} characters; the limit is 100"
         )
 
-    context = _merged(env.context, event.get("context"), "context")
-    integrations = _merged(env.integrations, event.get("integrations"), "integrations")
-    if env.ip is not None and (context is None or "ip" not in context):
-        context = {**context, "ip": env.ip} if context else {"ip": env.ip}
+    context = _object(event, "context")
+    if env.context:  # the batch's context; the item's own keys win
+        context = {**env.context, **context} if context else dict(env.context)
+    if env.ip is not None:
+        if context is None:
+            context = {"ip": env.ip}
+        elif "ip" not in context:
+            context["ip"] = env.ip  # a dict of this event's own (parsed or merged above)
     if context is not None:
         event["context"] = context
-    if integrations is not None:
-        event["integrations"] = integrations
-    for field in ("properties", "traits"):
-        value = event.get(field)
-        if value is not None and not isinstance(value, dict):
-            raise ItemError("invalid_field", f"{field} must be an object")
+    integrations = _object(event, "integrations")
+    if env.integrations:
+        event["integrations"] = (
+            {**env.integrations, **integrations} if integrations else dict(env.integrations)
+        )
+    _object(event, "properties")
+    _object(event, "traits")
 
     _correct_clock(event, env)
     payload = orjson.dumps(event)
@@ -175,18 +196,20 @@ def normalize(item: object, typ: str | None, env: Envelope) -> Record:
 def _correct_clock(event: dict[str, Any], env: Envelope) -> None:
     event["receivedAt"] = env.received_iso
     client_ts = event.get("timestamp")
-    sent_raw = event.get("sentAt", env.sent_at)
+    own_sent_at = event.get("sentAt")
+    if own_sent_at is None:
+        sent_ms, sent_iso = env.sent_at_ms, env.sent_at_iso
+    else:
+        sent_ms = parse_ms(own_sent_at, "sentAt")
+        sent_iso = iso_ms(sent_ms)
+    if sent_iso is not None:
+        event["sentAt"] = sent_iso
     if client_ts is None:
         event["timestamp"] = env.received_iso
-        if sent_raw is not None:
-            event["sentAt"] = iso(parse_time(sent_raw, "sentAt"))
         return
-    original = parse_time(client_ts, "timestamp")
+    original_ms = parse_ms(client_ts, "timestamp")
     event["originalTimestamp"] = client_ts
-    if sent_raw is None:
-        event["timestamp"] = iso(original)
-        return
-    sent = parse_time(sent_raw, "sentAt")
-    event["sentAt"] = iso(sent)
-    skew: timedelta = sent - original
-    event["timestamp"] = iso(env.received_at - skew)
+    if sent_ms is None:
+        event["timestamp"] = iso_ms(original_ms)
+    else:
+        event["timestamp"] = iso_ms(env.received_ms - (sent_ms - original_ms))

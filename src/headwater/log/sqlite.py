@@ -6,21 +6,26 @@ Storage layout, in ``<data-dir>/log/events.sqlite``:
         schema_version.
     segments(id INTEGER PRIMARY KEY, first_offset, last_offset, records, bytes,
              first_received_ms, last_received_ms, created_ms, sealed)
-        one row per segment; the newest unsealed segment takes the writes.
-    seg_<id>(offset INTEGER PRIMARY KEY, received_ms, source, type, message_id, payload BLOB)
-        the events of one segment, payload = the normalised event as JSON. Retention drops
-        whole tables (DROP TABLE), never rows; ``auto_vacuum=INCREMENTAL`` gives the pages
-        back to the file system.
+        one row per segment; the newest unsealed segment takes the writes. ``bytes`` counts
+        the events' JSON payloads.
+    seg_<id>(first_offset INTEGER PRIMARY KEY, last_offset INTEGER, data BLOB)
+        the events of one segment, in rows of consecutive offsets; ``data`` packs them as
+        described in :mod:`headwater.log.frames` (each event's payload is its normalised
+        JSON). Retention drops whole tables (DROP TABLE), never rows;
+        ``auto_vacuum=INCREMENTAL`` gives the pages back to the file system.
     ids_<day>(message_id TEXT PRIMARY KEY, offset INTEGER) WITHOUT ROWID
         the message ids committed on a UTC day (days since the epoch). Deduplication looks in
         today's and yesterday's table, so a duplicate is caught for at least 24 h (at most
         48 h); lookup by message id (``get``) searches every table still retained.
 
-Writes: ``append`` puts a request on a queue and awaits a future. The writer thread takes
-every request waiting, deduplicates, inserts them all in one transaction and commits once
-(``synchronous=FULL`` for ``durability: fsync``, so the WAL is fsync'd before any future is
-resolved; ``NORMAL`` for ``os``). A second thread runs passive WAL checkpoints so that
-commits do not pay for them. Reads use their own connection in a worker thread.
+Writes: ``append`` packs its records into one blob (on the caller's thread), queues it and
+awaits a future. The writer thread takes everything queued and, in one transaction, looks the
+message ids up in one ``json_each`` join, inserts the blobs as a few rows and the ids with
+one ``INSERT ... SELECT FROM json_each``, and commits once (``synchronous=FULL`` for
+``durability: fsync``, so the WAL is fsync'd before any future is resolved; ``NORMAL`` for
+``os``). The per-event work is done inside SQLite with the GIL released, so the writer hands
+the GIL back and forth a few times per group, not per event (docs/decisions.md). A second
+thread runs passive WAL checkpoints; reads use their own connection in a worker thread.
 
 Back-pressure: after each commit and once a second the writer measures the files, the free
 disk space and the commit latency; while any is past its limit, ``append`` raises
@@ -44,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from headwater.config.workspace import LogConfig
 from headwater.errors import LogClosed, LogError, LogUnavailable
 from headwater.log.base import (
@@ -54,18 +61,18 @@ from headwater.log.base import (
     RetentionReport,
     StoredRecord,
 )
+from headwater.log.frames import pack, unpack
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-_COLUMNS = "offset, message_id, source, type, received_ms, payload"
+SCHEMA_VERSION = 2
 DB_FILE = "events.sqlite"
 DAY_MS = 86_400_000
 MAX_GROUP_RECORDS = 20_000  # records per transaction, bounds commit latency
+ROW_MAX_BYTES = 256 * 1024  # appends are packed into rows of about this size
 HOUSEKEEPING_SECS = 1.0
 RETENTION_EVERY_SECS = 30.0
-IN_CHUNK = 500  # ids per "IN (...)" lookup
 
 
 def wall_clock_ms() -> int:
@@ -75,9 +82,29 @@ def wall_clock_ms() -> int:
 @dataclass(slots=True)
 class _Append:
     records: Sequence[Record]
+    blob: bytes  # frames.pack(records)
+    ids: bytes  # the message ids as the inside of a JSON array: b'"a","b"'
+    payload_bytes: int
     future: asyncio.Future[list[AppendResult]]
     loop: asyncio.AbstractEventLoop
     queued_at: float
+
+    @classmethod
+    def of(
+        cls,
+        records: Sequence[Record],
+        future: asyncio.Future[list[AppendResult]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> _Append:
+        return cls(
+            records=records,
+            blob=pack(records),
+            ids=orjson.dumps([r.message_id for r in records])[1:-1],
+            payload_bytes=sum(len(r.payload) for r in records),
+            future=future,
+            loop=loop,
+            queued_at=time.perf_counter(),
+        )
 
 
 @dataclass(slots=True)
@@ -85,7 +112,7 @@ class _Command:
     """Work that must run on the writer thread (it owns the only write connection)."""
 
     run: Callable[[sqlite3.Connection], object]
-    future: asyncio.Future[object]
+    future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
 
 
@@ -112,7 +139,7 @@ class _Segment:
 
 @dataclass(slots=True)
 class _State:
-    """Owned by the writer thread; the event loop only reads ``snapshot``."""
+    """Owned by the writer thread; the event loop only reads ``SqliteLog.stats()``."""
 
     segments: list[_Segment] = field(default_factory=list)
     next_offset: int = 1
@@ -128,7 +155,7 @@ def _connect(path: Path, durability: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
     conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA cache_size=-16000")
+    conn.execute("PRAGMA cache_size=-32000")
     return conn
 
 
@@ -162,6 +189,7 @@ class SqliteLog:
                 "move it aside (keep it for recovery) and start again with an empty log."
             ) from exc
         self._measure_disk()
+        self._update_refusing()
         self._snapshot = self._make_snapshot()
         self._stop_checkpoints = threading.Event()
         self._writer = threading.Thread(
@@ -192,7 +220,7 @@ class SqliteLog:
             self._pending += len(records)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[AppendResult]] = loop.create_future()
-        self._queue.put(_Append(records, future, loop, time.perf_counter()))
+        self._queue.put(_Append.of(records, future, loop))
         return await future
 
     async def read(self, after: int, limit: int = 500) -> list[StoredRecord]:
@@ -230,8 +258,9 @@ class SqliteLog:
             "disk_full": "the disk holding the event log is nearly full (log.min_free_disk_bytes)",
             "write_latency": "the event log's writes are too slow (log.max_write_latency_ms)",
             "overloaded": "too many events are waiting to be written (log.max_pending_records)",
+            "writer_failed": "the event log's writer failed; see the server log",
         }
-        retry = 5 if reason == "write_latency" or reason == "overloaded" else 30
+        retry = 5 if reason in ("write_latency", "overloaded") else 30
         return LogUnavailable(
             f"{messages.get(reason, reason)}; events were not stored, send them again later",
             reason=reason,
@@ -252,7 +281,7 @@ class SqliteLog:
 
         def call() -> T:
             if self._reader is None:
-                self._reader = _connect(self._path, self._config.durability)
+                self._reader = _connect(self._path, "NORMAL")
             return run(self._reader)
 
         return await asyncio.get_running_loop().run_in_executor(self._reader_pool, call)
@@ -311,9 +340,8 @@ class SqliteLog:
             first_received_ms=None, last_received_ms=None, created_ms=now_ms, sealed=False,
         )  # fmt: skip
         conn.execute(
-            f"CREATE TABLE {seg.table}(offset INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL,"
-            " source TEXT NOT NULL, type TEXT NOT NULL, message_id TEXT NOT NULL,"
-            " payload BLOB NOT NULL)"
+            f"CREATE TABLE {seg.table}(first_offset INTEGER PRIMARY KEY,"
+            " last_offset INTEGER NOT NULL, data BLOB NOT NULL)"
         )
         self._state.segments.append(seg)
         return seg
@@ -364,9 +392,9 @@ class SqliteLog:
                     break
         except Exception:  # never leave callers waiting on a dead writer
             logger.exception("the event log's writer thread failed")
-            self._closed = True
             self._refusing = "writer_failed"
-            self._fail_pending(LogError("the event log's writer failed; see the server log"))
+            self._closed = True
+            self._fail_queued(LogError("the event log's writer failed; see the server log"))
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -391,7 +419,7 @@ class SqliteLog:
                 count += len(item.records)
         return batch, False
 
-    def _fail_pending(self, error: Exception) -> None:
+    def _fail_queued(self, error: Exception) -> None:
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -412,17 +440,17 @@ class SqliteLog:
                 conn.execute("ROLLBACK")
             self._reload_after_rollback(conn)
             error = self._translate(exc)
-            for a in appends:
-                a.loop.call_soon_threadsafe(_settle, a.future, None, error)
             with self._pending_lock:
                 self._pending -= count
+            for a in appends:
+                a.loop.call_soon_threadsafe(_settle, a.future, None, error)
             return
         with self._pending_lock:
             self._pending -= count
         elapsed_ms = (time.perf_counter() - started) * 1000
-        oldest_wait_ms = (started - min(a.queued_at for a in appends)) * 1000
+        waited_ms = (started - min(a.queued_at for a in appends)) * 1000
         state = self._state
-        state.latency_ms = 0.8 * state.latency_ms + 0.2 * (elapsed_ms + oldest_wait_ms)
+        state.latency_ms = 0.8 * state.latency_ms + 0.2 * (elapsed_ms + waited_ms)
         self._measure_disk()
         self._update_refusing()
         self._snapshot = self._make_snapshot()  # before callers wake up and look at it
@@ -433,43 +461,48 @@ class SqliteLog:
             loop.call_soon_threadsafe(_settle_many, settled)
 
     def _insert(self, conn: sqlite3.Connection, appends: list[_Append]) -> list[list[AppendResult]]:
+        """Store one group; the caller holds the transaction. Returns results per append."""
         state = self._state
         now_ms = self._clock_ms()
         day = now_ms // DAY_MS
         ids_table = self._ids_table(conn, day)
-        lookup_tables = [f"ids_{d}" for d in (day, day - 1) if d in state.id_days]
-        known = self._known_ids(conn, lookup_tables, appends)
+        ids_json = b"[" + b",".join(a.ids for a in appends) + b"]"
+        known = self._known_ids(conn, [d for d in (day, day - 1) if d in state.id_days], ids_json)
+        total = sum(len(a.records) for a in appends)
+        if known or len({r.message_id for a in appends for r in a.records}) != total:
+            appends, results = self._without_duplicates(appends, known)
+        else:
+            results = None
         seg = self._writable_segment(conn, now_ms)
-        rows: list[tuple[int, int, str, str, str, bytes]] = []
-        id_rows: list[tuple[str, int]] = []
-        results: list[list[AppendResult]] = []
-        offset = state.next_offset
-        payload_bytes = 0
+        first = state.next_offset
+        rows: list[tuple[int, int, bytes]] = []
+        row_parts: list[bytes] = []
+        row_first = offset = first
+        row_bytes = 0
         for a in appends:
-            out: list[AppendResult] = []
-            for r in a.records:
-                existing = known.get(r.message_id)
-                if existing is not None:
-                    out.append(AppendResult(existing, True))
-                    continue
-                known[r.message_id] = offset
-                rows.append((offset, r.received_at_ms, r.source, r.type, r.message_id, r.payload))
-                id_rows.append((r.message_id, offset))
-                payload_bytes += len(r.payload)
-                out.append(AppendResult(offset, False))
-                offset += 1
-            results.append(out)
-        if rows:
-            conn.executemany(f"INSERT INTO {seg.table} VALUES (?,?,?,?,?,?)", rows)
-            conn.executemany(f"INSERT INTO {ids_table} VALUES (?,?)", id_rows)
-            first_ms = min(row[1] for row in rows)
-            last_ms = max(row[1] for row in rows)
-            seg.first_offset = seg.first_offset or rows[0][0]
-            seg.last_offset = rows[-1][0]
-            seg.records += len(rows)
-            seg.bytes += payload_bytes
-            seg.first_received_ms = min(seg.first_received_ms or first_ms, first_ms)
-            seg.last_received_ms = max(seg.last_received_ms or last_ms, last_ms)
+            if row_parts and row_bytes + len(a.blob) > ROW_MAX_BYTES:
+                rows.append((row_first, offset - 1, b"".join(row_parts)))
+                row_parts, row_first, row_bytes = [], offset, 0
+            row_parts.append(a.blob)
+            row_bytes += len(a.blob)
+            offset += len(a.records)
+        if row_parts:
+            rows.append((row_first, offset - 1, b"".join(row_parts)))
+        stored = offset - first
+        if stored:
+            conn.executemany(f"INSERT INTO {seg.table} VALUES (?,?,?)", rows)
+            conn.execute(
+                f"INSERT INTO {ids_table}(message_id, offset) SELECT value, ?1 + key"
+                " FROM json_each(?2)",
+                (first, b"[" + b",".join(a.ids for a in appends if a.ids) + b"]"),
+            )
+            received = [r.received_at_ms for a in appends for r in (a.records[0], a.records[-1])]
+            seg.first_offset = seg.first_offset or first
+            seg.last_offset = offset - 1
+            seg.records += stored
+            seg.bytes += sum(a.payload_bytes for a in appends)
+            seg.first_received_ms = min(seg.first_received_ms or min(received), min(received))
+            seg.last_received_ms = max(seg.last_received_ms or 0, max(received))
             conn.execute(
                 "UPDATE segments SET first_offset=?, last_offset=?, records=?, bytes=?,"
                 " first_received_ms=?, last_received_ms=? WHERE id=?",
@@ -477,22 +510,58 @@ class SqliteLog:
                  seg.first_received_ms, seg.last_received_ms, seg.id),
             )  # fmt: skip
         state.next_offset = offset
-        state.appended_total += len(rows)
-        state.duplicates_total += sum(len(a.records) for a in appends) - len(rows)
+        state.appended_total += stored
+        state.duplicates_total += total - stored
+        if results is None:  # no duplicates: every record got the next offset
+            results = []
+            offset = first
+            for a in appends:
+                n = len(a.records)
+                results.append([AppendResult(o, False) for o in range(offset, offset + n)])
+                offset += n
         return results
 
     def _known_ids(
-        self, conn: sqlite3.Connection, tables: list[str], appends: list[_Append]
+        self, conn: sqlite3.Connection, days: list[int], ids_json: bytes
     ) -> dict[str, int]:
-        ids = list({r.message_id for a in appends for r in a.records})
-        known: dict[str, int] = {}
-        for table in tables:
-            for start in range(0, len(ids), IN_CHUNK):
-                chunk = ids[start : start + IN_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                sql = f"SELECT message_id, offset FROM {table} WHERE message_id IN ({marks})"
-                known.update(conn.execute(sql, chunk).fetchall())
-        return known
+        if not days:
+            return {}
+        sql = " UNION ALL ".join(
+            f"SELECT j.value, i.offset FROM json_each(?1) j JOIN ids_{d} i"
+            " ON i.message_id = j.value"
+            for d in days
+        )
+        return dict(conn.execute(sql, (ids_json,)).fetchall())
+
+    def _without_duplicates(
+        self, appends: list[_Append], known: dict[str, int]
+    ) -> tuple[list[_Append], list[list[AppendResult]]]:
+        """The slow path: drop records already stored (or repeated in this group).
+
+        Returns the appends to store (repacked) and the results for every original append,
+        offsets counted from ``next_offset`` as the fast path does.
+        """
+        offset = self._state.next_offset
+        seen = dict(known)
+        kept_appends: list[_Append] = []
+        results: list[list[AppendResult]] = []
+        for a in appends:
+            kept: list[Record] = []
+            out: list[AppendResult] = []
+            for r in a.records:
+                existing = seen.get(r.message_id)
+                if existing is not None:
+                    out.append(AppendResult(existing, True))
+                    continue
+                seen[r.message_id] = offset
+                kept.append(r)
+                out.append(AppendResult(offset, False))
+                offset += 1
+            results.append(out)
+            if kept:
+                repacked = _Append.of(kept, a.future, a.loop)
+                kept_appends.append(repacked)
+        return kept_appends, results
 
     def _reload_after_rollback(self, conn: sqlite3.Connection) -> None:
         self._state.segments.clear()
@@ -503,7 +572,8 @@ class SqliteLog:
         if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower():
             self._refusing = "disk_full"
             return self._unavailable("disk_full")
-        return LogError(f"the event log could not store the events: {exc}; send them again")
+        logger.error("the event log failed to write: %s", exc)
+        return LogError(f"the event log could not store the events ({exc}); send them again")
 
     def _run_command(self, conn: sqlite3.Connection, command: _Command) -> None:
         result: object = None
@@ -617,6 +687,7 @@ class SqliteLog:
     def _run_checkpoints(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=1000")
+        conn.execute("PRAGMA synchronous=FULL")  # fsync the database before WAL frames go
         try:
             while not self._stop_checkpoints.wait(0.5):
                 with contextlib.suppress(sqlite3.Error):
@@ -626,24 +697,27 @@ class SqliteLog:
 
     # ------------------------------------------------------------------ reads
 
-    def _segments_after(self, conn: sqlite3.Connection, after: int) -> list[tuple[int, int]]:
-        return conn.execute(
-            "SELECT id, last_offset FROM segments WHERE last_offset > ? ORDER BY id", (after,)
-        ).fetchall()
-
     def _read(self, conn: sqlite3.Connection, after: int, limit: int) -> list[StoredRecord]:
         out: list[StoredRecord] = []
-        for seg_id, _last in self._segments_after(conn, after):
-            if len(out) >= limit:
-                break
+        segments = conn.execute(
+            "SELECT id FROM segments WHERE last_offset > ? ORDER BY id", (after,)
+        ).fetchall()
+        for (seg_id,) in segments:
             try:
                 rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM seg_{seg_id} WHERE offset > ? ORDER BY offset LIMIT ?",
-                    (after, limit - len(out)),
-                ).fetchall()
+                    f"SELECT first_offset, data FROM seg_{seg_id} WHERE first_offset >="
+                    f" coalesce((SELECT max(first_offset) FROM seg_{seg_id}"
+                    " WHERE first_offset <= ?), 0) ORDER BY first_offset",
+                    (after,),
+                )
+                for first, data in rows:
+                    for record in unpack(first, data):
+                        if record.offset > after:
+                            out.append(record)
+                            if len(out) >= limit:
+                                return out
             except sqlite3.OperationalError:
                 continue  # dropped by retention since we listed it
-            out.extend(StoredRecord(*row) for row in rows)
         return out
 
     def _get(self, conn: sqlite3.Connection, message_id: str) -> StoredRecord | None:
@@ -659,18 +733,23 @@ class SqliteLog:
                 continue
             if row is None:
                 continue
-            seg = conn.execute(
-                "SELECT id FROM segments WHERE first_offset <= ? AND last_offset >= ?",
-                (row[0], row[0]),
-            ).fetchone()
-            if seg is None:
-                return None  # the id is remembered for dedupe but its segment was dropped
-            found = conn.execute(
-                f"SELECT {_COLUMNS} FROM seg_{seg[0]} WHERE offset=?",
-                (row[0],),
-            ).fetchone()
-            return StoredRecord(*found) if found else None
+            return self._at_offset(conn, row[0])
         return None
+
+    def _at_offset(self, conn: sqlite3.Connection, offset: int) -> StoredRecord | None:
+        seg = conn.execute(
+            "SELECT id FROM segments WHERE first_offset <= ?1 AND last_offset >= ?1", (offset,)
+        ).fetchone()
+        if seg is None:
+            return None  # remembered for dedupe, but its segment was dropped
+        row = conn.execute(
+            f"SELECT first_offset, data FROM seg_{seg[0]} WHERE first_offset <= ?"
+            " ORDER BY first_offset DESC LIMIT 1",
+            (offset,),
+        ).fetchone()
+        if row is None:
+            return None
+        return next((r for r in unpack(row[0], row[1]) if r.offset == offset), None)
 
     # ------------------------------------------------------------------ stats
 

@@ -98,5 +98,7 @@ for (const [key, type] of pending) {
   errors.push({ messageId: key.startsWith('#') ? null : key, type, error: 'no callback (flush timed out?)' })
 }
 
-process.stdout.write(JSON.stringify({ sent, errors, requests }) + '\n')
-process.exit(errors.length ? 1 : 0)
+// Exit only once the line is written: stdout to a pipe is asynchronous, and process.exit()
+// would cut off a report bigger than the pipe buffer (64 KB).
+process.stdout.write(JSON.stringify({ sent, errors, requests }) + '\n', () =>
+  process.exit(errors.length ? 1 : 0))
