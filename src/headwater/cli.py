@@ -63,6 +63,8 @@ def serve(
     except ConfigError as exc:
         err.print(f"[bold red]Headwater did not start:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
+    for warning in workspace.log.warnings():
+        err.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
     for source in generated:
         out.print(
             f"Generated write key for source [bold]{source.name}[/]: {source.write_key}\n"

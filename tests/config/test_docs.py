@@ -17,7 +17,8 @@ def test_configuration_doc_example_loads() -> None:
     [block] = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
     ws = parse_workspace(yaml.safe_load(block), "docs/configuration.md")
     assert [s.name for s in ws.sources] == ["website", "backend", "legacy-app"]
-    assert ws.log.disk_budget_bytes == 11 * 1000**3
+    assert ws.log.disk_budget_bytes == 20 * 1000**3
+    assert ws.log.warnings() == []
     assert ws.log.segment_max_age_secs == 3600
 
 

@@ -38,8 +38,15 @@ def test_sizes_and_durations_with_units() -> None:
     })  # fmt: skip
     assert ws.log.retention_max_age_secs == 36 * 3600
     assert ws.log.retention_max_bytes == 2 * 1024**3
-    assert ws.log.effective_disk_budget_bytes == 500 * 1000**2
+    assert ws.log.disk_budget_bytes == 500 * 1000**2
     assert ws.log.segment_max_age_secs == 90
+    assert "Lower log.retention_max_bytes or raise the budget" in ws.log.warnings()[0]
+
+
+def test_no_disk_budget_by_default() -> None:
+    ws = parse_workspace({"sources": [{"name": "a"}]})
+    assert ws.log.disk_budget_bytes is None
+    assert ws.log.warnings() == []
 
 
 @pytest.mark.parametrize(

@@ -209,21 +209,18 @@ def test_concurrent_clients_over_the_budget_lose_nothing(make_server: Any) -> No
     assert set(after[len(ids) :]) == refused_ids
 
 
-def test_more_events_than_max_pending_records_are_refused_as_overloaded(
+def test_a_batch_larger_than_max_pending_records_is_taken_when_nothing_waits(
     make_server: Any,
 ) -> None:
+    # ``overloaded`` protects memory from a queue that grows faster than the writer drains
+    # it; a lone request that is larger than the limit must not be refused for ever (the
+    # refusal of a second request while one waits is shown in tests/log/test_sqlite.py)
     server: Server = make_server(log_yaml(max_pending_records=10))
     with httpx.Client(base_url=server.url, auth=(WRITE_KEY, ""), timeout=TIMEOUT) as client:
-        body, refused_ids = batch("pending", 0, size=BATCH_EVENTS)
-        response = client.post("/v1/batch", json=body)
-        assert_refusal(response, "waiting to be written (log.max_pending_records)", 5)
-        # a request that fits is accepted: ``overloaded`` is per request, not a state
-        body, fitting_ids = batch("pending", 1, size=10)
+        body, ids = batch("pending", 0, size=BATCH_EVENTS)
         response = client.post("/v1/batch", json=body)
         assert response.status_code == 200, response.text
         assert response.json() == {"success": True}
     assert readyz(server).status_code == 200
-
     server.stop()
-    assert stored_ids(server) == fitting_ids
-    assert not set(refused_ids) & set(stored_ids(server))
+    assert stored_ids(server) == ids

@@ -20,6 +20,7 @@ from headwater.errors import ConfigError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 WRITE_KEY_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
+FILE_OVERHEAD = 1.6  # the log's files per byte of payload (framing, id index, SQLite pages)
 
 
 class _Model(BaseModel):
@@ -73,8 +74,9 @@ class LogConfig(_Model):
     """A new segment starts when the current one is this old (retention granularity)."""
 
     disk_budget_bytes: ByteSize | None = Field(default=None, gt=0)
-    """Hard cap on the log's files; past it the Tracking API answers 503 + Retry-After.
-    Default: ``retention_max_bytes`` plus 10 %."""
+    """Hard cap on the log's files; past it the Tracking API answers 503 + Retry-After until
+    retention or an operator frees space. Default: none (``min_free_disk_bytes`` still
+    protects the disk). The files take about 1.6x the payloads that retention counts."""
 
     min_free_disk_bytes: ByteSize = Field(default=64 * 1024**2, ge=0)
     """Writes are refused (503) when the disk has less free space than this."""
@@ -85,9 +87,18 @@ class LogConfig(_Model):
     max_pending_records: int = Field(default=200_000, gt=0)
     """Writes are refused (503) while this many records wait for the writer."""
 
-    @property
-    def effective_disk_budget_bytes(self) -> int:
-        return self.disk_budget_bytes or int(self.retention_max_bytes * 1.1)
+    def warnings(self) -> list[str]:
+        """Settings that are valid but will probably hurt; printed at start-up."""
+        budget = self.disk_budget_bytes
+        if budget is not None and budget < FILE_OVERHEAD * self.retention_max_bytes:
+            return [
+                f"log.disk_budget_bytes ({budget:,}) is below what retention keeps on disk "
+                f"(about {FILE_OVERHEAD}x log.retention_max_bytes = "
+                f"{int(FILE_OVERHEAD * self.retention_max_bytes):,} bytes): once the log fills "
+                "its budget, the Tracking API answers 503 until retention by age frees "
+                "space. Lower log.retention_max_bytes or raise the budget."
+            ]
+        return []
 
 
 class GatewayConfig(_Model):

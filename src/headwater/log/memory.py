@@ -47,7 +47,7 @@ class MemoryLog:
     async def append(self, records: Sequence[Record]) -> list[AppendResult]:
         if self._closed:
             raise LogClosed("the event log is closed")
-        if self._disk_bytes() >= self._config.effective_disk_budget_bytes:
+        if self._over_budget():
             raise LogUnavailable(
                 "the event log is over its disk budget (log.disk_budget_bytes); events were "
                 "not stored, send them again later",
@@ -138,11 +138,7 @@ class MemoryLog:
             appended_total=self._appended,
             duplicates_total=self._duplicates,
             commit_latency_ms=0.0,
-            refusing=(
-                "disk_budget"
-                if self._disk_bytes() >= self._config.effective_disk_budget_bytes
-                else None
-            ),
+            refusing="disk_budget" if self._over_budget() else None,
         )
 
     async def close(self) -> None:
@@ -151,6 +147,10 @@ class MemoryLog:
     def _check_open(self) -> None:
         if self._closed:
             raise LogClosed("the event log is closed")
+
+    def _over_budget(self) -> bool:
+        budget = self._config.disk_budget_bytes
+        return budget is not None and self._disk_bytes() >= budget
 
     def _disk_bytes(self) -> int:
         return sum(s.bytes for s in self._segments)

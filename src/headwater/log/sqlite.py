@@ -178,12 +178,14 @@ class SqliteLog:
         self._snapshot = self._make_snapshot()
         self._retention_due = 0.0
         directory.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self._path, config.durability)
+        conn: sqlite3.Connection | None = None
         try:
+            conn = _connect(self._path, config.durability)
             self._init_schema(conn)
             self._load_state(conn)
         except sqlite3.DatabaseError as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise LogError(
                 f"cannot open the event log at {self._path}: {exc}. If the file is damaged, "
                 "move it aside (keep it for recovery) and start again with an empty log."
@@ -214,8 +216,8 @@ class SqliteLog:
             return []
         if self._refusing is not None:
             raise self._unavailable(self._refusing)
-        with self._pending_lock:
-            if self._pending + len(records) > self._config.max_pending_records:
+        with self._pending_lock:  # a lone request larger than the limit is still taken
+            if self._pending and self._pending + len(records) > self._config.max_pending_records:
                 raise self._unavailable("overloaded")
             self._pending += len(records)
         loop = asyncio.get_running_loop()
@@ -666,7 +668,8 @@ class SqliteLog:
     def _update_refusing(self) -> None:
         config = self._config
         reason: str | None = None
-        if self._state.disk_bytes >= config.effective_disk_budget_bytes:
+        budget = config.disk_budget_bytes
+        if budget is not None and self._state.disk_bytes >= budget:
             reason = "disk_budget"
         elif shutil.disk_usage(self._dir).free < config.min_free_disk_bytes:
             reason = "disk_full"

@@ -1,0 +1,107 @@
+"""What only the SQLite backend has: files, reopening, its writer's queue."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from headwater.config import LogConfig
+from headwater.errors import LogError, LogUnavailable
+from headwater.log import Record
+from headwater.log.sqlite import DB_FILE, SqliteLog
+from tests.log.test_conformance import HOUR_MS, Clock, rec
+
+
+def tables(directory: Path) -> set[str]:
+    conn = sqlite3.connect(directory / DB_FILE)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+
+
+async def test_reopening_keeps_events_and_continues_offsets(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path, LogConfig())
+    first = await log.append([rec("a"), rec("b")])
+    await log.close()
+    log = SqliteLog(tmp_path, LogConfig())
+    assert [r.message_id for r in await log.read(after=0)] == ["a", "b"]
+    [again] = await log.append([rec("a")])
+    assert again.duplicate and again.offset == first[0].offset, "dedupe survives a restart"
+    [new] = await log.append([rec("c")])
+    assert new.offset == first[-1].offset + 1
+    await log.close()
+
+
+async def test_a_second_request_is_refused_while_the_queue_is_full(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path, LogConfig(durability="os", max_pending_records=10))
+    await log.append([rec("warm-up")])  # creates the segment and id tables
+    blocker = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer now waits for the lock (busy_timeout)
+    try:
+        waiting = asyncio.create_task(log.append([rec(f"big-{i}") for i in range(50)]))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        with pytest.raises(LogUnavailable) as refused:
+            await log.append([rec("one-more")])
+        assert refused.value.reason == "overloaded"
+        assert refused.value.retry_after_secs == 5
+        assert "log.max_pending_records" in str(refused.value)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    results = await waiting
+    assert len(results) == 50 and not any(r.duplicate for r in results)
+    await log.close()
+
+
+async def test_retention_drops_segment_tables_and_forgets_old_ids(tmp_path: Path) -> None:
+    clock = Clock()
+    config = LogConfig(segment_max_age_secs=3600, retention_max_age_secs=3600)
+    log = SqliteLog(tmp_path, config, clock_ms=clock)
+    await log.append([rec("old", at_ms=clock.now)])
+    clock.advance(3 * 24 * HOUR_MS)
+    await log.append([rec("new", at_ms=clock.now)])
+    before = tables(tmp_path)
+    assert {"seg_1", "seg_2"} <= before
+    report = await log.enforce_retention()
+    assert report.segments_dropped == 1 and report.records_dropped == 1
+    after = tables(tmp_path)
+    assert "seg_1" not in after and "seg_2" in after
+    assert len([t for t in after if t.startswith("ids_")]) == 1, "the old day's ids are gone"
+    assert await log.get("old") is None
+    found = await log.get("new")
+    assert found is not None and found.message_id == "new"
+    await log.close()
+
+
+async def test_large_appends_span_several_rows_and_read_back_whole(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path, LogConfig(durability="os"))
+    records = [rec(f"r{i}", size=900) for i in range(2000)]  # about 2 MB: many rows
+    await asyncio.gather(*(log.append(records[i : i + 100]) for i in range(0, 2000, 100)))
+    stored = await log.read(after=0, limit=5000)
+    assert sorted(r.message_id for r in stored) == sorted(r.message_id for r in records)
+    middle = stored[1234]
+    assert (await log.read(after=middle.offset - 1, limit=1))[0] == middle
+    assert await log.get(middle.message_id) == middle
+    await log.close()
+
+
+async def test_text_survives_round_trip(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path, LogConfig(durability="os"))
+    record = Record("ünïcode-✓", "sörce", "track", 123, '{"name":"Zoë ✓"}'.encode())
+    await log.append([record])
+    [stored] = await log.read(after=0)
+    assert (stored.message_id, stored.source, stored.payload) == (
+        record.message_id, record.source, record.payload,
+    )  # fmt: skip
+    await log.close()
+
+
+def test_a_damaged_file_is_reported_with_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / DB_FILE).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LogError, match="move it aside"):
+        SqliteLog(tmp_path, LogConfig())
