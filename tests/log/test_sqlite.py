@@ -11,8 +11,13 @@ import pytest
 from headwater.config import LogConfig
 from headwater.errors import LogError, LogUnavailable
 from headwater.log import Record
-from headwater.log.sqlite import DB_FILE, SqliteLog
+from headwater.log.sqlite import DB_FILE, SqliteLog, wall_clock_ms
 from tests.log.test_conformance import HOUR_MS, Clock, rec
+
+
+def now(mid: str, size: int = 0) -> Record:
+    """A record received now: tests that run on the wall clock must not meet retention."""
+    return rec(mid, at_ms=wall_clock_ms(), size=size)
 
 
 def tables(directory: Path) -> set[str]:
@@ -25,28 +30,28 @@ def tables(directory: Path) -> set[str]:
 
 async def test_reopening_keeps_events_and_continues_offsets(tmp_path: Path) -> None:
     log = SqliteLog(tmp_path, LogConfig())
-    first = await log.append([rec("a"), rec("b")])
+    first = await log.append([now("a"), now("b")])
     await log.close()
     log = SqliteLog(tmp_path, LogConfig())
     assert [r.message_id for r in await log.read(after=0)] == ["a", "b"]
-    [again] = await log.append([rec("a")])
+    [again] = await log.append([now("a")])
     assert again.duplicate and again.offset == first[0].offset, "dedupe survives a restart"
-    [new] = await log.append([rec("c")])
+    [new] = await log.append([now("c")])
     assert new.offset == first[-1].offset + 1
     await log.close()
 
 
 async def test_a_second_request_is_refused_while_the_queue_is_full(tmp_path: Path) -> None:
     log = SqliteLog(tmp_path, LogConfig(durability="os", max_pending_records=10))
-    await log.append([rec("warm-up")])  # creates the segment and id tables
+    await log.append([now("warm-up")])  # creates the segment and id tables
     blocker = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # the writer now waits for the lock (busy_timeout)
     try:
-        waiting = asyncio.create_task(log.append([rec(f"big-{i}") for i in range(50)]))
+        waiting = asyncio.create_task(log.append([now(f"big-{i}") for i in range(50)]))
         await asyncio.sleep(0.2)
         assert not waiting.done()
         with pytest.raises(LogUnavailable) as refused:
-            await log.append([rec("one-more")])
+            await log.append([now("one-more")])
         assert refused.value.reason == "overloaded"
         assert refused.value.retry_after_secs == 5
         assert "log.max_pending_records" in str(refused.value)
@@ -80,7 +85,7 @@ async def test_retention_drops_segment_tables_and_forgets_old_ids(tmp_path: Path
 
 async def test_large_appends_span_several_rows_and_read_back_whole(tmp_path: Path) -> None:
     log = SqliteLog(tmp_path, LogConfig(durability="os"))
-    records = [rec(f"r{i}", size=900) for i in range(2000)]  # about 2 MB: many rows
+    records = [now(f"r{i}", size=900) for i in range(2000)]  # about 2 MB: many rows
     await asyncio.gather(*(log.append(records[i : i + 100]) for i in range(0, 2000, 100)))
     stored = await log.read(after=0, limit=5000)
     assert sorted(r.message_id for r in stored) == sorted(r.message_id for r in records)
@@ -105,3 +110,27 @@ def test_a_damaged_file_is_reported_with_what_to_do(tmp_path: Path) -> None:
     (tmp_path / DB_FILE).write_bytes(b"this is not a database" * 100)
     with pytest.raises(LogError, match="move it aside"):
         SqliteLog(tmp_path, LogConfig())
+
+
+async def test_slow_writes_refuse_then_recover(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path, LogConfig(durability="os", max_write_latency_ms=100))
+    await log.append([now("warm-up")])
+    blocker = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the next commit waits for this lock
+    slow = asyncio.create_task(log.append([now("slow")]))
+    await asyncio.sleep(1.5)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await slow  # the slow write itself is stored: nothing acknowledged is lost
+    with pytest.raises(LogUnavailable) as refused:
+        await log.append([now("while-slow")])
+    assert refused.value.reason == "write_latency" and refused.value.retry_after_secs == 5
+    assert log.stats().refusing == "write_latency"
+    deadline = asyncio.get_running_loop().time() + 15
+    while log.stats().refusing is not None:  # the latency decays once writes are quick again
+        assert asyncio.get_running_loop().time() < deadline, "never accepted writes again"
+        await asyncio.sleep(0.2)
+    [result] = await log.append([now("after")])
+    assert not result.duplicate
+    assert {r.message_id for r in await log.read(after=0)} == {"warm-up", "slow", "after"}
+    await log.close()

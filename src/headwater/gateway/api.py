@@ -48,6 +48,7 @@ BATCH_PATHS = frozenset({"/v1/batch", "/v1/b", "/v1/import"})
 SETTINGS_PREFIX = "/v1/projects/"
 
 _OK = b'{"success":true}'
+_OK_LENGTH = str(len(_OK)).encode()
 _JSON = (b"content-type", b"application/json")
 _CORS_METHODS = (b"access-control-allow-methods", b"GET, POST, OPTIONS")
 _CORS_MAX_AGE = (b"access-control-max-age", b"86400")
@@ -471,7 +472,9 @@ async def _respond(
     *,
     content_type: bool = True,
 ) -> None:
-    headers = [_JSON, *extra] if content_type else extra
+    # a Content-Length spares uvicorn chunked framing and a second write per response
+    length = (b"content-length", _OK_LENGTH if body is _OK else str(len(body)).encode())
+    headers = [_JSON, length, *extra] if content_type else [length, *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -24,8 +24,9 @@ message ids up in one ``json_each`` join, inserts the blobs as a few rows and th
 one ``INSERT ... SELECT FROM json_each``, and commits once (``synchronous=FULL`` for
 ``durability: fsync``, so the WAL is fsync'd before any future is resolved; ``NORMAL`` for
 ``os``). The per-event work is done inside SQLite with the GIL released, so the writer hands
-the GIL back and forth a few times per group, not per event (docs/decisions.md). A second
-thread runs passive WAL checkpoints; reads use their own connection in a worker thread.
+the GIL back and forth a few times per group, not per event (docs/decisions.md). SQLite's own
+auto-checkpoint runs inside the writer's commits; reads use their own connection in a worker
+thread.
 
 Back-pressure: after each commit and once a second the writer measures the files, the free
 disk space and the commit latency; while any is past its limit, ``append`` raises
@@ -73,6 +74,7 @@ MAX_GROUP_RECORDS = 20_000  # records per transaction, bounds commit latency
 ROW_MAX_BYTES = 256 * 1024  # appends are packed into rows of about this size
 HOUSEKEEPING_SECS = 1.0
 RETENTION_EVERY_SECS = 30.0
+MEASURE_EVERY_SECS = 0.1  # files, free space and latency are checked at most this often
 
 
 def wall_clock_ms() -> int:
@@ -176,6 +178,8 @@ class SqliteLog:
         self._closed = False
         self._state = _State()
         self._snapshot = self._make_snapshot()
+        self._stale = False
+        self._next_measure = 0.0
         self._retention_due = 0.0
         directory.mkdir(parents=True, exist_ok=True)
         conn: sqlite3.Connection | None = None
@@ -192,20 +196,15 @@ class SqliteLog:
             ) from exc
         self._measure_disk()
         self._update_refusing()
-        self._snapshot = self._make_snapshot()
-        self._stop_checkpoints = threading.Event()
+        self._stale = True
         self._writer = threading.Thread(
             target=self._run_writer, args=(conn,), name="headwater-log-writer", daemon=True
-        )
-        self._checkpointer = threading.Thread(
-            target=self._run_checkpoints, name="headwater-log-checkpoint", daemon=True
         )
         self._reader_pool = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="headwater-log-read"
         )
         self._reader: sqlite3.Connection | None = None
         self._writer.start()
-        self._checkpointer.start()
 
     # ------------------------------------------------------------------ the EventLog API
 
@@ -237,6 +236,9 @@ class SqliteLog:
         return report
 
     def stats(self) -> LogStats:
+        if self._stale:  # built on demand: the writer only marks it stale
+            self._stale = False
+            self._snapshot = self._make_snapshot()
         return self._snapshot
 
     async def close(self) -> None:
@@ -245,8 +247,6 @@ class SqliteLog:
         self._closed = True
         self._queue.put(_STOP)
         await asyncio.to_thread(self._writer.join)
-        self._stop_checkpoints.set()
-        await asyncio.to_thread(self._checkpointer.join)
         if self._reader is not None:
             reader = self._reader
             await asyncio.get_running_loop().run_in_executor(self._reader_pool, reader.close)
@@ -293,7 +293,10 @@ class SqliteLog:
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file
         conn.execute("PRAGMA journal_size_limit=67108864")
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
+        # SQLite checkpoints inside the writer's commits (every 1,000 pages): under steady
+        # writes a checkpoint from another connection never catches up with the writer, and
+        # the WAL then grows without bound (measured: 234 MB in 3 s).
+        conn.execute("PRAGMA wal_autocheckpoint=1000")
         conn.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS segments(id INTEGER PRIMARY KEY, first_offset INTEGER,"
@@ -453,9 +456,10 @@ class SqliteLog:
         waited_ms = (started - min(a.queued_at for a in appends)) * 1000
         state = self._state
         state.latency_ms = 0.8 * state.latency_ms + 0.2 * (elapsed_ms + waited_ms)
-        self._measure_disk()
-        self._update_refusing()
-        self._snapshot = self._make_snapshot()  # before callers wake up and look at it
+        if time.monotonic() >= self._next_measure:
+            self._measure_disk()
+            self._update_refusing()
+        self._stale = True  # before callers wake up and look at stats()
         by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
         for a, result in zip(appends, results, strict=True):
             by_loop.setdefault(a.loop, []).append((a.future, result))
@@ -586,7 +590,7 @@ class SqliteLog:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = exc
-        self._snapshot = self._make_snapshot()
+        self._stale = True
         command.loop.call_soon_threadsafe(_settle, command.future, result, error)
 
     def _housekeeping(self, conn: sqlite3.Connection) -> None:
@@ -601,7 +605,7 @@ class SqliteLog:
                     conn.execute("ROLLBACK")
         self._measure_disk()
         self._update_refusing()
-        self._snapshot = self._make_snapshot()
+        self._stale = True
 
     # ------------------------------------------------------------------ retention
 
@@ -659,6 +663,7 @@ class SqliteLog:
     # ------------------------------------------------------------------ back-pressure
 
     def _measure_disk(self) -> None:
+        self._next_measure = time.monotonic() + MEASURE_EVERY_SECS
         size = 0
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
@@ -684,19 +689,6 @@ class SqliteLog:
         if reason == "write_latency":
             # decay so that one slow commit does not refuse writes for ever when idle
             self._state.latency_ms *= 0.5
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _run_checkpoints(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=1000")
-        conn.execute("PRAGMA synchronous=FULL")  # fsync the database before WAL frames go
-        try:
-            while not self._stop_checkpoints.wait(0.5):
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
 
     # ------------------------------------------------------------------ reads
 
