@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from tests.e2e.conftest import WRITE_KEY, Server
@@ -20,3 +22,29 @@ def test_track_is_stored_normalised(server: Server) -> None:
     assert event["type"] == "track" and event["event"] == "Signed Up"
     assert event["context"]["ip"] == "127.0.0.1"
     assert event["receivedAt"] and event["timestamp"]
+
+
+def test_forwarded_for_from_an_untrusted_local_peer_is_ignored(server: Server) -> None:
+    # uvicorn's own proxy-headers middleware trusts 127.0.0.1 by default; Headwater must not
+    response = httpx.post(
+        f"{server.url}/v1/track",
+        json={"userId": "u1", "event": "Signed Up"},
+        auth=(WRITE_KEY, ""),
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    )
+    assert response.status_code == 200
+    [event] = server.events()
+    assert event["context"]["ip"] == "127.0.0.1"
+
+
+def test_forwarded_for_from_a_trusted_proxy_is_used(make_server: Any) -> None:
+    server = make_server("gateway:\n  trusted_proxies: [127.0.0.0/8]\n")
+    response = httpx.post(
+        f"{server.url}/v1/track",
+        json={"userId": "u1", "event": "Signed Up"},
+        auth=(WRITE_KEY, ""),
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    )
+    assert response.status_code == 200
+    [event] = server.events()
+    assert event["context"]["ip"] == "203.0.113.9"
