@@ -162,10 +162,17 @@ async def test_rejections_are_counted_and_sampled_per_source_and_reason(make_api
     assert missing["count"] == 5
     assert [s["message_id"] for s in missing["samples"]] == ["x2", "x3", "x4"], "newest kept"
     assert missing["samples"][0]["index"] == 0 and missing["samples"][0]["ip"] == "127.0.0.1"
-    assert snapshot[("unknown", "invalid_json")]["count"] == 1
+    assert snapshot[("website", "invalid_json")]["count"] == 1, "filed under the header's source"
     unknown = snapshot[("key:wk_u…", "invalid_write_key")]
     assert unknown["count"] == 1
     assert "wk_unknown_777" not in orjson.dumps(unknown).decode(), "keys are never kept whole"
+
+
+async def test_body_faults_without_a_key_are_filed_as_unknown(api: Api) -> None:
+    await api.post("/v1/track", b"{oops", key=None)
+    await api.post("/v1/track", b"{oops", key="wk_stranger_55")
+    scopes = {(r["scope"], r["code"]) for r in api.app.stats.snapshot()["rejected"]}
+    assert scopes == {("unknown", "invalid_json"), ("key:wk_s…", "invalid_json")}
 
 
 async def test_write_key_in_the_body_is_redacted_from_samples(api: Api) -> None:

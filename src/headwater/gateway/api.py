@@ -123,12 +123,14 @@ class TrackingAPI:
         ip = self._client_ip(scope, headers)
         origin = headers.get("origin")
         context = _RequestContext(self._stats, path, ip, headers.get("user-agent"))
+        header_key: str | None = None
         try:
+            header_key = _basic_key(headers)
             body = await _read_body(receive, headers, limit)
             data = _parse_json(body)
-            key = _write_key(headers, data)
-        except IngestError as exc:
-            context.refuse(exc, scope="unknown", body=None)
+            key = header_key or _body_key(data)
+        except IngestError as exc:  # filed under the source when the header named one
+            context.refuse(exc, scope=self._scope_of(header_key), body=None)
             raise
         context.key = key
         source = self._by_key.get(key)
@@ -139,7 +141,7 @@ class TrackingAPI:
                 "of one of the workspace's sources",
                 401,
             )
-            context.refuse(unknown, scope=f"key:{redact_key(key)}", body=body)
+            context.refuse(unknown, scope=self._scope_of(key), body=body)
             raise unknown
         try:
             if not source.enabled:
@@ -209,6 +211,13 @@ class TrackingAPI:
                     index=None if single else index,
                 )
         return records, refused
+
+    def _scope_of(self, key: str | None) -> str:
+        """Where a refusal is filed: the source, a redacted unknown key, or ``unknown``."""
+        if key is None:
+            return "unknown"
+        source = self._by_key.get(key)
+        return source.name if source is not None else f"key:{redact_key(key)}"
 
     def _client_ip(self, scope: Scope, headers: dict[str, str]) -> str | None:
         client = scope.get("client")
@@ -398,20 +407,23 @@ def _parse_json(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _write_key(headers: Mapping[str, str], data: dict[str, Any]) -> str:
+def _basic_key(headers: Mapping[str, str]) -> str | None:
+    """The write key of an ``Authorization: Basic`` header, None when there is none."""
     auth = headers.get("authorization")
-    if auth and auth[:6].lower() == "basic ":
-        try:
-            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise IngestError(
-                "invalid_authorization",
-                "the Authorization header is not valid Basic auth; send base64('<writeKey>:')",
-                401,
-            ) from None
-        key = decoded.partition(":")[0]
-        if key:
-            return key
+    if not auth or auth[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise IngestError(
+            "invalid_authorization",
+            "the Authorization header is not valid Basic auth; send base64('<writeKey>:')",
+            401,
+        ) from None
+    return decoded.partition(":")[0] or None
+
+
+def _body_key(data: dict[str, Any]) -> str:
     body_key = data.get("writeKey")
     if isinstance(body_key, str) and body_key:
         return body_key
