@@ -57,6 +57,18 @@ class Server:
 
 
 @dataclass(frozen=True)
+class OpenLoopStats:
+    """What a fixed-rate run (``loadgen.py --rate``) reports besides wrk's fields."""
+
+    rate: float  # requests/s asked for
+    scheduled: int  # requests due within the duration
+    achieved_rate: float  # 2xx answers/s
+    late: int  # requests sent > 1 ms behind schedule (no idle connection, or a lagging loop)
+    late_max_ms: float
+    loadgen_cpu_pct: float  # the generator's own CPU during the timed part, % of one core
+
+
+@dataclass(frozen=True)
 class LoadResult:
     requests: int
     ok_requests: int
@@ -65,6 +77,9 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     loadgen_cpu_s: float
+    p90_ms: float = 0.0
+    max_ms: float = 0.0
+    open_loop: OpenLoopStats | None = None  # only from loadgen.py --rate
 
     @property
     def ok_requests_per_s(self) -> float:
@@ -180,12 +195,23 @@ def wrk_path() -> str | None:
 
 
 def run_load(
-    server: Server, spec: LoadSpec, duration_s: int, python: str, use_wrk: bool
+    server: Server,
+    spec: LoadSpec,
+    duration_s: int,
+    python: str,
+    use_wrk: bool,
+    rate: float | None = None,
 ) -> LoadResult:
-    """Load ``server`` for ``duration_s`` with wrk (or the Python fallback); parse its summary."""
+    """Load ``server`` for ``duration_s`` with wrk (or the Python fallback); parse its summary.
+
+    With ``rate`` (requests/s) the load is open-loop instead: ``loadgen.py --rate``, as
+    wrk has no fixed-rate mode (and wrk2 is not packaged in Debian).
+    """
     url = server.base_url + spec.path
     env = dict(os.environ, BENCH_MESSAGE_IDS="1" if spec.message_ids else "0")
-    if use_wrk:
+    if rate is not None:
+        command = [*_loadgen_command(python, url, spec, duration_s), "--rate", f"{rate:g}"]
+    elif use_wrk:
         command = _wrk_command(url, spec, duration_s)
     else:
         command = _loadgen_command(python, url, spec, duration_s)
@@ -228,15 +254,29 @@ def _parse_summary(stdout: str, loadgen_cpu_s: float) -> LoadResult:
         raise BenchError(f"load generator printed no WRK_JSON summary:\n{stdout[-2000:]}")
     data = orjson.loads(line.removeprefix("WRK_JSON "))
     errors: dict[str, int] = data["errors"]
+    latency_us = data["latency_us"]
+    open_loop = None
+    if fixed_rate := data.get("open_loop"):
+        open_loop = OpenLoopStats(
+            rate=fixed_rate["rate"],
+            scheduled=fixed_rate["scheduled"],
+            achieved_rate=fixed_rate["achieved_rate"],
+            late=fixed_rate["late"],
+            late_max_ms=fixed_rate["late_max_us"] / 1000,
+            loadgen_cpu_pct=fixed_rate["cpu_pct"],
+        )
     # wrk counts non-2xx/3xx answers as "status" errors but still in "requests".
     return LoadResult(
         requests=data["requests"],
         ok_requests=data["requests"] - errors["status"],
         duration_s=data["duration_us"] / 1e6,
         errors=errors,
-        p50_ms=data["latency_us"]["p50"] / 1000,
-        p99_ms=data["latency_us"]["p99"] / 1000,
+        p50_ms=latency_us["p50"] / 1000,
+        p99_ms=latency_us["p99"] / 1000,
         loadgen_cpu_s=loadgen_cpu_s,
+        p90_ms=latency_us["p90"] / 1000,
+        max_ms=latency_us["max"] / 1000,
+        open_loop=open_loop,
     )
 
 

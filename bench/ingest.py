@@ -9,7 +9,10 @@ request, it drives, each in a fresh process (Headwater on a fresh data dir):
 
 with the same wrk load (``bench/wrk_post.lua``; ``bench/loadgen.py`` when wrk is
 missing), and prints req/s, events/s, the ratio to the floor, p50/p99 latency and
-peak RSS, then the issue's targets as PASS/FAIL. The exit status is 0 whatever the
+peak RSS. wrk's loop is closed, so its batch latency is tied to its throughput;
+then, for the batch scenario, both servers (fresh again) take a fixed-rate, open-loop
+load of ``--open-loop-events-per-s`` (``bench/loadgen.py --rate``), which gives the
+latency at that load. Last come the issue's targets as PASS/FAIL. The exit status is 0 whatever the
 targets say, and 1 only when something could not run.
 
 Run:        .venv/bin/python bench/ingest.py [--duration 10] [--json bench/results/ingest.json]
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -46,7 +49,16 @@ from harness import (
     running_server,
     wrk_path,
 )
-from report import FLOOR, Machine, Row, evaluate_targets, format_report, with_ratio, write_json
+from report import (
+    FLOOR,
+    OPEN_LOOP_EVENTS_PER_S,
+    Machine,
+    Row,
+    evaluate_targets,
+    format_report,
+    with_ratio,
+    write_json,
+)
 
 REPO_DIR = BENCH_DIR.parent
 WRITE_KEY = "wk_bench_123"
@@ -88,11 +100,12 @@ class Options:
     data_root: Path | None
     startup_timeout_s: float
     json_path: Path | None
+    open_loop_events_per_s: int  # batch events/s of the open-loop runs; 0 skips them
 
     def settings(self) -> dict[str, object]:
         """What the report and the JSON file record about this run."""
         keys = ["duration_s", "warmup_s", "connections", "threads", "rounds"]
-        keys += ["message_ids", "against"]
+        keys += ["message_ids", "against", "open_loop_events_per_s"]
         return {key: getattr(self, key) for key in keys} | {"batch_size": BATCH_SIZE}
 
 
@@ -156,24 +169,38 @@ def server_command(kind: str, options: Options, port: int, run_dir: Path) -> lis
     return [str(options.headwater), *serve, "--host", HOST, "--port", str(port)]
 
 
-def measure(kind: str, label: str, scenario: Scenario, spec: LoadSpec, options: Options) -> Row:
-    """Start a fresh server, warm it up, load it for the duration, read its peak RSS."""
-    run_dir = Path(tempfile.mkdtemp(prefix=f"{label}-{scenario.name}-", dir=spec.body_file.parent))
+def measure(
+    kind: str,
+    label: str,
+    scenario: Scenario,
+    spec: LoadSpec,
+    options: Options,
+    rate: float | None = None,
+) -> Row:
+    """Start a fresh server, warm it up, load it for the duration, read its peak RSS.
+
+    With ``rate`` (requests/s), warm-up and measured load are both open-loop at that rate.
+    """
+    suffix = "" if rate is None else "-open"
+    run_dir = Path(
+        tempfile.mkdtemp(prefix=f"{label}-{scenario.name}{suffix}-", dir=spec.body_file.parent)
+    )
     port = free_port()
     command = server_command(kind, options, port, run_dir)
+    python, use_wrk = options.python, options.use_wrk
     with running_server(command, port, run_dir / "server.log", options.startup_timeout_s) as server:
         preflight(server, spec)
         if options.warmup_s > 0:
-            run_load(server, spec, options.warmup_s, options.python, options.use_wrk)
+            run_load(server, spec, options.warmup_s, python, use_wrk, rate)
         server_before, busy_before = cpu_seconds(server.pid), machine_busy_seconds()
         started = time.monotonic()
-        load = run_load(server, spec, options.duration_s, options.python, options.use_wrk)
+        load = run_load(server, spec, options.duration_s, python, use_wrk, rate)
         elapsed_s = time.monotonic() - started
         server.check_alive()
         server_cpu_s = cpu_seconds(server.pid) - server_before
         other_cpu_s = machine_busy_seconds() - busy_before - server_cpu_s - load.loadgen_cpu_s
         rss_mb = peak_rss_mb(server.pid)
-    return Row(
+    row = Row(
         server=label,
         scenario=scenario.name,
         req_per_s=load.ok_requests_per_s,
@@ -187,16 +214,33 @@ def measure(kind: str, label: str, scenario: Scenario, spec: LoadSpec, options: 
         server_cpu_pct=server_cpu_s / elapsed_s * 100,
         loadgen_cpu_pct=load.loadgen_cpu_s / elapsed_s * 100,
         other_cpu_pct=max(other_cpu_s, 0.0) / elapsed_s * 100,
+        p90_ms=load.p90_ms,
+        max_ms=load.max_ms,
+    )
+    if load.open_loop is None:
+        return row
+    return replace(
+        row,
+        loop="open",
+        target_events_per_s=load.open_loop.rate * scenario.events_per_request,
+        late_starts=load.open_loop.late,
+        late_max_ms=load.open_loop.late_max_ms,
+        # The generator's own reading: just the timed part, not its start-up.
+        loadgen_cpu_pct=load.open_loop.loadgen_cpu_pct,
     )
 
 
 def run_all(options: Options, workdir: Path) -> list[Row]:
-    """Floor, then the server under test, for each scenario; ratios against that floor."""
+    """Floor, then the server under test, for each scenario; ratios against that floor.
+
+    Then the open-loop batch runs (floor, then the server under test), if asked for.
+    """
     bodies = write_bodies(workdir, options.message_ids)
     label = "floor-copy" if options.against == FLOOR else "headwater"
     rows: list[Row] = []
-    for scenario in (s for s in SCENARIOS if s.name in options.scenarios):
-        spec = LoadSpec(
+    selected = [s for s in SCENARIOS if s.name in options.scenarios]
+    specs = {
+        scenario.name: LoadSpec(
             path=scenario.path,
             body_file=bodies[scenario.name],
             auth_header=basic_auth(WRITE_KEY),
@@ -204,6 +248,10 @@ def run_all(options: Options, workdir: Path) -> list[Row]:
             connections=options.connections,
             threads=options.threads,
         )
+        for scenario in selected
+    }
+    for scenario in selected:
+        spec = specs[scenario.name]
         floors: list[Row] = []
         measured: list[Row] = []
         for round_number in range(1, options.rounds + 1):
@@ -214,12 +262,30 @@ def run_all(options: Options, workdir: Path) -> list[Row]:
             measured.append(measure(options.against, label, scenario, spec, options))
         floor = median_run(floors)
         rows += [floor, with_ratio(median_run(measured), floor)]
+    batch = next((s for s in selected if s.name == "batch"), None)
+    if batch is not None and options.open_loop_events_per_s > 0:
+        rows += run_open_loop(batch, specs[batch.name], label, options)
     return rows
 
 
-def median_run(runs: Sequence[Row]) -> Row:
-    """The run with the median events/s (the lower middle one for an even count)."""
-    ordered = sorted(runs, key=lambda row: row.events_per_s)
+def run_open_loop(scenario: Scenario, spec: LoadSpec, label: str, options: Options) -> list[Row]:
+    """The fixed-rate batch load on a fresh floor, then on a fresh server under test."""
+    rate = options.open_loop_events_per_s / scenario.events_per_request  # requests/s
+    floors: list[Row] = []
+    measured: list[Row] = []
+    for round_number in range(1, options.rounds + 1):
+        step = f"{scenario.name} open loop @{rate:g} req/s {round_number}/{options.rounds}"
+        progress(f"{step}: floor …")
+        floors.append(measure(FLOOR, FLOOR, scenario, spec, options, rate))
+        progress(f"{step}: {label} …")
+        measured.append(measure(options.against, label, scenario, spec, options, rate))
+    floor = median_run(floors, key="p99_ms")
+    return [floor, with_ratio(median_run(measured, key="p99_ms"), floor)]
+
+
+def median_run(runs: Sequence[Row], key: str = "events_per_s") -> Row:
+    """The run with the median ``key`` (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda row: getattr(row, key))
     return ordered[(len(ordered) - 1) // 2]
 
 
@@ -266,7 +332,17 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     add("--data-root", type=Path, help="parent of the fresh data dirs (default: system temp)")
     add("--startup-timeout", type=float, default=30.0, help="seconds to wait for /healthz")
     add("--json", type=Path, help="also write the results to this JSON file")
+    add(
+        "--open-loop-events-per-s",
+        type=int,
+        default=OPEN_LOOP_EVENTS_PER_S,
+        metavar="N",
+        help="after the closed-loop runs, load /v1/batch at this fixed rate to time its"
+        f" latency (default {OPEN_LOOP_EVENTS_PER_S}; 0 skips it)",
+    )
     args = parser.parse_args(argv)
+    if args.open_loop_events_per_s < 0:
+        parser.error("--open-loop-events-per-s must be 0 (skip) or more")
     if args.loadgen == "wrk" and wrk_path() is None:
         parser.error("wrk is not installed (apt-get install -y wrk); or use --loadgen python")
     return Options(
@@ -284,6 +360,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         data_root=args.data_root,
         startup_timeout_s=args.startup_timeout,
         json_path=args.json,
+        open_loop_events_per_s=args.open_loop_events_per_s,
     )
 
 

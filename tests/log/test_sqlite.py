@@ -134,3 +134,68 @@ async def test_slow_writes_refuse_then_recover(tmp_path: Path) -> None:
     assert not result.duplicate
     assert {r.message_id for r in await log.read(after=0)} == {"warm-up", "slow", "after"}
     await log.close()
+
+
+async def test_offsets_never_go_back_after_retention_empties_the_log(tmp_path: Path) -> None:
+    clock = Clock()
+    config = LogConfig(durability="os", retention_max_age_secs=3600)
+    log = SqliteLog(tmp_path, config, clock_ms=clock)
+    results = await log.append([rec(f"e{i}", at_ms=clock.now) for i in range(5)])
+    clock.advance(2 * HOUR_MS)
+    report = await log.enforce_retention()
+    assert report.records_dropped == 5 and log.stats().segments == 0
+    await log.close()
+    log = SqliteLog(tmp_path, config, clock_ms=clock)
+    [new] = await log.append([rec("after-restart", at_ms=clock.now)])
+    assert new.offset == results[-1].offset + 1, "a reader's cursor must never miss new events"
+    assert [r.message_id for r in await log.read(after=results[-1].offset)] == ["after-restart"]
+    await log.close()
+
+
+async def test_dropped_segments_give_their_space_back(tmp_path: Path) -> None:
+    clock = Clock()
+    config = LogConfig(durability="os", segment_max_age_secs=60, retention_max_age_secs=3600)
+    log = SqliteLog(tmp_path, config, clock_ms=clock)
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2, "incremental auto_vacuum"
+    conn.close()
+    for i in range(20):
+        await log.append([rec(f"big-{i}-{j}", at_ms=clock.now, size=4000) for j in range(50)])
+        clock.advance(61_000)
+    await log.close()  # checkpoints the WAL into the main file
+    full = (tmp_path / DB_FILE).stat().st_size
+    log = SqliteLog(tmp_path, config, clock_ms=clock)
+    clock.advance(2 * HOUR_MS)
+    report = await log.enforce_retention()
+    assert report.segments_dropped == 20
+    await log.close()
+    after = (tmp_path / DB_FILE).stat().st_size
+    assert full > 4_000_000 and after < full / 10, (full, after)
+
+
+async def test_a_second_process_cannot_open_the_same_log(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path, LogConfig(durability="os"))
+    with pytest.raises(LogError, match="another Headwater process"):
+        SqliteLog(tmp_path, LogConfig(durability="os"))
+    await log.close()
+    again = SqliteLog(tmp_path, LogConfig(durability="os"))  # the lock goes with close()
+    await again.close()
+
+
+async def test_a_failing_writer_answers_every_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = SqliteLog(tmp_path, LogConfig(durability="os"))
+    await log.append([now("before")])
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("simulated bug in the writer")
+
+    monkeypatch.setattr(log, "_insert", broken)
+    with pytest.raises(LogUnavailable) as first:
+        await asyncio.wait_for(log.append([now("during")]), timeout=10)
+    assert first.value.reason == "writer_failed"
+    with pytest.raises(LogUnavailable):
+        await asyncio.wait_for(log.append([now("after")]), timeout=10)
+    assert log.stats().refusing == "writer_failed", "/readyz must not say ready"
+    await log.close()

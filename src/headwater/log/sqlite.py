@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import queue
@@ -154,11 +155,56 @@ class _State:
 
 def _connect(path: Path, durability: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # auto_vacuum must be chosen before the file becomes a WAL database, or it is ignored
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA cache_size=-32000")
     return conn
+
+
+class _SchemaMismatch(Exception):
+    def __init__(self, found: int) -> None:
+        super().__init__(f"schema version {found}")
+        self.found = found
+
+
+def _lock_directory(directory: Path) -> int:
+    """Hold an exclusive lock on the log directory for the life of the process.
+
+    Two processes writing one log would hand out the same offsets. The kernel drops the lock
+    when the process dies, kill -9 included.
+    """
+    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LogError(
+            f"another Headwater process is using the event log in {directory}; stop it, or "
+            "give this one its own --data-dir"
+        ) from None
+    return fd
+
+
+def _open_error(path: Path, exc: Exception) -> LogError:
+    if isinstance(exc, _SchemaMismatch):
+        return LogError(
+            f"the event log at {path} has schema version {exc.found}; this Headwater reads "
+            f"version {SCHEMA_VERSION}. Run the Headwater version that wrote it, or move the "
+            "data directory aside to start with an empty log."
+        )
+    text = str(exc)
+    if "readonly" in text or "unable to open" in text:
+        return LogError(
+            f"cannot write the event log at {path} ({text}): check that the data directory "
+            "exists, is writable by this user and is not on a read-only file system"
+        )
+    return LogError(
+        f"cannot open the event log at {path} ({text}). If the file is damaged, move it "
+        "aside (keep it for recovery) and start again with an empty log."
+    )
 
 
 class SqliteLog:
@@ -182,19 +228,18 @@ class SqliteLog:
         self._next_measure = 0.0
         self._retention_due = 0.0
         directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_directory(directory)
         conn: sqlite3.Connection | None = None
         try:
             conn = _connect(self._path, config.durability)
             self._init_schema(conn)
             self._load_state(conn)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.Error, _SchemaMismatch) as exc:
             if conn is not None:
                 conn.close()
-            raise LogError(
-                f"cannot open the event log at {self._path}: {exc}. If the file is damaged, "
-                "move it aside (keep it for recovery) and start again with an empty log."
-            ) from exc
-        self._measure_disk()
+            os.close(self._lock_fd)
+            raise _open_error(self._path, exc) from exc
+        self._measure_disk(conn)
         self._update_refusing()
         self._stale = True
         self._writer = threading.Thread(
@@ -222,6 +267,8 @@ class SqliteLog:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[AppendResult]] = loop.create_future()
         self._queue.put(_Append.of(records, future, loop))
+        if not self._writer.is_alive():  # it died between the checks above and the put
+            self._fail_queued()
         return await future
 
     async def read(self, after: int, limit: int = 500) -> list[StoredRecord]:
@@ -251,6 +298,7 @@ class SqliteLog:
             reader = self._reader
             await asyncio.get_running_loop().run_in_executor(self._reader_pool, reader.close)
         self._reader_pool.shutdown(wait=True)
+        os.close(self._lock_fd)
 
     # ------------------------------------------------------------------ helpers for callers
 
@@ -291,7 +339,6 @@ class SqliteLog:
     # ------------------------------------------------------------------ schema and state
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file
         conn.execute("PRAGMA journal_size_limit=67108864")
         # SQLite checkpoints inside the writer's commits (every 1,000 pages): under steady
         # writes a checkpoint from another connection never catches up with the writer, and
@@ -310,9 +357,7 @@ class SqliteLog:
                 "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
         elif int(row[0]) != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"schema version {row[0]} is not {SCHEMA_VERSION}, which this Headwater reads"
-            )
+            raise _SchemaMismatch(int(row[0]))
 
     def _load_state(self, conn: sqlite3.Connection) -> None:
         state = self._state
@@ -329,7 +374,9 @@ class SqliteLog:
             for row in rows
         ]  # fmt: skip
         last = max((s.last_offset for s in state.segments if s.last_offset), default=0)
-        state.next_offset = last + 1
+        # retention may have dropped every segment: offsets never go back (readers' cursors)
+        row = conn.execute("SELECT value FROM meta WHERE key='next_offset'").fetchone()
+        state.next_offset = max(last + 1, int(row[0]) if row else 1)
         names = conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'ids\\_%' ESCAPE '\\'"
         ).fetchall()
@@ -384,22 +431,26 @@ class SqliteLog:
                 except queue.Empty:
                     first = None
                 batch, stop = self._drain(first)
-                appends = [item for item in batch if isinstance(item, _Append)]
-                if appends:
-                    self._commit(conn, appends)
-                for item in batch:
-                    if isinstance(item, _Command):
-                        self._run_command(conn, item)
-                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_SECS:
-                    last_housekeeping = time.monotonic()
-                    self._housekeeping(conn)
+                try:
+                    appends = [item for item in batch if isinstance(item, _Append)]
+                    if appends:
+                        self._commit(conn, appends)
+                    for item in batch:
+                        if isinstance(item, _Command):
+                            self._run_command(conn, item)
+                    if time.monotonic() - last_housekeeping >= HOUSEKEEPING_SECS:
+                        last_housekeeping = time.monotonic()
+                        self._housekeeping(conn)
+                except BaseException:
+                    self._fail(batch)  # whatever was in hand gets an answer
+                    raise
                 if stop:
                     break
         except Exception:  # never leave callers waiting on a dead writer
             logger.exception("the event log's writer thread failed")
             self._refusing = "writer_failed"
-            self._closed = True
-            self._fail_queued(LogError("the event log's writer failed; see the server log"))
+            self._stale = True
+            self._fail_queued()
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -424,14 +475,19 @@ class SqliteLog:
                 count += len(item.records)
         return batch, False
 
-    def _fail_queued(self, error: Exception) -> None:
+    def _fail(self, items: list[object]) -> None:
+        error = self._unavailable("writer_failed")
+        for item in items:
+            if isinstance(item, _Append | _Command):
+                item.loop.call_soon_threadsafe(_settle, item.future, None, error)
+
+    def _fail_queued(self) -> None:
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Append | _Command):
-                item.loop.call_soon_threadsafe(_settle, item.future, None, error)
+            self._fail([item])
 
     def _commit(self, conn: sqlite3.Connection, appends: list[_Append]) -> None:
         started = time.perf_counter()
@@ -441,9 +497,7 @@ class SqliteLog:
             results = self._insert(conn, appends)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._reload_after_rollback(conn)
+            self._rollback(conn)
             error = self._translate(exc)
             with self._pending_lock:
                 self._pending -= count
@@ -457,7 +511,7 @@ class SqliteLog:
         state = self._state
         state.latency_ms = 0.8 * state.latency_ms + 0.2 * (elapsed_ms + waited_ms)
         if time.monotonic() >= self._next_measure:
-            self._measure_disk()
+            self._measure_disk(conn)
             self._update_refusing()
         self._stale = True  # before callers wake up and look at stats()
         by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
@@ -472,7 +526,7 @@ class SqliteLog:
         now_ms = self._clock_ms()
         day = now_ms // DAY_MS
         ids_table = self._ids_table(conn, day)
-        ids_json = b"[" + b",".join(a.ids for a in appends) + b"]"
+        ids_json = "[" + b",".join(a.ids for a in appends).decode() + "]"  # text: not JSONB
         known = self._known_ids(conn, [d for d in (day, day - 1) if d in state.id_days], ids_json)
         total = sum(len(a.records) for a in appends)
         if known or len({r.message_id for a in appends for r in a.records}) != total:
@@ -500,7 +554,7 @@ class SqliteLog:
             conn.execute(
                 f"INSERT INTO {ids_table}(message_id, offset) SELECT value, ?1 + key"
                 " FROM json_each(?2)",
-                (first, b"[" + b",".join(a.ids for a in appends if a.ids) + b"]"),
+                (first, "[" + b",".join(a.ids for a in appends if a.ids).decode() + "]"),
             )
             received = [r.received_at_ms for a in appends for r in (a.records[0], a.records[-1])]
             seg.first_offset = seg.first_offset or first
@@ -528,7 +582,7 @@ class SqliteLog:
         return results
 
     def _known_ids(
-        self, conn: sqlite3.Connection, days: list[int], ids_json: bytes
+        self, conn: sqlite3.Connection, days: list[int], ids_json: str
     ) -> dict[str, int]:
         if not days:
             return {}
@@ -569,6 +623,12 @@ class SqliteLog:
                 kept_appends.append(repacked)
         return kept_appends, results
 
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        """Undo a failed transaction and re-read the state it may have changed in memory."""
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        self._reload_after_rollback(conn)
+
     def _reload_after_rollback(self, conn: sqlite3.Connection) -> None:
         self._state.segments.clear()
         self._state.id_days.clear()
@@ -587,8 +647,7 @@ class SqliteLog:
         try:
             result = command.run(conn)
         except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rollback(conn)
             error = exc
         self._stale = True
         command.loop.call_soon_threadsafe(_settle, command.future, result, error)
@@ -601,9 +660,8 @@ class SqliteLog:
                 self._retain(conn, None)
             except sqlite3.Error:
                 logger.exception("retention failed; will try again")
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-        self._measure_disk()
+                self._rollback(conn)
+        self._measure_disk(conn)
         self._update_refusing()
         self._stale = True
 
@@ -624,18 +682,29 @@ class SqliteLog:
             total -= seg.bytes
         if not doomed and not self._expired_id_days(now_ms):
             return RetentionReport(0, 0, 0)
-        conn.execute("BEGIN IMMEDIATE")
-        for seg in doomed:
-            conn.execute(f"DROP TABLE IF EXISTS {seg.table}")
-            conn.execute("DELETE FROM segments WHERE id=?", (seg.id,))
         kept = state.segments[len(doomed) :]
-        state.segments = kept
         oldest_kept = min((s.first_received_ms for s in kept if s.first_received_ms), default=None)
-        for day in self._expired_id_days(now_ms, oldest_kept):
-            conn.execute(f"DROP TABLE IF EXISTS ids_{day}")
-            state.id_days.remove(day)
-        conn.execute("COMMIT")
-        conn.execute("PRAGMA incremental_vacuum")
+        expired_days = self._expired_id_days(now_ms, oldest_kept)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for seg in doomed:
+                conn.execute(f"DROP TABLE IF EXISTS {seg.table}")
+                conn.execute("DELETE FROM segments WHERE id=?", (seg.id,))
+            for day in expired_days:
+                conn.execute(f"DROP TABLE IF EXISTS ids_{day}")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('next_offset', ?)",
+                (str(state.next_offset),),
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        state.segments = kept  # only once the drops are committed
+        state.id_days = [d for d in state.id_days if d not in expired_days]
+        # executescript steps the pragma to the end; execute() would free a single page
+        conn.executescript("PRAGMA incremental_vacuum;")
         report = RetentionReport(
             segments_dropped=len(doomed),
             records_dropped=sum(s.records for s in doomed),
@@ -645,7 +714,7 @@ class SqliteLog:
             logger.info(
                 "retention dropped %d segment(s), %d events", len(doomed), report.records_dropped
             )
-        self._measure_disk()
+        self._measure_disk(conn)
         self._update_refusing()
         return report
 
@@ -662,13 +731,20 @@ class SqliteLog:
 
     # ------------------------------------------------------------------ back-pressure
 
-    def _measure_disk(self) -> None:
+    def _measure_disk(self, conn: sqlite3.Connection) -> None:
+        """Bytes the log holds on disk: the main file's used pages plus the WAL.
+
+        Free pages in the main file are reused before the file grows, so they do not count.
+        """
         self._next_measure = time.monotonic() + MEASURE_EVERY_SECS
-        size = 0
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                size += os.stat(f"{self._path}{suffix}").st_size
-        self._state.disk_bytes = size
+        pages, free, page_size = (
+            conn.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("page_count", "freelist_count", "page_size")
+        )
+        wal = 0
+        with contextlib.suppress(FileNotFoundError):
+            wal = os.stat(f"{self._path}-wal").st_size
+        self._state.disk_bytes = (pages - free) * page_size + wal
 
     def _update_refusing(self) -> None:
         config = self._config
@@ -711,7 +787,9 @@ class SqliteLog:
                             out.append(record)
                             if len(out) >= limit:
                                 return out
-            except sqlite3.OperationalError:
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
                 continue  # dropped by retention since we listed it
         return out
 
@@ -724,7 +802,9 @@ class SqliteLog:
                 row = conn.execute(
                     f"SELECT offset FROM ids_{day} WHERE message_id=?", (message_id,)
                 ).fetchone()
-            except sqlite3.OperationalError:
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
                 continue
             if row is None:
                 continue
