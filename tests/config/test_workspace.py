@@ -107,3 +107,10 @@ def test_serve_refuses_to_start_on_a_bad_field(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "sources[0].write_key" in result.stderr
     assert "did not start" in result.stderr
+
+
+def test_a_keys_file_that_is_not_an_object_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "write_keys.json").write_text('["not", "a", "mapping"]')
+    ws = parse_workspace({"sources": [{"name": "mobile"}]})
+    with pytest.raises(ConfigError, match=r"write_keys\.json is unreadable"):
+        assign_write_keys(ws, tmp_path)

@@ -138,6 +138,16 @@ async def test_malformed_basic_auth(api: Api) -> None:
     assert response.json()["code"] == "invalid_authorization"
 
 
+async def test_non_ascii_basic_auth_is_a_401_not_a_crash(api: Api) -> None:
+    headers = {"authorization": "Basic éé"}
+    content = b'{"userId": "u1", "event": "e"}'
+    response = await api.client.post(
+        "/v1/track", content=content, headers={k: v.encode() for k, v in headers.items()}
+    )
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_authorization"
+
+
 async def test_basic_auth_with_password_uses_the_user_part(api: Api) -> None:
     token = base64.b64encode(f"{KEY}:ignored".encode()).decode()
     headers = {"authorization": f"Basic {token}"}

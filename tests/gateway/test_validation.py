@@ -32,7 +32,7 @@ async def test_single_request_over_32_kb(api: Api) -> None:
     response = await api.post("/v1/track", track(properties={"blob": "x" * 33_000}))
     assert response.status_code == 400
     assert response.json()["code"] == "payload_too_large"
-    assert "32 KB" in response.json()["message"]
+    assert "one event must be under 32 KB" in response.json()["message"]
 
 
 async def test_batch_request_over_500_kb(api: Api) -> None:
@@ -89,6 +89,8 @@ BAD_EVENTS = [
     ("/v1/track", {"userId": "u1", "event": "e", "context": "x"}, "invalid_field", "context"),
     ("/v1/track", {"userId": "u1", "event": "e", "timestamp": "yesterday"}, "invalid_timestamp", "ISO-8601"),
     ("/v1/track", {"userId": "u1", "event": "e", "timestamp": 1700000000}, "invalid_timestamp", "ISO-8601"),
+    ("/v1/track", {"userId": "u1", "event": "e", "timestamp": "0001-01-01T00:00:00Z"}, "invalid_timestamp", "1000-9999"),
+    ("/v1/track", {"userId": "u1", "event": "e", "timestamp": "1000-01-02T00:00:00Z", "sentAt": "9999-12-31T00:00:00Z"}, "invalid_timestamp", "corrected by sentAt"),
 ]  # fmt: skip
 
 

@@ -30,6 +30,8 @@ def assign_write_keys(workspace: Workspace, data_dir: Path) -> tuple[Workspace, 
     if path.exists():
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
+                raise ValueError("expected an object of source names to write keys")
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"{path} is unreadable ({exc}); restore it from a backup or delete it to "
@@ -51,9 +53,15 @@ def assign_write_keys(workspace: Workspace, data_dir: Path) -> tuple[Workspace, 
             taken.add(key)
         sources.append(source)
     if generated:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stored, indent=2, sort_keys=True), encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(stored, indent=2, sort_keys=True), encoding="utf-8")
+            os.chmod(tmp, 0o600)
+            tmp.replace(path)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot save generated write keys to {path} ({exc.strerror}); make the data "
+                "directory writable or set write_key on every source"
+            ) from exc
     return workspace.model_copy(update={"sources": sources}), generated

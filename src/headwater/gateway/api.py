@@ -13,7 +13,6 @@ keep the events and retry).
 from __future__ import annotations
 
 import base64
-import binascii
 import ipaddress
 import time
 import zlib
@@ -352,11 +351,16 @@ async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -
             415,
         )
     declared = headers.get("content-length")
+    if limit == MAX_REQUEST_BYTES:
+        advice = "one event must be under 32 KB: trim its properties, traits or context"
+    else:
+        advice = (
+            f"send fewer events per batch (at most {MAX_BATCH_BYTES // 1024} KB and "
+            f"{MAX_BATCH_EVENTS} events)"
+        )
     too_large = IngestError(
         "payload_too_large",
-        f"the request body is over {limit // 1024} KB, the limit for this endpoint; send "
-        f"fewer events per batch (at most {MAX_BATCH_BYTES // 1024} KB and "
-        f"{MAX_BATCH_EVENTS} events)",
+        f"the request body is over {limit // 1024} KB, the limit for this endpoint; {advice}",
         400,
     )
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -414,7 +418,7 @@ def _basic_key(headers: Mapping[str, str]) -> str | None:
         return None
     try:
         decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
         raise IngestError(
             "invalid_authorization",
             "the Authorization header is not valid Basic auth; send base64('<writeKey>:')",

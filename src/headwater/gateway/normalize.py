@@ -55,6 +55,8 @@ class Envelope:
 
 
 _SECOND_PREFIXES: dict[int, str] = {}
+MIN_MS = -30_610_224_000_000  # 1000-01-01: four-digit years keep ISO-8601 sortable
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def iso_ms(epoch_ms: int) -> str:
@@ -86,7 +88,15 @@ def parse_ms(value: object, field: str) -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000)
+    return _in_range(round(moment.timestamp() * 1000), f"{field} {value[:40]!r}")
+
+
+def _in_range(epoch_ms: int, what: str) -> int:
+    if not MIN_MS <= epoch_ms <= MAX_MS:
+        raise ItemError(
+            "invalid_timestamp", f"{what} is outside the years 1000-9999; send a real time"
+        )
+    return epoch_ms
 
 
 def _identity(value: object, field: str) -> str | None:
@@ -212,4 +222,6 @@ def _correct_clock(event: dict[str, Any], env: Envelope) -> None:
     if sent_ms is None:
         event["timestamp"] = iso_ms(original_ms)
     else:
-        event["timestamp"] = iso_ms(env.received_ms - (sent_ms - original_ms))
+        corrected = env.received_ms - (sent_ms - original_ms)
+        what = "timestamp corrected by sentAt (receivedAt - (sentAt - timestamp))"
+        event["timestamp"] = iso_ms(_in_range(corrected, what))

@@ -10,8 +10,11 @@ counters; the debugger and diagnose (later issues) read them through ``snapshot(
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+MAX_UNKNOWN_KEY_SCOPES = 1000
+UNKNOWN_KEY_OVERFLOW = "key:other"
 
 
 def redact_key(key: str) -> str:
@@ -42,6 +45,7 @@ class IngestStats:
     duplicates: Counter[str] = field(default_factory=Counter)  # per source
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)  # (scope, code)
     _latest: dict[tuple[str, str], deque[Rejection]] = field(default_factory=dict)
+    _key_scopes: set[str] = field(default_factory=set)
 
     def accepted(self, source: str, stored: int, duplicates: int) -> None:
         self.received[source] += stored
@@ -49,7 +53,14 @@ class IngestStats:
             self.duplicates[source] += duplicates
 
     def refuse(self, rejection: Rejection) -> None:
-        key = (rejection.scope, rejection.code)
+        scope = rejection.scope
+        if scope.startswith("key:") and scope not in self._key_scopes:
+            if len(self._key_scopes) >= MAX_UNKNOWN_KEY_SCOPES:  # random keys must not grow memory
+                scope = UNKNOWN_KEY_OVERFLOW
+                rejection = replace(rejection, scope=scope)
+            else:
+                self._key_scopes.add(scope)
+        key = (scope, rejection.code)
         self.rejected[key] += 1
         latest = self._latest.get(key)
         if latest is None:
