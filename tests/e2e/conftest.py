@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from headwater.log.frames import unpack
+from headwater.log.sqlite_reads import read_after
 
 WRITE_KEY = "wk_e2e_website_1"
 OTHER_KEY = "wk_e2e_backend_2"
@@ -91,13 +91,7 @@ class Server:
         path = self.data_dir / "log" / "events.sqlite"
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            segs = [r[0] for r in conn.execute("SELECT id FROM segments ORDER BY id")]
-            rows: list[tuple[str, bytes]] = []
-            for seg in segs:
-                query = f"SELECT first_offset, data FROM seg_{seg} ORDER BY first_offset"
-                for first, data in conn.execute(query):
-                    rows.extend((r.source, r.payload) for r in unpack(first, data))
-            return rows
+            return [(r.source, r.payload) for r in read_after(conn, after=0, limit=10**9)]
         finally:
             conn.close()
 

@@ -63,7 +63,8 @@ from headwater.log.base import (
     RetentionReport,
     StoredRecord,
 )
-from headwater.log.frames import pack, unpack
+from headwater.log.frames import pack
+from headwater.log.sqlite_reads import find, read_after
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -272,10 +273,10 @@ class SqliteLog:
         return await future
 
     async def read(self, after: int, limit: int = 500) -> list[StoredRecord]:
-        return await self._in_reader(lambda conn: self._read(conn, after, limit))
+        return await self._in_reader(lambda conn: read_after(conn, after, limit))
 
     async def get(self, message_id: str) -> StoredRecord | None:
-        return await self._in_reader(lambda conn: self._get(conn, message_id))
+        return await self._in_reader(lambda conn: find(conn, message_id))
 
     async def enforce_retention(self, now_ms: int | None = None) -> RetentionReport:
         report = await self._on_writer(lambda conn: self._retain(conn, now_ms))
@@ -765,66 +766,6 @@ class SqliteLog:
         if reason == "write_latency":
             # decay so that one slow commit does not refuse writes for ever when idle
             self._state.latency_ms *= 0.5
-
-    # ------------------------------------------------------------------ reads
-
-    def _read(self, conn: sqlite3.Connection, after: int, limit: int) -> list[StoredRecord]:
-        out: list[StoredRecord] = []
-        segments = conn.execute(
-            "SELECT id FROM segments WHERE last_offset > ? ORDER BY id", (after,)
-        ).fetchall()
-        for (seg_id,) in segments:
-            try:
-                rows = conn.execute(
-                    f"SELECT first_offset, data FROM seg_{seg_id} WHERE first_offset >="
-                    f" coalesce((SELECT max(first_offset) FROM seg_{seg_id}"
-                    " WHERE first_offset <= ?), 0) ORDER BY first_offset",
-                    (after,),
-                )
-                for first, data in rows:
-                    for record in unpack(first, data):
-                        if record.offset > after:
-                            out.append(record)
-                            if len(out) >= limit:
-                                return out
-            except sqlite3.OperationalError as exc:
-                if "no such table" not in str(exc):
-                    raise
-                continue  # dropped by retention since we listed it
-        return out
-
-    def _get(self, conn: sqlite3.Connection, message_id: str) -> StoredRecord | None:
-        names = conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'ids\\_%' ESCAPE '\\'"
-        ).fetchall()
-        for day in sorted((int(n[4:]) for (n,) in names), reverse=True):
-            try:
-                row = conn.execute(
-                    f"SELECT offset FROM ids_{day} WHERE message_id=?", (message_id,)
-                ).fetchone()
-            except sqlite3.OperationalError as exc:
-                if "no such table" not in str(exc):
-                    raise
-                continue
-            if row is None:
-                continue
-            return self._at_offset(conn, row[0])
-        return None
-
-    def _at_offset(self, conn: sqlite3.Connection, offset: int) -> StoredRecord | None:
-        seg = conn.execute(
-            "SELECT id FROM segments WHERE first_offset <= ?1 AND last_offset >= ?1", (offset,)
-        ).fetchone()
-        if seg is None:
-            return None  # remembered for dedupe, but its segment was dropped
-        row = conn.execute(
-            f"SELECT first_offset, data FROM seg_{seg[0]} WHERE first_offset <= ?"
-            " ORDER BY first_offset DESC LIMIT 1",
-            (offset,),
-        ).fetchone()
-        if row is None:
-            return None
-        return next((r for r in unpack(row[0], row[1]) if r.offset == offset), None)
 
     # ------------------------------------------------------------------ stats
 

@@ -1,0 +1,76 @@
+"""Reads of the SQLite log (layout in :mod:`headwater.log.sqlite`), on a reader's connection.
+
+Readers never take the write lock. Retention may drop a segment or an id table between the
+moment a reader lists it and the moment it reads it; that table's events are gone by
+design, so the reader goes on with the next. Every other error is raised.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from headwater.log.base import StoredRecord
+from headwater.log.frames import unpack
+
+
+def _raise_unless_dropped(exc: sqlite3.OperationalError) -> None:
+    if "no such table" not in str(exc):
+        raise exc
+
+
+def read_after(conn: sqlite3.Connection, after: int, limit: int) -> list[StoredRecord]:
+    out: list[StoredRecord] = []
+    segments = conn.execute(
+        "SELECT id FROM segments WHERE last_offset > ? ORDER BY id", (after,)
+    ).fetchall()
+    for (seg_id,) in segments:
+        try:
+            rows = conn.execute(
+                f"SELECT first_offset, data FROM seg_{seg_id} WHERE first_offset >="
+                f" coalesce((SELECT max(first_offset) FROM seg_{seg_id}"
+                " WHERE first_offset <= ?), 0) ORDER BY first_offset",
+                (after,),
+            )
+            for first, data in rows:
+                for record in unpack(first, data):
+                    if record.offset > after:
+                        out.append(record)
+                        if len(out) >= limit:
+                            return out
+        except sqlite3.OperationalError as exc:
+            _raise_unless_dropped(exc)  # else: dropped by retention since we listed it
+    return out
+
+
+def find(conn: sqlite3.Connection, message_id: str) -> StoredRecord | None:
+    names = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'ids\\_%' ESCAPE '\\'"
+    ).fetchall()
+    for day in sorted((int(n[4:]) for (n,) in names), reverse=True):
+        try:
+            row = conn.execute(
+                f"SELECT offset FROM ids_{day} WHERE message_id=?", (message_id,)
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            _raise_unless_dropped(exc)
+            continue
+        if row is None:
+            continue
+        return at_offset(conn, row[0])
+    return None
+
+
+def at_offset(conn: sqlite3.Connection, offset: int) -> StoredRecord | None:
+    seg = conn.execute(
+        "SELECT id FROM segments WHERE first_offset <= ?1 AND last_offset >= ?1", (offset,)
+    ).fetchone()
+    if seg is None:
+        return None  # remembered for dedupe, but its segment was dropped
+    row = conn.execute(
+        f"SELECT first_offset, data FROM seg_{seg[0]} WHERE first_offset <= ?"
+        " ORDER BY first_offset DESC LIMIT 1",
+        (offset,),
+    ).fetchone()
+    if row is None:
+        return None
+    return next((r for r in unpack(row[0], row[1]) if r.offset == offset), None)
