@@ -15,8 +15,8 @@ Refusals raise :class:`ItemError` with a code and a message that says what to fi
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -75,8 +75,37 @@ def iso_ms(epoch_ms: int) -> str:
     return f"{prefix}.{millis:03d}Z"
 
 
+_PARSED_SECONDS: dict[str, int] = {}
+
+
+def new_message_id() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives, at a quarter the cost."""
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+
+
 def parse_ms(value: object, field: str) -> int:
-    """An ISO-8601 time (``Z`` or an offset; naive means UTC) as epoch milliseconds."""
+    """An ISO-8601 time (``Z`` or an offset; naive means UTC) as epoch milliseconds.
+
+    SDKs send ``2026-11-26T12:00:00.123Z``; that shape is parsed with a cache of the part up
+    to the second (a batch's events share a few), anything else by ``fromisoformat``.
+    """
+    if isinstance(value, str) and len(value) == 24 and value[19] == "." and value[23] == "Z":
+        millis = value[20:23]
+        if millis.isdigit():
+            prefix = value[:19]
+            seconds = _PARSED_SECONDS.get(prefix)
+            if seconds is None:
+                seconds = _parse_slow(value, field) // 1000
+                if len(_PARSED_SECONDS) > 4096:
+                    _PARSED_SECONDS.clear()
+                _PARSED_SECONDS[prefix] = seconds
+            return seconds * 1000 + int(millis)
+    return _parse_slow(value, field)
+
+
+def _parse_slow(value: object, field: str) -> int:
     if not isinstance(value, str):
         raise ItemError("invalid_timestamp", f"{field} must be an ISO-8601 string, got {value!r}")
     try:
@@ -165,7 +194,7 @@ def normalize(item: object, typ: str | None, env: Envelope) -> Record:
     message_id = event.get("messageId")
     if message_id.__class__ is not str or not message_id:
         if message_id is None or message_id == "":
-            message_id = str(uuid.uuid4())
+            message_id = new_message_id()
         else:
             message_id = _identity(message_id, "messageId") or ""
         event["messageId"] = message_id

@@ -32,17 +32,18 @@ def _text(value: str) -> bytes:
 
 def pack(records: Sequence[Record]) -> bytes:
     parts: list[bytes] = []
-    add = parts.append
+    extend = parts.extend
     header = _HEADER.pack
+    text = _TEXT_CACHE.get
     for r in records:
         mid = r.message_id.encode()
-        source = _text(r.source)
-        typ = _text(r.type)
-        add(header(r.received_at_ms, len(mid), len(source), len(typ), len(r.payload)))
-        add(mid)
-        add(source)
-        add(typ)
-        add(r.payload)
+        source = text(r.source) or _text(r.source)
+        typ = text(r.type) or _text(r.type)
+        payload = r.payload
+        extend(
+            (header(r.received_at_ms, len(mid), len(source), len(typ), len(payload)),
+             mid, source, typ, payload)
+        )  # fmt: skip
     return b"".join(parts)
 
 
