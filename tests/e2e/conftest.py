@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,22 @@ class Server:
             return [(r.source, r.payload) for r in read_after(conn, after=0, limit=10**9)]
         finally:
             conn.close()
+
+
+def assert_stored_once(server: Server, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every id is in the log exactly once and nothing else is; returns id -> (source, event)."""
+    assert len(set(ids)) == len(ids), f"test bug: repeated messageIds {Counter(ids).most_common(3)}"
+    rows = [(source, orjson.loads(payload)) for source, payload in server.rows()]
+    counts = Counter(event.get("messageId") for _, event in rows)
+    missing = [m for m in ids if counts[m] == 0]
+    twice = {m: n for m, n in counts.items() if n > 1}
+    unknown = sorted(str(m) for m in set(counts) - set(ids))
+    assert not missing, (
+        f"{len(missing)} of {len(ids)} sent events are not in the log: {missing[:5]}"
+    )
+    assert not twice, f"{len(twice)} events are stored more than once: {list(twice.items())[:5]}"
+    assert not unknown, f"the log holds {len(unknown)} events nobody sent: {unknown[:5]}"
+    return {event["messageId"]: (source, event) for source, event in rows}
 
 
 def write_workspace(path: Path, extra: str = "") -> Path:

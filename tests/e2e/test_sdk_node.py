@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.e2e.conftest import WRITE_KEY, Server
+from tests.e2e.conftest import WRITE_KEY, Server, assert_stored_once
 
 NODE_DIR = Path(__file__).parent / "node"
 SEND = NODE_DIR / "send.mjs"
@@ -100,19 +100,7 @@ def wire_events(report: Message, count: int, batch_size: int) -> list[tuple[Mess
 
 
 def assert_stored_once_normalised(server: Server, posted: list[tuple[Message, str]]) -> None:
-    ids = [event["messageId"] for event, _ in posted]
-    assert len(set(ids)) == len(ids), f"the SDK posted repeated messageIds: {Counter(ids)}"
-    rows = [(source, orjson.loads(payload)) for source, payload in server.rows()]
-    counts = Counter(event.get("messageId") for _, event in rows)
-    missing = [m for m in ids if counts[m] == 0]
-    twice = {m: n for m, n in counts.items() if n > 1}
-    unknown = sorted(str(m) for m in set(counts) - set(ids))
-    assert not missing, (
-        f"{len(missing)} of {len(ids)} sent events are not in the log: {missing[:5]}"
-    )
-    assert not twice, f"{len(twice)} events are stored more than once: {list(twice.items())[:5]}"
-    assert not unknown, f"the log holds {len(unknown)} events nobody sent: {unknown[:5]}"
-    stored = {event["messageId"]: (source, event) for source, event in rows}
+    stored = assert_stored_once(server, [event["messageId"] for event, _ in posted])
     for sent, sent_at in posted:
         source, event = stored[sent["messageId"]]
         assert_normalised(sent, sent_at, source, event)
