@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,18 @@ class Server:
             return [(r.source, r.payload) for r in read_after(conn, after=0, limit=10**9)]
         finally:
             conn.close()
+
+
+ISO_Z = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def parse_z(value: object, what: str) -> datetime:
+    """A time as the server writes it (UTC, milliseconds, 'Z'), or a test failure."""
+    assert isinstance(value, str), f"{what} should be a string, got {value!r}"
+    try:
+        return datetime.strptime(value, ISO_Z).replace(tzinfo=UTC)
+    except ValueError:
+        pytest.fail(f"{what} {value!r} is not the server's ISO form (UTC, ms, 'Z')")
 
 
 def assert_stored_once(server: Server, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:

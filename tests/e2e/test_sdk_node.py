@@ -14,14 +14,14 @@ import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.e2e.conftest import WRITE_KEY, Server, assert_stored_once
+from tests.e2e.conftest import WRITE_KEY, Server, assert_stored_once, parse_z
 
 NODE_DIR = Path(__file__).parent / "node"
 SEND = NODE_DIR / "send.mjs"
@@ -31,7 +31,6 @@ SOURCE = "website"
 LIBRARY = "@segment/analytics-node"
 LOCAL_IP = "127.0.0.1"
 TYPES = {"track", "identify", "page", "screen", "group", "alias"}
-ISO_Z = "%Y-%m-%dT%H:%M:%S.%fZ"
 Message = dict[str, Any]
 
 
@@ -69,14 +68,6 @@ def send(
         f"stdout: {done.stdout.decode(errors='replace')[-500:]}"
     )
     return report
-
-
-def parse_z(value: object, what: str) -> datetime:
-    assert isinstance(value, str), f"{what} should be a string, got {value!r}"
-    try:
-        return datetime.strptime(value, ISO_Z).replace(tzinfo=UTC)
-    except ValueError:
-        pytest.fail(f"{what} {value!r} is not the server's ISO form (UTC, ms, 'Z')")
 
 
 def wire_events(report: Message, count: int, batch_size: int) -> list[tuple[Message, str]]:

@@ -26,13 +26,12 @@ import pytest
 from segment.analytics import Client
 from segment.analytics.request import DatetimeSerializer, post
 
-from tests.e2e.conftest import WRITE_KEY, Server, assert_stored_once
+from tests.e2e.conftest import WRITE_KEY, Server, assert_stored_once, parse_z
 
 SOURCE = "website"  # the source WRITE_KEY belongs to
 LIBRARY = "analytics-python"
 LOCAL_IP = "127.0.0.1"
 DRAIN_TIMEOUT_S = 20.0
-ISO_Z = "%Y-%m-%dT%H:%M:%S.%fZ"  # what the server writes: UTC, milliseconds, "Z"
 Message = dict[str, Any]
 
 
@@ -152,14 +151,6 @@ def call(client: Client, i: int, run: str, *, explicit_id: bool) -> tuple[bool, 
 
 
 # ---------------------------------------------------------------------------- checks
-
-
-def parse_z(value: object, what: str) -> datetime:
-    assert isinstance(value, str), f"{what} should be a string, got {value!r}"
-    try:
-        return datetime.strptime(value, ISO_Z).replace(tzinfo=UTC)
-    except ValueError:
-        pytest.fail(f"{what} {value!r} is not the server's ISO form (UTC, ms, 'Z')")
 
 
 def assert_each_once(server: Server, sent: list[Message]) -> dict[str, tuple[str, Message]]:
