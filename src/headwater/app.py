@@ -22,6 +22,7 @@ from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
 from headwater.gateway.stats import IngestStats
 from headwater.log.base import EventLog
 from headwater.log.sqlite import SqliteLog
+from headwater.log.sqlite_process import ProcessLog
 
 logger = logging.getLogger("headwater")
 
@@ -45,7 +46,9 @@ class Headwater:
         )
 
     async def start(self) -> None:
-        self.log = SqliteLog(self.data_dir / LOG_DIR, self.workspace.log)
+        config = self.workspace.log
+        backend = ProcessLog if config.writer == "process" else SqliteLog
+        self.log = backend(self.data_dir / LOG_DIR, config)
         self._tracking = TrackingAPI(
             self.workspace.sources, self.log, self.stats, self.workspace.gateway
         )

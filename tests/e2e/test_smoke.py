@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -47,3 +51,30 @@ def test_forwarded_for_only_from_trusted_proxies(
     assert response.status_code == 200
     [event] = server.events()
     assert event["context"]["ip"] == expected_ip
+
+
+def test_the_log_writer_process_dies_with_a_killed_server(server: Server) -> None:
+    def writers() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                    if (
+                        b"headwater.log.sqlite_process" in cmdline
+                        and str(server.data_dir).encode() in cmdline
+                    ):
+                        pids.append(int(entry))
+        return pids
+
+    assert len(writers()) == 1, "the server runs its log writer as one child process"
+    server.kill()
+    deadline = time.monotonic() + 10
+    while writers():
+        assert time.monotonic() < deadline, "the writer outlived its server"
+        time.sleep(0.05)
+    server.start()  # the restarted server takes the log over at once
+    response = httpx.post(
+        f"{server.url}/v1/track", json={"userId": "u", "event": "After"}, auth=(WRITE_KEY, "")
+    )
+    assert response.status_code == 200

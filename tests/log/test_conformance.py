@@ -17,6 +17,7 @@ from headwater.errors import LogClosed, LogUnavailable
 from headwater.log import EventLog, Record
 from headwater.log.memory import MemoryLog
 from headwater.log.sqlite import SqliteLog
+from headwater.log.sqlite_process import ProcessLog
 
 HOUR_MS = 3_600_000
 T0 = 1_790_000_000_000  # a fixed wall-clock time (ms) for the fake clock
@@ -37,18 +38,25 @@ def _sqlite(tmp: Path, config: LogConfig, clock: Clock) -> EventLog:
     return SqliteLog(tmp / "log", config, clock_ms=clock)
 
 
+def _sqlite_process(tmp: Path, config: LogConfig, clock: Clock) -> EventLog:
+    return ProcessLog(tmp / "log", config, clock_ms=clock)
+
+
 def _memory(tmp: Path, config: LogConfig, clock: Clock) -> EventLog:
     return MemoryLog(config, clock_ms=clock)
 
 
 BACKENDS: dict[str, Callable[[Path, LogConfig, Clock], EventLog]] = {
     "sqlite": _sqlite,
+    "sqlite-process": _sqlite_process,
     "memory": _memory,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., EventLog]:
+async def make_log(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[..., EventLog]]:
     opened: list[EventLog] = []
 
     def make(clock: Clock | None = None, **overrides: Any) -> EventLog:
@@ -57,8 +65,9 @@ def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Ev
         opened.append(log)
         return log
 
-    make.opened = opened  # type: ignore[attr-defined]
-    return make
+    yield make
+    for log in opened:  # also when a test failed before closing its log
+        await log.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from headwater.config import LogConfig
 from headwater.errors import LogError, LogUnavailable
 from headwater.log import Record
 from headwater.log.sqlite import DB_FILE, SqliteLog, wall_clock_ms
+from headwater.log.sqlite_process import ProcessLog
 from tests.log.test_conformance import HOUR_MS, Clock, rec
 
 
@@ -176,7 +177,7 @@ async def test_dropped_segments_give_their_space_back(tmp_path: Path) -> None:
 async def test_a_second_process_cannot_open_the_same_log(tmp_path: Path) -> None:
     log = SqliteLog(tmp_path, LogConfig(durability="os"))
     with pytest.raises(LogError, match="another Headwater process"):
-        SqliteLog(tmp_path, LogConfig(durability="os"))
+        SqliteLog(tmp_path, LogConfig(durability="os"), lock_wait_secs=0.2)
     await log.close()
     again = SqliteLog(tmp_path, LogConfig(durability="os"))  # the lock goes with close()
     await again.close()
@@ -199,3 +200,21 @@ async def test_a_failing_writer_answers_every_caller(
         await asyncio.wait_for(log.append([now("after")]), timeout=10)
     assert log.stats().refusing == "writer_failed", "/readyz must not say ready"
     await log.close()
+
+
+async def test_a_dead_writer_process_answers_every_caller(tmp_path: Path) -> None:
+    log = ProcessLog(tmp_path, LogConfig(durability="os"))
+    await log.append([now("before")])
+    log._child.kill()  # the writer process dies (OOM killer, a bug, an operator)
+    with pytest.raises(LogUnavailable) as refused:
+        await asyncio.wait_for(log.append([now("after")]), timeout=10)
+    assert refused.value.reason == "writer_failed"
+    assert log.stats().refusing == "writer_failed", "/readyz must not say ready"
+    assert [r.message_id for r in await log.read(after=0)] == ["before"], "reads still work"
+    await log.close()
+
+
+async def test_the_writer_process_reports_why_it_cannot_open(tmp_path: Path) -> None:
+    (tmp_path / DB_FILE).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LogError, match="move it aside"):
+        ProcessLog(tmp_path, LogConfig())

@@ -61,6 +61,10 @@ class LogConfig(_Model):
     """``fsync``: a 2xx means the event is on disk (survives power loss). ``os``: it is in the
     operating system's cache (survives a crash of Headwater, not of the machine)."""
 
+    writer: Literal["process", "thread"] = "process"
+    """Where the log's writer runs: a child process (no GIL shared with HTTP; faster single
+    calls) or a thread of the server process (one process fewer)."""
+
     retention_max_age_secs: Seconds = Field(default=7 * 86400, gt=0)
     """Segments whose newest event is older than this are dropped."""
 

@@ -63,7 +63,7 @@ from headwater.log.base import (
     RetentionReport,
     StoredRecord,
 )
-from headwater.log.frames import pack
+from headwater.log.frames import pack, unpack
 from headwater.log.sqlite_reads import find, read_after
 
 logger = logging.getLogger(__name__)
@@ -79,36 +79,69 @@ RETENTION_EVERY_SECS = 30.0
 MEASURE_EVERY_SECS = 0.1  # files, free space and latency are checked at most this often
 
 
+_REFUSALS = {
+    "disk_budget": "the event log is over its disk budget (log.disk_budget_bytes)",
+    "disk_full": "the disk holding the event log is nearly full (log.min_free_disk_bytes)",
+    "write_latency": "the event log's writes are too slow (log.max_write_latency_ms)",
+    "overloaded": "too many events are waiting to be written (log.max_pending_records)",
+    "writer_failed": "the event log's writer failed; see the server log",
+}
+
+
+def unavailable(reason: str) -> LogUnavailable:
+    """The refusal for one back-pressure reason: what is wrong, which setting, what to do."""
+    return LogUnavailable(
+        f"{_REFUSALS.get(reason, reason)}; events were not stored, send them again later",
+        reason=reason,
+        retry_after_secs=5 if reason in ("write_latency", "overloaded") else 30,
+    )
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
 class _Append:
-    records: Sequence[Record]
-    blob: bytes  # frames.pack(records)
-    ids: bytes  # the message ids as the inside of a JSON array: b'"a","b"'
-    payload_bytes: int
+    """One request's records, packed: what the writer stores and what it answers."""
+
+    packed: Packed
     future: asyncio.Future[list[AppendResult]]
     loop: asyncio.AbstractEventLoop
     queued_at: float
 
+    @property
+    def count(self) -> int:
+        return self.packed.count
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """Records as the writer takes them; built by the caller (or by the writer process's parent)."""
+
+    count: int
+    blob: bytes  # frames.pack(records)
+    ids: bytes  # the message ids as the inside of a JSON array: b'"a","b"'
+    payload_bytes: int
+    first_received_ms: int
+    last_received_ms: int
+
     @classmethod
-    def of(
-        cls,
-        records: Sequence[Record],
-        future: asyncio.Future[list[AppendResult]],
-        loop: asyncio.AbstractEventLoop,
-    ) -> _Append:
+    def of(cls, records: Sequence[Record]) -> Packed:
         return cls(
-            records=records,
+            count=len(records),
             blob=pack(records),
             ids=orjson.dumps([r.message_id for r in records])[1:-1],
             payload_bytes=sum(len(r.payload) for r in records),
-            future=future,
-            loop=loop,
-            queued_at=time.perf_counter(),
+            first_received_ms=min(r.received_at_ms for r in records),
+            last_received_ms=max(r.received_at_ms for r in records),
         )
+
+    def records(self) -> list[Record]:
+        return [
+            Record(r.message_id, r.source, r.type, r.received_at_ms, r.payload)
+            for r in unpack(0, self.blob)
+        ]
 
 
 @dataclass(slots=True)
@@ -171,22 +204,27 @@ class _SchemaMismatch(Exception):
         self.found = found
 
 
-def _lock_directory(directory: Path) -> int:
+def _lock_directory(directory: Path, wait_secs: float) -> int:
     """Hold an exclusive lock on the log directory for the life of the process.
 
     Two processes writing one log would hand out the same offsets. The kernel drops the lock
-    when the process dies, kill -9 included.
+    when the process dies, kill -9 included; waiting a little lets the writer of a server
+    that was just killed finish dying.
     """
     fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise LogError(
-            f"another Headwater process is using the event log in {directory}; stop it, or "
-            "give this one its own --data-dir"
-        ) from None
-    return fd
+    deadline = time.monotonic() + wait_secs
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LogError(
+                    f"another Headwater process is using the event log in {directory}; stop "
+                    "it, or give this one its own --data-dir"
+                ) from None
+            time.sleep(0.05)
 
 
 def _open_error(path: Path, exc: Exception) -> LogError:
@@ -212,7 +250,12 @@ class SqliteLog:
     """The embedded :class:`~headwater.log.base.EventLog` backend. See the module docstring."""
 
     def __init__(
-        self, directory: Path, config: LogConfig, *, clock_ms: Callable[[], int] = wall_clock_ms
+        self,
+        directory: Path,
+        config: LogConfig,
+        *,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        lock_wait_secs: float = 5.0,
     ) -> None:
         self._dir = directory
         self._config = config
@@ -229,7 +272,7 @@ class SqliteLog:
         self._next_measure = 0.0
         self._retention_due = 0.0
         directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_directory(directory)
+        self._lock_fd = _lock_directory(directory, lock_wait_secs)
         conn: sqlite3.Connection | None = None
         try:
             conn = _connect(self._path, config.durability)
@@ -259,15 +302,21 @@ class SqliteLog:
             raise LogClosed("the event log is closed")
         if not records:
             return []
+        return await self.append_packed(Packed.of(records))
+
+    async def append_packed(self, packed: Packed) -> list[AppendResult]:
+        """``append`` for records packed already (the writer process takes them this way)."""
+        if self._closed:
+            raise LogClosed("the event log is closed")
         if self._refusing is not None:
             raise self._unavailable(self._refusing)
         with self._pending_lock:  # a lone request larger than the limit is still taken
-            if self._pending and self._pending + len(records) > self._config.max_pending_records:
+            if self._pending and self._pending + packed.count > self._config.max_pending_records:
                 raise self._unavailable("overloaded")
-            self._pending += len(records)
+            self._pending += packed.count
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[AppendResult]] = loop.create_future()
-        self._queue.put(_Append.of(records, future, loop))
+        self._queue.put(_Append(packed, future, loop, time.perf_counter()))
         if not self._writer.is_alive():  # it died between the checks above and the put
             self._fail_queued()
         return await future
@@ -304,19 +353,7 @@ class SqliteLog:
     # ------------------------------------------------------------------ helpers for callers
 
     def _unavailable(self, reason: str) -> LogUnavailable:
-        messages = {
-            "disk_budget": "the event log is over its disk budget (log.disk_budget_bytes)",
-            "disk_full": "the disk holding the event log is nearly full (log.min_free_disk_bytes)",
-            "write_latency": "the event log's writes are too slow (log.max_write_latency_ms)",
-            "overloaded": "too many events are waiting to be written (log.max_pending_records)",
-            "writer_failed": "the event log's writer failed; see the server log",
-        }
-        retry = 5 if reason in ("write_latency", "overloaded") else 30
-        return LogUnavailable(
-            f"{messages.get(reason, reason)}; events were not stored, send them again later",
-            reason=reason,
-            retry_after_secs=retry,
-        )
+        return unavailable(reason)
 
     async def _on_writer(self, run: Callable[[sqlite3.Connection], object]) -> object:
         if self._closed:
@@ -463,7 +500,7 @@ class SqliteLog:
         if first is _STOP:
             return [], True
         batch = [first]
-        count = len(first.records) if isinstance(first, _Append) else 0
+        count = first.count if isinstance(first, _Append) else 0
         while count < MAX_GROUP_RECORDS:
             try:
                 item = self._queue.get_nowait()
@@ -473,7 +510,7 @@ class SqliteLog:
                 return batch, True
             batch.append(item)
             if isinstance(item, _Append):
-                count += len(item.records)
+                count += item.count
         return batch, False
 
     def _fail(self, items: list[object]) -> None:
@@ -492,7 +529,7 @@ class SqliteLog:
 
     def _commit(self, conn: sqlite3.Connection, appends: list[_Append]) -> None:
         started = time.perf_counter()
-        count = sum(len(a.records) for a in appends)
+        count = sum(a.count for a in appends)
         try:
             conn.execute("BEGIN IMMEDIATE")
             results = self._insert(conn, appends)
@@ -527,10 +564,10 @@ class SqliteLog:
         now_ms = self._clock_ms()
         day = now_ms // DAY_MS
         ids_table = self._ids_table(conn, day)
-        ids_json = "[" + b",".join(a.ids for a in appends).decode() + "]"  # text: not JSONB
+        ids_json = "[" + b",".join(a.packed.ids for a in appends).decode() + "]"  # not JSONB
         known = self._known_ids(conn, [d for d in (day, day - 1) if d in state.id_days], ids_json)
-        total = sum(len(a.records) for a in appends)
-        if known or len({r.message_id for a in appends for r in a.records}) != total:
+        total = sum(a.count for a in appends)
+        if known or len(set(orjson.loads(ids_json))) != total:
             appends, results = self._without_duplicates(appends, known)
         else:
             results = None
@@ -541,12 +578,12 @@ class SqliteLog:
         row_first = offset = first
         row_bytes = 0
         for a in appends:
-            if row_parts and row_bytes + len(a.blob) > ROW_MAX_BYTES:
+            if row_parts and row_bytes + len(a.packed.blob) > ROW_MAX_BYTES:
                 rows.append((row_first, offset - 1, b"".join(row_parts)))
                 row_parts, row_first, row_bytes = [], offset, 0
-            row_parts.append(a.blob)
-            row_bytes += len(a.blob)
-            offset += len(a.records)
+            row_parts.append(a.packed.blob)
+            row_bytes += len(a.packed.blob)
+            offset += a.count
         if row_parts:
             rows.append((row_first, offset - 1, b"".join(row_parts)))
         stored = offset - first
@@ -555,13 +592,15 @@ class SqliteLog:
             conn.execute(
                 f"INSERT INTO {ids_table}(message_id, offset) SELECT value, ?1 + key"
                 " FROM json_each(?2)",
-                (first, "[" + b",".join(a.ids for a in appends if a.ids).decode() + "]"),
+                (first, "[" + b",".join(a.packed.ids for a in appends).decode() + "]"),
             )
-            received = [r.received_at_ms for a in appends for r in (a.records[0], a.records[-1])]
+            received = [
+                t for a in appends for t in (a.packed.first_received_ms, a.packed.last_received_ms)
+            ]
             seg.first_offset = seg.first_offset or first
             seg.last_offset = offset - 1
             seg.records += stored
-            seg.bytes += sum(a.payload_bytes for a in appends)
+            seg.bytes += sum(a.packed.payload_bytes for a in appends)
             seg.first_received_ms = min(seg.first_received_ms or min(received), min(received))
             seg.last_received_ms = max(seg.last_received_ms or 0, max(received))
             conn.execute(
@@ -577,7 +616,7 @@ class SqliteLog:
             results = []
             offset = first
             for a in appends:
-                n = len(a.records)
+                n = a.count
                 results.append([AppendResult(o, False) for o in range(offset, offset + n)])
                 offset += n
         return results
@@ -609,7 +648,7 @@ class SqliteLog:
         for a in appends:
             kept: list[Record] = []
             out: list[AppendResult] = []
-            for r in a.records:
+            for r in a.packed.records():
                 existing = seen.get(r.message_id)
                 if existing is not None:
                     out.append(AppendResult(existing, True))
@@ -620,7 +659,7 @@ class SqliteLog:
                 offset += 1
             results.append(out)
             if kept:
-                repacked = _Append.of(kept, a.future, a.loop)
+                repacked = _Append(Packed.of(kept), a.future, a.loop, a.queued_at)
                 kept_appends.append(repacked)
         return kept_appends, results
 
