@@ -310,7 +310,16 @@ async def _serve(directory: Path, config: LogConfig, clock: _ParentClock | None)
     loop = asyncio.get_running_loop()
     stopped = loop.create_future()
     tasks: set[asyncio.Task[None]] = set()
-    answers, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(1, "wb"))
+
+    class Flushed(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.done: asyncio.Future[None] = loop.create_future()
+
+        def connection_lost(self, exc: Exception | None) -> None:  # after the buffer is out
+            if not self.done.done():
+                self.done.set_result(None)
+
+    answers, flushed = await loop.connect_write_pipe(Flushed, os.fdopen(1, "wb"))
 
     async def append(request: int, body: bytes) -> None:
         _, count, payload_bytes, first_ms, last_ms, ids_len = _PACKED.unpack_from(body)
@@ -369,6 +378,7 @@ async def _serve(directory: Path, config: LogConfig, clock: _ParentClock | None)
         await asyncio.gather(*tasks, return_exceptions=True)
     await log.close()
     answers.close()
+    await flushed.done  # every answer reaches the parent before the process exits
 
 
 def main() -> None:
