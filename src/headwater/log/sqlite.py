@@ -46,10 +46,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -64,10 +63,9 @@ from headwater.log.base import (
     StoredRecord,
 )
 from headwater.log.frames import pack, unpack
-from headwater.log.sqlite_reads import find, read_after
+from headwater.log.sqlite_reads import Reader
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SCHEMA_VERSION = 2
 DB_FILE = "events.sqlite"
@@ -284,15 +282,11 @@ class SqliteLog:
             os.close(self._lock_fd)
             raise _open_error(self._path, exc) from exc
         self._measure_disk(conn)
-        self._update_refusing()
         self._stale = True
         self._writer = threading.Thread(
             target=self._run_writer, args=(conn,), name="headwater-log-writer", daemon=True
         )
-        self._reader_pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="headwater-log-read"
-        )
-        self._reader: sqlite3.Connection | None = None
+        self._reader = Reader(self._path)
         self._writer.start()
 
     # ------------------------------------------------------------------ the EventLog API
@@ -322,10 +316,10 @@ class SqliteLog:
         return await future
 
     async def read(self, after: int, limit: int = 500) -> list[StoredRecord]:
-        return await self._in_reader(lambda conn: read_after(conn, after, limit))
+        return await self._reader.read(after, limit)
 
     async def get(self, message_id: str) -> StoredRecord | None:
-        return await self._in_reader(lambda conn: find(conn, message_id))
+        return await self._reader.find(message_id)
 
     async def enforce_retention(self, now_ms: int | None = None) -> RetentionReport:
         report = await self._on_writer(lambda conn: self._retain(conn, now_ms))
@@ -344,10 +338,7 @@ class SqliteLog:
         self._closed = True
         self._queue.put(_STOP)
         await asyncio.to_thread(self._writer.join)
-        if self._reader is not None:
-            reader = self._reader
-            await asyncio.get_running_loop().run_in_executor(self._reader_pool, reader.close)
-        self._reader_pool.shutdown(wait=True)
+        await self._reader.close()
         os.close(self._lock_fd)
 
     # ------------------------------------------------------------------ helpers for callers
@@ -362,17 +353,6 @@ class SqliteLog:
         future: asyncio.Future[object] = loop.create_future()
         self._queue.put(_Command(run, future, loop))
         return await future
-
-    async def _in_reader(self, run: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise LogClosed("the event log is closed")
-
-        def call() -> T:
-            if self._reader is None:
-                self._reader = _connect(self._path, "NORMAL")
-            return run(self._reader)
-
-        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, call)
 
     # ------------------------------------------------------------------ schema and state
 
@@ -550,7 +530,6 @@ class SqliteLog:
         state.latency_ms = 0.8 * state.latency_ms + 0.2 * (elapsed_ms + waited_ms)
         if time.monotonic() >= self._next_measure:
             self._measure_disk(conn)
-            self._update_refusing()
         self._stale = True  # before callers wake up and look at stats()
         by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
         for a, result in zip(appends, results, strict=True):
@@ -564,11 +543,12 @@ class SqliteLog:
         now_ms = self._clock_ms()
         day = now_ms // DAY_MS
         ids_table = self._ids_table(conn, day)
-        ids_json = "[" + b",".join(a.packed.ids for a in appends).decode() + "]"  # not JSONB
+        ids_json = _ids_json(appends)
         known = self._known_ids(conn, [d for d in (day, day - 1) if d in state.id_days], ids_json)
         total = sum(a.count for a in appends)
         if known or len(set(orjson.loads(ids_json))) != total:
             appends, results = self._without_duplicates(appends, known)
+            ids_json = _ids_json(appends)
         else:
             results = None
         seg = self._writable_segment(conn, now_ms)
@@ -592,7 +572,7 @@ class SqliteLog:
             conn.execute(
                 f"INSERT INTO {ids_table}(message_id, offset) SELECT value, ?1 + key"
                 " FROM json_each(?2)",
-                (first, "[" + b",".join(a.packed.ids for a in appends).decode() + "]"),
+                (first, ids_json),
             )
             received = [
                 t for a in appends for t in (a.packed.first_received_ms, a.packed.last_received_ms)
@@ -702,7 +682,6 @@ class SqliteLog:
                 logger.exception("retention failed; will try again")
                 self._rollback(conn)
         self._measure_disk(conn)
-        self._update_refusing()
         self._stale = True
 
     # ------------------------------------------------------------------ retention
@@ -755,7 +734,6 @@ class SqliteLog:
                 "retention dropped %d segment(s), %d events", len(doomed), report.records_dropped
             )
         self._measure_disk(conn)
-        self._update_refusing()
         return report
 
     def _expired_id_days(self, now_ms: int, oldest_kept_ms: int | None = None) -> list[int]:
@@ -772,7 +750,8 @@ class SqliteLog:
     # ------------------------------------------------------------------ back-pressure
 
     def _measure_disk(self, conn: sqlite3.Connection) -> None:
-        """Bytes the log holds on disk: the main file's used pages plus the WAL.
+        """Bytes the log holds on disk (the main file's used pages plus the WAL), then whether
+        writes must be refused now.
 
         Free pages in the main file are reused before the file grows, so they do not count.
         """
@@ -785,6 +764,7 @@ class SqliteLog:
         with contextlib.suppress(FileNotFoundError):
             wal = os.stat(f"{self._path}-wal").st_size
         self._state.disk_bytes = (pages - free) * page_size + wal
+        self._update_refusing()
 
     def _update_refusing(self) -> None:
         config = self._config
@@ -827,6 +807,11 @@ class SqliteLog:
             commit_latency_ms=state.latency_ms,
             refusing=self._refusing,
         )
+
+
+def _ids_json(appends: list[_Append]) -> str:
+    """The message ids of a group as one JSON array, bound as text (a blob would be JSONB)."""
+    return "[" + b",".join(a.packed.ids for a in appends).decode() + "]"
 
 
 def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:

@@ -37,15 +37,13 @@ import fcntl
 import itertools
 import os
 import signal
-import sqlite3
 import struct
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -56,19 +54,18 @@ from headwater.log.sqlite import (
     DB_FILE,
     Packed,
     SqliteLog,
-    _connect,
     unavailable,
     wall_clock_ms,
 )
-from headwater.log.sqlite_reads import find, read_after
+from headwater.log.sqlite_reads import Reader
 
-T = TypeVar("T")
 _HEAD = struct.Struct("<IcI")
 _NOW = struct.Struct("<q")
 _PACKED = struct.Struct("<qIQqqI")  # now, count, payload bytes, first/last received, ids length
 _PIPE_BYTES = 1 << 20  # room for a whole group of batch requests (64 KB pipes cut groups to one)
 _F_SETPIPE_SZ = 1031
 _STATS_FIELDS = tuple(LogStats.__dataclass_fields__)
+_REFUSING = _STATS_FIELDS.index("refusing")
 
 
 def _frame(kind: bytes, request: int, body: bytes = b"") -> bytes:
@@ -133,10 +130,7 @@ class ProcessLog:
         self._connecting: asyncio.Task[None] | None = None
         self._refusing: str | None = None
         self._closed = False
-        self._reader_pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="headwater-log-read"
-        )
-        self._reader: sqlite3.Connection | None = None
+        self._reader = Reader(directory / DB_FILE)
 
     def _handshake(self, fd: int) -> list[Any]:
         frames = _Frames()
@@ -160,7 +154,7 @@ class ProcessLog:
             raise LogClosed("the event log is closed")
         if not records:
             return []
-        refusing = self._refusing or self._stats[_STATS_FIELDS.index("refusing")]
+        refusing = self._refusing or self._stats[_REFUSING]
         if refusing in ("disk_budget", "disk_full", "writer_failed"):
             raise unavailable(refusing)
         packed = Packed.of(records)
@@ -181,10 +175,10 @@ class ProcessLog:
         raise LogUnavailable(message, reason=reason, retry_after_secs=retry)
 
     async def read(self, after: int, limit: int = 500) -> list[StoredRecord]:
-        return await self._in_reader(lambda conn: read_after(conn, after, limit))
+        return await self._reader.read(after, limit)
 
     async def get(self, message_id: str) -> StoredRecord | None:
-        return await self._in_reader(lambda conn: find(conn, message_id))
+        return await self._reader.find(message_id)
 
     async def enforce_retention(self, now_ms: int | None = None) -> RetentionReport:
         if self._closed:
@@ -216,10 +210,7 @@ class ProcessLog:
             self._answers.close()
         elif self._child.stdout is not None:
             self._child.stdout.close()
-        if self._reader is not None:
-            reader = self._reader
-            await asyncio.get_running_loop().run_in_executor(self._reader_pool, reader.close)
-        self._reader_pool.shutdown(wait=True)
+        await self._reader.close()
 
     # ------------------------------------------------------------------ talking to the child
 
@@ -267,17 +258,6 @@ class ProcessLog:
             if not future.done():
                 future.set_exception(error)
         self._waiting.clear()
-
-    async def _in_reader(self, run: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise LogClosed("the event log is closed")
-
-        def call() -> T:
-            if self._reader is None:
-                self._reader = _connect(self._dir / DB_FILE, "NORMAL")
-            return run(self._reader)
-
-        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, call)
 
 
 # ---------------------------------------------------------------------- the child process

@@ -7,10 +7,54 @@ design, so the reader goes on with the next. Every other error is raised.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
 
+from headwater.errors import LogClosed
 from headwater.log.base import StoredRecord
 from headwater.log.frames import unpack
+
+T = TypeVar("T")
+
+
+class Reader:
+    """One read connection of the log's database, used on one worker thread of its own."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headwater-log-read")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    async def read(self, after: int, limit: int) -> list[StoredRecord]:
+        return await self._run(lambda conn: read_after(conn, after, limit))
+
+    async def find(self, message_id: str) -> StoredRecord | None:
+        return await self._run(lambda conn: find(conn, message_id))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._conn.close)
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise LogClosed("the event log is closed")
+
+        def call() -> T:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self._path, check_same_thread=False)
+                self._conn.execute("PRAGMA busy_timeout=10000")
+            return run(self._conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
 
 def _raise_unless_dropped(exc: sqlite3.OperationalError) -> None:
