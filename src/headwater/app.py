@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from headwater.config.workspace import Workspace
+from headwater.delivery.engine import DeliveryEngine
 from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
 from headwater.gateway.stats import IngestStats
 from headwater.log.base import EventLog
@@ -27,6 +28,8 @@ from headwater.log.sqlite_process import ProcessLog
 logger = logging.getLogger("headwater")
 
 LOG_DIR = "log"
+DELIVERY_DIR = "delivery"
+DEVSINK_LIMIT_MAX = 10_000
 
 
 class Headwater:
@@ -37,11 +40,13 @@ class Headwater:
         self.data_dir = data_dir
         self.stats = IngestStats(samples=workspace.gateway.rejection_samples)
         self.log: EventLog | None = None
+        self.delivery: DeliveryEngine | None = None
         self._tracking: TrackingAPI | None = None
         self._web = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
+                Route("/api/v1/devsink/{destination}", self._devsink),
             ]
         )
 
@@ -49,11 +54,15 @@ class Headwater:
         config = self.workspace.log
         backend = ProcessLog if config.writer == "process" else SqliteLog
         self.log = backend(self.data_dir / LOG_DIR, config)
+        self.delivery = DeliveryEngine(self.workspace, self.log, self.data_dir / DELIVERY_DIR)
+        await self.delivery.start()
         self._tracking = TrackingAPI(
             self.workspace.sources, self.log, self.stats, self.workspace.gateway
         )
 
     async def stop(self) -> None:
+        if self.delivery is not None:
+            await self.delivery.stop()
         if self.log is not None:
             await self.log.close()
 
@@ -97,6 +106,32 @@ class Headwater:
             "log": {"refusing": stats.refusing, "last_offset": stats.last_offset},
         }
         return JSONResponse(body, status_code=200 if stats.refusing is None else 503)
+
+    async def _devsink(self, request: Request) -> JSONResponse:
+        """The newest events a devsink destination received, newest first (``?limit=N``)."""
+        name = request.path_params["destination"]
+        sink = self.delivery.devsink(name) if self.delivery is not None else None
+        if sink is None:
+            sinks = [d.name for d in self.workspace.destinations if d.type == "devsink"]
+            return JSONResponse(
+                {
+                    "code": "not_found",
+                    "message": f"no devsink destination is named {name!r}; "
+                    f"the devsinks are: {', '.join(sinks) or 'none'}",
+                },
+                status_code=404,
+            )
+        raw = request.query_params.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= DEVSINK_LIMIT_MAX:
+            return JSONResponse(
+                {
+                    "code": "invalid_limit",
+                    "message": f"limit must be a whole number from 1 to {DEVSINK_LIMIT_MAX}",
+                },
+                status_code=400,
+            )
+        events = sink.recent(int(raw))
+        return JSONResponse({"destination": name, "total": sink.delivered_total, "events": events})
 
 
 async def _not_ready(send: Send) -> None:

@@ -119,11 +119,74 @@ class GatewayConfig(_Model):
     """How many recent rejections are kept per source and reason."""
 
 
+class DeliveryConfig(_Model):
+    """How the delivery engine treats one destination (every field has a default)."""
+
+    retry_window_secs: Seconds = Field(default=4 * 3600, gt=0)
+    """Retryable failures (timeouts, connection errors, 408, 429, 5xx) are retried until this
+    long after the event was received; then the event goes to the dead letter store."""
+
+    timeout_secs: float = Field(default=10.0, gt=0, le=300)
+    """A request without a complete answer after this long counts as a retryable failure."""
+
+    concurrency: int = Field(default=8, ge=1, le=256)
+    """Requests in flight at once. With 1, events arrive in log order."""
+
+    rate_limit_per_sec: float | None = Field(default=None, gt=0)
+    """At most this many requests a second (token bucket). Default: no limit."""
+
+    batch_max_events: int | None = Field(default=None, ge=1)
+    """Events per request; default: the destination's own (1 for webhook, 100 for segment),
+    at most what the destination accepts."""
+
+    batch_max_bytes: ByteSize | None = Field(default=None, gt=0)
+    """Payload bytes per request; default: the destination's own (500 KB, 450 KB for
+    segment)."""
+
+    backoff_base_secs: float = Field(default=1.0, gt=0)
+    """The first retry waits about this long; each further one doubles it (with jitter)."""
+
+    backoff_max_secs: float = Field(default=600.0, gt=0)
+    """The longest wait between two retries of one batch."""
+
+    breaker_failures: int = Field(default=5, ge=1)
+    """Consecutive failures that open the circuit breaker: nothing more is sent but one
+    probe at a time until the destination answers again."""
+
+    breaker_probe_secs: float = Field(default=1.0, gt=0)
+    """The wait before the first probe; it doubles after each failed probe."""
+
+    breaker_max_probe_secs: float = Field(default=60.0, gt=0)
+    """The longest wait between two probes."""
+
+
+class DestinationConfig(_Model):
+    """A destination: where the events of some sources are delivered."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    """Lower-case name, unique in the workspace. Events' ``integrations`` may name it."""
+
+    type: str
+    """The kind of destination: ``webhook``, ``segment`` or ``devsink`` (docs/destinations.md)."""
+
+    sources: Annotated[list[str], Field(min_length=1)]
+    """The sources whose events go to this destination."""
+
+    enabled: bool = True
+    """A disabled destination receives nothing; its queue waits where it stopped."""
+
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """The type's own settings (docs/destinations.md), checked when the workspace loads."""
+
+    delivery: DeliveryConfig = DeliveryConfig()
+
+
 class Workspace(_Model):
-    """A workspace: its sources and how the process stores their events."""
+    """A workspace: its sources, destinations and how the process stores their events."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)] = "default"
     sources: Annotated[list[SourceConfig], Field(min_length=1)]
+    destinations: list[DestinationConfig] = []
     log: LogConfig = LogConfig()
     gateway: GatewayConfig = GatewayConfig()
 
@@ -141,10 +204,57 @@ class Workspace(_Model):
                         f"sources[{i}].write_key: the same write key is used by two sources"
                     )
                 keys.add(source.write_key)
+        _check_destinations(self.destinations, names)
         return self
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
+
+    def destination(self, name: str) -> DestinationConfig | None:
+        return next((d for d in self.destinations if d.name == name), None)
+
+
+def _check_destinations(destinations: list[DestinationConfig], sources: set[str]) -> None:
+    """Names unique, sources known, the type known and its settings valid."""
+    from headwater.destinations import TYPES  # the registry imports delivery code: load late
+
+    seen: set[str] = set()
+    for i, dest in enumerate(destinations):
+        where = f"destinations[{i}]"
+        if dest.name in seen:
+            raise ValueError(f"{where}.name: {dest.name!r} is used by two destinations")
+        seen.add(dest.name)
+        for j, source in enumerate(dest.sources):
+            if source not in sources:
+                raise ValueError(
+                    f"{where}.sources[{j}]: no source is named {source!r}; "
+                    f"the sources are {', '.join(sorted(sources))}"
+                )
+        kind = TYPES.get(dest.type)
+        if kind is None:
+            raise ValueError(
+                f"{where}.type: unknown destination type {dest.type!r}; "
+                f"the types are {', '.join(sorted(TYPES))}"
+            )
+        try:
+            kind.settings_model.model_validate(dest.settings)
+        except ValidationError as exc:
+            faults = []
+            for err in exc.errors():
+                field = _field_path(("settings", *err["loc"]))
+                message = err["msg"].removeprefix("Value error, ")
+                if err["type"] == "extra_forbidden":
+                    message = f"unknown setting for a {dest.type} destination"
+                elif err["type"] == "missing":
+                    message = "required setting is missing"
+                faults.append(f"{where}.{field}: {message}")
+            raise ValueError("\n".join(faults)) from None
+        batch = dest.delivery.batch_max_events
+        if batch is not None and batch > kind.max_batch_events:
+            raise ValueError(
+                f"{where}.delivery.batch_max_events: a {dest.type} destination takes at most "
+                f"{kind.max_batch_events} events per request, not {batch}"
+            )
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -159,7 +269,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 def format_validation_error(origin: str, exc: ValidationError) -> str:
     """One line per fault, each naming the field: ``file: sources[0].name: ...``."""
-    lines = []
+    lines: list[str] = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         message = err["msg"].removeprefix("Value error, ")
@@ -168,8 +278,8 @@ def format_validation_error(origin: str, exc: ValidationError) -> str:
         elif err["type"] == "missing":
             message = "required field is missing"
         field = _field_path(loc)
-        if message.startswith(("sources[", "log.", "gateway.")):
-            lines.append(f"{origin}: {message}")
+        if message.startswith(("sources[", "destinations[", "log.", "gateway.")):
+            lines.extend(f"{origin}: {line}" for line in message.splitlines())
         else:
             lines.append(f"{origin}: {field}: {message}")
     return "\n".join(lines)

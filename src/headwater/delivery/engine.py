@@ -1,0 +1,116 @@
+"""The delivery engine: one worker per destination, the store they share, housekeeping.
+
+``app.py`` starts it with the log the gateway appends to; it reads that log and never
+touches the gateway (stages meet only through the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from headwater.config.workspace import DestinationConfig, Workspace
+from headwater.delivery.http import HttpClient
+from headwater.delivery.store import DeliveryStore, SetCursor, now_ms
+from headwater.delivery.worker import Worker
+from headwater.destinations import TYPES
+from headwater.destinations.base import Context, Destination
+from headwater.destinations.devsink import Devsink
+from headwater.log.base import EventLog
+from headwater.processor.routing import Route
+
+logger = logging.getLogger(__name__)
+
+REPLAY_SCAN_SECS = 1.0
+PRUNE_EVERY_SECS = 3600.0
+
+
+def build_destination(config: DestinationConfig, http: HttpClient) -> Destination[Any]:
+    """The destination object for a validated configuration."""
+    kind = TYPES[config.type]
+    settings = kind.settings_model.model_validate(config.settings)
+    wanted = config.delivery.batch_max_events or kind.default_batch_events
+    context = Context(http, config.delivery.timeout_secs, min(wanted, kind.max_batch_events))
+    return kind(config.name, settings, context)
+
+
+def route_of(config: DestinationConfig) -> Route:
+    return Route(config.name, config.type, frozenset(config.sources), config.enabled)
+
+
+class DeliveryEngine:
+    """Runs the delivery of every destination of a workspace."""
+
+    def __init__(self, workspace: Workspace, log: EventLog, data_dir: Path) -> None:
+        self.workspace = workspace
+        self.log = log
+        self.store = DeliveryStore(data_dir)
+        self.http = HttpClient()
+        self.workers: dict[str, Worker] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.store.open()
+        cursors = await self.store.run(lambda db: db.cursors())
+        end = self.log.stats().last_offset or 0
+        fresh = []
+        for config in self.workspace.destinations:
+            start = cursors.get(config.name)
+            if start is None:  # a new destination starts with the events arriving from now on
+                start = end
+                fresh.append(SetCursor(config.name, end))
+            destination = build_destination(config, self.http)
+            worker = Worker(route_of(config), destination, config.delivery, self.log, self.store,
+                            start)  # fmt: skip
+            self.workers[config.name] = worker
+        if fresh:
+            await self.store.write(fresh)
+        for worker in self.workers.values():
+            worker.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._watch_replays(), name="delivery:replays"),
+            loop.create_task(self._prune(), name="delivery:prune"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
+        for worker in self.workers.values():
+            await worker.destination.close()
+        await self.http.close()
+        await self.store.close()
+
+    def devsink(self, name: str) -> Devsink | None:
+        worker = self.workers.get(name)
+        if worker is None or not isinstance(worker.destination, Devsink):
+            return None
+        return worker.destination
+
+    async def _watch_replays(self) -> None:
+        """Replay jobs are created by ``headwater replay`` in the store; hand them out."""
+        while True:
+            try:
+                active = await self.store.run(lambda db: db.replays(active_only=True))
+                for replay in active:
+                    worker = self.workers.get(replay.destination)
+                    if worker is not None:
+                        worker.add_replay(replay)
+            except Exception:
+                logger.exception("cannot read replay jobs")
+            await asyncio.sleep(REPLAY_SCAN_SECS)
+
+    async def _prune(self) -> None:
+        """The ledger keeps as long as the log does."""
+        keep_ms = int(self.workspace.log.retention_max_age_secs * 1000)
+        while True:
+            with contextlib.suppress(Exception):
+                dropped = await self.store.run(lambda db: db.prune(now_ms() - keep_ms))
+                if dropped:
+                    logger.info("delivery ledger: pruned %d rows past retention", dropped)
+            await asyncio.sleep(PRUNE_EVERY_SECS)

@@ -1,0 +1,162 @@
+"""HTTP for destinations: one client, Segment's classification of answers, exchanges to keep.
+
+Destinations build an :class:`HttpRequest`; :class:`HttpClient` sends it and translates the
+client library's errors into :class:`HttpFailure` in this one place; :func:`classify` turns
+the answer into an outcome by Segment's rules; :func:`exchange` keeps what was sent and
+received, truncated and with secrets redacted, for the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from headwater.delivery.outcomes import Delivered, Discard, Exchange, Outcome, Retry
+
+BODY_KEEP_BYTES = 4096  # bytes of a request or response body kept in the ledger
+REDACTED = "[redacted]"
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+RETRYABLE_4XX = frozenset({408, 429})
+USER_AGENT = "Headwater (+https://github.com/headwater-cdp/headwater)"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    secret_headers: frozenset[str] = field(default_factory=frozenset)  # lower-case names
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HttpFailure:
+    """No answer: ``timeout``, ``connect`` (refused, DNS, TLS) or ``protocol``."""
+
+    kind: str
+    message: str
+
+
+class HttpClient:
+    """One connection pool shared by every HTTP destination of the process."""
+
+    def __init__(self, max_connections: int = 256) -> None:
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ensure(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, limit_per_host=0, ttl_dns_cache=60
+                ),
+                headers={"User-Agent": USER_AGENT},
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def send(self, request: HttpRequest, timeout_secs: float) -> HttpResponse | HttpFailure:
+        session = self._ensure()
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=dict(request.headers),
+                timeout=aiohttp.ClientTimeout(total=timeout_secs),
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                return HttpResponse(response.status, dict(response.headers), body)
+        except TimeoutError:
+            return HttpFailure("timeout", f"no answer within {timeout_secs:g} s")
+        except aiohttp.ClientConnectorError as exc:
+            return HttpFailure("connect", f"cannot connect to {request.url}: {exc.os_error}")
+        except aiohttp.InvalidURL as exc:
+            return HttpFailure("connect", f"invalid URL {exc}")
+        except (aiohttp.ClientError, OSError) as exc:
+            return HttpFailure("protocol", f"{type(exc).__name__}: {exc}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+            await asyncio.sleep(0)  # let the connector close its transports
+
+
+def retry_after_secs(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:200].decode("utf-8", "replace").strip()
+    return text + ("…" if len(body) > 200 else "")
+
+
+def classify(result: HttpResponse | HttpFailure) -> Outcome:
+    """Segment's rules: 2xx delivered; timeouts, connection errors, 408, 429 and 5xx retried
+    (honouring ``Retry-After``); every other answer discarded with the answer as the reason."""
+    if isinstance(result, HttpFailure):
+        return Retry(f"{result.kind}: {result.message}")
+    status = result.status
+    if 200 <= status < 300:
+        return Delivered(status)
+    headers = {k.lower(): v for k, v in result.headers.items()}
+    reason = f"HTTP {status}: {_snippet(result.body)}" if result.body else f"HTTP {status}"
+    if status in RETRYABLE_4XX or status >= 500:
+        return Retry(reason, status, retry_after_secs(headers.get("retry-after")))
+    if 300 <= status < 400:
+        where = headers.get("location", "?")
+        return Discard(f"HTTP {status}: redirected to {where}; set the destination's URL to it")
+    return Discard(reason, status)
+
+
+def _body(body: bytes) -> str:
+    text = body[:BODY_KEEP_BYTES].decode("utf-8", "replace")
+    if len(body) > BODY_KEEP_BYTES:
+        text += f"… ({len(body):,} bytes in all)"
+    return text
+
+
+def exchange(request: HttpRequest, result: HttpResponse | HttpFailure) -> Exchange:
+    """What went over the wire, safe to store and show: bodies truncated, secrets redacted."""
+    secret = SECRET_HEADERS | request.secret_headers
+    sent: dict[str, object] = {
+        "method": request.method,
+        "url": request.url,
+        "headers": {k: REDACTED if k.lower() in secret else v for k, v in request.headers.items()},
+        "body": _body(request.body),
+    }
+    if isinstance(result, HttpFailure):
+        received: dict[str, object] = {"error": result.kind, "message": result.message}
+    else:
+        received = {
+            "status": result.status,
+            "headers": dict(result.headers),
+            "body": _body(result.body),
+        }
+    return Exchange(sent, received)

@@ -1,0 +1,75 @@
+"""What a delivery attempt can end in, and the states an event goes through per destination.
+
+A destination never decides *how* to retry, only *whether*: it turns each attempt into one
+of three outcomes. Backoff, the retry window, the circuit breaker and the dead letter store
+are the delivery engine's business (:mod:`headwater.delivery.worker`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The destination took the events."""
+
+    status: int | None = None  # HTTP status, None for destinations without HTTP
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A failure worth trying again: timeout, connection error, 408, 429, 5xx."""
+
+    reason: str
+    status: int | None = None
+    after_secs: float | None = None  # the destination's Retry-After, honoured as a minimum
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """A failure that will not get better by trying again (400, 401, 403, 404, 413, 422, ...)."""
+
+    reason: str
+    status: int | None = None
+
+
+Outcome = Delivered | Retry | Discard
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What went over the wire in one attempt, kept for failures and samples of successes.
+
+    Bodies are truncated and secrets (``Authorization`` and the like) redacted before they
+    get here, so an Exchange can be stored and shown as it is.
+    """
+
+    request: dict[str, object] = field(default_factory=dict)
+    response: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt to deliver a batch: its outcome, what was exchanged and how long it took."""
+
+    outcome: Outcome
+    exchange: Exchange
+    duration_ms: float
+
+
+class EventState(enum.Enum):
+    """Where an event stands with one destination. Terminal states never change again
+    (except that a dead-lettered event can be re-driven, which delivers it anew)."""
+
+    QUEUED = "queued"  # routed, waiting in the destination's queue
+    RETRYING = "retrying"  # failed, next attempt scheduled
+    DELIVERED = "delivered"
+    DISCARDED = "discarded"  # the destination refused it for good; its answer is kept
+    DEAD_LETTERED = "dead_lettered"  # still failing when the retry window closed
+    FILTERED = "filtered"  # not routed to this destination (integrations, filters)
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (EventState.QUEUED, EventState.RETRYING)

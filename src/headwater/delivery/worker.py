@@ -1,0 +1,585 @@
+"""One destination's worker: reads its queue, sends batches, records every outcome.
+
+A destination's queue is the log after its cursor (:mod:`headwater.delivery.store`). The
+worker reads the log in order, routes each event (:mod:`headwater.processor.routing`), cuts
+batches, and sends them with at most ``concurrency`` requests in flight and at most
+``rate_limit_per_sec`` requests a second. Each batch ends in one of:
+
+- delivered: recorded in the ledger;
+- discarded (the destination refused it for good): recorded with the destination's answer;
+- retry: the batch is copied into the retry table with its next attempt after a randomised
+  exponential backoff (never before the destination's ``Retry-After``); what would be retried
+  after the retry window closes goes to the dead letter store instead.
+
+A read window's events move the cursor once all its batches have an outcome on disk.
+Consecutive failures open the circuit breaker: the worker then stops reading, events wait in
+the log, and one probe at a time tests the destination (the oldest retry first, so the
+backlog stays in order). When a probe succeeds, every waiting retry becomes due and the
+backlog drains, oldest first. Replays are a second read of the log, between two offsets,
+with their own progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from headwater.config.workspace import DeliveryConfig
+from headwater.delivery.events import OutboundEvent
+from headwater.delivery.outcomes import Attempt, Delivered, Discard, EventState, Exchange, Retry
+from headwater.delivery.policy import BreakerState, CircuitBreaker, TokenBucket, backoff_secs
+from headwater.delivery.store import (
+    DeleteRetry,
+    DeliveryStore,
+    LedgerEntry,
+    Op,
+    PutDead,
+    PutRetry,
+    Replay,
+    ReplayProgress,
+    RetryBatch,
+    SetCursor,
+    now_ms,
+)
+from headwater.destinations.base import Destination
+from headwater.errors import LogError
+from headwater.log.base import EventLog, StoredRecord
+from headwater.processor.routing import Filtered, NotMine, Route
+
+logger = logging.getLogger(__name__)
+
+READ_LIMIT = 2000  # log records per read
+POLL_SECS = 0.005  # how often an idle worker looks at the log for new events
+RETRY_RESCAN_SECS = 1.0  # how often the retry table is re-read (re-drives come from the CLI)
+SAMPLE_EVERY_SECS = 10.0  # a successful exchange is kept at most this often
+STOP_GRACE_SECS = 5.0
+
+
+@dataclass(eq=False)
+class _Window:
+    """The events of one read: the cursor passes ``end`` when all its batches are recorded."""
+
+    end: int
+    pending: int = 0
+    sealed: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.sealed and self.pending == 0
+
+
+@dataclass(eq=False)
+class _Stream:
+    """A sequential read of the log: the live queue, or a replay between two offsets."""
+
+    position: int  # everything up to here has been read and dispatched
+    committed: int  # everything up to here has an outcome on disk
+    end: int | None = None  # a replay stops here
+    replay: Replay | None = None
+    windows: deque[_Window] = field(default_factory=deque)
+    counts: list[int] = field(default_factory=lambda: [0, 0, 0])  # sent, filtered, skipped
+
+    @property
+    def finished(self) -> bool:
+        return self.end is not None and self.position >= self.end and not self.windows
+
+
+@dataclass
+class WorkerStats:
+    """Counters for status pages and tests; the ledger is the record."""
+
+    delivered: int = 0
+    discarded: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    filtered: int = 0
+    requests: int = 0
+    last_error: str | None = None
+    last_success_ms: int | None = None
+
+
+class Worker:
+    """Delivers the events of one destination; see the module docstring."""
+
+    def __init__(
+        self,
+        route: Route,
+        destination: Destination[Any],
+        delivery: DeliveryConfig,
+        log: EventLog,
+        store: DeliveryStore,
+        start_after: int,
+    ) -> None:
+        self.route = route
+        self.name = route.destination
+        self.destination = destination
+        self.config = delivery
+        self.log = log
+        self.store = store
+        self.batch_events = destination.batch_events
+        self.batch_bytes = int(delivery.batch_max_bytes or destination.default_batch_bytes)
+        self.live = _Stream(position=start_after, committed=start_after)
+        self.replays: list[_Stream] = []
+        self.breaker = CircuitBreaker(
+            delivery.breaker_failures,
+            delivery.breaker_probe_secs,
+            delivery.breaker_max_probe_secs,
+        )
+        self.bucket = (
+            TokenBucket(delivery.rate_limit_per_sec) if delivery.rate_limit_per_sec else None
+        )
+        self.stats = WorkerStats()
+        self._slots = asyncio.Semaphore(delivery.concurrency)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._retrying: set[int] = set()  # retry rows being sent now
+        self._next_retry_ms: int | None = 0  # 0: look at the table on the first pass
+        self._rescan_at = 0.0
+        self._last_sample = 0.0
+        self._stopping = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name=f"deliver:{self.name}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._inflight:
+            _, pending = await asyncio.wait(self._inflight, timeout=STOP_GRACE_SECS)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._commit_streams()
+
+    def add_replay(self, replay: Replay) -> None:
+        if any(s.replay is not None and s.replay.id == replay.id for s in self.replays):
+            return
+        self.replays.append(
+            _Stream(
+                position=replay.position,
+                committed=replay.position,
+                end=replay.end_offset,
+                replay=replay,
+            )
+        )
+        self._changed.set()
+
+    def queued_behind(self) -> tuple[int, int]:
+        """(committed cursor, read position) of the live queue."""
+        return self.live.committed, self.live.position
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                busy = await self._step()
+            except LogError as exc:
+                logger.warning("destination %s: cannot read the log: %s", self.name, exc)
+                busy = False
+            except Exception:
+                logger.exception("destination %s: delivery worker failed; going on", self.name)
+                busy = False
+            if not busy:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        self._changed.clear()
+        wait = POLL_SECS
+        if self.breaker.state is BreakerState.OPEN:
+            wait = max(POLL_SECS, min(1.0, self.breaker.probe_at - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), wait)
+
+    async def _step(self) -> bool:
+        """One pass; True when it found work (so the next pass comes at once)."""
+        if self.breaker.state is BreakerState.HALF_OPEN:
+            return False  # a probe is in flight
+        if self.breaker.state is BreakerState.OPEN:
+            if self.breaker.probe_due():
+                await self._probe()
+            return False
+        busy = await self._send_due_retries()
+        for stream in list(self.replays):
+            busy |= await self._read_and_send(stream)
+            if stream.finished:
+                self.replays.remove(stream)
+        busy |= await self._read_and_send(self.live)
+        return busy
+
+    # ------------------------------------------------------------------ retries
+
+    async def _send_due_retries(self) -> bool:
+        now = now_ms()
+        if time.monotonic() >= self._rescan_at:
+            self._rescan_at = time.monotonic() + RETRY_RESCAN_SECS
+            self._next_retry_ms = 0
+        if self._next_retry_ms is None or self._next_retry_ms > now:
+            return False
+        limit = self.config.concurrency * 2
+        want = limit + len(self._retrying)
+        due = await self.store.run(lambda db: db.retries(self.name, now, want))
+        due = [b for b in due if b.row_id not in self._retrying]
+        if not due:
+            summary = await self.store.run(lambda db: db.retry_summary(self.name))
+            self._next_retry_ms = summary[1] if summary[0] else None
+            if self._next_retry_ms is not None and self._next_retry_ms <= now:
+                self._next_retry_ms = now + int(POLL_SECS * 1000)  # all in flight
+            return False
+        for batch in due[:limit]:
+            if not self.breaker.allows_send():
+                break
+            await self._dispatch(batch.events, retry=batch)
+        return True
+
+    def _note_retry_at(self, at_ms: int) -> None:
+        if self._next_retry_ms is None or at_ms < self._next_retry_ms:
+            self._next_retry_ms = at_ms
+
+    # ------------------------------------------------------------------ reading the log
+
+    async def _read_and_send(self, stream: _Stream) -> bool:
+        if stream.end is not None and stream.position >= stream.end:
+            await self._commit(stream)
+            return False
+        limit = READ_LIMIT
+        if stream.end is not None:
+            limit = min(limit, stream.end - stream.position)
+        records = await self.log.read(stream.position, limit)
+        if stream.end is not None:
+            records = [r for r in records if r.offset <= stream.end]
+        if not records:
+            if stream.end is not None:  # the rest was dropped by retention
+                stream.position = stream.end
+                await self._commit(stream)
+            return False
+        await self._expired_by_retention(stream, records[0].offset)
+        window = _Window(end=records[-1].offset)
+        stream.windows.append(window)
+        stream.position = window.end
+        routed, ledger = self._route(stream, records)
+        if ledger:
+            await self.store.write(ledger)
+        for batch in self._cut(routed):
+            window.pending += 1
+            await self._dispatch(batch, window=window, stream=stream)
+        window.sealed = True
+        await self._commit(stream)
+        return True
+
+    async def _expired_by_retention(self, stream: _Stream, first_offset: int) -> None:
+        """Events the log dropped before this destination read them: say so in the ledger."""
+        gap = range(stream.position + 1, first_offset)
+        if gap and stream.replay is None and stream.position > 0:
+            logger.warning(
+                "destination %s: %d events were dropped by the log's retention before delivery",
+                self.name,
+                len(gap),
+            )
+            reason = "dropped by the log's retention before it could be delivered"
+            await self.store.write(
+                [LedgerEntry(self.name, EventState.DISCARDED, list(gap), now_ms(), 0, None, reason)]
+            )
+            self.stats.discarded += len(gap)
+
+    def _route(
+        self, stream: _Stream, records: Sequence[StoredRecord]
+    ) -> tuple[list[OutboundEvent], list[Op]]:
+        routed: list[OutboundEvent] = []
+        filtered: dict[str, list[int]] = {}
+        replay = stream.replay
+        for r in records:
+            if replay is not None and not replay.since_ms <= r.received_at_ms < replay.until_ms:
+                stream.counts[2] += 1
+                continue
+            event = OutboundEvent(r.offset, r.message_id, r.received_at_ms, r.payload)
+            decision = self.route.decide(r.source, event.event)
+            if isinstance(decision, NotMine):
+                if replay is not None:
+                    stream.counts[2] += 1
+                continue
+            if isinstance(decision, Filtered):
+                filtered.setdefault(decision.reason, []).append(r.offset)
+                stream.counts[1] += 1
+                continue
+            stream.counts[0] += 1
+            routed.append(event)
+        at = now_ms()
+        ledger: list[Op] = [
+            LedgerEntry(self.name, EventState.FILTERED, offsets, at, 0, None, reason)
+            for reason, offsets in filtered.items()
+        ]
+        self.stats.filtered += sum(len(o) for o in filtered.values())
+        return routed, ledger
+
+    def _cut(self, events: list[OutboundEvent]) -> list[list[OutboundEvent]]:
+        batches: list[list[OutboundEvent]] = []
+        batch: list[OutboundEvent] = []
+        size = 0
+        for event in events:
+            n = len(event.payload) + 1
+            if batch and (len(batch) >= self.batch_events or size + n > self.batch_bytes):
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append(event)
+            size += n
+        if batch:
+            batches.append(batch)
+        return batches
+
+    async def _commit(self, stream: _Stream) -> None:
+        moved = False
+        while stream.windows and stream.windows[0].done:
+            stream.committed = stream.windows.popleft().end
+            moved = True
+        if stream.replay is not None and (moved or stream.finished):
+            await self._commit_replay(stream)
+        elif moved:
+            await self.store.write([SetCursor(self.name, stream.committed)])
+
+    async def _commit_replay(self, stream: _Stream) -> None:
+        assert stream.replay is not None  # only replay streams come here
+        sent, filtered, skipped = stream.counts
+        stream.counts = [0, 0, 0]
+        done = stream.finished
+        await self.store.write(
+            [ReplayProgress(stream.replay.id, stream.committed, sent, filtered, skipped, done)]
+        )
+
+    async def _commit_streams(self) -> None:
+        for stream in (self.live, *self.replays):
+            with contextlib.suppress(Exception):
+                await self._commit(stream)
+
+    # ------------------------------------------------------------------ sending
+
+    async def _dispatch(
+        self,
+        events: list[OutboundEvent],
+        *,
+        retry: RetryBatch | None = None,
+        window: _Window | None = None,
+        stream: _Stream | None = None,
+    ) -> None:
+        """Send one batch in the background once a slot is free."""
+        await self._slots.acquire()
+        if retry is not None:
+            self._retrying.add(retry.row_id)
+        task = asyncio.get_running_loop().create_task(self._send(events, retry, window, stream))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _send(
+        self,
+        events: list[OutboundEvent],
+        retry: RetryBatch | None,
+        window: _Window | None,
+        stream: _Stream | None,
+    ) -> None:
+        try:
+            if self.bucket is not None:
+                delay = self.bucket.delay()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            attempt = await self._attempt(events)
+            await self.store.write(self._record(events, attempt, retry))
+            if self._after(attempt):  # the destination is back: the backlog goes first
+                await self.store.run(lambda db: db.make_retries_due(self.name, now_ms()))
+                self._next_retry_ms = 0
+        finally:
+            self._slots.release()
+            if retry is not None:
+                self._retrying.discard(retry.row_id)
+            if window is not None and stream is not None:
+                window.pending -= 1
+                if window.done:
+                    await self._commit(stream)
+            self._changed.set()
+
+    async def _attempt(self, events: list[OutboundEvent]) -> Attempt:
+        self.stats.requests += 1
+        try:
+            return await self.destination.deliver(events)
+        except Exception as exc:  # a bug in a destination must not lose the batch
+            logger.exception("destination %s raised while delivering", self.name)
+            return Attempt(Retry(f"internal error in the destination: {exc!r}"), Exchange(), 0.0)
+
+    def _after(self, attempt: Attempt) -> bool:
+        """Tell the breaker; True when this success ends a failing spell."""
+        outcome = attempt.outcome
+        if isinstance(outcome, Retry):
+            if outcome.after_secs:
+                self.breaker.pause(outcome.after_secs)
+            else:
+                self.breaker.failure()
+            return False
+        if self.breaker.state is not BreakerState.CLOSED or self.breaker.consecutive_failures:
+            recovering = self.breaker.state is not BreakerState.CLOSED
+            self.breaker.success()
+            return recovering
+        return False
+
+    def _record(
+        self, events: list[OutboundEvent], attempt: Attempt, retry: RetryBatch | None
+    ) -> list[Op]:
+        """The operations that put this attempt's outcome on disk."""
+        outcome = attempt.outcome
+        at = now_ms()
+        offsets = [e.offset for e in events]
+        attempts = (retry.attempts if retry else 0) + 1
+        ops: list[Op] = []
+        if retry is not None and not isinstance(outcome, Retry):
+            ops.append(DeleteRetry(retry.row_id))
+        if isinstance(outcome, Delivered):
+            self.stats.delivered += len(events)
+            self.stats.last_success_ms = at
+            sample = None
+            if attempts > 1 or time.monotonic() - self._last_sample >= SAMPLE_EVERY_SECS:
+                self._last_sample = time.monotonic()
+                sample = attempt.exchange if attempt.exchange.request else None
+            latencies = [at - e.received_at_ms for e in events]
+            ops.append(
+                LedgerEntry(self.name, EventState.DELIVERED, offsets, at, attempts,
+                            outcome.status, None, attempt.duration_ms, latencies, sample)
+            )  # fmt: skip
+            return ops
+        if isinstance(outcome, Discard):
+            self.stats.discarded += len(events)
+            self.stats.last_error = outcome.reason
+            ops.append(
+                LedgerEntry(self.name, EventState.DISCARDED, offsets, at, attempts,
+                            outcome.status, outcome.reason, attempt.duration_ms,
+                            exchange=attempt.exchange)
+            )  # fmt: skip
+            return ops
+        return ops + self._reschedule(events, attempt, outcome, retry, attempts, at)
+
+    def _reschedule(
+        self,
+        events: list[OutboundEvent],
+        attempt: Attempt,
+        outcome: Retry,
+        retry: RetryBatch | None,
+        attempts: int,
+        at: int,
+    ) -> list[Op]:
+        self.stats.last_error = outcome.reason
+        window_ms = int(self.config.retry_window_secs * 1000)
+        if retry is not None:
+            deadline, first_failed = retry.deadline_ms, retry.first_failed_ms
+        else:
+            deadline = min(e.received_at_ms for e in events) + window_ms
+            first_failed = at
+        wait = backoff_secs(attempts, self.config.backoff_base_secs, self.config.backoff_max_secs)
+        next_at = at + int(max(wait, outcome.after_secs or 0.0) * 1000)
+        offsets = [e.offset for e in events]
+        if next_at > deadline:
+            self.stats.dead_lettered += len(events)
+            reason = (
+                f"still failing after {attempts} attempts when the retry window closed: "
+                f"{outcome.reason}"
+            )
+            ops: list[Op] = [
+                PutDead(self.name, events, reason, at, attempts, outcome.status, first_failed,
+                        attempt.exchange),
+                LedgerEntry(self.name, EventState.DEAD_LETTERED, offsets, at, attempts,
+                            outcome.status, reason, attempt.duration_ms,
+                            exchange=attempt.exchange),
+            ]  # fmt: skip
+            if retry is not None:
+                ops.append(DeleteRetry(retry.row_id))
+            return ops
+        self.stats.retried += len(events)
+        self._note_retry_at(next_at)
+        return [
+            PutRetry(self.name, events, attempts, next_at, deadline, first_failed,
+                     outcome.reason, outcome.status, retry.row_id if retry else None),
+            LedgerEntry(self.name, EventState.RETRYING, offsets, at, attempts, outcome.status,
+                        outcome.reason, attempt.duration_ms, exchange=attempt.exchange),
+        ]  # fmt: skip
+
+    # ------------------------------------------------------------------ the breaker is open
+
+    async def _probe(self) -> None:
+        """Expire what outlived its window, then test the destination with one batch: the
+        oldest retry, else the next events of the live queue."""
+        await self._expire()
+        oldest = await self.store.run(lambda db: db.retries(self.name, None, 1))
+        self.breaker.start_probe()
+        if oldest:
+            await self._dispatch(oldest[0].events, retry=oldest[0])
+            return
+        records = await self.log.read(self.live.position, READ_LIMIT)
+        routed, ledger = self._route(self.live, records)
+        if ledger:
+            await self.store.write(ledger)
+        if not records:
+            self.breaker.pause(self.breaker.probe_secs)  # nothing to probe with: wait
+            return
+        batch = self._cut(routed)[:1]
+        last = records[-1].offset
+        if batch:  # the window ends after the probe's events; the rest is read again later
+            last = batch[0][-1].offset
+        window = _Window(end=last, pending=len(batch), sealed=True)
+        self.live.windows.append(window)
+        self.live.position = last
+        if batch:
+            await self._dispatch(batch[0], window=window, stream=self.live)
+        else:
+            self.breaker.pause(self.breaker.probe_secs)
+            await self._commit(self.live)
+
+    async def _expire(self) -> None:
+        """While the destination is down, events past their retry window go to the dead
+        letter store: the retries first, then the oldest of the live queue."""
+        at = now_ms()
+        window_ms = int(self.config.retry_window_secs * 1000)
+        reason = "not delivered within the retry window (the destination kept failing)"
+        if self.stats.last_error:
+            reason += f"; last error: {self.stats.last_error}"
+        expired = await self.store.run(
+            lambda db: [b for b in db.retries(self.name, None, 1000) if b.deadline_ms < at]
+        )
+        ops: list[Op] = []
+        for batch in expired:
+            ops += [
+                PutDead(self.name, batch.events, reason, at, batch.attempts, batch.last_status,
+                        batch.first_failed_ms),
+                LedgerEntry(self.name, EventState.DEAD_LETTERED, [e.offset for e in batch.events],
+                            at, batch.attempts, batch.last_status, reason),
+                DeleteRetry(batch.row_id),
+            ]  # fmt: skip
+            self.stats.dead_lettered += len(batch.events)
+        if ops:
+            await self.store.write(ops)
+        while not self._stopping.is_set():
+            records = await self.log.read(self.live.position, READ_LIMIT)
+            old = [r for r in records if r.received_at_ms + window_ms < at]
+            if not old:
+                return
+            routed, ledger = self._route(self.live, old)
+            if routed:
+                ledger += [
+                    PutDead(self.name, routed, reason, at, 0),
+                    LedgerEntry(self.name, EventState.DEAD_LETTERED, [e.offset for e in routed],
+                                at, 0, None, reason),
+                ]  # fmt: skip
+                self.stats.dead_lettered += len(routed)
+            self.live.windows.append(_Window(end=old[-1].offset, sealed=True))
+            self.live.position = old[-1].offset
+            await self.store.write(ledger)
+            await self._commit(self.live)
+            if len(old) < len(records):
+                return

@@ -1,0 +1,17 @@
+"""Destinations: one folder per type, the same files in each (see :mod:`.base`).
+
+``TYPES`` is the registry the workspace validates ``destinations[].type`` against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headwater.destinations.base import Destination
+from headwater.destinations.devsink import Devsink
+from headwater.destinations.segment import Segment
+from headwater.destinations.webhook import Webhook
+
+TYPES: dict[str, type[Destination[Any]]] = {d.type: d for d in (Webhook, Segment, Devsink)}
+
+__all__ = ["TYPES", "Destination"]
