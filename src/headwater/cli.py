@@ -1,4 +1,5 @@
-"""The ``headwater`` command: ``serve`` runs the server, ``send`` tries it with one event."""
+"""The ``headwater`` command: ``serve`` runs the server, ``send`` tries it with one event;
+``deadletter``, ``replay`` and ``devsink`` operate delivery (:mod:`headwater.cli_delivery`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from headwater import __version__
+from headwater import __version__, cli_delivery
 from headwater.config.keys import assign_write_keys
 from headwater.config.workspace import load_workspace
 from headwater.errors import ConfigError
@@ -180,6 +181,11 @@ def send(
     out.print(response.text, highlight=False)
     if not response.is_success:
         raise typer.Exit(1)
+
+
+app.add_typer(cli_delivery.deadletter_app, name="deadletter")
+app.command()(cli_delivery.replay)
+app.command()(cli_delivery.devsink)
 
 
 @app.command()

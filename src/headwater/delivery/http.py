@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,7 +80,8 @@ class HttpClient:
                 allow_redirects=False,
             ) as response:
                 body = await response.read()
-                return HttpResponse(response.status, dict(response.headers), body)
+                headers = {str(k): v for k, v in response.headers.items()}
+                return HttpResponse(response.status, headers, body)
         except TimeoutError:
             return HttpFailure("timeout", f"no answer within {timeout_secs:g} s")
         except aiohttp.ClientConnectorError as exc:
@@ -102,9 +104,11 @@ def retry_after_secs(value: str | None, now: float | None = None) -> float | Non
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        secs = float(value)
     except ValueError:
         pass
+    else:  # "inf" or "1e999" would make the retry time an infinite number of milliseconds
+        return max(0.0, secs) if math.isfinite(secs) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -131,7 +135,9 @@ def classify(result: HttpResponse | HttpFailure) -> Outcome:
         return Retry(reason, status, retry_after_secs(headers.get("retry-after")))
     if 300 <= status < 400:
         where = headers.get("location", "?")
-        return Discard(f"HTTP {status}: redirected to {where}; set the destination's URL to it")
+        return Discard(
+            f"HTTP {status}: redirected to {where}; set the destination's URL to it", status
+        )
     return Discard(reason, status)
 
 

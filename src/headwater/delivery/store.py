@@ -554,11 +554,15 @@ class StoreDB:
 
     # -- replays
 
-    def create_replay(self, destination: str, since_ms: int, until_ms: int, end_offset: int) -> int:
+    def create_replay(
+        self, destination: str, since_ms: int, until_ms: int, end_offset: int, after: int = 0
+    ) -> int:
+        """A replay job of the events received in ``[since_ms, until_ms)``, read from the log
+        after offset ``after`` up to ``end_offset``."""
         cur = self.conn.execute(
             "INSERT INTO replays(destination, since_ms, until_ms, end_offset, position, state,"
             " created_ms) VALUES (?,?,?,?,?,?,?)",
-            (destination, since_ms, until_ms, end_offset, 0, "pending", now_ms()),
+            (destination, since_ms, until_ms, end_offset, after, "pending", now_ms()),
         )
         assert cur.lastrowid is not None  # an INSERT always has one
         return cur.lastrowid

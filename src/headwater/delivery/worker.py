@@ -11,7 +11,9 @@ batches, and sends them with at most ``concurrency`` requests in flight and at m
   exponential backoff (never before the destination's ``Retry-After``); what would be retried
   after the retry window closes goes to the dead letter store instead.
 
-A read window's events move the cursor once all its batches have an outcome on disk.
+The cursor passes a batch's events once they and every earlier batch have an outcome on disk
+(written in the same transaction as the last of those outcomes), so a crash re-sends at most
+the batches that were in flight.
 Consecutive failures open the circuit breaker: the worker then stops reading, events wait in
 the log, and one probe at a time tests the destination (the oldest retry first, so the
 backlog stays in order). When a probe succeeds, every waiting retry becomes due and the
@@ -29,6 +31,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from headwater.config.workspace import DeliveryConfig
 from headwater.delivery.events import OutboundEvent
@@ -50,7 +54,7 @@ from headwater.delivery.store import (
 from headwater.destinations.base import Destination
 from headwater.errors import LogError
 from headwater.log.base import EventLog, StoredRecord
-from headwater.processor.routing import Filtered, NotMine, Route
+from headwater.processor.routing import Filtered, NotMine, Route, Routed
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +65,12 @@ SAMPLE_EVERY_SECS = 10.0  # a successful exchange is kept at most this often
 STOP_GRACE_SECS = 5.0
 
 
-@dataclass(eq=False)
-class _Window:
-    """The events of one read: the cursor passes ``end`` when all its batches are recorded."""
+@dataclass(eq=False, slots=True)
+class _Ticket:
+    """A place in a stream: the cursor may pass ``end`` once this and all earlier are done."""
 
     end: int
-    pending: int = 0
-    sealed: bool = False
-
-    @property
-    def done(self) -> bool:
-        return self.sealed and self.pending == 0
+    done: bool = False
 
 
 @dataclass(eq=False)
@@ -82,12 +81,12 @@ class _Stream:
     committed: int  # everything up to here has an outcome on disk
     end: int | None = None  # a replay stops here
     replay: Replay | None = None
-    windows: deque[_Window] = field(default_factory=deque)
+    tickets: deque[_Ticket] = field(default_factory=deque)
     counts: list[int] = field(default_factory=lambda: [0, 0, 0])  # sent, filtered, skipped
 
     @property
     def finished(self) -> bool:
-        return self.end is not None and self.position >= self.end and not self.windows
+        return self.end is not None and self.position >= self.end and not self.tickets
 
 
 @dataclass
@@ -266,16 +265,15 @@ class Worker:
                 await self._commit(stream)
             return False
         await self._expired_by_retention(stream, records[0].offset)
-        window = _Window(end=records[-1].offset)
-        stream.windows.append(window)
-        stream.position = window.end
+        stream.position = records[-1].offset
         routed, ledger = self._route(stream, records)
         if ledger:
             await self.store.write(ledger)
         for batch in self._cut(routed):
-            window.pending += 1
-            await self._dispatch(batch, window=window, stream=stream)
-        window.sealed = True
+            ticket = _Ticket(batch[-1].offset)
+            stream.tickets.append(ticket)
+            await self._dispatch(batch, ticket=ticket, stream=stream)
+        stream.tickets.append(_Ticket(stream.position, done=True))  # the read's filtered tail
         await self._commit(stream)
         return True
 
@@ -302,8 +300,7 @@ class Worker:
         replay = stream.replay
         for r in records:
             if replay is not None and not replay.since_ms <= r.received_at_ms < replay.until_ms:
-                stream.counts[2] += 1
-                continue
+                continue  # outside the replay's window
             event = OutboundEvent(r.offset, r.message_id, r.received_at_ms, r.payload)
             decision = self.route.decide(r.source, event.event)
             if isinstance(decision, NotMine):
@@ -340,23 +337,26 @@ class Worker:
         return batches
 
     async def _commit(self, stream: _Stream) -> None:
+        ops = self._advance(stream)
+        if ops:
+            await self.store.write(ops)
+
+    def _advance(self, stream: _Stream) -> list[Op]:
+        """Move the stream's committed position past the done prefix of its tickets; the
+        operation that records it, to write with (or after) the outcomes it passes."""
         moved = False
-        while stream.windows and stream.windows[0].done:
-            stream.committed = stream.windows.popleft().end
+        while stream.tickets and stream.tickets[0].done:
+            stream.committed = stream.tickets.popleft().end
             moved = True
         if stream.replay is not None and (moved or stream.finished):
-            await self._commit_replay(stream)
-        elif moved:
-            await self.store.write([SetCursor(self.name, stream.committed)])
-
-    async def _commit_replay(self, stream: _Stream) -> None:
-        assert stream.replay is not None  # only replay streams come here
-        sent, filtered, skipped = stream.counts
-        stream.counts = [0, 0, 0]
-        done = stream.finished
-        await self.store.write(
-            [ReplayProgress(stream.replay.id, stream.committed, sent, filtered, skipped, done)]
-        )
+            sent, filtered, skipped = stream.counts
+            stream.counts = [0, 0, 0]
+            done = stream.finished
+            return [ReplayProgress(stream.replay.id, stream.committed, sent, filtered, skipped,
+                                   done)]  # fmt: skip
+        if moved:
+            return [SetCursor(self.name, stream.committed)]
+        return []
 
     async def _commit_streams(self) -> None:
         for stream in (self.live, *self.replays):
@@ -370,14 +370,14 @@ class Worker:
         events: list[OutboundEvent],
         *,
         retry: RetryBatch | None = None,
-        window: _Window | None = None,
+        ticket: _Ticket | None = None,
         stream: _Stream | None = None,
     ) -> None:
         """Send one batch in the background once a slot is free."""
         await self._slots.acquire()
         if retry is not None:
             self._retrying.add(retry.row_id)
-        task = asyncio.get_running_loop().create_task(self._send(events, retry, window, stream))
+        task = asyncio.get_running_loop().create_task(self._send(events, retry, ticket, stream))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
@@ -385,7 +385,7 @@ class Worker:
         self,
         events: list[OutboundEvent],
         retry: RetryBatch | None,
-        window: _Window | None,
+        ticket: _Ticket | None,
         stream: _Stream | None,
     ) -> None:
         try:
@@ -394,7 +394,13 @@ class Worker:
                 if delay > 0:
                     await asyncio.sleep(delay)
             attempt = await self._attempt(events)
-            await self.store.write(self._record(events, attempt, retry))
+            ops = self._record(events, attempt, retry)
+            if ticket is not None and stream is not None:
+                # writes are applied in the order they are submitted, so the cursor can
+                # move in the same transaction as this outcome
+                ticket.done = True
+                ops += self._advance(stream)
+            await self._write_surely(ops)
             if self._after(attempt):  # the destination is back: the backlog goes first
                 await self.store.run(lambda db: db.make_retries_due(self.name, now_ms()))
                 self._next_retry_ms = 0
@@ -402,11 +408,20 @@ class Worker:
             self._slots.release()
             if retry is not None:
                 self._retrying.discard(retry.row_id)
-            if window is not None and stream is not None:
-                window.pending -= 1
-                if window.done:
-                    await self._commit(stream)
             self._changed.set()
+
+    async def _write_surely(self, ops: list[Op]) -> None:
+        """An outcome must reach the disk before the cursor passes it: keep trying (the
+        store fails only when its disk does)."""
+        wait = 0.1
+        while True:
+            try:
+                await self.store.write(ops)
+                return
+            except Exception:
+                logger.exception("destination %s: cannot record an outcome; retrying", self.name)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 5.0)
 
     async def _attempt(self, events: list[OutboundEvent]) -> Attempt:
         self.stats.requests += 1
@@ -522,21 +537,25 @@ class Worker:
             await self._dispatch(oldest[0].events, retry=oldest[0])
             return
         records = await self.log.read(self.live.position, READ_LIMIT)
-        routed, ledger = self._route(self.live, records)
-        if ledger:
-            await self.store.write(ledger)
         if not records:
             self.breaker.pause(self.breaker.probe_secs)  # nothing to probe with: wait
             return
+        # the probe takes the first batch; what follows it is read again after the probe
+        routed = [
+            OutboundEvent(r.offset, r.message_id, r.received_at_ms, r.payload)
+            for r in records
+            if isinstance(self.route.decide(r.source, orjson.loads(r.payload)), Routed)
+        ]
         batch = self._cut(routed)[:1]
-        last = records[-1].offset
-        if batch:  # the window ends after the probe's events; the rest is read again later
-            last = batch[0][-1].offset
-        window = _Window(end=last, pending=len(batch), sealed=True)
-        self.live.windows.append(window)
-        self.live.position = last
+        end = batch[0][-1].offset if batch else records[-1].offset
+        _, ledger = self._route(self.live, [r for r in records if r.offset <= end])
+        if ledger:
+            await self.store.write(ledger)
+        self.live.position = end
+        ticket = _Ticket(end, done=not batch)
+        self.live.tickets.append(ticket)
         if batch:
-            await self._dispatch(batch[0], window=window, stream=self.live)
+            await self._dispatch(batch[0], ticket=ticket, stream=self.live)
         else:
             self.breaker.pause(self.breaker.probe_secs)
             await self._commit(self.live)
@@ -577,7 +596,7 @@ class Worker:
                                 at, 0, None, reason),
                 ]  # fmt: skip
                 self.stats.dead_lettered += len(routed)
-            self.live.windows.append(_Window(end=old[-1].offset, sealed=True))
+            self.live.tickets.append(_Ticket(old[-1].offset, done=True))
             self.live.position = old[-1].offset
             await self.store.write(ledger)
             await self._commit(self.live)

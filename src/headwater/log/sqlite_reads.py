@@ -118,3 +118,29 @@ def at_offset(conn: sqlite3.Connection, offset: int) -> StoredRecord | None:
     if row is None:
         return None
     return next((r for r in unpack(row[0], row[1]) if r.offset == offset), None)
+
+
+def connect_readonly(log_dir: Path) -> sqlite3.Connection:
+    """A read-only connection to the log in ``log_dir``, for tools beside a running server."""
+    path = log_dir / "events.sqlite"
+    if not path.exists():
+        raise FileNotFoundError(f"no event log at {path}; check --data-dir")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def offsets_received_between(
+    conn: sqlite3.Connection, since_ms: int, until_ms: int
+) -> tuple[int, int] | None:
+    """``(after, last)``: the offsets bounding every event received in ``[since_ms, until_ms)``
+    (read after ``after`` up to ``last``), from the segments' time ranges; None when no
+    retained segment overlaps the window."""
+    row = conn.execute(
+        "SELECT min(first_offset), max(last_offset) FROM segments"
+        " WHERE last_received_ms >= ? AND first_received_ms < ? AND records > 0",
+        (since_ms, until_ms),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]) - 1, int(row[1])

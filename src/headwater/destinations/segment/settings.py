@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr, field_validator
 
-from headwater.destinations.base import DestinationSettings
+from headwater.destinations.base import DestinationSettings, check_http_url
 
 
 class SegmentSettings(DestinationSettings):
@@ -20,7 +20,5 @@ class SegmentSettings(DestinationSettings):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
-        url = url.rstrip("/")
+        url = check_http_url(url, "the write_key setting is the credential").rstrip("/")
         return url.removesuffix("/v1/batch").removesuffix("/v1")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from headwater.destinations.base import DestinationSettings
+from headwater.destinations.base import DestinationSettings, check_http_url
 
-RESERVED_HEADERS = frozenset({"content-type", "content-length", "x-signature", "host"})
+# Set by Headwater, or describing the body and its framing, which Headwater decides.
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "content-encoding", "transfer-encoding", "x-signature"}
+    | {"host"}
+)
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 
 
 class WebhookSettings(DestinationSettings):
@@ -31,14 +37,16 @@ class WebhookSettings(DestinationSettings):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
-        return url
+        return check_http_url(url, "send them in headers, e.g. {Authorization: Basic ...}")
 
     @field_validator("headers")
     @classmethod
     def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name in headers:
+        for name, value in headers.items():
             if name.lower() in RESERVED_HEADERS:
                 raise ValueError(f"header {name!r} is set by Headwater and cannot be overridden")
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+                raise ValueError(f"the value of header {name!r} contains control characters")
         return headers
