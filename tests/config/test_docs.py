@@ -20,6 +20,12 @@ def test_configuration_doc_example_loads() -> None:
     assert ws.log.disk_budget_bytes == 20 * 1000**3
     assert ws.log.warnings() == []
     assert ws.log.segment_max_age_secs == 3600
+    assert [(d.name, d.type) for d in ws.destinations] == [
+        ("my-webhook", "webhook"),
+        ("tee", "segment"),
+        ("inspector", "devsink"),
+    ]
+    assert ws.destinations[0].delivery.retry_window_secs == 4 * 3600
 
 
 def test_demo_workspace_loads() -> None:
