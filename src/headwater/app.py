@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from headwater.config.workspace import Workspace
 from headwater.delivery.engine import DeliveryEngine
 from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
+from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats
 from headwater.log.base import EventLog
 from headwater.log.sqlite import SqliteLog
@@ -47,6 +49,7 @@ class Headwater:
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
                 Route("/api/v1/devsink/{destination}", self._devsink),
+                Route("/api/v1/events/{message_id}", self._event),
             ]
         )
 
@@ -106,6 +109,41 @@ class Headwater:
             "log": {"refusing": stats.refusing, "last_offset": stats.last_offset},
         }
         return JSONResponse(body, status_code=200 if stats.refusing is None else 503)
+
+    async def _event(self, request: Request) -> JSONResponse:
+        """An event from the log and its delivery state with each destination."""
+        message_id = request.path_params["message_id"]
+        found = await self.delivery.states(message_id) if self.delivery is not None else None
+        if found is None:
+            assert self.log is not None  # the delivery engine starts after the log
+            oldest = self.log.stats().oldest_received_at_ms
+            since = (
+                f"the oldest event retained was received at {iso_ms(oldest)}"
+                if oldest is not None
+                else "the log is empty"
+            )
+            days = self.workspace.log.retention_max_age_secs / 86400
+            return JSONResponse(
+                {
+                    "code": "not_found",
+                    "message": f"no event with messageId {message_id!r} in the log; it keeps "
+                    f"events for {days:g} days (log.retention_max_age_secs) and "
+                    f"{since}. Check the messageId, or whether the request was rejected.",
+                },
+                status_code=404,
+            )
+        record, states = found
+        return JSONResponse(
+            {
+                "messageId": record.message_id,
+                "offset": record.offset,
+                "source": record.source,
+                "type": record.type,
+                "receivedAt": iso_ms(record.received_at_ms),
+                "event": orjson.loads(record.payload),
+                "destinations": [s.as_dict() for s in states],
+            }
+        )
 
     async def _devsink(self, request: Request) -> JSONResponse:
         """The newest events a devsink destination received, newest first (``?limit=N``)."""

@@ -181,6 +181,14 @@ def test_dead_letters_listed_redriven_and_purged(make_server: Any) -> None:
     assert sorted(r["messageId"] for r in rows) == sorted(ids)
     assert all("cannot connect" in r["reason"] for r in rows), rows[0]["reason"]
 
+    trace = httpx.get(f"{server.url}/api/v1/events/{ids[0]}").json()
+    [hook] = trace["destinations"]
+    assert hook["state"] == "dead_lettered" and hook["terminal"], hook
+    assert hook["deadLetterId"] is not None and "cannot connect" in hook["reason"]
+    assert hook["history"][-1]["exchange"]["response"]["error"] == "connect"
+    unknown = httpx.get(f"{server.url}/api/v1/events/nope")
+    assert unknown.status_code == 404 and "7 days" in unknown.json()["message"]
+
     table = cli(server, "deadletter", "list")
     assert "30 shown of 30" in table.stdout, table.stdout
 

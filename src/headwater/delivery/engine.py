@@ -12,15 +12,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from headwater.config.workspace import DestinationConfig, Workspace
 from headwater.delivery.http import HttpClient
-from headwater.delivery.store import DeliveryStore, SetCursor, now_ms
+from headwater.delivery.state import DestinationState, state_of
+from headwater.delivery.store import DeliveryStore, SetCursor, StoreDB, now_ms
 from headwater.delivery.worker import Worker
 from headwater.destinations import TYPES
 from headwater.destinations.base import Context, Destination
 from headwater.destinations.devsink import Devsink
-from headwater.log.base import EventLog
-from headwater.processor.routing import Route
+from headwater.log.base import EventLog, StoredRecord
+from headwater.processor.routing import NotMine, Route
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,24 @@ class DeliveryEngine:
             await worker.destination.close()
         await self.http.close()
         await self.store.close()
+
+    async def states(self, message_id: str) -> tuple[StoredRecord, list[DestinationState]] | None:
+        """The event with this id and its state with each destination it is routed to (or
+        filtered from); None when the log does not have it."""
+        record = await self.log.get(message_id)
+        if record is None:
+            return None
+        event = orjson.loads(record.payload)
+        wanted = [
+            (name, worker.live.committed)
+            for name, worker in self.workers.items()
+            if not isinstance(worker.route.decide(record.source, event), NotMine)
+        ]
+
+        def collect(db: StoreDB) -> list[DestinationState]:
+            return [state_of(db, name, record.offset, message_id, cur) for name, cur in wanted]
+
+        return record, await self.store.run(collect)
 
     def devsink(self, name: str) -> Devsink | None:
         worker = self.workers.get(name)
