@@ -28,9 +28,12 @@ async def test_each_destination_has_its_own_state(make_pipeline: Any) -> None:
         FakeDestination(always(503)) as failing,
     ):
         pipeline = await make_pipeline(
-            [hook("ok", ok.url), hook("refused", refused.url),
-             hook("failing", failing.url, backoff_base_secs=30),
-             {"name": "other", "type": "devsink", "sources": ["backend"]}]  # fmt: skip
+            [
+                hook("ok", ok.url),
+                hook("refused", refused.url),
+                hook("failing", failing.url, backoff_base_secs=30),
+                {"name": "other", "type": "devsink", "sources": ["backend"]},
+            ]
         )
         [mid] = await pipeline.send([event()])
         await pipeline.wait(lambda: ok.requests and refused.requests and failing.requests)
@@ -61,7 +64,7 @@ async def test_filtered_and_queued_states(make_pipeline: Any) -> None:
     gate = {"open": False}
     with FakeDestination(lambda _r, _i: Reply(200, delay_secs=0 if gate["open"] else 2)) as slow:
         pipeline = await make_pipeline([hook("slow", slow.url, concurrency=1)])
-        [first, second] = await pipeline.send([event(), event()])
+        [_first, second] = await pipeline.send([event(), event()])
         [skipped] = await pipeline.send([event(integrations={"All": False})])
         await pipeline.wait(lambda: len(slow.requests) >= 1)
         states = await states_by_destination(pipeline, second)

@@ -167,7 +167,7 @@ def test_dead_letters_listed_redriven_and_purged(make_server: Any) -> None:
             retry_window_secs=1,
             backoff_base_secs=0.2,
             breaker_probe_secs=0.2,
-        )  # fmt: skip
+        )
     )
     ids = [str(uuid.uuid4()) for _ in range(30)]
     post_batches(server, ids)
