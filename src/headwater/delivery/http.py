@@ -23,6 +23,7 @@ BODY_KEEP_BYTES = 4096  # bytes of a request or response body kept in the ledger
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 RETRYABLE_4XX = frozenset({408, 429})
+KEEPALIVE_SECS = 4.0  # below the 5 s idle timeout of uvicorn and Node servers, to avoid a race
 USER_AGENT = "Headwater (+https://github.com/headwater-cdp/headwater)"
 
 
@@ -53,17 +54,19 @@ class HttpFailure:
 class HttpClient:
     """One connection pool shared by every HTTP destination of the process."""
 
-    def __init__(self, max_connections: int = 256) -> None:
-        self._max_connections = max_connections
+    def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
 
     def _ensure(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
+                # each destination's worker bounds its own requests in flight; a shared pool
+                # limit would let one slow destination hold the connections of the others
                 connector=aiohttp.TCPConnector(
-                    limit=self._max_connections, limit_per_host=0, ttl_dns_cache=60
+                    limit=0, ttl_dns_cache=60, keepalive_timeout=KEEPALIVE_SECS
                 ),
                 headers={"User-Agent": USER_AGENT},
+                cookie_jar=aiohttp.DummyCookieJar(),  # destinations must not share cookies
                 auto_decompress=True,
             )
         return self._session
