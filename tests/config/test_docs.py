@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from headwater.config import load_workspace, parse_workspace
+from headwater.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,3 +33,16 @@ def test_configuration_doc_example_loads() -> None:
 def test_demo_workspace_loads() -> None:
     ws = load_workspace(ROOT / "examples" / "workspace.yaml")
     assert {s.name for s in ws.sources} >= {"website", "backend"}
+
+
+def test_destinations_doc_quotes_the_message_headwater_gives() -> None:
+    text = (ROOT / "docs" / "destinations.md").read_text(encoding="utf-8")
+    [quoted] = re.findall(r"`(destinations\[0\]\.settings\.url: [^`]*)`", text)
+    quoted = " ".join(quoted.split())  # the quote wraps across lines
+    url = re.findall(r"'([^']*)'", quoted)[0]
+    data = {"sources": [{"name": "website"}],
+            "destinations": [{"name": "d", "type": "webhook", "sources": ["website"],
+                              "settings": {"url": url}}]}  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        parse_workspace(data, "docs")
+    assert str(caught.value) == f"docs: {quoted}"

@@ -114,3 +114,95 @@ def test_a_keys_file_that_is_not_an_object_is_reported(tmp_path: Path) -> None:
     ws = parse_workspace({"sources": [{"name": "mobile"}]})
     with pytest.raises(ConfigError, match=r"write_keys\.json is unreadable"):
         assign_write_keys(ws, tmp_path)
+
+
+SOURCES = "sources:\n  - {name: website, write_key: wk_website_123}\n  - {name: backend}\n"
+
+
+def test_destinations_load_with_their_settings_and_defaults() -> None:
+    ws = parse_workspace({
+        "sources": [{"name": "website"}, {"name": "backend"}],
+        "destinations": [
+            {"name": "my-webhook", "type": "webhook", "sources": ["website"],
+             "settings": {"url": "http://127.0.0.1:9000/hook", "headers": {"X-Team": "growth"},
+                          "shared_secret": "s3cret"}},
+            {"name": "tee", "type": "segment", "sources": ["website", "backend"], "enabled": False,
+             "settings": {"write_key": "wk_other_1234"},
+             "delivery": {"retry_window_secs": "1h", "batch_max_events": 2500}},
+            {"name": "inspector", "type": "devsink", "sources": ["backend"]},
+        ],
+    })  # fmt: skip
+    hook, tee, sink = ws.destinations
+    assert (hook.enabled, hook.settings["url"], hook.delivery.retry_window_secs) == (
+        True, "http://127.0.0.1:9000/hook", 4 * 3600)  # fmt: skip
+    assert hook.delivery.batch_max_events is None  # the type's own default
+    assert (tee.enabled, tee.delivery.retry_window_secs, tee.delivery.batch_max_events) == (
+        False, 3600, 2500)  # fmt: skip
+    assert sink.settings == {} and ws.destination("inspector") is sink
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("destinations:\n  - {name: d, type: webhok, sources: [website], settings: {url: 'http://h/'}}\n",
+         "destinations[0].type: unknown destination type 'webhok'; the types are devsink, segment, webhook"),
+        ("destinations:\n  - {name: d, type: webhook, sources: [website], settings: {url: 'ftp://x'}}\n",
+         "destinations[0].settings.url: 'ftp://x' is not an http:// or https:// URL"),
+        ("destinations:\n  - {name: d, type: webhook, sources: [website], settings: {url: 'https://u:p@h/'}}\n",
+         "destinations[0].settings.url: 'https://u:p@h/' has credentials in it"),
+        ("destinations:\n  - {name: d, type: webhook, sources: [website], settings: {url: 'http://h/', method: GET}}\n",
+         "destinations[0].settings.method: Input should be 'POST', 'PUT' or 'PATCH'"),
+        ("destinations:\n  - {name: d, type: webhook, sources: [website], settings: {url: 'http://h/', headers: {Content-Type: text/plain}}}\n",
+         "destinations[0].settings.headers: header 'Content-Type' is set by Headwater"),
+        ("destinations:\n  - {name: d, type: webhook, sources: [website], settings: {url: 'http://h/', headers: {X-Count: 5}}}\n",
+         "destinations[0].settings.headers.X-Count: Input should be a valid string"),
+        ("destinations:\n  - {name: d, type: webhook, sources: [website], settings: {url: 'http://h/', secret: x}}\n",
+         "destinations[0].settings.secret: unknown setting for a webhook destination"),
+        ("destinations:\n  - {name: d, type: webhook, sources: [website], settings: {}}\n",
+         "destinations[0].settings.url: required setting is missing"),
+        ("destinations:\n  - {name: d, type: segment, sources: [website]}\n",
+         "destinations[0].settings.write_key: required setting is missing"),
+        ("destinations:\n  - {name: d, type: devsink, sources: [website], settings: {keep: 0}}\n",
+         "destinations[0].settings.keep: Input should be greater than or equal to 1"),
+        ("destinations:\n  - {name: d, type: devsink, sources: [web]}\n",
+         "destinations[0].sources[0]: no source is named 'web'; the sources are backend, website"),
+        ("destinations:\n  - {name: d, type: devsink, sources: [website, mobile]}\n",
+         "destinations[0].sources[1]: no source is named 'mobile'"),
+        ("destinations:\n  - {name: d, type: devsink, sources: []}\n",
+         "destinations[0].sources: List should have at least 1 item"),
+        ("destinations:\n  - {name: d, type: devsink, sources: [website]}\n  - {name: d, type: devsink, sources: [backend]}\n",
+         "destinations[1].name: 'd' is used by two destinations"),
+        ("destinations:\n  - {name: My Hook, type: devsink, sources: [website]}\n", "destinations[0].name"),
+        ("destinations:\n  - {name: d, type: webhook, sources: [website], settings: {url: 'http://h/'}, delivery: {batch_max_events: 4001}}\n",
+         "destinations[0].delivery.batch_max_events: a webhook destination takes at most 4000 events per request, not 4001"),
+        ("destinations:\n  - {name: d, type: segment, sources: [website], settings: {write_key: k}, delivery: {batch_max_events: 2501}}\n",
+         "destinations[0].delivery.batch_max_events: a segment destination takes at most 2500"),
+        ("destinations:\n  - {name: d, type: devsink, sources: [website], delivery: {timeout_secs: 0}}\n",
+         "destinations[0].delivery.timeout_secs: Input should be greater than 0"),
+        ("destinations:\n  - {name: d, type: devsink, sources: [website], delivery: {retry_window_secs: soon}}\n",
+         "destinations[0].delivery.retry_window_secs"),
+        ("destinations:\n  - {name: d, type: devsink, sources: [website], delivery: {retries: 3}}\n",
+         "destinations[0].delivery.retries: unknown field"),
+        ("destinations:\n  - {name: d, type: devsink, sources: [website], setings: {}}\n",
+         "destinations[0].setings: unknown field"),
+        ("destinations:\n  - {name: a, type: devsink, sources: [website]}\n  - {name: b, type: webhook, sources: [website], settings: {urll: 'http://h/'}}\n",
+         "destinations[1].settings.urll: unknown setting for a webhook destination"),
+    ],
+)  # fmt: skip
+def test_destination_faults_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, SOURCES + text)
+    with pytest.raises(ConfigError) as caught:
+        load_workspace(path)
+    assert expected in str(caught.value)
+    assert f"{path}: {expected}" in str(caught.value)  # each fault on a line of its own
+
+
+def test_every_fault_in_a_destinations_settings_is_named(tmp_path: Path) -> None:
+    text = "destinations:\n  - {name: d, type: webhook, sources: [website], settings: {url: 'x', method: GET, extra: 1}}\n"  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        load_workspace(write(tmp_path, SOURCES + text))
+    fields = [line.split(": ")[1] for line in str(caught.value).splitlines()]
+    assert sorted(fields) == [
+        "destinations[0].settings.extra", "destinations[0].settings.method",
+        "destinations[0].settings.url",
+    ]  # fmt: skip

@@ -14,6 +14,8 @@ from headwater.destinations.webhook.settings import WebhookSettings
 def body(events: Sequence[OutboundEvent], batched: bool) -> bytes:
     """One event's JSON unchanged (no re-encoding); a batch as ``[event, event, ...]``."""
     if not batched:
+        if len(events) != 1:  # sending the first alone would report the others delivered
+            raise ValueError(f"an unbatched webhook sends 1 event per request, not {len(events)}")
         return events[0].payload
     return b"[" + b",".join(e.payload for e in events) + b"]"
 
