@@ -139,9 +139,9 @@ class DeliveryConfig(_Model):
     """Events per request; default: the destination's own (1 for webhook, 100 for segment),
     at most what the destination accepts."""
 
-    batch_max_bytes: ByteSize | None = Field(default=None, gt=0)
-    """Payload bytes per request; default: the destination's own (500 KB, 450 KB for
-    segment)."""
+    batch_max_bytes: ByteSize | None = Field(default=None, gt=0, le=64 * 1024**2)
+    """Payload bytes per request, at most 64 MiB; default: the destination's own (500 KB,
+    450 KB for segment)."""
 
     backoff_base_secs: float = Field(default=1.0, gt=0)
     """The first retry waits about this long; each further one doubles it (with jitter)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import io
 import math
 import time
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ BODY_KEEP_BYTES = 4096  # bytes of a request or response body kept in the ledger
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 RETRYABLE_4XX = frozenset({408, 429})
+STREAM_BODY_BYTES = 1024 * 1024
 KEEPALIVE_SECS = 4.0  # below the 5 s idle timeout of uvicorn and Node servers, to avoid a race
 USER_AGENT = "Headwater (+https://github.com/headwater-cdp/headwater)"
 
@@ -74,10 +76,13 @@ class HttpClient:
     async def send(self, request: HttpRequest, timeout_secs: float) -> HttpResponse | HttpFailure:
         session = self._ensure()
         try:
+            body = request.body
+            # aiohttp sends big bodies as a stream (and warns when given them as bytes)
+            data: bytes | io.BytesIO = body if len(body) < STREAM_BODY_BYTES else io.BytesIO(body)
             async with session.request(
                 request.method,
                 request.url,
-                data=request.body,
+                data=data,
                 headers=dict(request.headers),
                 timeout=aiohttp.ClientTimeout(total=timeout_secs),
                 allow_redirects=False,
@@ -91,7 +96,7 @@ class HttpClient:
             return HttpFailure("connect", f"cannot connect to {request.url}: {exc.os_error}")
         except aiohttp.InvalidURL as exc:
             return HttpFailure("connect", f"invalid URL {exc}")
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             return HttpFailure("protocol", f"{type(exc).__name__}: {exc}")
 
     async def close(self) -> None:
