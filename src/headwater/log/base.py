@@ -1,7 +1,8 @@
 """The event log's contract, shared by every backend.
 
 The log is an append-only sequence of normalised events for one workspace. Each event gets a
-monotonically increasing ``offset``. A backend must:
+monotonically increasing ``offset``. Readers follow it with ``read(after=...)`` and ``wait``.
+A backend must:
 
 - make ``append`` durable before it returns (the gateway answers 2xx only afterwards);
 - deduplicate by ``message_id`` within at least ``dedupe_window_secs`` (24 h): a duplicate is
@@ -16,7 +17,8 @@ The embedded backend is :mod:`headwater.log.sqlite`; :mod:`headwater.log.memory`
 double that passes the same conformance suite (``tests/log/test_conformance.py``). A NATS
 JetStream backend maps onto this contract directly: one stream per workspace, the stream
 sequence as the offset, ``Nats-Msg-Id`` = message id with a 24 h duplicate window, and
-``max_age``/``max_bytes`` limits for retention.
+``max_age``/``max_bytes`` limits for retention, and a durable consumer per follower (its
+acknowledged sequence is the follower's cursor) whose push delivery stands in for ``wait``.
 """
 
 from __future__ import annotations
@@ -102,6 +104,12 @@ class EventLog(Protocol):
 
     async def get(self, message_id: str) -> StoredRecord | None:
         """The retained record with this message id, or None."""
+        ...
+
+    async def wait(self, after: int, timeout_secs: float) -> bool:
+        """Return once a record with an offset greater than ``after`` is committed (at once if
+        there is one), or after ``timeout_secs``; True when there is one. Followers of the
+        log (the delivery workers) wait here instead of polling."""
         ...
 
     async def enforce_retention(self, now_ms: int | None = None) -> RetentionReport:

@@ -20,6 +20,7 @@ from headwater.log.base import (
     RetentionReport,
     StoredRecord,
 )
+from headwater.log.notify import AppendSignal
 from headwater.log.sqlite import DAY_MS, wall_clock_ms
 
 
@@ -43,6 +44,7 @@ class MemoryLog:
         self._duplicates = 0
         self._closed = False
         self._lock = asyncio.Lock()
+        self._signal = AppendSignal()
 
     async def append(self, records: Sequence[Record]) -> list[AppendResult]:
         if self._closed:
@@ -76,6 +78,7 @@ class MemoryLog:
                 out.append(AppendResult(self._next, False))
                 self._next += 1
                 self._appended += 1
+            self._signal.committed(out)
             return out
 
     def _writable(self, now: int) -> _Segment:
@@ -96,6 +99,9 @@ class MemoryLog:
             if len(out) >= limit:
                 break
         return out[:limit]
+
+    async def wait(self, after: int, timeout_secs: float) -> bool:
+        return await self._signal.wait(after, timeout_secs)
 
     async def get(self, message_id: str) -> StoredRecord | None:
         self._check_open()

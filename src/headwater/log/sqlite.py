@@ -63,6 +63,7 @@ from headwater.log.base import (
     StoredRecord,
 )
 from headwater.log.frames import pack, unpack
+from headwater.log.notify import AppendSignal
 from headwater.log.sqlite_reads import Reader
 
 logger = logging.getLogger(__name__)
@@ -287,6 +288,7 @@ class SqliteLog:
             target=self._run_writer, args=(conn,), name="headwater-log-writer", daemon=True
         )
         self._reader = Reader(self._path)
+        self._signal = AppendSignal(self._state.next_offset - 1)
         self._writer.start()
 
     # ------------------------------------------------------------------ the EventLog API
@@ -313,13 +315,18 @@ class SqliteLog:
         self._queue.put(_Append(packed, future, loop, time.perf_counter()))
         if not self._writer.is_alive():  # it died between the checks above and the put
             self._fail_queued()
-        return await future
+        results = await future
+        self._signal.committed(results)
+        return results
 
     async def read(self, after: int, limit: int = 500) -> list[StoredRecord]:
         return await self._reader.read(after, limit)
 
     async def get(self, message_id: str) -> StoredRecord | None:
         return await self._reader.find(message_id)
+
+    async def wait(self, after: int, timeout_secs: float) -> bool:
+        return await self._signal.wait(after, timeout_secs)
 
     async def enforce_retention(self, now_ms: int | None = None) -> RetentionReport:
         report = await self._on_writer(lambda conn: self._retain(conn, now_ms))

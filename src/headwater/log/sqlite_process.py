@@ -50,6 +50,7 @@ import orjson
 from headwater.config.workspace import LogConfig
 from headwater.errors import LogClosed, LogError, LogUnavailable
 from headwater.log.base import AppendResult, LogStats, Record, RetentionReport, StoredRecord
+from headwater.log.notify import AppendSignal
 from headwater.log.sqlite import (
     DB_FILE,
     Packed,
@@ -66,6 +67,7 @@ _PIPE_BYTES = 1 << 20  # room for a whole group of batch requests (64 KB pipes c
 _F_SETPIPE_SZ = 1031
 _STATS_FIELDS = tuple(LogStats.__dataclass_fields__)
 _REFUSING = _STATS_FIELDS.index("refusing")
+_LAST_OFFSET = _STATS_FIELDS.index("last_offset")
 
 
 def _frame(kind: bytes, request: int, body: bytes = b"") -> bytes:
@@ -131,6 +133,7 @@ class ProcessLog:
         self._refusing: str | None = None
         self._closed = False
         self._reader = Reader(directory / DB_FILE)
+        self._signal = AppendSignal(self._stats[_LAST_OFFSET] or 0)
 
     def _handshake(self, fd: int) -> list[Any]:
         frames = _Frames()
@@ -167,7 +170,9 @@ class ProcessLog:
         if kind == b"O":
             stats, offsets, duplicates = orjson.loads(answer)
             self._stats = stats
-            return [AppendResult(o, bool(d)) for o, d in zip(offsets, duplicates, strict=True)]
+            results = [AppendResult(o, bool(d)) for o, d in zip(offsets, duplicates, strict=True)]
+            self._signal.committed(results)
+            return results
         stats, reason, retry, message = orjson.loads(answer)
         self._stats = stats
         if reason == "closed":
@@ -179,6 +184,9 @@ class ProcessLog:
 
     async def get(self, message_id: str) -> StoredRecord | None:
         return await self._reader.find(message_id)
+
+    async def wait(self, after: int, timeout_secs: float) -> bool:
+        return await self._signal.wait(after, timeout_secs)
 
     async def enforce_retention(self, now_ms: int | None = None) -> RetentionReport:
         if self._closed:
