@@ -14,17 +14,20 @@ batches, and sends them with at most ``concurrency`` requests in flight and at m
 The cursor passes a batch's events once they and every earlier batch have an outcome on disk
 (written in the same transaction as the last of those outcomes), so a crash re-sends at most
 the batches that were in flight.
-Consecutive failures open the circuit breaker: the worker then stops reading, events wait in
-the log, and one probe at a time tests the destination (the oldest retry first, so the
-backlog stays in order). When a probe succeeds, every waiting retry becomes due and the
-backlog drains, oldest first. Replays are a second read of the log, between two offsets,
-with their own progress.
+Consecutive failures open the circuit breaker: the worker then stops reading (the batches of
+the last read that were not sent yet wait in the retry table, unsent), events wait in the
+log, and one probe at a time tests the destination (the oldest retry first, so the backlog
+stays in order). When a probe succeeds, every waiting retry becomes due and the backlog
+drains, oldest first, before anything newer is read. Replays are a second read of the log,
+between two offsets, with their own progress. A stopping worker sends nothing new: what it
+had read but not sent waits in the retry table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -152,6 +155,7 @@ class Worker:
 
     async def stop(self) -> None:
         self._stopping.set()
+        self._changed.set()  # an idle worker may be waiting for its next probe
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -196,6 +200,8 @@ class Worker:
 
     async def _idle(self) -> None:
         self._changed.clear()
+        if self._stopping.is_set():
+            return
         wait = POLL_SECS
         if self.breaker.state is BreakerState.OPEN:
             wait = max(POLL_SECS, min(1.0, self.breaker.probe_at - time.monotonic()))
@@ -210,7 +216,9 @@ class Worker:
             if self.breaker.probe_due():
                 await self._probe()
             return False
-        busy = await self._send_due_retries()
+        if await self._send_due_retries():
+            return True  # the retries are older than what the log holds: they go first
+        busy = False
         for stream in list(self.replays):
             busy |= await self._read_and_send(stream)
             if stream.finished:
@@ -322,14 +330,16 @@ class Worker:
         return routed, ledger
 
     def _cut(self, events: list[OutboundEvent]) -> list[list[OutboundEvent]]:
+        """Batches of at most ``batch_events`` events and ``batch_bytes`` bytes as a JSON
+        array (``[``, the events, a comma after each but the last, ``]``)."""
         batches: list[list[OutboundEvent]] = []
         batch: list[OutboundEvent] = []
-        size = 0
+        size = 1
         for event in events:
             n = len(event.payload) + 1
             if batch and (len(batch) >= self.batch_events or size + n > self.batch_bytes):
                 batches.append(batch)
-                batch, size = [], 0
+                batch, size = [], 1
             batch.append(event)
             size += n
         if batch:
@@ -372,12 +382,15 @@ class Worker:
         retry: RetryBatch | None = None,
         ticket: _Ticket | None = None,
         stream: _Stream | None = None,
+        probe: bool = False,
     ) -> None:
         """Send one batch in the background once a slot is free."""
         await self._slots.acquire()
         if retry is not None:
             self._retrying.add(retry.row_id)
-        task = asyncio.get_running_loop().create_task(self._send(events, retry, ticket, stream))
+        task = asyncio.get_running_loop().create_task(
+            self._send(events, retry, ticket, stream, probe)
+        )
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
@@ -387,23 +400,30 @@ class Worker:
         retry: RetryBatch | None,
         ticket: _Ticket | None,
         stream: _Stream | None,
+        probe: bool,
     ) -> None:
         try:
             if self.bucket is not None:
                 delay = self.bucket.delay()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            attempt = await self._attempt(events)
-            ops = self._record(events, attempt, retry)
+            attempt: Attempt | None = None
+            if probe or (self.breaker.allows_send() and not self._stopping.is_set()):
+                attempt = await self._attempt(events)
+                ops = self._record(events, attempt, retry)
+            else:  # the breaker opened, or the worker is stopping, while this batch waited
+                ops = self._hold(events, retry)
             if ticket is not None and stream is not None:
                 # writes are applied in the order they are submitted, so the cursor can
                 # move in the same transaction as this outcome
                 ticket.done = True
                 ops += self._advance(stream)
             await self._write_surely(ops)
-            if self._after(attempt):  # the destination is back: the backlog goes first
-                await self.store.run(lambda db: db.make_retries_due(self.name, now_ms()))
-                self._next_retry_ms = 0
+            if attempt is not None:
+                if self._ends_outage(attempt, probe):  # the backlog goes first: due at once
+                    await self.store.run(lambda db: db.make_retries_due(self.name, now_ms()))
+                    self._next_retry_ms = 0
+                self._after(attempt, probe)
         finally:
             self._slots.release()
             if retry is not None:
@@ -431,20 +451,46 @@ class Worker:
             logger.exception("destination %s raised while delivering", self.name)
             return Attempt(Retry(f"internal error in the destination: {exc!r}"), Exchange(), 0.0)
 
-    def _after(self, attempt: Attempt) -> bool:
-        """Tell the breaker; True when this success ends a failing spell."""
+    def _ends_outage(self, attempt: Attempt, probe: bool) -> bool:
+        """True when this answer closes an open breaker: only a probe's does (a request sent
+        before the breaker opened proves nothing, and must not cut a Retry-After short)."""
+        closed = self.breaker.state is BreakerState.CLOSED
+        return probe and not closed and not isinstance(attempt.outcome, Retry)
+
+    def _after(self, attempt: Attempt, probe: bool) -> None:
+        """Tell the breaker."""
         outcome = attempt.outcome
         if isinstance(outcome, Retry):
             if outcome.after_secs:
                 self.breaker.pause(outcome.after_secs)
             else:
                 self.breaker.failure()
-            return False
-        if self.breaker.state is not BreakerState.CLOSED or self.breaker.consecutive_failures:
-            recovering = self.breaker.state is not BreakerState.CLOSED
+        elif self.breaker.state is BreakerState.CLOSED:
+            if self.breaker.consecutive_failures:
+                self.breaker.success()
+        elif probe:
             self.breaker.success()
-            return recovering
-        return False
+
+    def _hold(self, events: list[OutboundEvent], retry: RetryBatch | None) -> list[Op]:
+        """A batch not sent because the breaker opened, or the worker is stopping, while it
+        waited for a slot: it waits in the retry table, due at once (a retry stays)."""
+        if retry is not None:
+            return []
+        at = now_ms()
+        if self._stopping.is_set():
+            reason = "not sent yet: Headwater was stopping"
+        else:
+            reason = "not sent: the circuit breaker is open"
+            if self.stats.last_error:
+                reason += f" (last error: {self.stats.last_error})"
+        deadline = min(e.received_at_ms for e in events) + int(self.config.retry_window_secs * 1000)
+        self.stats.retried += len(events)
+        self._note_retry_at(at)
+        return [
+            PutRetry(self.name, events, 0, at, deadline, at, reason),
+            LedgerEntry(self.name, EventState.RETRYING, [e.offset for e in events], at, 0, None,
+                        reason),
+        ]  # fmt: skip
 
     def _record(
         self, events: list[OutboundEvent], attempt: Attempt, retry: RetryBatch | None
@@ -531,10 +577,12 @@ class Worker:
         """Expire what outlived its window, then test the destination with one batch: the
         oldest retry, else the next events of the live queue."""
         await self._expire()
-        oldest = await self.store.run(lambda db: db.retries(self.name, None, 1))
+        sending = set(self._retrying)  # sent before the breaker opened, not answered yet
+        waiting = await self.store.run(lambda db: db.retries(self.name, None, 1 + len(sending)))
+        oldest = [b for b in waiting if b.row_id not in sending][:1]
         self.breaker.start_probe()
         if oldest:
-            await self._dispatch(oldest[0].events, retry=oldest[0])
+            await self._dispatch(oldest[0].events, retry=oldest[0], probe=True)
             return
         records = await self.log.read(self.live.position, READ_LIMIT)
         if not records:
@@ -555,7 +603,7 @@ class Worker:
         ticket = _Ticket(end, done=not batch)
         self.live.tickets.append(ticket)
         if batch:
-            await self._dispatch(batch[0], ticket=ticket, stream=self.live)
+            await self._dispatch(batch[0], ticket=ticket, stream=self.live, probe=True)
         else:
             self.breaker.pause(self.breaker.probe_secs)
             await self._commit(self.live)
@@ -585,7 +633,9 @@ class Worker:
             await self.store.write(ops)
         while not self._stopping.is_set():
             records = await self.log.read(self.live.position, READ_LIMIT)
-            old = [r for r in records if r.received_at_ms + window_ms < at]
+            # the oldest first, and none passed over: received times are not quite in log
+            # order (concurrent appends), and the cursor passes everything up to the last
+            old = list(itertools.takewhile(lambda r: r.received_at_ms + window_ms < at, records))
             if not old:
                 return
             routed, ledger = self._route(self.live, old)
