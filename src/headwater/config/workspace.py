@@ -173,7 +173,7 @@ class DestinationConfig(_Model):
     """The sources whose events go to this destination."""
 
     enabled: bool = True
-    """A disabled destination receives nothing; its queue waits where it stopped."""
+    """A disabled destination receives nothing; its events are recorded as filtered."""
 
     settings: dict[str, Any] = Field(default_factory=dict)
     """The type's own settings (docs/destinations.md), checked when the workspace loads."""

@@ -22,7 +22,9 @@ from headwater.delivery.outcomes import Delivered, Discard, Exchange, Outcome, R
 
 BODY_KEEP_BYTES = 4096  # bytes of a request or response body kept in the ledger
 REDACTED = "[redacted]"
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
+)
 RETRYABLE_4XX = frozenset({408, 429})
 STREAM_BODY_BYTES = 1024 * 1024
 KEEPALIVE_SECS = 4.0  # below the 5 s idle timeout of uvicorn and Node servers, to avoid a race
@@ -170,7 +172,9 @@ def exchange(request: HttpRequest, result: HttpResponse | HttpFailure) -> Exchan
     else:
         received = {
             "status": result.status,
-            "headers": dict(result.headers),
+            "headers": {
+                k: REDACTED if k.lower() in secret else v for k, v in result.headers.items()
+            },
             "body": _body(result.body),
         }
     return Exchange(sent, received)

@@ -62,7 +62,8 @@ from headwater.processor.routing import Filtered, NotMine, Route, Routed
 logger = logging.getLogger(__name__)
 
 READ_LIMIT = 2000  # log records per read
-POLL_SECS = 0.005  # how often an idle worker looks at the log for new events
+POLL_SECS = 0.005  # the shortest idle wait
+IDLE_SECS = 0.5  # an idle worker waits on the log's ``wait`` at most this long, then looks again
 RETRY_RESCAN_SECS = 1.0  # how often the retry table is re-read (re-drives come from the CLI)
 SAMPLE_EVERY_SECS = 10.0  # a successful exchange is kept at most this often
 STOP_GRACE_SECS = 5.0
@@ -202,11 +203,23 @@ class Worker:
         self._changed.clear()
         if self._stopping.is_set():
             return
-        wait = POLL_SECS
         if self.breaker.state is BreakerState.OPEN:
             wait = max(POLL_SECS, min(1.0, self.breaker.probe_at - time.monotonic()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait)
+            return
+        # sleep until the log has something new, a batch finishes, a retry is due, or the
+        # retry table and replay jobs are due a look
+        wait = IDLE_SECS
+        if self._next_retry_ms is not None:
+            wait = max(POLL_SECS, min(wait, (self._next_retry_ms - now_ms()) / 1000))
+        changed = asyncio.ensure_future(self._changed.wait())
+        appended = asyncio.ensure_future(self.log.wait(self.live.position, wait))
+        try:
+            await asyncio.wait((changed, appended), timeout=wait, return_when="FIRST_COMPLETED")
+        finally:
+            for task in (changed, appended):
+                task.cancel()
 
     async def _step(self) -> bool:
         """One pass; True when it found work (so the next pass comes at once)."""
