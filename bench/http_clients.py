@@ -82,7 +82,7 @@ HOST = "127.0.0.1"
 PATH = "/v1/deliver"
 OK_BODY = b'{"ok":true}'
 BATCH_SIZE = 100
-CLIENTS = ("httpx", "aiohttp")
+CLIENTS = ("httpx", "aiohttp", "headwater")  # headwater: src/headwater/delivery/http1.py
 MODES = ("single", "batch")
 REQUEST_TIMEOUT_S = 10.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -349,6 +349,25 @@ class AiohttpPoster:
         await self._session.close()
 
 
+class HeadwaterPoster:
+    """Headwater's own HTTP/1.1 client, the one its destinations use."""
+
+    def __init__(self, url: str) -> None:
+        from headwater.delivery.http1 import Http1Client
+
+        self._url = url
+        self._client = Http1Client()
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        status, _, answer = await self._client.request(
+            "POST", self._url, HEADERS, body, REQUEST_TIMEOUT_S
+        )
+        return status, answer
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
 def sniffio_installed() -> bool:
     return importlib.util.find_spec("sniffio") is not None
 
@@ -368,6 +387,8 @@ def make_poster(client: str, url: str, connections: int, library_defaults: bool)
     """Build a client; call inside the running loop (aiohttp binds its session to it)."""
     if client == "httpx":
         return HttpxPoster(url, connections, library_defaults)
+    if client == "headwater":
+        return HeadwaterPoster(url)
     return AiohttpPoster(url, connections, library_defaults)
 
 
@@ -532,6 +553,7 @@ def summarize(results: Sequence[RunResult], modes: Sequence[str]) -> dict[str, A
     """Medians per client and mode, and aiohttp/httpx ratios (median of per-round ratios)."""
     medians: dict[str, dict[str, dict[str, float | int]]] = {}
     ratios: dict[str, dict[str, dict[str, float]]] = {}
+    own: dict[str, dict[str, dict[str, float]]] = {}
     for mode in modes:
         medians[mode] = {}
         for client in CLIENTS:
@@ -541,21 +563,33 @@ def summarize(results: Sequence[RunResult], modes: Sequence[str]) -> dict[str, A
             }
             row["errors"] = sum(sum(r.errors.values()) for r in runs)
             medians[mode][client] = row
-        ratios[mode] = {}
-        for name in RATIO_FIELDS:
-            per_round = []
-            for round_no in sorted({r.round for r in results}):
-                pair = {r.client: r for r in results if r.mode == mode and r.round == round_no}
-                base = getattr(pair["httpx"], name)
-                if base:
-                    per_round.append(getattr(pair["aiohttp"], name) / base)
-            if per_round:
-                ratios[mode][name] = {
-                    "median": statistics.median(per_round),
-                    "min": min(per_round),
-                    "max": max(per_round),
-                }
-    return {"medians": medians, "ratios_aiohttp_over_httpx": ratios}
+        ratios[mode] = _ratios(results, mode, "aiohttp", "httpx")
+        own[mode] = _ratios(results, mode, "headwater", "aiohttp")
+    return {
+        "medians": medians,
+        "ratios_aiohttp_over_httpx": ratios,
+        "ratios_headwater_over_aiohttp": own,
+    }
+
+
+def _ratios(
+    results: Sequence[RunResult], mode: str, client: str, base_client: str
+) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for name in RATIO_FIELDS:
+        per_round = []
+        for round_no in sorted({r.round for r in results}):
+            pair = {r.client: r for r in results if r.mode == mode and r.round == round_no}
+            base = getattr(pair[base_client], name)
+            if base:
+                per_round.append(getattr(pair[client], name) / base)
+        if per_round:
+            out[name] = {
+                "median": statistics.median(per_round),
+                "min": min(per_round),
+                "max": max(per_round),
+            }
+    return out
 
 
 def print_table(summary: dict[str, Any], options: Options, out: TextIO) -> None:
@@ -608,6 +642,15 @@ def print_table(summary: dict[str, Any], options: Options, out: TextIO) -> None:
         if cpu_ratio and cpu_ratio["median"]:
             print(
                 f"         httpx spends {1 / cpu_ratio['median']:.1f}x the client CPU per request",
+                file=out,
+            )
+    own = summary["ratios_headwater_over_aiohttp"]
+    for mode in options.modes:
+        cpu_ratio = own[mode].get("client_cpu_s_per_1k_req")
+        if cpu_ratio and cpu_ratio["median"]:
+            print(
+                f"  {mode:6} headwater's client spends {cpu_ratio['median']:.2f}x aiohttp's CPU "
+                f"per request [{cpu_ratio['min']:.2f}-{cpu_ratio['max']:.2f}]",
                 file=out,
             )
     if not options.patch_httpcore and not sniffio_installed():

@@ -8,16 +8,13 @@ received, truncated and with secrets redacted, for the ledger.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
-import io
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import aiohttp
-
+from headwater.delivery.http1 import ConnectError, Http1Client, ProtocolError
 from headwater.delivery.outcomes import Delivered, Discard, Exchange, Outcome, Retry
 
 BODY_KEEP_BYTES = 4096  # bytes of a request or response body kept in the ledger
@@ -26,8 +23,6 @@ SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
 )
 RETRYABLE_4XX = frozenset({408, 429})
-STREAM_BODY_BYTES = 1024 * 1024
-KEEPALIVE_SECS = 4.0  # below the 5 s idle timeout of uvicorn and Node servers, to avoid a race
 USER_AGENT = "Headwater (+https://github.com/headwater-cdp/headwater)"
 
 
@@ -56,56 +51,28 @@ class HttpFailure:
 
 
 class HttpClient:
-    """One connection pool shared by every HTTP destination of the process."""
+    """One connection pool shared by every HTTP destination of the process
+    (:mod:`headwater.delivery.http1`); errors become :class:`HttpFailure` here."""
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    def _ensure(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # each destination's worker bounds its own requests in flight; a shared pool
-                # limit would let one slow destination hold the connections of the others
-                connector=aiohttp.TCPConnector(
-                    limit=0, ttl_dns_cache=60, keepalive_timeout=KEEPALIVE_SECS
-                ),
-                headers={"User-Agent": USER_AGENT},
-                cookie_jar=aiohttp.DummyCookieJar(),  # destinations must not share cookies
-                auto_decompress=True,
-            )
-        return self._session
+        self._client = Http1Client()
 
     async def send(self, request: HttpRequest, timeout_secs: float) -> HttpResponse | HttpFailure:
-        session = self._ensure()
+        headers = {"User-Agent": USER_AGENT, **request.headers}
         try:
-            body = request.body
-            # aiohttp sends big bodies as a stream (and warns when given them as bytes)
-            data: bytes | io.BytesIO = body if len(body) < STREAM_BODY_BYTES else io.BytesIO(body)
-            async with session.request(
-                request.method,
-                request.url,
-                data=data,
-                headers=dict(request.headers),
-                timeout=aiohttp.ClientTimeout(total=timeout_secs),
-                allow_redirects=False,
-            ) as response:
-                body = await response.read()
-                headers = {str(k): v for k, v in response.headers.items()}
-                return HttpResponse(response.status, headers, body)
+            status, answer_headers, body = await self._client.request(
+                request.method, request.url, headers, request.body, timeout_secs
+            )
         except TimeoutError:
             return HttpFailure("timeout", f"no answer within {timeout_secs:g} s")
-        except aiohttp.ClientConnectorError as exc:
-            return HttpFailure("connect", f"cannot connect to {request.url}: {exc.os_error}")
-        except aiohttp.InvalidURL as exc:
-            return HttpFailure("connect", f"invalid URL {exc}")
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except ConnectError as exc:
+            return HttpFailure("connect", str(exc))
+        except (ProtocolError, OSError, ValueError) as exc:
             return HttpFailure("protocol", f"{type(exc).__name__}: {exc}")
+        return HttpResponse(status, answer_headers, body)
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-            await asyncio.sleep(0)  # let the connector close its transports
+        await self._client.close()
 
 
 def retry_after_secs(value: str | None, now: float | None = None) -> float | None:

@@ -8,6 +8,7 @@ are the delivery engine's business (:mod:`headwater.delivery.worker`).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -50,13 +51,32 @@ class Exchange:
     response: dict[str, object] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
 class Attempt:
-    """One attempt to deliver a batch: its outcome, what was exchanged and how long it took."""
+    """One attempt to deliver a batch: its outcome, what was exchanged and how long it took.
 
-    outcome: Outcome
-    exchange: Exchange
-    duration_ms: float
+    ``exchange`` may be given as a function: most attempts succeed and are not sampled, so
+    building the redacted, truncated copy of what went over the wire waits until asked.
+    """
+
+    __slots__ = ("_exchange", "_make", "duration_ms", "outcome")
+
+    def __init__(
+        self, outcome: Outcome, exchange: Exchange | Callable[[], Exchange], duration_ms: float
+    ) -> None:
+        self.outcome = outcome
+        self.duration_ms = duration_ms
+        self._exchange = exchange if isinstance(exchange, Exchange) else None
+        self._make = None if isinstance(exchange, Exchange) else exchange
+
+    @property
+    def exchange(self) -> Exchange:
+        if self._exchange is None:
+            assert self._make is not None  # one of the two is always set
+            self._exchange = self._make()
+        return self._exchange
+
+    def __repr__(self) -> str:
+        return f"Attempt({self.outcome!r}, duration_ms={self.duration_ms:.1f})"
 
 
 class EventState(enum.Enum):
