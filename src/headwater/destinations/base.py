@@ -110,4 +110,4 @@ class HttpDestination(Destination[S]):
         started = time.perf_counter()
         result = await self.context.http.send(request, self.context.timeout_secs)
         duration_ms = (time.perf_counter() - started) * 1000
-        return Attempt(self.classify(result), exchange(request, result), duration_ms)
+        return Attempt(self.classify(result), lambda: exchange(request, result), duration_ms)
