@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
 from headwater.delivery.outcomes import EventState
@@ -106,6 +107,30 @@ def test_route_by_integrations(integrations: Any, routed: bool) -> None:
     assert isinstance(decision, Routed if routed else Filtered), decision
     if isinstance(decision, Filtered):
         assert decision.reason.startswith("integrations.")
+    # the same event as the log stores it (JSON) decides the same, with decoys around it
+    for body in (
+        {"integrations": integrations},
+        {"event": "integrations", "integrations": integrations},
+        {"properties": {"integrations": {}}, "integrations": integrations},
+        {
+            "properties": {"integrations": {"All": False}, "note": '"integrations":{}'},
+            "integrations": integrations,
+        },
+    ):
+        assert ROUTE.decide("website", orjson.dumps(body)) == decision, body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "track"},
+        {"type": "track", "integrations": {}},
+        {"properties": {"integrations": {"All": False, "hook": False}}},
+        {"event": "integrations"},
+    ],
+)
+def test_route_from_json_without_top_level_integrations(body: dict[str, Any]) -> None:
+    assert isinstance(ROUTE.decide("website", orjson.dumps(body)), Routed)
 
 
 def test_route_by_source_and_enabled() -> None:

@@ -35,8 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from headwater.config.workspace import DeliveryConfig
 from headwater.delivery.events import OutboundEvent
 from headwater.delivery.outcomes import Attempt, Delivered, Discard, EventState, Exchange, Retry
@@ -323,7 +321,7 @@ class Worker:
             if replay is not None and not replay.since_ms <= r.received_at_ms < replay.until_ms:
                 continue  # outside the replay's window
             event = OutboundEvent(r.offset, r.message_id, r.received_at_ms, r.payload)
-            decision = self.route.decide(r.source, event.event)
+            decision = self.route.decide(r.source, r.payload)
             if isinstance(decision, NotMine):
                 if replay is not None:
                     stream.counts[2] += 1
@@ -605,7 +603,7 @@ class Worker:
         routed = [
             OutboundEvent(r.offset, r.message_id, r.received_at_ms, r.payload)
             for r in records
-            if isinstance(self.route.decide(r.source, orjson.loads(r.payload)), Routed)
+            if isinstance(self.route.decide(r.source, r.payload), Routed)
         ]
         batch = self._cut(routed)[:1]
         end = batch[0][-1].offset if batch else records[-1].offset

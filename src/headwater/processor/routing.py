@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 
 @dataclass(frozen=True, slots=True)
 class Routed:
@@ -44,11 +46,18 @@ class Route:
     sources: frozenset[str]
     enabled: bool = True
 
-    def decide(self, source: str, event: dict[str, Any]) -> Decision:
+    def decide(self, source: str, event: dict[str, Any] | bytes) -> Decision:
+        """Route an event, given parsed or as its JSON (parsed only when its integrations
+        could matter)."""
         if source not in self.sources:
             return NOT_MINE
         if not self.enabled:
             return Filtered("the destination is disabled")
+        if isinstance(event, bytes):
+            if _no_integrations(event):
+                return ROUTED
+            parsed = orjson.loads(event)
+            event = parsed if isinstance(parsed, dict) else {}
         return self.by_integrations(event.get("integrations"))
 
     def by_integrations(self, integrations: Any) -> Decision:
@@ -66,3 +75,10 @@ class Route:
                 f" nor integrations.{self.type} is true"
             )
         return ROUTED
+
+
+def _no_integrations(payload: bytes) -> bool:
+    """True when the JSON has no ``integrations`` key, or one and it is empty. (A nested
+    ``"integrations"`` in properties makes this answer False, and the event is parsed.)"""
+    count = payload.count(b'"integrations"')
+    return count == 0 or (count == 1 and b'"integrations":{}' in payload)
