@@ -1,9 +1,10 @@
 """The one place that wires the stages into a running process.
 
 ``/v1/*`` goes straight to the Tracking API (a bare ASGI app: it is the hot path); every
-other path goes to a Starlette app for health checks, and later the management API and the
-console. The log is opened when the server starts and closed, after pending writes finish,
-when it stops.
+other path goes to a Starlette app for health checks (``/healthz``, ``/readyz``), Prometheus
+metrics (``/metrics``, unauthenticated like any exporter's: firewall it, see
+docs/metrics.md), and later the management API and the console. The log is opened when the
+server starts and closed, after pending writes finish, when it stops.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from headwater.config.workspace import Workspace
@@ -26,6 +27,8 @@ from headwater.gateway.stats import IngestStats
 from headwater.log.base import EventLog
 from headwater.log.sqlite import SqliteLog
 from headwater.log.sqlite_process import ProcessLog
+from headwater.status.metrics import CONTENT_TYPE, Metrics
+from headwater.status.service import StatusService, with_canary
 
 logger = logging.getLogger("headwater")
 
@@ -37,19 +40,27 @@ DEVSINK_LIMIT_MAX = 10_000
 class Headwater:
     """The ASGI application of one Headwater process."""
 
-    def __init__(self, workspace: Workspace, data_dir: Path) -> None:
+    def __init__(self, workspace: Workspace, data_dir: Path, self_url: str | None = None) -> None:
         self.workspace = workspace
         self.data_dir = data_dir
+        # what the process runs: the user's workspace plus the canary's source and sink
+        self.running, self._canary_key = with_canary(workspace)
+        self.status = StatusService(workspace, data_dir, self_url)
         self.stats = IngestStats(samples=workspace.gateway.rejection_samples)
         self.log: EventLog | None = None
         self.delivery: DeliveryEngine | None = None
+        self._delivery_started = False
         self._tracking: TrackingAPI | None = None
+        self.metrics = Metrics(self.stats, lambda: self.log, lambda: self.delivery)
+        self.metrics.canary = self.status.canary_state
         self._web = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
+                Route("/metrics", self._metrics),
                 Route("/api/v1/devsink/{destination}", self._devsink),
                 Route("/api/v1/events/{message_id}", self._event),
+                *self.status.routes(),
             ]
         )
 
@@ -57,13 +68,17 @@ class Headwater:
         config = self.workspace.log
         backend = ProcessLog if config.writer == "process" else SqliteLog
         self.log = backend(self.data_dir / LOG_DIR, config)
-        self.delivery = DeliveryEngine(self.workspace, self.log, self.data_dir / DELIVERY_DIR)
+        self.delivery = DeliveryEngine(self.running, self.log, self.data_dir / DELIVERY_DIR)
         await self.delivery.start()
+        self._delivery_started = True
         self._tracking = TrackingAPI(
-            self.workspace.sources, self.log, self.stats, self.workspace.gateway
+            self.running.sources, self.log, self.stats, self.workspace.gateway
         )
+        await self.status.start(self.log, self.delivery, self, self._canary_key)
 
     async def stop(self) -> None:
+        await self.metrics.close()
+        await self.status.stop()
         if self.delivery is not None:
             await self.delivery.stop()
         if self.log is not None:
@@ -101,14 +116,27 @@ class Headwater:
         return JSONResponse({"status": "ok"})
 
     async def _readyz(self, request: Request) -> JSONResponse:
+        """Ready when the log accepts writes and the delivery engine has started."""
         if self.log is None:
             return JSONResponse({"status": "starting"}, status_code=503)
         stats = self.log.stats()
+        started = self._delivery_started
+        status = "ready" if started else "starting"
+        if stats.refusing is not None:
+            status = "refusing_writes"
         body: dict[str, Any] = {
-            "status": "ready" if stats.refusing is None else "refusing_writes",
+            "status": status,
             "log": {"refusing": stats.refusing, "last_offset": stats.last_offset},
+            "delivery": {
+                "started": started,
+                "destinations": len(self.delivery.workers) if self.delivery is not None else 0,
+            },
         }
-        return JSONResponse(body, status_code=200 if stats.refusing is None else 503)
+        return JSONResponse(body, status_code=200 if status == "ready" else 503)
+
+    async def _metrics(self, request: Request) -> Response:
+        """Prometheus text exposition (docs/metrics.md)."""
+        return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def _event(self, request: Request) -> JSONResponse:
         """An event from the log and its delivery state with each destination."""

@@ -15,7 +15,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from headwater import __version__, cli_delivery
+from headwater import __version__, cli_delivery, cli_status
 from headwater.config.keys import assign_write_keys
 from headwater.config.workspace import load_workspace
 from headwater.errors import ConfigError
@@ -82,13 +82,14 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the canary's request every 30 s
     out.print(
         f"Headwater {__version__} listening on http://{host}:{port} "
         f"(workspace {workspace.name!r}, {len(workspace.sources)} source(s), data in {data_dir})",
         highlight=False,
     )
     uvicorn.run(
-        Headwater(workspace, data_dir),
+        Headwater(workspace, data_dir, self_url=f"http://{_connect_host(host)}:{port}"),
         host=host,
         port=port,
         http="httptools",
@@ -101,6 +102,15 @@ def serve(
         proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def _connect_host(host: str) -> str:
+    """An address the server can reach itself at (for the canary) when it listens on ``host``."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def _parse_pairs(pairs: list[str], option: str) -> dict[str, Any]:
@@ -184,6 +194,8 @@ def send(
 
 
 app.add_typer(cli_delivery.deadletter_app, name="deadletter")
+app.add_typer(cli_status.maintenance_app, name="maintenance")
+app.command()(cli_status.status)
 app.command()(cli_delivery.replay)
 app.command()(cli_delivery.devsink)
 

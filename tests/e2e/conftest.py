@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from headwater.log.sqlite_reads import read_after
+from headwater.status.canary import CANARY_SOURCE
 
 WRITE_KEY = "wk_e2e_website_1"
 OTHER_KEY = "wk_e2e_backend_2"
@@ -89,11 +90,13 @@ class Server:
         return [orjson.loads(payload) for _, payload in self.rows()]
 
     def rows(self) -> list[tuple[str, bytes]]:
-        """(source, payload) of every stored event, oldest first, read from the SQLite files."""
+        """(source, payload) of every stored event, oldest first, read from the SQLite files —
+        except the canaries Headwater sends itself (source ``headwater-canary``)."""
         path = self.data_dir / "log" / "events.sqlite"
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            return [(r.source, r.payload) for r in read_after(conn, after=0, limit=10**9)]
+            records = read_after(conn, after=0, limit=10**9)
+            return [(r.source, r.payload) for r in records if r.source != CANARY_SOURCE]
         finally:
             conn.close()
 

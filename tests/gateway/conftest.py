@@ -21,6 +21,7 @@ BASE_WORKSPACE: dict[str, Any] = {
         {"name": "retired", "write_key": "wk_retired_89", "enabled": False},
     ],
     "log": {"durability": "os"},
+    "status": {"canary_enabled": False},  # these tests count what the log holds
 }
 
 

@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from headwater.config.units import ByteSize, Seconds
 from headwater.errors import ConfigError
+from headwater.status.config import AlertsConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 WRITE_KEY_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
+RESERVED_NAME = "headwater-canary"  # the canary's source and built-in destination
 FILE_OVERHEAD = 1.6  # the log's files per byte of payload (framing, id index, SQLite pages)
 
 
@@ -181,6 +183,45 @@ class DestinationConfig(_Model):
     delivery: DeliveryConfig = DeliveryConfig()
 
 
+class StatusConfig(_Model):
+    """Component health: how often it is checked and what counts as degraded
+    (docs/status.md)."""
+
+    check_interval_secs: float = Field(default=2.0, gt=0, le=60)
+    """How often every component is checked (alerts can go out within about this long)."""
+
+    commit_latency_degraded_ms: float = Field(default=500.0, gt=0)
+    """Sources (ingestion) is degraded while log commits take longer than this on average."""
+
+    delivery_lag_degraded_secs: float = Field(default=60.0, gt=0)
+    """Destinations (routing) is degraded while a healthy destination's oldest undelivered
+    event is older than this (Headwater is not keeping up)."""
+
+    delivery_lag_partial_secs: float = Field(default=600.0, gt=0)
+    """... and in partial outage past this."""
+
+    destination_failures_degraded: int = Field(default=1, ge=1)
+    """A destination is degraded after this many failed attempts in a row (its breaker
+    opening makes it a major outage)."""
+
+    canary_enabled: bool = True
+    """Send a marked canary event through the Tracking API to ``canary_destination`` on a
+    schedule and check that it arrives."""
+
+    canary_interval_secs: float = Field(default=30.0, ge=1)
+    """How often a canary is sent."""
+
+    canary_destination: str | None = None
+    """Where canaries go: a destination's name. Default: a built-in devsink named
+    ``headwater-canary``, which the canary's source routes to only."""
+
+    canary_late_secs: float = Field(default=5.0, gt=0)
+    """Destinations (routing) is degraded while a canary is this late."""
+
+    canary_missed_secs: float = Field(default=30.0, gt=0)
+    """... and in partial outage when it has not arrived after this long."""
+
+
 class Workspace(_Model):
     """A workspace: its sources, destinations and how the process stores their events."""
 
@@ -189,6 +230,8 @@ class Workspace(_Model):
     destinations: list[DestinationConfig] = []
     log: LogConfig = LogConfig()
     gateway: GatewayConfig = GatewayConfig()
+    status: StatusConfig = StatusConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _check_unique(self) -> Workspace:
@@ -205,6 +248,21 @@ class Workspace(_Model):
                     )
                 keys.add(source.write_key)
         _check_destinations(self.destinations, names)
+        named = (("sources", [s.name for s in self.sources]),
+                 ("destinations", [d.name for d in self.destinations]))  # fmt: skip
+        for kind, names_of in named:
+            for i, name in enumerate(names_of):
+                if name == RESERVED_NAME:
+                    raise ValueError(
+                        f"{kind}[{i}].name: {RESERVED_NAME!r} is reserved for Headwater's "
+                        "canary; choose another name"
+                    )
+        canary = self.status.canary_destination
+        if canary is not None and not any(d.name == canary for d in self.destinations):
+            raise ValueError(
+                f"status.canary_destination: no destination is named {canary!r}; name one of "
+                f"the workspace's destinations, or leave it out for the built-in devsink"
+            )
         return self
 
     def source(self, name: str) -> SourceConfig | None:
@@ -278,7 +336,8 @@ def format_validation_error(origin: str, exc: ValidationError) -> str:
         elif err["type"] == "missing":
             message = "required field is missing"
         field = _field_path(loc)
-        if message.startswith(("sources[", "destinations[", "log.", "gateway.")):
+        prefixes = ("sources[", "destinations[", "log.", "gateway.", "status.", "alerts.")
+        if message.startswith(prefixes):
             lines.extend(f"{origin}: {line}" for line in message.splitlines())
         else:
             lines.append(f"{origin}: {field}: {message}")

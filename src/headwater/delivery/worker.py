@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from headwater.delivery.events import OutboundEvent
 from headwater.delivery.outcomes import Attempt, Delivered, Discard, EventState, Exchange, Retry
 from headwater.delivery.policy import BreakerState, CircuitBreaker, TokenBucket, backoff_secs
 from headwater.delivery.store import (
+    LATENCY_BOUNDS_MS,
     DeleteRetry,
     DeliveryStore,
     LedgerEntry,
@@ -91,6 +93,33 @@ class _Stream:
         return self.end is not None and self.position >= self.end and not self.tickets
 
 
+DURATION_BOUNDS_SECS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                        60.0, 300.0)  # fmt: skip
+"""Upper bounds of the request duration histogram's buckets (up to the longest timeout)."""
+LATENCY_BOUNDS_SECS = tuple(b / 1000 for b in LATENCY_BOUNDS_MS)
+"""The end-to-end latency histogram's, the same as the ledger's."""
+
+
+@dataclass(slots=True)
+class Buckets:
+    """A histogram with fixed bounds, for ``/metrics``: a count per bucket (``counts[i]`` holds
+    values up to ``bounds[i]`` and above the bound before it; the last one holds the rest),
+    the sum and the number of values. Observing is a bisect and three additions."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(init=False)
+    sum: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
 @dataclass
 class WorkerStats:
     """Counters for status pages and tests; the ledger is the record."""
@@ -103,6 +132,10 @@ class WorkerStats:
     requests: int = 0
     last_error: str | None = None
     last_success_ms: int | None = None
+    duration_secs: Buckets = field(default_factory=lambda: Buckets(DURATION_BOUNDS_SECS))
+    """How long each request took (one value per attempt)."""
+    latency_secs: Buckets = field(default_factory=lambda: Buckets(LATENCY_BOUNDS_SECS))
+    """Received at Headwater to delivered, per delivered event."""
 
 
 class Worker:
@@ -177,6 +210,11 @@ class Worker:
             )
         )
         self._changed.set()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker's loop runs (it stops only with stop() or a crash)."""
+        return self._task is not None and not self._task.done()
 
     def queued_behind(self) -> tuple[int, int]:
         """(committed cursor, read position) of the live queue."""
@@ -511,6 +549,7 @@ class Worker:
         at = now_ms()
         offsets = [e.offset for e in events]
         attempts = (retry.attempts if retry else 0) + 1
+        self.stats.duration_secs.observe(attempt.duration_ms / 1000)
         ops: list[Op] = []
         if retry is not None and not isinstance(outcome, Retry):
             ops.append(DeleteRetry(retry.row_id))
@@ -522,6 +561,8 @@ class Worker:
                 self._last_sample = time.monotonic()
                 sample = attempt.exchange if attempt.exchange.request else None
             latencies = [at - e.received_at_ms for e in events]
+            for latency_ms in latencies:
+                self.stats.latency_secs.observe(latency_ms / 1000)
             ops.append(
                 LedgerEntry(self.name, EventState.DELIVERED, offsets, at, attempts,
                             outcome.status, None, attempt.duration_ms, latencies, sample)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import SecretStr, field_validator
 
-from headwater.destinations.base import DestinationSettings, check_http_url
+from headwater.config.urls import check_http_url
+from headwater.destinations.base import DestinationSettings
 
 
 class SegmentSettings(DestinationSettings):

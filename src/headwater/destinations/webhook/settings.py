@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from headwater.destinations.base import DestinationSettings, check_http_url
+from headwater.config.urls import check_http_url
+from headwater.destinations.base import DestinationSettings
 
 # Set by Headwater, or describing the body and its framing, which Headwater decides.
 RESERVED_HEADERS = frozenset(

@@ -1,0 +1,209 @@
+"""Components and their health, computed from live signals.
+
+Each check gathers :class:`Signals` from the running process and :func:`evaluate` turns them
+into one :class:`ComponentState` per component, with the evidence. The thresholds are the
+workspace's ``status:`` section (:class:`headwater.config.workspace.StatusConfig`,
+docs/status.md).
+
+A destination's own failure (its endpoint refusing or down) is that destination's
+sub-component state only; the ``destinations`` component reports whether *Headwater* routes
+and delivers (workers alive, queues draining, the canary arriving), so a vendor's outage is
+never shown as a Headwater outage.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from headwater.config.workspace import StatusConfig
+
+
+class Status(enum.StrEnum):
+    """Statuspage's component statuses, best first."""
+
+    OPERATIONAL = "operational"
+    DEGRADED = "degraded_performance"
+    PARTIAL = "partial_outage"
+    MAJOR = "major_outage"
+    MAINTENANCE = "under_maintenance"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {
+    Status.OPERATIONAL: 0,
+    Status.MAINTENANCE: 0,
+    Status.DEGRADED: 1,
+    Status.PARTIAL: 2,
+    Status.MAJOR: 3,
+}
+
+
+def worst(statuses: list[Status]) -> Status:
+    return max(statuses, key=lambda s: s.severity, default=Status.OPERATIONAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    id: str
+    name: str
+    description: str
+    group: str | None = None  # the id of the group it belongs to
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentState:
+    component: Component
+    status: Status
+    reason: str  # the evidence, for incidents and alerts ("" when operational)
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationSignal:
+    name: str
+    worker_alive: bool
+    breaker: str  # closed | open | half_open
+    consecutive_failures: int
+    last_error: str | None
+    backlog_events: int  # log events after the cursor (an upper bound: not all are routed)
+    lag_secs: float | None  # age of the oldest event after the cursor, None when caught up
+
+
+@dataclass(frozen=True, slots=True)
+class CanarySignal:
+    enabled: bool
+    destination: str
+    interval_secs: float
+    last_sent_ms: int | None
+    last_seen_ms: int | None  # when the newest canary arrived at its destination
+    last_latency_ms: float | None
+    send_error: str | None  # the Tracking API refused or did not answer the last canary
+    send_failures: int  # how many canaries in a row could not be sent
+    pending_since_ms: int | None  # the oldest canary sent and not seen yet
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    now_ms: int
+    log_refusing: str | None
+    commit_latency_ms: float
+    destinations: list[DestinationSignal] = field(default_factory=list)
+    canary: CanarySignal | None = None
+
+
+TRACKING_API = Component(
+    "tracking-api", "Tracking API", "Accepts events from SDKs at /v1 (the canary's requests)"
+)
+INGESTION = Component(
+    "sources", "Sources (ingestion)", "Stores accepted events durably in the event log"
+)
+DESTINATIONS = Component(
+    "destinations", "Destinations (routing)", "Routes events and runs delivery to destinations"
+)
+MANAGEMENT_API = Component("management-api", "Management API", "The /api management endpoints")
+
+
+def destination_component(name: str) -> Component:
+    return Component(f"destination:{name}", f"Destination {name}", f"Delivery to {name}",
+                     group=DESTINATIONS.id)  # fmt: skip
+
+
+def components(destinations: list[str]) -> list[Component]:
+    """Every component, in display order."""
+    return [TRACKING_API, INGESTION, DESTINATIONS,
+            *(destination_component(d) for d in destinations), MANAGEMENT_API]  # fmt: skip
+
+
+def evaluate(signals: Signals, config: StatusConfig) -> list[ComponentState]:
+    """The state of every component from one set of signals."""
+    states = [_tracking_api(signals), _ingestion(signals, config)]
+    states.append(_routing(signals, config))
+    states += [_destination(d, config) for d in signals.destinations]
+    states.append(ComponentState(MANAGEMENT_API, Status.OPERATIONAL, ""))
+    return states
+
+
+def _tracking_api(signals: Signals) -> ComponentState:
+    canary = signals.canary
+    if canary is not None and canary.enabled and canary.send_error:
+        status = Status.MAJOR if canary.send_failures >= 2 else Status.DEGRADED
+        return ComponentState(
+            TRACKING_API, status,
+            f"{canary.send_failures} canary request(s) in a row failed: {canary.send_error}",
+        )  # fmt: skip
+    if signals.log_refusing is not None:
+        return ComponentState(
+            TRACKING_API, Status.PARTIAL,
+            f"answering 503 + Retry-After: the log refuses writes ({signals.log_refusing}); "
+            "SDKs keep their events and retry",
+        )  # fmt: skip
+    return ComponentState(TRACKING_API, Status.OPERATIONAL, "")
+
+
+def _ingestion(signals: Signals, config: StatusConfig) -> ComponentState:
+    refusing = signals.log_refusing
+    if refusing in ("writer_failed", "disk_full", "disk_budget"):
+        return ComponentState(INGESTION, Status.MAJOR, f"the event log refuses writes: {refusing}")
+    if refusing is not None:
+        return ComponentState(
+            INGESTION, Status.PARTIAL, f"the event log refuses writes: {refusing}"
+        )
+    if signals.commit_latency_ms > config.commit_latency_degraded_ms:
+        return ComponentState(
+            INGESTION, Status.DEGRADED,
+            f"log commits take {signals.commit_latency_ms:.0f} ms "
+            f"(threshold {config.commit_latency_degraded_ms} ms)",
+        )  # fmt: skip
+    return ComponentState(INGESTION, Status.OPERATIONAL, "")
+
+
+def _routing(signals: Signals, config: StatusConfig) -> ComponentState:
+    dead = [d.name for d in signals.destinations if not d.worker_alive]
+    if dead:
+        return ComponentState(
+            DESTINATIONS, Status.MAJOR, f"delivery worker stopped for: {', '.join(dead)}"
+        )
+    findings: list[tuple[Status, str]] = []
+    canary = signals.canary
+    if canary is not None and canary.enabled and canary.pending_since_ms is not None:
+        waited = (signals.now_ms - canary.pending_since_ms) / 1000
+        if waited > config.canary_missed_secs:
+            findings.append((Status.PARTIAL, f"the canary sent {waited:.0f} s ago has not "
+                             f"arrived at {canary.destination}"))  # fmt: skip
+        elif waited > config.canary_late_secs:
+            findings.append((Status.DEGRADED, f"the canary is late: sent {waited:.1f} s ago, "
+                             f"not yet at {canary.destination}"))  # fmt: skip
+    for d in signals.destinations:
+        # a backlog behind a healthy destination means Headwater is not keeping up
+        if d.breaker != "closed" or d.lag_secs is None:
+            continue
+        if d.lag_secs > config.delivery_lag_partial_secs:
+            findings.append((Status.PARTIAL, f"{d.name}: oldest undelivered event waits "
+                             f"{d.lag_secs:.0f} s ({d.backlog_events} behind)"))  # fmt: skip
+        elif d.lag_secs > config.delivery_lag_degraded_secs:
+            findings.append((Status.DEGRADED, f"{d.name}: oldest undelivered event waits "
+                             f"{d.lag_secs:.0f} s ({d.backlog_events} behind)"))  # fmt: skip
+    if not findings:
+        return ComponentState(DESTINATIONS, Status.OPERATIONAL, "")
+    status = worst([s for s, _ in findings])
+    return ComponentState(DESTINATIONS, status, "; ".join(r for _, r in findings))
+
+
+def _destination(d: DestinationSignal, config: StatusConfig) -> ComponentState:
+    component = destination_component(d.name)
+    error = f": {d.last_error}" if d.last_error else ""
+    if d.breaker != "closed":
+        return ComponentState(
+            component, Status.MAJOR,
+            f"{d.name} keeps failing; deliveries paused and probed{error}. Events wait on "
+            "disk and are retried within the retry window",
+        )  # fmt: skip
+    if d.consecutive_failures >= config.destination_failures_degraded:
+        return ComponentState(
+            component, Status.DEGRADED,
+            f"{d.consecutive_failures} failed attempts in a row{error}",
+        )  # fmt: skip
+    return ComponentState(component, Status.OPERATIONAL, "")

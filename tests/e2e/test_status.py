@@ -1,0 +1,110 @@
+"""``headwater status`` and ``headwater maintenance`` against a running server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from tests.e2e.conftest import free_port
+from tests.fakes import FakeDestination, always
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "headwater.cli", *args],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def component(url: str, cid: str) -> dict[str, Any]:
+    summary = httpx.get(f"{url}/api/v2/summary.json").json()
+    return next(c for c in summary["components"] if c["id"] == cid)
+
+
+def wait_for(url: str, cid: str, status: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if component(url, cid)["status"] == status:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{cid} never became {status}: {component(url, cid)}")
+
+
+def test_status_and_maintenance(make_server: Any) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: connection refused
+    server = make_server(
+        "destinations:\n"
+        f"  - {{name: hook, type: webhook, sources: [website], settings: {{url: '{dead}'}},\n"
+        "     delivery: {breaker_failures: 1, breaker_probe_secs: 0.2}}\n"
+        "status: {check_interval_secs: 0.2, canary_interval_secs: 1}\n"
+    )
+    response = httpx.post(f"{server.url}/v1/track", auth=("wk_e2e_website_1", ""),
+                          json={"userId": "u", "event": "E"})  # fmt: skip
+    assert response.status_code == 200
+    wait_for(server.url, "destination:hook", "major_outage")
+
+    shown = run("status", "--url", server.url)
+    assert shown.returncode == 1, "status exits 1 while something is not operational"
+    assert "Destination hook" in shown.stdout and "major_outage" in shown.stdout, shown.stdout
+    assert "cannot connect" in shown.stdout  # the incident's evidence
+
+    added = run("maintenance", "add", "--name", "moving the hook", "--component",
+                "destination:hook", "--for", "1h", "--data-dir", str(server.data_dir))  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    wait_for(server.url, "destination:hook", "under_maintenance")
+    summary = httpx.get(f"{server.url}/api/v2/summary.json").json()
+    assert summary["incidents"] == [], "maintenance closes the incident"
+    [window] = summary["scheduled_maintenances"]
+    assert window["status"] == "in_progress" and window["name"] == "moving the hook"
+    calm = run("status", "--url", server.url)
+    assert calm.returncode == 0 and "under_maintenance" in calm.stdout, calm.stdout
+
+    listed = run("maintenance", "list", "--data-dir", str(server.data_dir))
+    assert window["id"] in listed.stdout
+    ended = run("maintenance", "end", window["id"], "--data-dir", str(server.data_dir))
+    assert ended.returncode == 0, ended.stderr
+    wait_for(server.url, "destination:hook", "major_outage")
+    # the canary has its own source and sink, so Headwater itself stays operational
+    assert component(server.url, "destinations")["status"] == "operational"
+    assert component(server.url, "tracking-api")["status"] == "operational"
+
+
+def test_destination_outage_alerts_within_10_s_then_recovers(make_server: Any) -> None:
+    """A destination starts failing: its component degrades, an incident opens, one alert
+    reaches the webhook receiver within 10 s, and a recovery notice follows when it heals."""
+    with FakeDestination() as receiver, FakeDestination() as hook:
+        server = make_server(
+            "destinations:\n"
+            f"  - {{name: hook, type: webhook, sources: [website], settings: {{url: '{hook.url}'}},\n"
+            "     delivery: {breaker_failures: 2, backoff_base_secs: 0.1, breaker_probe_secs: 0.2,\n"
+            "                breaker_max_probe_secs: 0.5}}\n"
+            "alerts:\n"
+            f"  notifiers: [{{name: ops, type: webhook, settings: {{url: '{receiver.url}/alerts'}}}}]\n"
+        )
+        send = lambda: httpx.post(f"{server.url}/v1/track", auth=("wk_e2e_website_1", ""),  # noqa: E731
+                                  json={"userId": "u", "event": "E"})  # fmt: skip
+        assert send().status_code == 200
+        hook.wait_for(lambda f: len(f.requests) >= 1)
+        assert receiver.requests == [], "no alert while everything works"
+
+        hook.script = always(503)
+        failing_since = time.monotonic()
+        for _ in range(3):
+            send()
+        receiver.wait_for(lambda f: len(f.requests) >= 1, timeout=10)
+        took = receiver.requests[0].at - failing_since
+        alert = receiver.requests[0].json()
+        print(f"\nalert {took:.1f} s after the destination started failing")
+        assert took < 10
+        assert alert["kind"] == "opened" and alert["component"]["id"] == "destination:hook"
+        assert alert["incident"]["id"].startswith("inc-") and "HTTP 503" in alert["message"]
+        time.sleep(1.5)
+        assert len(receiver.requests) == 1, "one alert per incident, not one per check"
+
+        hook.script = always(200)
+        receiver.wait_for(lambda f: len(f.requests) >= 2, timeout=20)
+        recovery = receiver.requests[1].json()
+        assert recovery["kind"] == "resolved" and recovery["incident"] == alert["incident"]
+        assert component(server.url, "destination:hook")["status"] == "operational"
