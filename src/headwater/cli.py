@@ -196,6 +196,7 @@ def send(
 app.add_typer(cli_delivery.deadletter_app, name="deadletter")
 app.add_typer(cli_status.maintenance_app, name="maintenance")
 app.command()(cli_status.status)
+app.command()(cli_status.watch)
 app.command()(cli_delivery.replay)
 app.command()(cli_delivery.devsink)
 

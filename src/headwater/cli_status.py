@@ -1,9 +1,11 @@
-"""``headwater status`` and ``headwater maintenance``: is it down, at a glance."""
+"""``headwater status``, ``maintenance`` and ``watch``: is it down, at a glance."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +16,13 @@ from rich.table import Table
 
 from headwater.cli_delivery import DEFAULT_DATA_DIR, DataDirOption, fail, parse_when
 from headwater.config.units import parse_seconds
+from headwater.config.workspace import WatchTarget, load_workspace
+from headwater.delivery.http import HttpClient
+from headwater.errors import ConfigError
+from headwater.status import watch as watch_module
+from headwater.status.alerts import AlertSender, Dispatcher
+from headwater.status.config import AlertsConfig
+from headwater.status.notifiers import build_notifiers
 from headwater.status.service import STATUS_DIR
 from headwater.status.statuspage import iso
 from headwater.status.store import StatusStore
@@ -130,3 +139,93 @@ def maintenance_end(
         if not store.end_maintenance(int(raw), int(time.time() * 1000)):
             raise fail(f"no maintenance {maintenance_id}", 1)
     out.print(f"Maintenance {maintenance_id} ended.")
+
+
+def _targets(pages: list[str], endpoints: list[str]) -> list[WatchTarget]:
+    targets = []
+    for kind, option, values in (("statuspage", "--page", pages), ("http", "--http", endpoints)):
+        for value in values:
+            name, sep, url = value.partition("=")
+            if not sep:
+                raise typer.BadParameter(f"{value!r} is not NAME=URL", param_hint=option)
+            try:
+                targets.append(WatchTarget(name=name, url=url, type=kind))
+            except ValueError as exc:
+                raise typer.BadParameter(f"{value!r}: {exc}", param_hint=option) from None
+    return targets
+
+
+def watch(
+    pages: Annotated[
+        list[str], typer.Option("--page", help="NAME=URL of a Statuspage-compatible page.")
+    ] = [],  # noqa: B006 - typer reads the default, it is never mutated
+    endpoints: Annotated[
+        list[str], typer.Option("--http", help="NAME=URL of an endpoint that must answer 2xx.")
+    ] = [],  # noqa: B006
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Workspace file: its watch targets and alerts."),
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between two polls.", min=1)] = 30.0,
+    once: Annotated[bool, typer.Option("--once", help="Poll once, print, exit.")] = False,
+) -> None:
+    """Watch other status pages and endpoints; print changes and send the workspace's alerts.
+
+    With --once, exits 1 when a watched component is not operational."""
+    targets = _targets(pages, endpoints)
+    alerts: AlertsConfig | None = None
+    if config is not None:
+        try:
+            workspace = load_workspace(config)
+        except ConfigError as exc:
+            raise fail(str(exc)) from exc
+        targets += workspace.watch
+        alerts = workspace.alerts
+    if not targets:
+        raise fail("nothing to watch: give --page NAME=URL, --http NAME=URL or a --config "
+                   "with a watch: section")  # fmt: skip
+    code = asyncio.run(_watch(targets, alerts, interval, once))
+    raise typer.Exit(code)
+
+
+async def _watch(
+    targets: list[WatchTarget], alerts: AlertsConfig | None, interval: float, once: bool
+) -> int:
+    dispatcher = Dispatcher(alerts) if alerts is not None else None
+    http = HttpClient()
+    sender = AlertSender(build_notifiers(alerts, http)) if alerts is not None else None
+    shown: dict[str, str] = {}
+    spells: dict[str, str] = {}
+    try:
+        async with watch_module.client() as client:
+            while True:
+                states = await watch_module.poll_all(targets, client)
+                now = datetime.now(UTC)
+                for state in states:
+                    cid, status = state.component.id, state.status.value
+                    if shown.get(cid) != status:
+                        shown[cid] = status
+                        reason = f" — {state.reason}" if state.reason else ""
+                        out.print(
+                            f"{now:%H:%M:%S} {state.component.name}: "
+                            f"[{STYLE.get(status, 'white')}]{status}[/]{reason}",
+                            highlight=False,
+                        )
+                    if dispatcher is not None and sender is not None:
+                        if state.status.severity == 0:
+                            spells.pop(cid, None)
+                        else:
+                            spells.setdefault(cid, f"{cid}@{now:%Y%m%dT%H%M%S}")
+                        sender.submit(dispatcher.observe(
+                            state.component, state.status, now, incident_id=spells.get(cid),
+                            incident_title=f"{state.component.name}: {status}",
+                            message=state.reason,
+                        ))  # fmt: skip
+                if once:
+                    calm = all(s.status.severity == 0 for s in states)
+                    return 0 if calm else 1
+                await asyncio.sleep(interval)
+    finally:
+        if sender is not None:
+            await sender.close()
+        await http.close()

@@ -28,6 +28,8 @@ def test_configuration_doc_example_loads() -> None:
         ("inspector", "devsink"),
     ]
     assert ws.destinations[0].delivery.retry_window_secs == 4 * 3600
+    assert [n.name for n in ws.alerts.notifiers] == ["oncall"]
+    assert [t.name for t in ws.watch] == ["segment"]
 
 
 def test_demo_workspace_loads() -> None:

@@ -108,3 +108,63 @@ def test_destination_outage_alerts_within_10_s_then_recovers(make_server: Any) -
         recovery = receiver.requests[1].json()
         assert recovery["kind"] == "resolved" and recovery["incident"] == alert["incident"]
         assert component(server.url, "destination:hook")["status"] == "operational"
+
+
+SUMMARY_SHAPE = {
+    "page": {"id": str, "name": str, "url": str, "time_zone": str, "updated_at": str},
+    "status": {"indicator": str, "description": str},
+}
+COMPONENT_SHAPE = {"id": str, "name": str, "status": str, "created_at": str, "updated_at": str,
+                   "position": int, "group": bool, "page_id": str, "only_show_if_degraded": bool,
+                   "showcase": bool}  # fmt: skip
+INCIDENT_SHAPE = {"id": str, "name": str, "status": str, "impact": str, "created_at": str,
+                  "updated_at": str, "page_id": str, "incident_updates": list,
+                  "components": list}  # fmt: skip
+STATUSES = {"operational", "degraded_performance", "partial_outage", "major_outage",
+            "under_maintenance"}  # fmt: skip
+
+
+def check_shape(value: dict[str, Any], shape: dict[str, Any], where: str) -> None:
+    for key, kind in shape.items():
+        assert key in value, f"{where}.{key} is missing"
+        if isinstance(kind, dict):
+            check_shape(value[key], kind, f"{where}.{key}")
+        else:
+            assert isinstance(value[key], kind), f"{where}.{key} is not {kind.__name__}"
+
+
+def test_statuspage_shape_and_headwater_watch_reading_it(make_server: Any) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/hook"
+    server = make_server(
+        "destinations:\n"
+        f"  - {{name: hook, type: webhook, sources: [website], settings: {{url: '{dead}'}},\n"
+        "     delivery: {breaker_failures: 1, breaker_probe_secs: 0.2}}\n"
+        "status: {check_interval_secs: 0.2}\n"
+    )
+    calm = run("watch", "--page", f"self={server.url}", "--http", f"health={server.url}/healthz",
+               "--once")  # fmt: skip
+    assert calm.returncode == 0, calm.stdout + calm.stderr
+    assert "self · Destination hook: operational" in calm.stdout
+    assert "health (watched): operational" in calm.stdout
+
+    httpx.post(f"{server.url}/v1/track", auth=("wk_e2e_website_1", ""),
+               json={"userId": "u", "event": "E"})  # fmt: skip
+    wait_for(server.url, "destination:hook", "major_outage")
+    summary = httpx.get(f"{server.url}/api/v2/summary.json").json()
+    check_shape(summary, SUMMARY_SHAPE, "summary")
+    assert summary["status"]["indicator"] in {"none", "minor", "major", "critical", "maintenance"}
+    for c in summary["components"]:
+        check_shape(c, COMPONENT_SHAPE, f"component {c.get('id')}")
+        assert c["status"] in STATUSES
+    [incident] = summary["incidents"]
+    check_shape(incident, INCIDENT_SHAPE, "incident")
+    for path in ("status", "components", "incidents", "incidents/unresolved",
+                 "scheduled-maintenances"):  # fmt: skip
+        body = httpx.get(f"{server.url}/api/v2/{path}.json").json()
+        check_shape(body, {"page": SUMMARY_SHAPE["page"]}, path)
+
+    failing = run("watch", "--page", f"self={server.url}", "--once")
+    assert failing.returncode == 1
+    assert "self · Destination hook: major_outage" in failing.stdout, failing.stdout
+    gone = run("watch", "--http", f"gone=http://127.0.0.1:{free_port()}/", "--once")
+    assert gone.returncode == 1 and "gone (watched): major_outage" in gone.stdout

@@ -222,6 +222,29 @@ class StatusConfig(_Model):
     """... and in partial outage when it has not arrived after this long."""
 
 
+class WatchTarget(_Model):
+    """A service Headwater watches (docs/status.md#watching-other-services)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    """Lower-case name; watched components are ``watch:<name>...``."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    """A status page (its base URL or its ``summary.json``), or an endpoint for ``http``."""
+
+    type: Literal["statuspage", "http"] = "statuspage"
+    """``statuspage``: every component of a Statuspage-compatible page; ``http``: up when
+    a GET answers 2xx."""
+
+    interval_secs: float = Field(default=60.0, ge=5)
+    """How often it is polled."""
+
+    timeout_secs: float = Field(default=10.0, gt=0, le=120)
+    """No answer within this long counts as down."""
+
+    slow_secs: float = Field(default=5.0, gt=0)
+    """``http`` targets answering slower than this are degraded."""
+
+
 class Workspace(_Model):
     """A workspace: its sources, destinations and how the process stores their events."""
 
@@ -232,6 +255,7 @@ class Workspace(_Model):
     gateway: GatewayConfig = GatewayConfig()
     status: StatusConfig = StatusConfig()
     alerts: AlertsConfig = AlertsConfig()
+    watch: list[WatchTarget] = []
 
     @model_validator(mode="after")
     def _check_unique(self) -> Workspace:

@@ -5,6 +5,8 @@ Statuspage-compatible API. ``app.py`` creates one :class:`StatusService` and mou
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
+from headwater.config.workspace import DestinationConfig, SourceConfig, WatchTarget, Workspace
 from headwater.delivery.engine import DeliveryEngine
 from headwater.log.base import EventLog
-from headwater.status import page, statuspage
+from headwater.status import page, statuspage, watch
 from headwater.status.alerts import AlertSender, Dispatcher
 from headwater.status.canary import (
     CANARY_DESTINATION,
@@ -27,11 +29,13 @@ from headwater.status.canary import (
     CanaryState,
     canary_write_key,
 )
+from headwater.status.model import ComponentState
 from headwater.status.monitor import Monitor, OnChanges
 from headwater.status.notifiers import build_notifiers
 from headwater.status.store import DAY_MS, DB_FILE, Change, Incident
 
 STATUS_DIR = "status"
+logger = logging.getLogger(__name__)
 
 
 def with_canary(workspace: Workspace) -> tuple[Workspace, str | None]:
@@ -72,6 +76,10 @@ class StatusService:
         self.canary: Canary | None = None
         self.dispatcher = Dispatcher(workspace.alerts)
         self.sender: AlertSender | None = None
+        self.watched: dict[str, list[ComponentState]] = {}  # by watch target
+        self._spells: dict[str, str] = {}  # watched component -> its current incident id
+        self._watch_tasks: list[asyncio.Task[None]] = []
+        self._watch_client: httpx.AsyncClient | None = None
         config = workspace.status
         self.canary_state = CanaryState(
             enabled=config.canary_enabled,
@@ -92,6 +100,13 @@ class StatusService:
         self.monitor = Monitor(self.workspace.status, log, delivery, canary,
                                self.data_dir / STATUS_DIR, on_changes or self._alert)  # fmt: skip
         await self.monitor.start()
+        if self.workspace.watch:
+            loop = asyncio.get_running_loop()
+            self._watch_client = watch.client()
+            self._watch_tasks = [
+                loop.create_task(self._watch(target), name=f"watch:{target.name}")
+                for target in self.workspace.watch
+            ]
         if canary_key is not None:
             if self.self_url:
                 client = httpx.AsyncClient(base_url=self.self_url)
@@ -132,7 +147,40 @@ class StatusService:
         found = await self.monitor.run_sync(lambda store: store.incidents(unresolved_only=True))
         return next((i for i in found if i.component == component), None)
 
+    async def _watch(self, target: WatchTarget) -> None:
+        """Poll one watched service and alert on its components like on Headwater's own."""
+        assert self._watch_client is not None  # set before the tasks start
+        while True:
+            try:
+                states = await watch.poll(target, self._watch_client)
+                self.watched[target.name] = states
+                await self._alert_watched(states)
+            except Exception:
+                logger.exception("watching %s failed", target.name)
+            await asyncio.sleep(target.interval_secs)
+
+    async def _alert_watched(self, states: list[ComponentState]) -> None:
+        now = datetime.now(UTC)
+        for state in states:
+            cid = state.component.id
+            if state.status.severity == 0:
+                self._spells.pop(cid, None)
+            else:
+                self._spells.setdefault(cid, f"{cid}@{now.isoformat(timespec='seconds')}")
+            outgoing = self.dispatcher.observe(
+                state.component, state.status, now, incident_id=self._spells.get(cid),
+                incident_title=f"{state.component.name}: {state.status.value}",
+                message=state.reason,
+            )  # fmt: skip
+            if outgoing and self.sender is not None:
+                self.sender.submit(outgoing)
+
     async def stop(self) -> None:
+        for task in self._watch_tasks:
+            task.cancel()
+        await asyncio.gather(*self._watch_tasks, return_exceptions=True)
+        if self._watch_client is not None:
+            await self._watch_client.aclose()
         if self.canary is not None:
             await self.canary.stop()
         if self.monitor is not None:
