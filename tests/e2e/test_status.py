@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -168,3 +171,51 @@ def test_statuspage_shape_and_headwater_watch_reading_it(make_server: Any) -> No
     assert "self · Destination hook: major_outage" in failing.stdout, failing.stdout
     gone = run("watch", "--http", f"gone=http://127.0.0.1:{free_port()}/", "--once")
     assert gone.returncode == 1 and "gone (watched): major_outage" in gone.stdout
+
+
+def _writer_pid(server: Any) -> int:
+    """The log writer process, a child of the server."""
+    assert server.process is not None
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    for pid in children.read_text().split():
+        if "headwater.log.sqlite_process" in Path(f"/proc/{pid}/cmdline").read_text():
+            return int(pid)
+    raise AssertionError("no log writer process found")
+
+
+def test_a_stalled_log_is_seen_by_the_canary(make_server: Any) -> None:
+    server = make_server("status: {check_interval_secs: 0.2, canary_interval_secs: 1}\n")
+    wait_for(server.url, "tracking-api", "operational")
+    writer = _writer_pid(server)
+    os.kill(writer, signal.SIGSTOP)  # commits stall: requests wait, nothing is acknowledged
+    try:
+        wait_for(server.url, "tracking-api", "major_outage", timeout=20)
+        summary = httpx.get(f"{server.url}/api/v2/summary.json").json()
+        tracking = next(
+            i for i in summary["incidents"] if i["components"][0]["id"] == "tracking-api"
+        )
+        assert "canary request(s) in a row failed" in tracking["incident_updates"][-1]["body"]
+    finally:
+        os.kill(writer, signal.SIGCONT)
+    wait_for(server.url, "tracking-api", "operational", timeout=20)
+
+
+def test_maintenance_silences_alerts(make_server: Any) -> None:
+    with FakeDestination() as receiver:
+        dead = f"http://127.0.0.1:{free_port()}/hook"
+        server = make_server(
+            "destinations:\n"
+            f"  - {{name: hook, type: webhook, sources: [website], settings: {{url: '{dead}'}},\n"
+            "     delivery: {breaker_failures: 1, breaker_probe_secs: 0.2}}\n"
+            "status: {check_interval_secs: 0.2}\n"
+            "alerts:\n"
+            f"  notifiers: [{{name: ops, type: webhook, settings: {{url: '{receiver.url}'}}}}]\n"
+        )
+        added = run("maintenance", "add", "--name", "vendor migration", "--component",
+                    "destination:hook", "--for", "1h", "--data-dir", str(server.data_dir))  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        httpx.post(f"{server.url}/v1/track", auth=("wk_e2e_website_1", ""),
+                   json={"userId": "u", "event": "E"})  # fmt: skip
+        wait_for(server.url, "destination:hook", "under_maintenance")
+        time.sleep(2)  # ten checks while the destination is failing
+        assert receiver.requests == [], "an alert went out during maintenance"

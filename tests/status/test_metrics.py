@@ -151,8 +151,9 @@ async def test_metrics_follow_ingestion_and_delivery(running: Running) -> None:
     failing = running.worker("failing")
     await running.until(lambda: running.stats("inspector").delivered == 6)
     await running.until(lambda: running.stats("refusing").discarded == 3)
+    # the breaker opens once the failure is on disk, after the cursor moved
     await running.until(lambda: failing.stats.retried == 3 and failing.queued_behind()[0] == 6)
-    assert failing.breaker.state is BreakerState.OPEN
+    await running.until(lambda: failing.breaker.state is BreakerState.OPEN)
 
     scrape = await running.scrape()
     assert scrape.value("headwater_build_info", version=__version__) == 1
@@ -186,6 +187,8 @@ async def test_metrics_follow_ingestion_and_delivery(running: Running) -> None:
     assert (await running.batch(SHOP_KEY, [track(), track()])).status_code == 200
     await running.until(lambda: running.stats("inspector").delivered == 10)
     await running.until(lambda: running.stats("refusing").discarded == 5)
+    for name in ("inspector", "refusing"):  # past shop's events too
+        await running.until(lambda name=name: running.worker(name).queued_behind()[0] == 10)
 
     scrape = await running.scrape()
     assert scrape.value("headwater_events_received_total", source="website") == 6

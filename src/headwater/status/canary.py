@@ -126,7 +126,7 @@ class Canary:
         try:
             response = await self._client.post(
                 "/v1/track", json=canary_event(message_id), auth=(self._write_key, ""),
-                timeout=SEND_TIMEOUT_SECS,
+                timeout=min(SEND_TIMEOUT_SECS, max(1.0, state.interval_secs)),
             )  # fmt: skip
         except httpx.HTTPError as exc:
             state.send_error = f"{type(exc).__name__}: {exc}"

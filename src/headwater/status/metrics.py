@@ -69,7 +69,8 @@ class QueueReading:
 
 @dataclass(slots=True)
 class Readings:
-    at: float = 0.0  # time.monotonic() of the refresh that made them; 0: never
+    """The latest :class:`QueueReading` of each destination, shared by the collector."""
+
     queues: dict[str, QueueReading] = field(default_factory=dict)
 
 
@@ -343,7 +344,6 @@ class Metrics:
         engine, log = self._delivery(), self._log()
         if engine is None or log is None:
             return
-        started = time.monotonic()
         names = list(engine.workers)
 
         def read(db: StoreDB) -> dict[str, tuple[int, int, int | None]]:
@@ -361,7 +361,10 @@ class Metrics:
             heads: dict[int, int | None] = {}  # cursor -> received time of the record after it
             queues: dict[str, QueueReading] = {}
             for name, (retry_events, dead, oldest_retry) in store.items():
-                committed, _ = engine.workers[name].queued_behind()
+                worker = engine.workers.get(name)
+                if worker is None:
+                    continue
+                committed, _ = worker.queued_behind()
                 if committed not in heads:
                     after = await log.read(committed, 1)
                     heads[committed] = after[0].received_at_ms if after else None
@@ -371,10 +374,9 @@ class Metrics:
             logger.warning("metrics: cannot read the delivery store or the log", exc_info=True)
             return
         self.readings.queues = queues
-        self.readings.at = started
 
     async def close(self) -> None:
-        """Wait for a refresh still running (it may be reading the store being closed)."""
+        """Cancel a refresh still running: the store and the log are about to close."""
         if self._refreshing is not None and not self._refreshing.done():
             self._refreshing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
