@@ -94,3 +94,18 @@ async def test_purge_by_id_and_by_age(make_pipeline: Any, fake: FakeDestination)
     assert await pipeline.cli(lambda db: db.purge(before_ms=letters[-1].dead_ms + 1)) == 2
     assert await pipeline.cli(lambda db: db.dead_letters()) == []
     assert await pipeline.cli(lambda db: db.redrive({"hook": 60.0}, {"hook": 1})) == {}
+
+
+async def test_a_stored_batch_too_big_for_the_destination_is_split(
+    make_pipeline: Any, fake: FakeDestination
+) -> None:
+    """Dead letters re-driven in batches of 10 to a webhook that takes 1 event a request
+    (or a batch size lowered while retries wait): each event goes alone, none is lost."""
+    pipeline, poison, _ = await dead_letter_some(make_pipeline, fake)
+    fake.script = lambda _r, _i: Reply(200)
+    before = len(fake.requests)
+    assert await pipeline.cli(lambda db: db.redrive({"hook": 60.0}, {"hook": 10})) == {"hook": 3}
+    await pipeline.wait_states("hook", poison, EventState.DELIVERED, within=5)
+    sent = fake.requests[before:]
+    assert [len(r.events()) for r in sent] == [1, 1, 1]
+    assert sorted(ids_of([e for r in sent for e in r.events()])) == sorted(poison)

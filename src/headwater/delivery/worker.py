@@ -297,8 +297,25 @@ class Worker:
         for batch in due[:limit]:
             if not self.breaker.allows_send():
                 break
+            if len(batch.events) > self.batch_events:
+                await self._split(batch)  # its parts are picked up on the next pass
+                continue
             await self._dispatch(batch.events, retry=batch)
         return True
+
+    async def _split(self, batch: RetryBatch) -> None:
+        """A stored batch larger than the destination now takes (its batch size was lowered,
+        or dead letters were re-driven in bigger batches) becomes several, same schedule."""
+        size = self.batch_events
+        parts = [batch.events[i : i + size] for i in range(0, len(batch.events), size)]
+        ops: list[Op] = [DeleteRetry(batch.row_id)]
+        ops += [
+            PutRetry(self.name, part, batch.attempts, batch.next_attempt_ms, batch.deadline_ms,
+                     batch.first_failed_ms, batch.last_error, batch.last_status)
+            for part in parts
+        ]  # fmt: skip
+        await self.store.write(ops)
+        self._next_retry_ms = 0
 
     def _note_retry_at(self, at_ms: int) -> None:
         if self._next_retry_ms is None or at_ms < self._next_retry_ms:
@@ -632,6 +649,10 @@ class Worker:
         sending = set(self._retrying)  # sent before the breaker opened, not answered yet
         waiting = await self.store.run(lambda db: db.retries(self.name, None, 1 + len(sending)))
         oldest = [b for b in waiting if b.row_id not in sending][:1]
+        if oldest and len(oldest[0].events) > self.batch_events:
+            await self._split(oldest[0])
+            oldest = await self.store.run(lambda db: db.retries(self.name, None, 1))
+            oldest = [b for b in oldest if b.row_id not in sending][:1]
         self.breaker.start_probe()
         if oldest:
             await self._dispatch(oldest[0].events, retry=oldest[0], probe=True)
