@@ -198,3 +198,47 @@ async def _until(check: Any, within_secs: float = 10) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"not reached in {within_secs}s")
+
+
+async def test_a_stopped_delivery_worker_degrades_routing_and_the_canary_misses(
+    tmp_path: Path,
+) -> None:
+    workspace = parse_workspace({
+        "sources": [{"name": "website", "write_key": "wk_website_123"}],
+        "destinations": [{"name": "inspector", "type": "devsink", "sources": ["website"]}],
+        "status": {"check_interval_secs": 0.1, "canary_interval_secs": 1,
+                   "canary_late_secs": 0.5, "canary_missed_secs": 1.5},
+        "log": {"durability": "os"},
+    })  # fmt: skip
+    app = Headwater(workspace, tmp_path)
+    await app.start()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hw")
+
+    async def status_of(cid: str) -> tuple[str, str]:
+        body = (await client.get("/api/v2/summary.json")).json()
+        incidents = {i["components"][0]["id"]: i for i in body["incidents"]}
+        evidence = incidents[cid]["incident_updates"][0]["body"] if cid in incidents else ""
+        return next(c["status"] for c in body["components"] if c["id"] == cid), evidence
+
+    try:
+        assert app.delivery is not None
+        await _until(lambda: asyncio.sleep(0, app.status.canary_state.seen_total > 0))
+        await app.delivery.workers["inspector"].stop()
+        await _until(lambda: _is(status_of, "destinations", "major_outage"))
+        _, evidence = await status_of("destinations")
+        assert "delivery worker stopped for: inspector" in evidence
+        await app.delivery.workers["headwater-canary"].stop()  # canaries stop arriving
+        seen = app.status.canary_state.seen_total
+        await asyncio.sleep(2.5)
+        assert app.status.canary_state.seen_total == seen
+        assert app.status.canary_state.signal().pending_since_ms is not None
+        assert app.status.monitor is not None
+        states = {s.component.id: s for s in await app.status.monitor.check()}
+        assert "has not arrived" in states["destinations"].reason, states["destinations"]
+    finally:
+        await client.aclose()
+        await app.stop()
+
+
+async def _is(status_of: Any, cid: str, want: str) -> bool:
+    return bool((await status_of(cid))[0] == want)

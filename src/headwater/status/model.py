@@ -161,12 +161,10 @@ def _ingestion(signals: Signals, config: StatusConfig) -> ComponentState:
 
 
 def _routing(signals: Signals, config: StatusConfig) -> ComponentState:
+    findings: list[tuple[Status, str]] = []
     dead = [d.name for d in signals.destinations if not d.worker_alive]
     if dead:
-        return ComponentState(
-            DESTINATIONS, Status.MAJOR, f"delivery worker stopped for: {', '.join(dead)}"
-        )
-    findings: list[tuple[Status, str]] = []
+        findings.append((Status.MAJOR, f"delivery worker stopped for: {', '.join(dead)}"))
     canary = signals.canary
     if canary is not None and canary.enabled and canary.pending_since_ms is not None:
         waited = (signals.now_ms - canary.pending_since_ms) / 1000
