@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NODE_SDK := tests/e2e/node
 
-.PHONY: run test lint check bench clean
+.PHONY: run test lint check bench bench-delivery clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/ingest.py
+
+bench-delivery: $(VENV)/.installed-dev
+	$(BIN)/python bench/delivery.py
 
 clean:
 	rm -rf $(VENV) .headwater $(NODE_SDK)/node_modules

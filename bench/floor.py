@@ -32,21 +32,21 @@ BAD_BODY = b'{"success":false,"error":"invalid JSON"}'
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     """ASGI entry point: lifespan handshake, then one JSON parse per request."""
     if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await lifespan(receive, send)
         return
     if scope["type"] != "http":
         return
-    body = await _read_body(receive)
+    body = await read_body(receive)
     status, payload = 200, OK_BODY
     if scope["method"] == "POST":
         try:
             orjson.loads(body)
         except orjson.JSONDecodeError:
             status, payload = 400, BAD_BODY
-    await _respond(send, status, payload)
+    await respond(send, status, payload)
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -56,7 +56,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     while True:
         message = await receive()
@@ -65,7 +65,7 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, payload: bytes) -> None:
+async def respond(send: Send, status: int, payload: bytes) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
@@ -74,13 +74,14 @@ async def _respond(send: Send, status: int, payload: bytes) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def serve(asgi_app: Any, description: str) -> None:
+    """Run ``asgi_app`` on the floor's stack, on ``--host``/``--port`` from the command line."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     uvicorn.run(
-        app,
+        asgi_app,
         host=args.host,
         port=args.port,
         http="httptools",
@@ -88,6 +89,10 @@ def main() -> None:
         access_log=False,
         log_level="warning",
     )
+
+
+def main() -> None:
+    serve(app, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

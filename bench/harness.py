@@ -1,4 +1,4 @@
-"""Process plumbing for bench/ingest.py: servers under test, the load generator, /proc readings.
+"""Process plumbing for bench/ingest.py and bench/delivery.py: servers, load, /proc readings.
 
 Every server is started directly (no shell) in its own session, on 127.0.0.1 and a
 free port, with its output in a log file; it is stopped (SIGTERM, then SIGKILL to
@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -190,6 +191,25 @@ def preflight(server: Server, spec: LoadSpec) -> None:
         raise BenchError(f"POST {spec.path} failed: {exc}\n{log_tail(server)}") from exc
 
 
+def get_json(url: str, timeout_s: float = 5.0) -> Any:
+    """``GET url`` on a local server and its JSON answer, whatever the status."""
+    try:
+        with LOCAL_HTTP.open(url, timeout=timeout_s) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return orjson.loads(exc.read() or b"null")
+    except (urllib.error.URLError, OSError) as exc:
+        raise BenchError(f"GET {url} failed: {exc}") from exc
+
+
+def post(url: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    """``POST body`` to a local server; its answer (an HTTPError for a non-2xx answer)."""
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
+    with LOCAL_HTTP.open(request, timeout=10) as response:
+        body_read: bytes = response.read()
+        return body_read
+
+
 def wrk_path() -> str | None:
     return shutil.which("wrk")
 
@@ -302,6 +322,15 @@ def process_tree(pid: int) -> list[int]:
 
 def peak_rss_mb(pid: int) -> float:
     """Sum of VmHWM (peak resident set) over the server process and its descendants, in MiB."""
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float:
+    """Sum of VmRSS (resident set now) over the server process and its descendants, in MiB."""
+    return _status_mb(pid, "VmRSS:")
+
+
+def _status_mb(pid: int, field: str) -> float:
     total_kib = 0
     for member in process_tree(pid):
         try:
@@ -309,7 +338,7 @@ def peak_rss_mb(pid: int) -> float:
         except OSError:
             continue
         for line in status.splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 total_kib += int(line.split()[1])
     return total_kib / 1024
 
@@ -324,6 +353,16 @@ def cpu_seconds(pid: int) -> float:
             continue
         total_ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return total_ticks / CLOCK_TICKS_PER_S
+
+
+def thread_cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time of one thread (default: the main one, whose id is ``pid``)."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
 
 
 def machine_busy_seconds() -> float:

@@ -14,6 +14,11 @@ cannot hide its queueing (no coordinated omission). Requests that go out more th
 warns on stderr when it used more than 80% of a core (then it, not the server, may
 have been the limit).
 
+Send times (``bench/delivery.py``): every ``"__SENT_US__"`` in the body is replaced by
+the request's send time in µs since the epoch (``time.time()``): in the open loop its due
+time, in the closed loop the time it is built, just before it goes out. Bodies without the
+placeholder are sent as they are, at no cost.
+
 Either mode prints one ``WRK_JSON {...}`` line in wrk_post.lua's format (the open
 loop adds fields), so the harness reads both the same way.
 
@@ -36,6 +41,8 @@ from urllib.parse import urlsplit
 import orjson
 
 MESSAGE_ID_PLACEHOLDER = b"__MSGID__"
+SENT_PLACEHOLDER = b"__SENT_US__"
+RequestBuilder = Callable[[float], bytes]  # send time (epoch seconds) -> raw request
 
 
 @dataclass
@@ -47,23 +54,26 @@ class Tally:
     bytes_read: int = 0
 
 
-def request_factory(url: str, body: bytes, auth: str, message_ids: bool) -> Callable[[], bytes]:
-    """Build a function returning the next raw HTTP/1.1 request."""
+def request_factory(url: str, body: bytes, auth: str, message_ids: bool) -> RequestBuilder:
+    """Build a function returning the next raw HTTP/1.1 request, given its send time."""
     parts = urlsplit(url)
     head = (
         f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
         f"Content-Type: application/json\r\nAuthorization: {auth}\r\n"
     ).encode()
-    if not message_ids:
+    stamped = SENT_PLACEHOLDER in body
+    if not message_ids and not stamped:
         fixed = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-        return lambda: fixed
+        return lambda sent_s: fixed
     prefix = uuid.uuid4().hex[:12]
     counter = itertools.count(1)
-    pieces = body.split(MESSAGE_ID_PLACEHOLDER)
+    pieces = body.split(MESSAGE_ID_PLACEHOLDER) if message_ids else [body]
 
-    def build() -> bytes:
+    def build(sent_s: float) -> bytes:
         ids = [f"{prefix}-{next(counter)}".encode() for _ in pieces[1:]]
         filled = pieces[0] + b"".join(i + p for i, p in zip(ids, pieces[1:], strict=True))
+        if stamped:
+            filled = filled.replace(SENT_PLACEHOLDER, b"%d" % round(sent_s * 1e6))
         return head + f"Content-Length: {len(filled)}\r\n\r\n".encode() + filled
 
     return build
@@ -87,7 +97,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, int]:
 
 
 async def connection(
-    host: str, port: int, next_request: Callable[[], bytes], deadline: float, tally: Tally
+    host: str, port: int, next_request: RequestBuilder, deadline: float, tally: Tally
 ) -> None:
     try:
         reader, writer = await asyncio.open_connection(host, port)
@@ -96,7 +106,7 @@ async def connection(
         return
     try:
         while time.perf_counter() < deadline:
-            request = next_request()
+            request = next_request(time.time())
             started = time.perf_counter()
             writer.write(request)
             status, size = await read_response(reader)
@@ -111,7 +121,7 @@ async def connection(
 
 
 async def run(
-    url: str, next_request: Callable[[], bytes], connections: int, duration_s: float
+    url: str, next_request: RequestBuilder, connections: int, duration_s: float
 ) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -178,6 +188,7 @@ class Schedule:
         # Past this, requests not yet sent are given up (counted as "unsent").
         self.give_up_at = self.start + duration_s + drain_s
         self.taken = 0
+        self.wall_offset_s = time.time() - time.perf_counter()  # perf_counter -> epoch
 
     def take(self) -> float | None:
         """The due time of the next request, or None when none is left (or it is too late)."""
@@ -217,14 +228,14 @@ async def open_loop_worker(
     host: str,
     port: int,
     stream: Stream | None,
-    next_request: Callable[[], bytes],
+    next_request: RequestBuilder,
     schedule: Schedule,
     tally: OpenTally,
 ) -> None:
     """One connection of the pool: take the next due request whenever idle."""
     perf_counter = time.perf_counter
     while (due := schedule.take()) is not None:
-        request = next_request()  # built while idle, before its due time
+        request = next_request(due + schedule.wall_offset_s)  # built while idle, before due
         await sleep_until(due)
         sent = perf_counter()
         behind_s = sent - due
@@ -260,7 +271,7 @@ async def open_loop_worker(
 
 
 async def run_open_loop(
-    url: str, next_request: Callable[[], bytes], connections: int, duration_s: float, rate: float
+    url: str, next_request: RequestBuilder, connections: int, duration_s: float, rate: float
 ) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80

@@ -1,4 +1,7 @@
-"""Results of bench/ingest.py: the rows, the issue's targets, the table and the JSON file."""
+"""Results of bench/ingest.py: the rows, the issue's targets, the table and the JSON file.
+
+``Machine`` and ``render_table`` also serve bench/delivery.py.
+"""
 
 from __future__ import annotations
 
@@ -153,8 +156,12 @@ def _cells(row: Row) -> tuple[str, ...]:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """Plain-text table: first column left-aligned, numbers right-aligned."""
-    lines = [COLUMNS, *(_cells(r) for r in rows)]
+    return render_table(COLUMNS, [_cells(r) for r in rows])
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain-text table: first column left-aligned, the others (numbers) right-aligned."""
+    lines = [header, *rows]
     widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
 
     def render(cells: Sequence[str]) -> str:

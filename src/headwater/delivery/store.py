@@ -648,11 +648,19 @@ class StoreDB:
 
 def _merge_ledger(ops: Sequence[Op]) -> list[Op]:
     """Plain successes (no exchange kept) of the same destination, attempts and status become
-    one ledger row; everything else keeps its order."""
+    one ledger row, and the cursor moves of a destination one upsert (to the furthest: a
+    cursor never goes back); everything else keeps its order."""
     merged: dict[tuple[str, int, int | None], LedgerEntry] = {}
+    cursors: dict[str, SetCursor] = {}
     out: list[Op] = []
     for op in ops:
-        if isinstance(op, LedgerEntry) and op.state is EventState.DELIVERED and not op.exchange:
+        if isinstance(op, SetCursor):
+            held = cursors.get(op.destination)
+            if held is None:
+                cursors[op.destination] = held = SetCursor(op.destination, op.offset)
+                out.append(held)
+            held.offset = max(held.offset, op.offset)
+        elif isinstance(op, LedgerEntry) and op.state is EventState.DELIVERED and not op.exchange:
             key = (op.destination, op.attempts, op.status)
             into = merged.get(key)
             if into is None:
