@@ -1,8 +1,15 @@
-"""URL settings shared by destinations and alert notifiers."""
+"""URL and header settings shared by destinations and alert notifiers."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
+
+# Describe the body and its framing, which Headwater decides: never set by a user.
+FRAMING_HEADERS = frozenset(
+    {"content-type", "content-length", "content-encoding", "transfer-encoding", "host"}
+)
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 
 
 def check_http_url(url: str, credentials_hint: str) -> str:
@@ -21,3 +28,27 @@ def check_http_url(url: str, credentials_hint: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise ValueError(f"{url!r} has credentials in it (user:password@); {credentials_hint}")
     return url
+
+
+def check_headers(headers: dict[str, str], reserved: frozenset[str]) -> dict[str, str]:
+    """User-set request headers: valid names, no control characters in values, none of
+    ``reserved`` (lower-case names Headwater sets itself)."""
+    for name, value in headers.items():
+        if name.lower() in reserved:
+            raise ValueError(f"header {name!r} is set by Headwater and cannot be overridden")
+        if not HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+            raise ValueError(f"the value of header {name!r} contains control characters")
+    return headers
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A validation error's location as the workspace file writes it: ``sources[1].name``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from headwater.config.units import ByteSize, Seconds
+from headwater.config.urls import field_path
 from headwater.errors import ConfigError
 from headwater.status.config import AlertsConfig
 
@@ -340,13 +341,7 @@ def _check_destinations(destinations: list[DestinationConfig], sources: set[str]
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "(top level)"
+    return field_path(loc) or "(top level)"
 
 
 def format_validation_error(origin: str, exc: ValidationError) -> str:

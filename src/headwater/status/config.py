@@ -9,7 +9,6 @@ the workspace file, e.g. ``alerts.notifiers[0].settings.url: ...``.
 
 from __future__ import annotations
 
-import re
 from email.utils import parseaddr
 from typing import Annotated, Any, Literal
 
@@ -24,31 +23,15 @@ from pydantic import (
 )
 
 from headwater.config.units import Seconds
-from headwater.config.urls import check_http_url
+from headwater.config.urls import FRAMING_HEADERS, check_headers, check_http_url, field_path
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # as for sources and destinations
 ANY = "*"
-# Set by Headwater, or describing the body and its framing, which Headwater decides.
-RESERVED_HEADERS = frozenset(
-    {"content-type", "content-length", "content-encoding", "transfer-encoding", "host"}
-    | {"x-headwater-signature"}
-)
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
+RESERVED_HEADERS = FRAMING_HEADERS | {"x-headwater-signature"}
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_headers(headers: dict[str, str]) -> dict[str, str]:
-    for name, value in headers.items():
-        if name.lower() in RESERVED_HEADERS:
-            raise ValueError(f"header {name!r} is set by Headwater and cannot be overridden")
-        if not HEADER_NAME.match(name):
-            raise ValueError(f"{name!r} is not a valid header name")
-        if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
-            raise ValueError(f"the value of header {name!r} contains control characters")
-    return headers
 
 
 def _check_address(address: str) -> str:
@@ -113,7 +96,7 @@ class WebhookSettings(_Model):
     @field_validator("headers")
     @classmethod
     def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        return _check_headers(headers)
+        return check_headers(headers, RESERVED_HEADERS)
 
 
 class EmailSettings(_Model):
@@ -308,7 +291,7 @@ def check_alerts(config: AlertsConfig, where: str = "alerts") -> None:
 def _settings_faults(at: str, kind: str, exc: ValidationError) -> list[str]:
     faults = []
     for err in exc.errors():
-        field = _field_path(("settings", *err["loc"]))
+        field = field_path(("settings", *err["loc"]))
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = f"unknown setting for a {kind} notifier"
@@ -319,13 +302,3 @@ def _settings_faults(at: str, kind: str, exc: ValidationError) -> list[str]:
             field, message = f"settings.{message.split(': ', 1)[0]}", message.split(": ", 1)[1]
         faults.append(f"{at}.{field}: {message}")
     return faults
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from headwater.config.urls import check_http_url
+from headwater.config.urls import FRAMING_HEADERS, check_headers, check_http_url
 from headwater.destinations.base import DestinationSettings
 
-# Set by Headwater, or describing the body and its framing, which Headwater decides.
-RESERVED_HEADERS = frozenset(
-    {"content-type", "content-length", "content-encoding", "transfer-encoding", "x-signature"}
-    | {"host"}
-)
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
+RESERVED_HEADERS = FRAMING_HEADERS | {"x-signature"}
 
 
 class WebhookSettings(DestinationSettings):
@@ -43,11 +37,4 @@ class WebhookSettings(DestinationSettings):
     @field_validator("headers")
     @classmethod
     def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
-            if name.lower() in RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is set by Headwater and cannot be overridden")
-            if not HEADER_NAME.match(name):
-                raise ValueError(f"{name!r} is not a valid header name")
-            if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
-                raise ValueError(f"the value of header {name!r} contains control characters")
-        return headers
+        return check_headers(headers, RESERVED_HEADERS)
