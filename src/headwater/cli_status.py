@@ -191,11 +191,10 @@ def watch(
 async def _watch(
     targets: list[WatchTarget], alerts: AlertsConfig | None, interval: float, once: bool
 ) -> int:
-    dispatcher = Dispatcher(alerts) if alerts is not None else None
+    alerting = watch_module.WatchAlerts(Dispatcher(alerts)) if alerts is not None else None
     http = HttpClient()
     sender = AlertSender(build_notifiers(alerts, http)) if alerts is not None else None
     shown: dict[str, str] = {}
-    spells: dict[str, str] = {}
     try:
         async with watch_module.client() as client:
             while True:
@@ -211,16 +210,8 @@ async def _watch(
                             f"[{STYLE.get(status, 'white')}]{status}[/]{reason}",
                             highlight=False,
                         )
-                    if dispatcher is not None and sender is not None:
-                        if state.status.severity == 0:
-                            spells.pop(cid, None)
-                        else:
-                            spells.setdefault(cid, f"{cid}@{now:%Y%m%dT%H%M%S}")
-                        sender.submit(dispatcher.observe(
-                            state.component, state.status, now, incident_id=spells.get(cid),
-                            incident_title=f"{state.component.name}: {status}",
-                            message=state.reason,
-                        ))  # fmt: skip
+                if alerting is not None and sender is not None:
+                    sender.submit(alerting.observe(states, now))
                 if once:
                     calm = all(s.status.severity == 0 for s in states)
                     return 0 if calm else 1

@@ -77,7 +77,7 @@ class StatusService:
         self.dispatcher = Dispatcher(workspace.alerts)
         self.sender: AlertSender | None = None
         self.watched: dict[str, list[ComponentState]] = {}  # by watch target
-        self._spells: dict[str, str] = {}  # watched component -> its current incident id
+        self._watch_alerts = watch.WatchAlerts(self.dispatcher)
         self._watch_tasks: list[asyncio.Task[None]] = []
         self._watch_client: httpx.AsyncClient | None = None
         config = workspace.status
@@ -160,20 +160,9 @@ class StatusService:
             await asyncio.sleep(target.interval_secs)
 
     async def _alert_watched(self, states: list[ComponentState]) -> None:
-        now = datetime.now(UTC)
-        for state in states:
-            cid = state.component.id
-            if state.status.severity == 0:
-                self._spells.pop(cid, None)
-            else:
-                self._spells.setdefault(cid, f"{cid}@{now.isoformat(timespec='seconds')}")
-            outgoing = self.dispatcher.observe(
-                state.component, state.status, now, incident_id=self._spells.get(cid),
-                incident_title=f"{state.component.name}: {state.status.value}",
-                message=state.reason,
-            )  # fmt: skip
-            if outgoing and self.sender is not None:
-                self.sender.submit(outgoing)
+        outgoing = self._watch_alerts.observe(states, datetime.now(UTC))
+        if outgoing and self.sender is not None:
+            self.sender.submit(outgoing)
 
     async def stop(self) -> None:
         for task in self._watch_tasks:
@@ -229,28 +218,24 @@ class StatusService:
             "maintenances": [statuspage.maintenance_json(m, now) for m in maintenances],
         }
 
+    @staticmethod
+    def _summary_doc(g: dict[str, Any]) -> dict[str, Any]:
+        """summary.json: the status, components, open incidents, current and coming windows."""
+        return {
+            "page": g["page"],
+            "status": g["status"],
+            "components": g["components"],
+            "incidents": g["unresolved"],
+            "scheduled_maintenances": [m for m in g["maintenances"] if m["status"] != "completed"],
+        }
+
     async def _summary(self, request: Request) -> JSONResponse:
-        g = await self._gather()
-        return JSONResponse(
-            {
-                "page": g["page"],
-                "status": g["status"],
-                "components": g["components"],
-                "incidents": g["unresolved"],
-                "scheduled_maintenances": [
-                    m for m in g["maintenances"] if m["status"] != "completed"
-                ],
-            }
-        )
+        return JSONResponse(self._summary_doc(await self._gather()))
 
     async def _page(self, request: Request) -> HTMLResponse:
         """The public status page (docs/status.md)."""
         g = await self._gather()
-        summary = {
-            "page": g["page"], "status": g["status"], "components": g["components"],
-            "incidents": g["unresolved"],
-            "scheduled_maintenances": [m for m in g["maintenances"] if m["status"] != "completed"],
-        }  # fmt: skip
+        summary = self._summary_doc(g)
         monitor = self.monitor
         assert monitor is not None  # _gather checked
         today = int(time.time() * 1000) // DAY_MS

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from headwater.config.workspace import WatchTarget
+from headwater.status.alerts import Dispatcher, Outgoing
 from headwater.status.model import Component, ComponentState, Status
 
 SUMMARY_PATH = "/api/v2/summary.json"
@@ -98,6 +100,30 @@ async def poll_all(
 ) -> list[ComponentState]:
     results = await asyncio.gather(*(poll(t, client) for t in targets))
     return [state for states in results for state in states]
+
+
+class WatchAlerts:
+    """Alerts for watched components: each spell outside ``operational`` is one incident
+    (watched services have no incident store, so the spell is named by when it began)."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self._spells: dict[str, str] = {}  # component id -> its current incident id
+
+    def observe(self, states: Sequence[ComponentState], now: datetime) -> list[Outgoing]:
+        outgoing: list[Outgoing] = []
+        for state in states:
+            cid = state.component.id
+            if state.status.severity == 0:
+                self._spells.pop(cid, None)
+            else:
+                self._spells.setdefault(cid, f"{cid}@{now.isoformat(timespec='seconds')}")
+            outgoing += self.dispatcher.observe(
+                state.component, state.status, now, incident_id=self._spells.get(cid),
+                incident_title=f"{state.component.name}: {state.status.value}",
+                message=state.reason,
+            )  # fmt: skip
+        return outgoing
 
 
 def client() -> httpx.AsyncClient:
