@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,13 @@ class Reply:
     body: bytes = b'{"ok":true}'
     headers: dict[str, str] = field(default_factory=dict)
     delay_secs: float = 0.0  # wait this long before answering (timeouts)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 with nothing listening on it (connections are refused), for now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 Script = Callable[[Received, int], Reply]  # (request, its index) -> the reply

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +46,6 @@ FAST: dict[str, Any] = {"backoff_base_secs": 0.02, "backoff_max_secs": 0.1, "bre
 
 def ids_of(events: list[dict[str, Any]]) -> list[str]:
     return [e["messageId"] for e in events]
-
-
-def free_port() -> int:
-    """A port with nothing listening on it (connection refused), for now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class FakeOnPort(FakeDestination):
@@ -140,12 +131,6 @@ class Pipeline:
         await self.engine.stop()
         self.engine = DeliveryEngine(self.workspace, self.log, self.data_dir)
         await self.engine.start()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeDestination]:
-    with FakeDestination() as server:
-        yield server
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import pytest
 from headwater.delivery.outcomes import EventState
 from headwater.delivery.policy import BreakerState
 from headwater.delivery.store import StoreDB
-from tests.delivery.conftest import FAST, FakeOnPort, Pipeline, event, free_port, ids_of, webhook
-from tests.fakes import FakeDestination, Received, Reply, always
+from tests.delivery.conftest import FAST, FakeOnPort, Pipeline, event, ids_of, webhook
+from tests.fakes import FakeDestination, Received, Reply, always, free_port
 
 
 def wall(received: Received) -> float:

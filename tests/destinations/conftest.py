@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
-import pytest
 
 from headwater.delivery.events import OutboundEvent
 from headwater.delivery.http import HttpClient
 from headwater.destinations import TYPES
 from headwater.destinations.base import Context, Destination
-from tests.fakes import FakeDestination
 
 
 def outbound(offset: int = 1, **fields: Any) -> OutboundEvent:
@@ -46,23 +42,3 @@ def build(
     """A destination the way the engine builds one, from settings as the workspace has them."""
     kind = TYPES[type_]
     return kind(name, kind.settings_model.model_validate(settings), Context(http, timeout_secs, batch_events))  # fmt: skip
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeDestination]:
-    with FakeDestination() as server:
-        yield server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClient]:
-    client = HttpClient()
-    yield client
-    await client.close()

@@ -29,8 +29,8 @@ from headwater.delivery.outcomes import Attempt, Delivered, Discard, Outcome, Re
 from headwater.destinations import TYPES
 from headwater.destinations.base import Destination, DestinationSettings, HttpDestination
 from headwater.destinations.devsink import Devsink
-from tests.destinations.conftest import build, closed_port, outbounds
-from tests.fakes import FakeDestination, Reply, Script, always
+from tests.destinations.conftest import build, outbounds
+from tests.fakes import FakeDestination, Reply, Script, always, free_port
 
 Received = Callable[[Destination[Any], FakeDestination], list[dict[str, Any]]]
 
@@ -254,7 +254,7 @@ async def test_answers_become_outcomes_and_never_exceptions(
 ) -> None:
     expected = ANSWERS[answer]
     fake.script = expected.script
-    url = f"http://127.0.0.1:{closed_port()}" if expected.refused else fake.url
+    url = f"http://127.0.0.1:{free_port()}" if expected.refused else fake.url
     destination = build(type_, case.settings(url), http, batch_events=2, timeout_secs=0.2)
     sent = outbounds(2)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,15 +21,10 @@ import pytest
 
 from headwater.log.sqlite_reads import read_after
 from headwater.status.canary import CANARY_SOURCE
+from tests.fakes import free_port
 
 WRITE_KEY = "wk_e2e_website_1"
 OTHER_KEY = "wk_e2e_backend_2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -13,7 +13,6 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from headwater.status.notifiers import (
     email_message,
     slack_payload,
 )
-from tests.fakes import FakeDestination, Reply, always
+from tests.fakes import FakeDestination, Reply, always, free_port
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 SECRET = "alert-secret-0123"
@@ -61,25 +60,6 @@ def make_alert(kind: AlertKind = AlertKind.OPENED, **fields: Any) -> Alert:
     }
     values.update(fields)
     return Alert(**values)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeDestination]:
-    with FakeDestination() as server:
-        yield server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClient]:
-    client = HttpClient()
-    yield client
-    await client.close()
 
 
 def slack(fake: FakeDestination, http: HttpClient, **settings: Any) -> SlackNotifier:
