@@ -13,20 +13,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from headwater.api.app import build_api
+from headwater.api.auth import AdminToken, load_admin_token
 from headwater.config.workspace import Workspace
+from headwater.console.sessions import COOKIE, Sessions
 from headwater.delivery.engine import DeliveryEngine
 from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
-from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats
 from headwater.log.base import EventLog
 from headwater.log.sqlite import SqliteLog
 from headwater.log.sqlite_process import ProcessLog
+from headwater.observe.service import Observer
 from headwater.status.metrics import CONTENT_TYPE, Metrics
 from headwater.status.service import StatusService, with_canary
 
@@ -34,19 +36,31 @@ logger = logging.getLogger("headwater")
 
 LOG_DIR = "log"
 DELIVERY_DIR = "delivery"
-DEVSINK_LIMIT_MAX = 10_000
+API_PREFIXES = ("/api/v1/", "/api/openapi.json")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Headwater:
     """The ASGI application of one Headwater process."""
 
-    def __init__(self, workspace: Workspace, data_dir: Path, self_url: str | None = None) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        data_dir: Path,
+        self_url: str | None = None,
+        admin_token: AdminToken | None = None,
+    ) -> None:
         self.workspace = workspace
         self.data_dir = data_dir
         # what the process runs: the user's workspace plus the canary's source and sink
         self.running, self._canary_key = with_canary(workspace)
         self.status = StatusService(workspace, data_dir, self_url)
         self.stats = IngestStats(samples=workspace.gateway.rejection_samples)
+        self.observer = Observer(workspace, data_dir, self.stats)
+        self.stats.on_refuse = self.observer.recorder.refused
+        self.token = admin_token or load_admin_token(data_dir)
+        self.sessions = Sessions()
+        self._api = build_api(workspace, self.observer, self.token, self._session_ok)
         self.log: EventLog | None = None
         self.delivery: DeliveryEngine | None = None
         self._delivery_started = False
@@ -58,8 +72,6 @@ class Headwater:
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
-                Route("/api/v1/devsink/{destination}", self._devsink),
-                Route("/api/v1/events/{message_id}", self._event),
                 *self.status.routes(),
             ]
         )
@@ -71,14 +83,20 @@ class Headwater:
         self.delivery = DeliveryEngine(self.running, self.log, self.data_dir / DELIVERY_DIR)
         await self.delivery.start()
         self._delivery_started = True
+        await self.observer.start(self.log, self.delivery)
         self._tracking = TrackingAPI(
-            self.running.sources, self.log, self.stats, self.workspace.gateway
+            self.running.sources,
+            self.log,
+            self.stats,
+            self.workspace.gateway,
+            on_accepted=self.observer.recorder.accepted,
         )
         await self.status.start(self.log, self.delivery, self, self._canary_key)
 
     async def stop(self) -> None:
         await self.metrics.close()
         await self.status.stop()
+        await self.observer.stop()
         if self.delivery is not None:
             await self.delivery.stop()
         if self.log is not None:
@@ -93,6 +111,8 @@ class Headwater:
             await self._tracking(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+        elif scope["path"].startswith(API_PREFIXES):
+            await self._api(scope, receive, send)  # type: ignore[arg-type]
         else:
             await self._web(scope, receive, send)  # type: ignore[arg-type]
 
@@ -138,66 +158,15 @@ class Headwater:
         """Prometheus text exposition (docs/metrics.md)."""
         return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
-    async def _event(self, request: Request) -> JSONResponse:
-        """An event from the log and its delivery state with each destination."""
-        message_id = request.path_params["message_id"]
-        found = await self.delivery.states(message_id) if self.delivery is not None else None
-        if found is None:
-            assert self.log is not None  # the delivery engine starts after the log
-            oldest = self.log.stats().oldest_received_at_ms
-            since = (
-                f"the oldest event retained was received at {iso_ms(oldest)}"
-                if oldest is not None
-                else "the log is empty"
-            )
-            days = self.workspace.log.retention_max_age_secs / 86400
-            return JSONResponse(
-                {
-                    "code": "not_found",
-                    "message": f"no event with messageId {message_id!r} in the log; it keeps "
-                    f"events for {days:g} days (log.retention_max_age_secs) and "
-                    f"{since}. Check the messageId, or whether the request was rejected.",
-                },
-                status_code=404,
-            )
-        record, states = found
-        return JSONResponse(
-            {
-                "messageId": record.message_id,
-                "offset": record.offset,
-                "source": record.source,
-                "type": record.type,
-                "receivedAt": iso_ms(record.received_at_ms),
-                "event": orjson.loads(record.payload),
-                "destinations": [s.as_dict() for s in states],
-            }
-        )
-
-    async def _devsink(self, request: Request) -> JSONResponse:
-        """The newest events a devsink destination received, newest first (``?limit=N``)."""
-        name = request.path_params["destination"]
-        sink = self.delivery.devsink(name) if self.delivery is not None else None
-        if sink is None:
-            sinks = [d.name for d in self.workspace.destinations if d.type == "devsink"]
-            return JSONResponse(
-                {
-                    "code": "not_found",
-                    "message": f"no devsink destination is named {name!r}; "
-                    f"the devsinks are: {', '.join(sinks) or 'none'}",
-                },
-                status_code=404,
-            )
-        raw = request.query_params.get("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= DEVSINK_LIMIT_MAX:
-            return JSONResponse(
-                {
-                    "code": "invalid_limit",
-                    "message": f"limit must be a whole number from 1 to {DEVSINK_LIMIT_MAX}",
-                },
-                status_code=400,
-            )
-        events = sink.recent(int(raw))
-        return JSONResponse({"destination": name, "total": sink.delivered_total, "events": events})
+    async def _session_ok(self, request: Request) -> bool:
+        """A console session may use the API too (the console's live views do); requests
+        that change something must carry its CSRF token."""
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return False
+        if request.method in UNSAFE_METHODS:
+            return self.sessions.csrf_ok(session, request.headers.get("x-csrf-token"))
+        return True
 
 
 async def _not_ready(send: Send) -> None:

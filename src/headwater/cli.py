@@ -1,5 +1,6 @@
 """The ``headwater`` command: ``serve`` runs the server, ``send`` tries it with one event;
-``deadletter``, ``replay`` and ``devsink`` operate delivery (:mod:`headwater.cli_delivery`)."""
+``deadletter``, ``replay`` and ``devsink`` operate delivery (:mod:`headwater.cli_delivery`);
+``tail``, ``trace`` and ``diagnose`` ask where events went (:mod:`headwater.cli_observe`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import httpx
 import typer
 from rich.console import Console
 
-from headwater import __version__, cli_delivery, cli_status
+from headwater import __version__, cli_delivery, cli_observe, cli_status
+from headwater.api.auth import AUTH_DIR, TOKEN_FILE, ensure_admin_token, load_admin_token
 from headwater.config.keys import assign_write_keys
 from headwater.config.workspace import load_workspace
 from headwater.errors import ConfigError
@@ -71,6 +73,19 @@ def serve(
     except ConfigError as exc:
         err.print(f"[bold red]Headwater did not start:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
+    try:
+        new_token = ensure_admin_token(data_dir)
+        token = load_admin_token(data_dir)
+    except ConfigError as exc:
+        err.print(f"[bold red]Headwater did not start:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    if new_token is not None:
+        out.print(
+            f"Generated the admin token (API and console): [bold]{new_token}[/]\n"
+            f"  (only its hash is kept, in {data_dir / AUTH_DIR / TOKEN_FILE}; it is shown "
+            "only this once — `headwater admin-token --reset` makes a new one)",
+            highlight=False,
+        )
     for warning in workspace.log.warnings():
         err.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
     for source in generated:
@@ -89,7 +104,9 @@ def serve(
         highlight=False,
     )
     uvicorn.run(
-        Headwater(workspace, data_dir, self_url=f"http://{_connect_host(host)}:{port}"),
+        Headwater(
+            workspace, data_dir, self_url=f"http://{_connect_host(host)}:{port}", admin_token=token
+        ),
         host=host,
         port=port,
         http="httptools",
@@ -199,6 +216,10 @@ app.command()(cli_status.status)
 app.command()(cli_status.watch)
 app.command()(cli_delivery.replay)
 app.command()(cli_delivery.devsink)
+app.command()(cli_observe.tail)
+app.command()(cli_observe.trace)
+app.command()(cli_observe.diagnose)
+app.command("admin-token")(cli_observe.admin_token)
 
 
 @app.command()

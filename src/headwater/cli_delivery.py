@@ -14,15 +14,15 @@ import time
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from headwater.cli_observe import Api
 from headwater.config.units import parse_seconds
 from headwater.config.workspace import Workspace, load_workspace
 from headwater.delivery.engine import route_of
@@ -347,14 +347,7 @@ def devsink(
     ),
 ) -> None:
     """Show what a devsink destination received, newest first."""
-    endpoint = f"{url.rstrip('/')}/api/v1/devsink/{destination}"
-    try:
-        response = httpx.get(endpoint, params={"limit": limit}, timeout=10)
-    except httpx.HTTPError as exc:
-        raise fail(f"could not reach Headwater at {url}: {exc}", 1) from exc
-    body: dict[str, Any] = response.json() if response.content else {}
-    if not response.is_success:
-        raise fail(str(body.get("message") or response.text), 1)
+    body = Api(url).get(f"/api/v1/devsink/{destination}", limit=limit)
     out.print(f"{destination}: {body['total']} delivered since start", highlight=False)
     for item in body["events"]:
         event = item["event"]

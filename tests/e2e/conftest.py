@@ -23,6 +23,8 @@ from headwater.log.sqlite_reads import read_after
 from headwater.status.canary import CANARY_SOURCE
 from tests.fakes import free_port
 
+ADMIN_TOKEN = "hwa_e2e_admin_token_0123456789"
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 WRITE_KEY = "wk_e2e_website_1"
 OTHER_KEY = "wk_e2e_backend_2"
 
@@ -51,7 +53,8 @@ class Server:
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
         ]  # fmt: skip
         with self.output.open("ab") as out:
-            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            env = {**os.environ, "HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN}
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -63,6 +66,10 @@ class Server:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"headwater did not start in {timeout_s}s:\n{self.output.read_text()}")
+
+    def api(self, path: str, **params: Any) -> httpx.Response:
+        """GET a management API path with the admin token."""
+        return httpx.get(f"{self.url}{path}", params=params, headers=ADMIN, timeout=10)
 
     def kill(self) -> None:
         """kill -9: no chance to flush or close anything."""

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import httpx
 import orjson
 from segment.analytics import Client
 
-from tests.e2e.conftest import OTHER_KEY, WRITE_KEY, Server, free_port
+from tests.e2e.conftest import ADMIN_TOKEN, OTHER_KEY, WRITE_KEY, Server, free_port
 from tests.fakes import FakeDestination, always
 
 BATCH = 100
@@ -59,9 +60,10 @@ def cli(
     server: Server, *args: str, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "headwater.cli", *args]
+    env = {**os.environ, "HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN}
     return subprocess.run(
         [*cmd, "--data-dir", str(server.data_dir)] if args[0] != "devsink" else cmd,
-        capture_output=True, text=True, timeout=60, input=input_text,
+        capture_output=True, text=True, timeout=60, input=input_text, env=env,
     )  # fmt: skip
 
 
@@ -184,12 +186,12 @@ def test_dead_letters_listed_redriven_and_purged(make_server: Any) -> None:
     assert sorted(r["messageId"] for r in rows) == sorted(ids)
     assert all("cannot connect" in r["reason"] for r in rows), rows[0]["reason"]
 
-    trace = httpx.get(f"{server.url}/api/v1/events/{ids[0]}").json()
+    trace = server.api(f"/api/v1/events/{ids[0]}").json()
     [hook] = trace["destinations"]
     assert hook["state"] == "dead_lettered" and hook["terminal"], hook
     assert hook["deadLetterId"] is not None and "cannot connect" in hook["reason"]
     assert hook["history"][-1]["exchange"]["response"]["error"] == "connect"
-    unknown = httpx.get(f"{server.url}/api/v1/events/nope")
+    unknown = server.api("/api/v1/events/nope")
     assert unknown.status_code == 404 and "7 days" in unknown.json()["message"]
 
     table = cli(server, "deadletter", "list")

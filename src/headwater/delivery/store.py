@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS ledger(id INTEGER PRIMARY KEY, destination TEXT NOT N
     exchange BLOB);
 CREATE INDEX IF NOT EXISTS ledger_offsets ON ledger(destination, first_offset);
 CREATE INDEX IF NOT EXISTS ledger_time ON ledger(at_ms);
+CREATE INDEX IF NOT EXISTS ledger_window ON ledger(destination, at_ms);
 CREATE TABLE IF NOT EXISTS deadletter(id INTEGER PRIMARY KEY, destination TEXT NOT NULL,
     offset INTEGER NOT NULL, message_id TEXT NOT NULL, received_ms INTEGER NOT NULL,
     payload BLOB NOT NULL, reason TEXT NOT NULL, status INTEGER, attempts INTEGER NOT NULL,

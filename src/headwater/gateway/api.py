@@ -16,7 +16,7 @@ import base64
 import ipaddress
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -25,7 +25,7 @@ from headwater.config.workspace import GatewayConfig, SourceConfig
 from headwater.errors import IngestError, LogError, LogUnavailable
 from headwater.gateway.normalize import Envelope, ItemError, iso_ms, normalize, parse_ms
 from headwater.gateway.stats import IngestStats, Rejection, redact_key
-from headwater.log.base import EventLog, Record
+from headwater.log.base import AppendResult, EventLog, Record
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -55,6 +55,10 @@ _VARY = (b"vary", b"Origin")
 _DEFAULT_ALLOW_HEADERS = b"Content-Type, Authorization, X-Retry-Count"
 
 
+OnAccepted = Callable[[str, Sequence[Record], Sequence[AppendResult]], None]
+"""Told of the records the log took for a source (the debugger and the flow counts)."""
+
+
 class TrackingAPI:
     """ASGI app for ``/v1/*``. ``sources`` maps write keys to sources."""
 
@@ -64,7 +68,9 @@ class TrackingAPI:
         log: EventLog,
         stats: IngestStats,
         config: GatewayConfig,
+        on_accepted: OnAccepted | None = None,
     ) -> None:
+        self._on_accepted = on_accepted
         self._by_key: dict[str, SourceConfig] = {s.write_key: s for s in sources if s.write_key}
         self._log = log
         self._stats = stats
@@ -172,6 +178,8 @@ class TrackingAPI:
             return
         duplicates = sum(1 for r in results if r.duplicate)
         self._stats.accepted(source.name, len(results) - duplicates, duplicates)
+        if self._on_accepted is not None and records:
+            self._on_accepted(source.name, records, results)
         if not refused and not duplicates:
             await _respond(send, 200, _OK, self._cors(origin))
             return

@@ -10,6 +10,7 @@ counters; the debugger and diagnose (later issues) read them through ``snapshot(
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,6 +47,8 @@ class IngestStats:
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)  # (scope, code)
     _latest: dict[tuple[str, str], deque[Rejection]] = field(default_factory=dict)
     _key_scopes: set[str] = field(default_factory=set)
+    on_refuse: Callable[[Rejection], None] | None = None
+    """Told of every refusal after it is counted (the debugger and the flow counts)."""
 
     def accepted(self, source: str, stored: int, duplicates: int) -> None:
         self.received[source] += stored
@@ -66,6 +69,8 @@ class IngestStats:
         if latest is None:
             latest = self._latest[key] = deque(maxlen=self.samples)
         latest.append(rejection)
+        if self.on_refuse is not None:
+            self.on_refuse(rejection)
 
     def latest(self, scope: str, code: str) -> list[Rejection]:
         return list(self._latest.get((scope, code), ()))

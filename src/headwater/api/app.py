@@ -1,0 +1,279 @@
+"""The management API under ``/api/v1``, and its OpenAPI document at ``/api/openapi.json``.
+
+Every route needs the admin token (``Authorization: Bearer``, :mod:`headwater.api.auth`) or
+a console session (a cookie; then any method but GET also needs the session's CSRF token in
+``X-CSRF-Token``). Errors are ``{"code", "message"}`` like the Tracking API's, with a message
+that says what to do. Secrets in destination settings are never returned.
+
+The routes only read what :class:`~headwater.observe.service.Observer` and the workspace
+already know; the console renders the same documents as pages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, SecretStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from headwater import __version__
+from headwater.api.auth import AdminToken
+from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
+from headwater.gateway.stats import redact_key
+from headwater.observe.service import ObserveError, Observer
+
+SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie", re.I)
+MASK = "**********"
+DEVSINK_LIMIT_MAX = 10_000
+
+SessionCheck = Callable[[Request], Awaitable[bool]]
+"""Whether a request carries a valid console session (and CSRF token when it must)."""
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The request is malformed; the message says how."},
+    401: {"model": ErrorBody, "description": "No admin token, or a wrong one."},
+    404: {"model": ErrorBody, "description": "No such source, destination or event."},
+}
+
+
+def build_api(
+    workspace: Workspace,
+    observer: Observer,
+    token: AdminToken,
+    session_check: SessionCheck | None = None,
+) -> FastAPI:
+    async def authorize(request: Request) -> None:
+        if token.check_header(request.headers.get("authorization")):
+            return
+        if session_check is not None and await session_check(request):
+            return
+        raise ApiError(
+            "unauthorized",
+            "this endpoint needs the admin token: send 'Authorization: Bearer <token>' (printed "
+            "at first start, or set through HEADWATER_ADMIN_TOKEN)",
+            401,
+        )
+
+    app = FastAPI(
+        title="Headwater management API",
+        version=__version__,
+        description="Sources, destinations, the debugger, Event Delivery, traces and diagnose. "
+        "Authenticate with `Authorization: Bearer <admin token>`.",
+        openapi_url="/api/openapi.json",
+        docs_url=None,  # the bundled UIs load assets from CDNs; the machine may be offline
+        redoc_url=None,
+        dependencies=[Depends(authorize)],
+        responses=ERRORS,
+    )
+    _errors(app)
+    _sources(app, workspace, observer)
+    _destinations(app, workspace, observer)
+    _events(app, observer)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            {"code": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
+        )
+
+    @app.exception_handler(ObserveError)
+    async def observe_error(request: Request, exc: ObserveError) -> JSONResponse:
+        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        faults = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        )
+        return JSONResponse({"code": "invalid_request", "message": faults}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"{request.url.path} is not an endpoint of the API; see /api/openapi.json"
+        return JSONResponse({"code": code, "message": message}, status_code=exc.status_code)
+
+
+WindowParam = Annotated[
+    str, Query(pattern=r"^\d{1,6}[smhdw]$", description="How far back: 15m, 1h, 1d, 7d.")
+]
+
+
+def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
+    def source_doc(source: SourceConfig) -> dict[str, Any]:
+        return {
+            "name": source.name,
+            "enabled": source.enabled,
+            "writeKeyPrefix": redact_key(source.write_key) if source.write_key else None,
+            "corsOrigins": source.cors_origins,
+            "destinations": [d.name for d in workspace.destinations if source.name in d.sources],
+        }
+
+    @app.get("/api/v1/sources", tags=["sources"], summary="List the sources")
+    async def list_sources() -> dict[str, Any]:
+        return {"sources": [source_doc(s) for s in workspace.sources]}
+
+    @app.get("/api/v1/sources/{name}", tags=["sources"], summary="One source")
+    async def get_source(name: str) -> dict[str, Any]:
+        observer.require_source(name)
+        source = workspace.source(name)
+        assert source is not None
+        return source_doc(source)
+
+    @app.get(
+        "/api/v1/sources/{name}/debugger",
+        tags=["sources"],
+        summary="The source's newest events and refusals (newest first)",
+    )
+    async def debugger(
+        name: str, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    ) -> dict[str, Any]:
+        observer.require_source(name)
+        return {
+            "source": name,
+            "keep": observer.debugger.keep,
+            "counts": observer.debugger.counts(name),
+            "entries": observer.debugger.recent(name, limit),
+        }
+
+    @app.get(
+        "/api/v1/sources/{name}/debugger/stream",
+        tags=["sources"],
+        summary="Live debugger (Server-Sent Events: `event: entry`, `event: missed`)",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def debugger_stream(name: str) -> StreamingResponse:
+        observer.require_source(name)
+        return StreamingResponse(
+            observer.debugger.stream(name),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
+    @app.get(
+        "/api/v1/sources/{name}/overview",
+        tags=["sources"],
+        summary="Delivery Overview: received → failed on ingest → filtered → failed → delivered",
+    )
+    async def overview(name: str, window: WindowParam = "1h") -> dict[str, Any]:
+        return await observer.overview(name, observer.window(window))
+
+
+def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
+    @app.get("/api/v1/destinations", tags=["destinations"], summary="List the destinations")
+    async def list_destinations() -> dict[str, Any]:
+        return {"destinations": [destination_doc(d) for d in workspace.destinations]}
+
+    @app.get("/api/v1/destinations/{name}", tags=["destinations"], summary="One destination")
+    async def get_destination(name: str) -> dict[str, Any]:
+        observer.require_destination(name)
+        config = workspace.destination(name)
+        assert config is not None
+        return destination_doc(config)
+
+    @app.get(
+        "/api/v1/destinations/{name}/delivery",
+        tags=["destinations"],
+        summary="Event Delivery: outcomes, latency, errors with samples",
+    )
+    async def delivery(name: str, window: WindowParam = "1h") -> dict[str, Any]:
+        return await observer.delivery_report(name, observer.window(window))
+
+    @app.get(
+        "/api/v1/devsink/{name}",
+        tags=["destinations"],
+        summary="The newest events a devsink destination received (newest first)",
+    )
+    async def devsink(
+        name: str, limit: Annotated[int, Query(ge=1, le=DEVSINK_LIMIT_MAX)] = 100
+    ) -> dict[str, Any]:
+        engine = observer.delivery
+        sink = engine.devsink(name) if engine is not None else None
+        if sink is None:
+            sinks = [d.name for d in workspace.destinations if d.type == "devsink"]
+            raise ApiError(
+                "not_found",
+                f"no devsink destination is named {name!r}; the devsinks are: "
+                f"{', '.join(sinks) or 'none'}",
+                404,
+            )
+        return {"destination": name, "total": sink.delivered_total, "events": sink.recent(limit)}
+
+
+def _events(app: FastAPI, observer: Observer) -> None:
+    @app.get(
+        "/api/v1/events/{message_id}",
+        tags=["events"],
+        summary="Trace one event: where it came from, what each stage decided, its delivery",
+    )
+    async def trace(message_id: str) -> dict[str, Any]:
+        return await observer.trace(message_id)
+
+    @app.get(
+        "/api/v1/diagnose",
+        tags=["diagnose"],
+        summary="The most likely causes of missing events, with evidence and fixes",
+    )
+    async def diagnose(
+        since: WindowParam = "1h", source: str | None = None, destination: str | None = None
+    ) -> dict[str, Any]:
+        return await observer.diagnose(observer.window(since), source, destination)
+
+
+def destination_doc(config: DestinationConfig) -> dict[str, Any]:
+    return {
+        "name": config.name,
+        "type": config.type,
+        "enabled": config.enabled,
+        "sources": config.sources,
+        "settings": redacted_settings(config),
+        "delivery": config.delivery.model_dump(mode="json"),
+    }
+
+
+def redacted_settings(config: DestinationConfig) -> dict[str, Any]:
+    """The settings with secrets masked: secret-typed fields, and headers that carry
+    credentials."""
+    from headwater.destinations import TYPES
+
+    kind = TYPES.get(config.type)
+    if kind is None:
+        return {}
+    model = kind.settings_model.model_validate(config.settings)
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            out[name] = MASK
+        elif name == "headers" and isinstance(value, dict):
+            out[name] = {k: MASK if SECRET_HEADER.search(k) else v for k, v in value.items()}
+        elif isinstance(value, BaseModel):
+            out[name] = value.model_dump(mode="json")
+        else:
+            out[name] = value
+    return out

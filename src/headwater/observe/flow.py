@@ -1,0 +1,176 @@
+"""Counts per source and minute of what happened at ingest, kept across restarts.
+
+The delivery ledger knows what happened with each destination; this knows what happened
+before the log: events received, duplicates, requests and items refused (per reason), and
+events the processor blocked or changed (tracking plans, source transformations). The
+Delivery Overview and diagnose read windows of it ("last hour", "last week").
+
+Counting is a dict increment on the hot path; a background task writes the counts to
+``<data-dir>/observe/flow.sqlite`` every ``flush_secs`` (10 s). A crash loses at most
+the counts of that interval — never an event: the log and the ledger hold those.
+
+Storage layout (WAL):
+
+    flow(minute, source, step, count, PRIMARY KEY(minute, source, step))
+        ``minute`` is epoch milliseconds rounded down to the minute; ``step`` is one of
+        ``received``, ``duplicate``, ``rejected:<code>``, ``blocked:<reason>``,
+        ``violations``, ``transformed``; ``source`` is the source's name, or the rejection's
+        scope (``key:<prefix>…``, ``unknown``) when no source was known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+logger = logging.getLogger("headwater.observe")
+
+DB_FILE = "flow.sqlite"
+MINUTE_MS = 60_000
+FLUSH_SECS = 10.0
+KEEP_DAYS = 31
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS flow(minute INTEGER NOT NULL, source TEXT NOT NULL,
+    step TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY(minute, source, step))
+    WITHOUT ROWID;
+"""
+
+
+def _minute(at_ms: int) -> int:
+    return at_ms - at_ms % MINUTE_MS
+
+
+class FlowDB:
+    """The counts on one SQLite connection (the server's writer thread, or a CLI)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        self.conn.executescript(_SCHEMA)
+
+    def add(self, counts: Iterable[tuple[int, str, str, int]]) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany(
+                "INSERT INTO flow(minute, source, step, count) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(minute, source, step) DO UPDATE SET count = count + excluded.count",
+                counts,
+            )
+
+    def totals(self, since_ms: int, until_ms: int, source: str | None = None) -> Counter[str]:
+        """Counts per step in ``[since, until)`` (whole minutes), for a source or all."""
+        sql = "SELECT step, SUM(count) FROM flow WHERE minute >= ? AND minute < ?"
+        args: list[object] = [_minute(since_ms), until_ms]
+        if source is not None:
+            sql += " AND source = ?"
+            args.append(source)
+        return Counter(dict(self.conn.execute(sql + " GROUP BY step", args).fetchall()))
+
+    def by_source(self, since_ms: int, until_ms: int) -> dict[str, Counter[str]]:
+        out: dict[str, Counter[str]] = {}
+        for source, step, count in self.conn.execute(
+            "SELECT source, step, SUM(count) FROM flow WHERE minute >= ? AND minute < ? "
+            "GROUP BY source, step",
+            (_minute(since_ms), until_ms),
+        ):
+            out.setdefault(source, Counter())[step] = count
+        return out
+
+    def prune(self, before_ms: int) -> None:
+        with self.conn:
+            self.conn.execute("DELETE FROM flow WHERE minute < ?", (before_ms,))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Flow:
+    """Counts kept in memory and written every ``flush_secs``; reads include unwritten ones."""
+
+    def __init__(self, data_dir: Path, flush_secs: float = FLUSH_SECS) -> None:
+        self.path = data_dir / DB_FILE
+        self.flush_secs = flush_secs
+        self._pending: Counter[tuple[int, str, str]] = Counter()
+        self._db: FlowDB | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headwater-flow")
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._db = await loop.run_in_executor(self._pool, FlowDB, self.path)
+        self._task = asyncio.create_task(self._run(), name="headwater-flow")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._db is not None:
+            await self.flush()
+            db, self._db = self._db, None
+            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
+        self._pool.shutdown(wait=True)
+
+    def add(self, source: str, step: str, count: int = 1, at_ms: int | None = None) -> None:
+        """Count ``count`` events of ``source`` at ``step`` (now, unless ``at_ms``)."""
+        if count:
+            minute = _minute(time.time_ns() // 1_000_000 if at_ms is None else at_ms)
+            self._pending[(minute, source, step)] += count
+
+    async def flush(self) -> None:
+        if not self._pending or self._db is None:
+            return
+        pending, self._pending = self._pending, Counter()
+        rows = [(m, s, step, n) for (m, s, step), n in pending.items()]
+        db = self._db
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, db.add, rows)
+        except Exception:
+            self._pending.update(pending)  # try again next time
+            raise
+
+    async def totals(self, since_ms: int, until_ms: int, source: str | None = None) -> Counter[str]:
+        await self.flush()
+        db = self._require()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, db.totals, since_ms, until_ms, source
+        )
+
+    async def by_source(self, since_ms: int, until_ms: int) -> dict[str, Counter[str]]:
+        await self.flush()
+        db = self._require()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, db.by_source, since_ms, until_ms
+        )
+
+    def _require(self) -> FlowDB:
+        if self._db is None:
+            raise RuntimeError("the flow counts are not open")
+        return self._db
+
+    async def _run(self) -> None:
+        pruned_at = 0.0
+        while True:
+            await asyncio.sleep(self.flush_secs)
+            try:
+                await self.flush()
+                if time.monotonic() - pruned_at > 3600:
+                    pruned_at = time.monotonic()
+                    keep_from = time.time_ns() // 1_000_000 - KEEP_DAYS * 86_400_000
+                    db = self._require()
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._pool, db.prune, keep_from
+                    )
+            except Exception:
+                logger.exception("cannot write the ingest flow counts")

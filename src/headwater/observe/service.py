@@ -1,0 +1,406 @@
+""" "Where did my event go?" — the one object the API, the console and the CLI ask.
+
+It owns the debugger and the ingest flow counts (fed by the gateway through the
+:class:`IngestRecorder`), and reads the log, the delivery ledger and the delivery engine's
+workers to answer: the debugger, Event Delivery per destination, the Delivery Overview per
+source, the trace of one messageId, and diagnose. It never sits on the delivery path.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from headwater.config.workspace import Workspace
+from headwater.delivery.engine import DeliveryEngine
+from headwater.delivery.store import StoreDB
+from headwater.gateway.normalize import iso_ms
+from headwater.gateway.stats import IngestStats, Rejection, redact_key, vars_of
+from headwater.log.base import AppendResult, EventLog, Record, StoredRecord
+from headwater.observe.debugger import Debugger
+from headwater.observe.delivery_report import DeliveryReport, delivery_report
+from headwater.observe.diagnose import (
+    DestinationEvidence,
+    Evidence,
+    Finding,
+    RefusalGroup,
+    SourceEvidence,
+    diagnose,
+)
+from headwater.observe.flow import Flow
+
+OBSERVE_DIR = "observe"
+WINDOWS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_SAMPLE_IDS = 5
+
+
+class ObserveError(Exception):
+    """A question that cannot be answered as asked; ``status`` is the HTTP status to use."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def parse_window(text: str, max_secs: float) -> int:
+    """``30m``, ``1h``, ``1d``, ``1w`` → seconds, at most ``max_secs`` (the log's retention)."""
+    match = re.fullmatch(r"(\d{1,6})([smhdw])", text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ObserveError(
+            "invalid_window", f"window {text!r} is not a duration; write e.g. 15m, 1h, 1d or 7d"
+        )
+    secs = int(match.group(1)) * WINDOWS[match.group(2)]
+    if secs > max_secs:
+        raise ObserveError(
+            "invalid_window",
+            f"window {text} reaches past what Headwater keeps ({max_secs / 86400:g} days, "
+            "log.retention_max_age_secs); choose a shorter one",
+        )
+    return secs
+
+
+class IngestRecorder:
+    """What the gateway reports, handed to the debugger and the flow counts."""
+
+    def __init__(self, debugger: Debugger, flow: Flow) -> None:
+        self.debugger = debugger
+        self.flow = flow
+
+    def accepted(
+        self, source: str, records: Sequence[Record], results: Sequence[AppendResult]
+    ) -> None:
+        self.debugger.accepted(source, records, results)
+        duplicates = sum(1 for r in results if r.duplicate)
+        self.flow.add(source, "received", len(results) - duplicates)
+        if duplicates:
+            self.flow.add(source, "duplicate", duplicates)
+
+    def refused(self, rejection: Rejection) -> None:
+        self.debugger.refused(rejection)
+        self.flow.add(rejection.scope, f"rejected:{rejection.code}")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    since_ms: int
+    until_ms: int
+    label: str
+
+
+class Observer:
+    def __init__(self, workspace: Workspace, data_dir: Path, stats: IngestStats) -> None:
+        self.workspace = workspace
+        self.stats = stats
+        self.debugger = Debugger()
+        self.flow = Flow(data_dir / OBSERVE_DIR)
+        self.recorder = IngestRecorder(self.debugger, self.flow)
+        self.log: EventLog | None = None
+        self.delivery: DeliveryEngine | None = None
+        self.stages: list[Callable[[StoredRecord, dict[str, Any]], list[dict[str, Any]]]] = []
+        """Later stages (the processor) add what they decided about an event to its trace."""
+
+    async def start(self, log: EventLog, delivery: DeliveryEngine) -> None:
+        self.log, self.delivery = log, delivery
+        await self.flow.open()
+
+    async def stop(self) -> None:
+        await self.flow.close()
+
+    def window(self, text: str, now_ms: int | None = None) -> Window:
+        secs = parse_window(text, self.workspace.log.retention_max_age_secs)
+        until = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        return Window(until - secs * 1000, until, text)
+
+    # ------------------------------------------------------------------ sources
+
+    def source_names(self) -> list[str]:
+        return [s.name for s in self.workspace.sources]
+
+    def require_source(self, name: str) -> None:
+        if self.workspace.source(name) is None:
+            raise ObserveError(
+                "not_found",
+                f"no source is named {name!r}; the sources are: "
+                f"{', '.join(self.source_names()) or 'none'}",
+                404,
+            )
+
+    def require_destination(self, name: str) -> None:
+        if self.workspace.destination(name) is None:
+            names = ", ".join(d.name for d in self.workspace.destinations) or "none"
+            raise ObserveError(
+                "not_found", f"no destination is named {name!r}; the destinations are: {names}",
+                404,
+            )  # fmt: skip
+
+    async def overview(self, source: str, window: Window) -> dict[str, Any]:
+        """Segment's Delivery Overview: received → failed on ingest → filtered at source →
+        per destination: filtered → failed → delivered."""
+        self.require_source(source)
+        flow = await self.flow.totals(window.since_ms, window.until_ms, source)
+        rejected = {k.removeprefix("rejected:"): n for k, n in flow.items()
+                    if k.startswith("rejected:")}  # fmt: skip
+        blocked = {k.removeprefix("blocked:"): n for k, n in flow.items()
+                   if k.startswith("blocked:")}  # fmt: skip
+        destinations = []
+        for dest in self.workspace.destinations:
+            if source not in dest.sources:
+                continue
+            report = await self._report(dest.name, window)
+            counts = report.counts
+            destinations.append(
+                {
+                    "destination": dest.name,
+                    "type": dest.type,
+                    "sharedWith": [s for s in dest.sources if s != source],
+                    "filtered": counts["filtered"],
+                    "failed": counts["discarded"] + counts["dead_lettered"],
+                    "retrying": report.retrying_now,
+                    "delivered": counts["delivered"],
+                }
+            )
+        return {
+            "source": source,
+            "window": _window_doc(window),
+            "received": flow["received"],
+            "duplicates": flow["duplicate"],
+            "failedOnIngest": sum(rejected.values()),
+            "failedOnIngestByReason": rejected,
+            "filteredAtSource": sum(blocked.values()),
+            "filteredAtSourceByReason": blocked,
+            "unknownWriteKeyRequests": await self._unattributed(window),
+            "destinations": destinations,
+            "note": "destination counts cover every source of a destination; a destination "
+            "shared with other sources (sharedWith) counts their events too",
+        }
+
+    async def _unattributed(self, window: Window) -> int:
+        by_source = await self.flow.by_source(window.since_ms, window.until_ms)
+        return sum(
+            n
+            for scope, counts in by_source.items()
+            if scope == "unknown" or scope.startswith("key:")
+            for step, n in counts.items()
+            if step.startswith("rejected:")
+        )
+
+    # ------------------------------------------------------------------ destinations
+
+    async def _report(self, destination: str, window: Window) -> DeliveryReport:
+        engine = self._engine()
+        return await engine.store.run(
+            lambda db: delivery_report(db, destination, window.since_ms, window.until_ms)
+        )
+
+    async def delivery_report(self, destination: str, window: Window) -> dict[str, Any]:
+        """Event Delivery, with each error's sample: the event as Headwater received it."""
+        self.require_destination(destination)
+        report = await self._report(destination, window)
+        doc = report.as_dict()
+        for group in doc["errors"]:
+            offset = group["sample"]["offset"]
+            record = await self._record_at(offset) if offset is not None else None
+            group["sample"]["messageId"] = record.message_id if record else None
+            group["sample"]["event"] = orjson.loads(record.payload) if record else None
+        worker = self._engine().workers.get(destination)
+        doc["breaker"] = worker.breaker.state.value if worker else "stopped"
+        doc["window"]["label"] = window.label
+        return doc
+
+    async def _record_at(self, offset: int) -> StoredRecord | None:
+        assert self.log is not None
+        records = await self.log.read(offset - 1, 1)
+        return records[0] if records and records[0].offset == offset else None
+
+    # ------------------------------------------------------------------ trace
+
+    async def trace(self, message_id: str) -> dict[str, Any]:
+        engine = self._engine()
+        found = await engine.states(message_id)
+        if found is None:
+            raise ObserveError("not_found", self._not_found(message_id), 404)
+        record, states = found
+        event = orjson.loads(record.payload)
+        stages: list[dict[str, Any]] = [
+            {
+                "stage": "received",
+                "atMs": record.received_at_ms,
+                "decision": "stored",
+                "detail": f"accepted from source {record.source} and stored at log offset "
+                f"{record.offset}",
+            }
+        ]
+        for stage in self.stages:
+            stages.extend(stage(record, event))
+        return {
+            "messageId": record.message_id,
+            "offset": record.offset,
+            "source": record.source,
+            "type": record.type,
+            "receivedAt": iso_ms(record.received_at_ms),
+            "event": event,
+            "stages": stages,
+            "destinations": [s.as_dict() for s in states],
+        }
+
+    def _not_found(self, message_id: str) -> str:
+        assert self.log is not None
+        oldest = self.log.stats().oldest_received_at_ms
+        since = (
+            f"the oldest event retained was received at {iso_ms(oldest)}"
+            if oldest is not None
+            else "the log is empty"
+        )
+        days = self.workspace.log.retention_max_age_secs / 86400
+        refused = [r for r in self._rejections() if r.message_id == message_id]
+        if refused:
+            r = refused[-1]
+            return (
+                f"the event with messageId {message_id!r} was refused at {r.at}: {r.code} — "
+                f"{r.message}"
+            )
+        return (
+            f"no event with messageId {message_id!r} in the log; it keeps events for "
+            f"{days:g} days (log.retention_max_age_secs) and {since}. Check the messageId, "
+            "or whether the request was rejected (the source's debugger shows refusals)."
+        )
+
+    def _rejections(self) -> list[Rejection]:
+        return [r for (scope, code) in self.stats.rejected for r in self.stats.latest(scope, code)]
+
+    # ------------------------------------------------------------------ diagnose
+
+    async def diagnose(
+        self, window: Window, source: str | None = None, destination: str | None = None
+    ) -> dict[str, Any]:
+        if source is not None:
+            self.require_source(source)
+        if destination is not None:
+            self.require_destination(destination)
+        evidence = await self._evidence(window, source, destination)
+        findings = diagnose(evidence)
+        if source is not None:
+            findings = [
+                f
+                for f in findings
+                if f.source in (source, None)
+                and (f.destination is None or _serves(self.workspace, f.destination, source))
+            ]
+        if destination is not None:
+            findings = [f for f in findings if f.destination in (destination, None)
+                        and f.source is None]  # fmt: skip
+        return {
+            "window": _window_doc(window),
+            "source": source,
+            "destination": destination,
+            "healthy": not any(f.severity != "info" for f in findings),
+            "findings": [f.as_dict() for f in findings],
+        }
+
+    async def _evidence(
+        self, window: Window, source: str | None, destination: str | None
+    ) -> Evidence:
+        by_source = await self.flow.by_source(window.since_ms, window.until_ms)
+        sources = [
+            SourceEvidence(s.name, s.enabled, by_source.get(s.name, Counter()),
+                           self._last_received(s.name))
+            for s in self.workspace.sources
+        ]  # fmt: skip
+        refusals = self._refusal_groups(window, by_source)
+        destinations = [
+            await self._destination_evidence(d.name, window)
+            for d in self.workspace.destinations
+            if destination is None or d.name == destination
+        ]
+        keys = {s.name: redact_key(s.write_key) for s in self.workspace.sources if s.write_key}
+        return Evidence(window.since_ms, window.until_ms, sources, destinations, refusals, keys)
+
+    def _last_received(self, source: str) -> int | None:
+        recent = [e for e in self.debugger.recent(source, 50) if e["kind"] != "rejected"]
+        if not recent:
+            return None
+        return _ms_of(recent[0]["at"])
+
+    def _refusal_groups(
+        self, window: Window, by_source: dict[str, Counter[str]]
+    ) -> list[RefusalGroup]:
+        groups = []
+        for scope, counts in by_source.items():
+            for step, count in counts.items():
+                if not step.startswith("rejected:") or not count:
+                    continue
+                code = step.removeprefix("rejected:")
+                latest = self.stats.latest(scope, code)
+                samples = [vars_of(r) for r in latest[-MAX_SAMPLE_IDS:]][::-1]
+                message = latest[-1].message if latest else code
+                groups.append(RefusalGroup(scope, code, count, message, samples))
+        return groups
+
+    async def _destination_evidence(self, name: str, window: Window) -> DestinationEvidence:
+        config = self.workspace.destination(name)
+        assert config is not None
+        engine = self._engine()
+        report = await self._report(name, window)
+        worker = engine.workers.get(name)
+        samples: dict[tuple[str, int | None, str], list[str]] = {}
+        for group in report.error_groups():
+            key = (group.state.value, group.status, group.reason)
+            offsets = await engine.store.run(
+                lambda db, key=key: _failing_offsets(db, name, key, window)  # type: ignore[misc]
+            )
+            ids = []
+            for offset in offsets:
+                record = await self._record_at(offset)
+                if record is not None:
+                    ids.append(record.message_id)
+            samples[key] = ids
+        last = self.log.stats().last_offset if self.log is not None else None
+        queued = max(0, (last or 0) - worker.live.committed) if worker else 0
+        return DestinationEvidence(
+            name, config.type, config.enabled, list(config.sources), report,
+            worker.breaker.state.value if worker else "stopped", queued, samples,
+        )  # fmt: skip
+
+    def _engine(self) -> DeliveryEngine:
+        if self.delivery is None:
+            raise ObserveError("starting", "Headwater is starting; try again", 503)
+        return self.delivery
+
+
+def _failing_offsets(
+    db: StoreDB, destination: str, key: tuple[str, int | None, str], window: Window
+) -> list[int]:
+    state, status, reason = key
+    rows = db.conn.execute(
+        "SELECT first_offset FROM ledger WHERE destination=? AND state=? AND status IS ? AND"
+        " COALESCE(reason, '')=? AND at_ms>=? AND at_ms<? ORDER BY at_ms DESC LIMIT ?",
+        (destination, state, status, reason, window.since_ms, window.until_ms, MAX_SAMPLE_IDS),
+    )
+    return [r[0] for r in rows]
+
+
+def _serves(workspace: Workspace, destination: str, source: str) -> bool:
+    config = workspace.destination(destination)
+    return config is not None and source in config.sources
+
+
+def _window_doc(window: Window) -> dict[str, Any]:
+    return {"label": window.label, "sinceMs": window.since_ms, "untilMs": window.until_ms,
+            "since": iso_ms(window.since_ms), "until": iso_ms(window.until_ms)}  # fmt: skip
+
+
+def _ms_of(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+__all__ = ["Finding", "IngestRecorder", "ObserveError", "Observer", "Window", "parse_window"]
