@@ -24,11 +24,15 @@ from headwater.config.workspace import Workspace
 from headwater.console.sessions import COOKIE, Sessions
 from headwater.delivery.engine import DeliveryEngine
 from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
+from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats
 from headwater.log.base import EventLog
 from headwater.log.sqlite import SqliteLog
 from headwater.log.sqlite_process import ProcessLog
 from headwater.observe.service import Observer
+from headwater.processor.admin import ProcessorAdmin, effective_plans
+from headwater.processor.ingest import IngestPipeline
+from headwater.processor.protocols_store import ProtocolsStore
 from headwater.status.metrics import CONTENT_TYPE, Metrics
 from headwater.status.service import StatusService, with_canary
 
@@ -36,6 +40,7 @@ logger = logging.getLogger("headwater")
 
 LOG_DIR = "log"
 DELIVERY_DIR = "delivery"
+PROTOCOLS_DIR = "protocols"
 API_PREFIXES = ("/api/v1/", "/api/openapi.json")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -60,7 +65,11 @@ class Headwater:
         self.stats.on_refuse = self.observer.recorder.refused
         self.token = admin_token or load_admin_token(data_dir)
         self.sessions = Sessions()
-        self._api = build_api(workspace, self.observer, self.token, self._session_ok)
+        self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR)
+        self.admin: ProcessorAdmin | None = None
+        self._api = build_api(
+            workspace, self.observer, self.token, self._session_ok, lambda: self.admin
+        )
         self.log: EventLog | None = None
         self.delivery: DeliveryEngine | None = None
         self._delivery_started = False
@@ -84,19 +93,61 @@ class Headwater:
         await self.delivery.start()
         self._delivery_started = True
         await self.observer.start(self.log, self.delivery)
+        pipeline = await self._processor(self.log)
         self._tracking = TrackingAPI(
             self.running.sources,
             self.log,
             self.stats,
             self.workspace.gateway,
             on_accepted=self.observer.recorder.accepted,
+            processor=pipeline,
         )
         await self.status.start(self.log, self.delivery, self, self._canary_key)
+
+    async def _processor(self, log: EventLog) -> IngestPipeline:
+        """Tracking plans and source transformations at ingest; blocked events and
+        violations in the protocols store; their decisions in each event's trace."""
+        await self.protocols.open()
+        ws = self.workspace
+        plans, from_api = effective_plans(ws.tracking_plans, self.data_dir)
+        flow = self.observer.flow
+        pipeline = IngestPipeline(plans, ws.transformations, self.protocols, flow.add, flow.decided)
+        self.admin = ProcessorAdmin(
+            self.data_dir, {s.name for s in ws.sources},
+            {d.name: list(d.filters) for d in ws.destinations}, list(ws.transformations),
+            pipeline, log, from_api,
+        )  # fmt: skip
+        self.observer.unstored.append(self._blocked_trace)
+        return pipeline
+
+    async def _blocked_trace(self, message_id: str) -> dict[str, Any] | None:
+        """The trace of an event a tracking plan blocked: it is not in the log."""
+        blocked = await self.protocols.blocked_event(message_id)
+        if blocked is None:
+            return None
+        return {
+            "messageId": blocked.message_id,
+            "offset": None,
+            "source": blocked.source,
+            "type": blocked.event().get("type"),
+            "receivedAt": iso_ms(blocked.received_ms),
+            "event": blocked.event(),
+            "stages": [
+                {"stage": "received", "atMs": blocked.received_ms, "decision": "accepted",
+                 "detail": f"accepted from source {blocked.source} (answered 200)"},
+                {"stage": "tracking plan", "plan": blocked.plan, "decision": "blocked",
+                 "detail": f"blocked by tracking plan {blocked.plan!r} ({blocked.reason}); kept "
+                 "30 days — fix the plan or the sender, then `headwater plans resend-blocked "
+                 f"--source {blocked.source}`", "violations": blocked.violations},
+            ],
+            "destinations": [],
+        }  # fmt: skip
 
     async def stop(self) -> None:
         await self.metrics.close()
         await self.status.stop()
         await self.observer.stop()
+        await self.protocols.close()
         if self.delivery is not None:
             await self.delivery.stop()
         if self.log is not None:

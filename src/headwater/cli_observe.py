@@ -12,13 +12,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from headwater.api.auth import ENV_VAR, reset_admin_token
+from headwater.observe.debugger import KEEP
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -29,7 +32,7 @@ SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]Error:[/] {message}", highlight=False)
+    err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)  # text from the server
     return typer.Exit(code)
 
 
@@ -48,19 +51,28 @@ class Api:
         self.headers = {"authorization": f"Bearer {token}"}
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
+        return self.call("GET", path, params)
+
+    def post(self, path: str, body: Any = None, **params: Any) -> dict[str, Any]:
+        return self.call("POST", path, params, body)
+
+    def call(
+        self, method: str, path: str, params: dict[str, Any], body: Any = None
+    ) -> dict[str, Any]:
         try:
-            response = httpx.get(
-                f"{self.url}{path}", params=params, headers=self.headers, timeout=30
-            )
+            response = httpx.request(
+                method, f"{self.url}{path}", params=params, json=body, headers=self.headers,
+                timeout=120,
+            )  # fmt: skip
         except httpx.HTTPError as exc:
             raise fail(f"could not reach Headwater at {self.url}: {exc}") from exc
         try:
-            body: dict[str, Any] = response.json()
+            answer: dict[str, Any] = response.json()
         except ValueError:
-            body = {"message": response.text}
+            answer = {"message": response.text}
         if not response.is_success:
-            raise fail(str(body.get("message") or f"HTTP {response.status_code}"))
-        return body
+            raise fail(str(answer.get("message") or f"HTTP {response.status_code}"))
+        return answer
 
     def stream(self, path: str) -> Iterator[tuple[str, str]]:
         """Server-Sent Events as (event, data) pairs."""
@@ -116,10 +128,11 @@ def tail(
 ) -> None:
     """Follow a source's events live, and the requests refused (the debugger)."""
     api = Api(url)
-    recent = api.get(f"/api/v1/sources/{source}/debugger", limit=max(1, history))["entries"]
+    limit = min(KEEP, max(1, history))  # the debugger keeps no more than that
+    recent = api.get(f"/api/v1/sources/{source}/debugger", limit=limit)["entries"]
     for entry in reversed(recent[:history]):
         _print_entry(entry, raw)
-    err.print(f"[dim]following {source} (Ctrl-C to stop)[/]")
+    err.print(f"[dim]following {escape(source)} (Ctrl-C to stop)[/]")
     try:
         for kind, data in api.stream(f"/api/v1/sources/{source}/debugger/stream"):
             if kind == "entry":
@@ -146,16 +159,18 @@ def trace(
 ) -> None:
     """Where did this event go: received when and from where, what each stage decided,
     and its state with each destination."""
-    body = Api(url).get(f"/api/v1/events/{message_id}")
+    body = Api(url).get(f"/api/v1/events/{quote(message_id, safe='')}")  # ids may hold / ? #
     if json_out:
         out.print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode(), highlight=False,
                   markup=False)  # fmt: skip
         return
     event = body["event"]
     what = event.get("event") or event.get("name") or ""
-    out.print(f"[bold]{body['messageId']}[/]  {body['type']} {what}", highlight=False)
+    # messageIds and event names are the sender's text: brackets in them are not markup
+    label = escape(f"{body['type']} {what}")
+    out.print(f"[bold]{escape(body['messageId'])}[/]  {label}", highlight=False)
     out.print(f"  received {body['receivedAt']} from source {body['source']} "
-              f"(log offset {body['offset']})", highlight=False)  # fmt: skip
+              f"(log offset {body['offset']})", highlight=False, markup=False)  # fmt: skip
     for stage in body.get("stages", [])[1:]:
         out.print(f"  {stage['stage']}: {stage['decision']} — {stage['detail']}",
                   highlight=False, markup=False)  # fmt: skip
@@ -216,7 +231,7 @@ def _print_findings(body: dict[str, Any]) -> None:
         return
     for finding in findings:
         style = SEVERITY_STYLE.get(finding["severity"], "")
-        out.print(f"[{style}]{finding['severity'].upper()}[/] {finding['title']}",
+        out.print(f"[{style}]{finding['severity'].upper()}[/] {escape(finding['title'])}",
                   highlight=False)  # fmt: skip
         out.print(f"  evidence: {finding['detail']}", highlight=False, markup=False)
         ids = finding["evidence"].get("sampleMessageIds")

@@ -5,6 +5,9 @@ a console session (a cookie; then any method but GET also needs the session's CS
 ``X-CSRF-Token``). Errors are ``{"code", "message"}`` like the Tracking API's, with a message
 that says what to do. Secrets in destination settings are never returned.
 
+The OpenAPI document itself is public: it describes the routes, the same in every
+installation, and holds no data or secret of this one (tests/api/test_management_api.py).
+
 The routes only read what :class:`~headwater.observe.service.Observer` and the workspace
 already know; the console renders the same documents as pages.
 """
@@ -22,10 +25,12 @@ from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headwater import __version__
+from headwater.api import processing
 from headwater.api.auth import AdminToken
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
 from headwater.gateway.stats import redact_key
 from headwater.observe.service import ObserveError, Observer
+from headwater.processor.admin import ProcessorAdmin
 
 SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie", re.I)
 MASK = "**********"
@@ -58,6 +63,7 @@ def build_api(
     observer: Observer,
     token: AdminToken,
     session_check: SessionCheck | None = None,
+    admin: Callable[[], ProcessorAdmin | None] = lambda: None,
 ) -> FastAPI:
     async def authorize(request: Request) -> None:
         if token.check_header(request.headers.get("authorization")):
@@ -86,6 +92,7 @@ def build_api(
     _sources(app, workspace, observer)
     _destinations(app, workspace, observer)
     _events(app, observer)
+    processing.register(app, observer, admin)
     return app
 
 
@@ -227,7 +234,7 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
 
 def _events(app: FastAPI, observer: Observer) -> None:
     @app.get(
-        "/api/v1/events/{message_id}",
+        "/api/v1/events/{message_id:path}",  # a messageId is any string, slashes included
         tags=["events"],
         summary="Trace one event: where it came from, what each stage decided, its delivery",
     )

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from headwater.config.units import ByteSize, Seconds
 from headwater.config.urls import field_path
 from headwater.errors import ConfigError
+from headwater.processor.filters import FilterList
+from headwater.processor.protocols.plans import TrackingPlanConfig, check_tracking_plans
+from headwater.processor.transforms import TransformationConfig
 from headwater.status.config import AlertsConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -183,6 +186,10 @@ class DestinationConfig(_Model):
 
     delivery: DeliveryConfig = DeliveryConfig()
 
+    filters: FilterList = []
+    """Destination filters (docs/fql.md): ``if`` (FQL or ``all``) and actions ``DROP``,
+    ``SAMPLE``, ``DROP_PROPERTIES``, ``ALLOW_PROPERTIES``; at most 10."""
+
 
 class StatusConfig(_Model):
     """Component health: how often it is checked and what counts as degraded
@@ -257,6 +264,11 @@ class Workspace(_Model):
     status: StatusConfig = StatusConfig()
     alerts: AlertsConfig = AlertsConfig()
     watch: list[WatchTarget] = []
+    tracking_plans: list[TrackingPlanConfig] = []
+    """Tracking plans and their enforcement per source (docs/tracking-plans.md)."""
+
+    transformations: list[TransformationConfig] = []
+    """Event transformations, each scoped to a source or a destination (docs/fql.md)."""
 
     @model_validator(mode="after")
     def _check_unique(self) -> Workspace:
@@ -273,6 +285,8 @@ class Workspace(_Model):
                     )
                 keys.add(source.write_key)
         _check_destinations(self.destinations, names)
+        check_tracking_plans(self.tracking_plans, names)
+        _check_transformations(self.transformations, names, {d.name for d in self.destinations})
         named = (("sources", [s.name for s in self.sources]),
                  ("destinations", [d.name for d in self.destinations]))  # fmt: skip
         for kind, names_of in named:
@@ -337,6 +351,22 @@ def _check_destinations(destinations: list[DestinationConfig], sources: set[str]
             raise ValueError(
                 f"{where}.delivery.batch_max_events: a {dest.type} destination takes at most "
                 f"{kind.max_batch_events} events per request, not {batch}"
+            )
+
+
+def _check_transformations(
+    transformations: list[TransformationConfig], sources: set[str], destinations: set[str]
+) -> None:
+    for i, t in enumerate(transformations):
+        if t.source is not None and t.source not in sources:
+            raise ValueError(
+                f"transformations[{i}].source: no source is named {t.source!r}; "
+                f"the sources are {', '.join(sorted(sources))}"
+            )
+        if t.destination is not None and t.destination not in destinations:
+            raise ValueError(
+                f"transformations[{i}].destination: no destination is named {t.destination!r}; "
+                f"the destinations are {', '.join(sorted(destinations)) or 'none'}"
             )
 
 

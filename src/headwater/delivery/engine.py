@@ -23,6 +23,7 @@ from headwater.destinations import TYPES
 from headwater.destinations.base import Context, Destination
 from headwater.destinations.devsink import Devsink
 from headwater.log.base import EventLog, StoredRecord
+from headwater.processor.fanout import DestinationStage
 from headwater.processor.routing import NotMine, Route
 
 logger = logging.getLogger(__name__)
@@ -66,8 +67,9 @@ class DeliveryEngine:
                 start = end
                 fresh.append(SetCursor(config.name, end))
             destination = build_destination(config, self.http)
+            stage = DestinationStage(config.name, config.filters, self.workspace.transformations)
             worker = Worker(route_of(config), destination, config.delivery, self.log, self.store,
-                            start)  # fmt: skip
+                            start, stage)  # fmt: skip
             self.workers[config.name] = worker
         if fresh:
             await self.store.write(fresh)

@@ -57,6 +57,7 @@ from headwater.delivery.store import (
 from headwater.destinations.base import Destination
 from headwater.errors import LogError
 from headwater.log.base import EventLog, StoredRecord
+from headwater.processor.fanout import DestinationStage, FilteredOut
 from headwater.processor.routing import Filtered, NotMine, Route, Routed
 
 logger = logging.getLogger(__name__)
@@ -149,8 +150,10 @@ class Worker:
         log: EventLog,
         store: DeliveryStore,
         start_after: int,
+        stage: DestinationStage | None = None,
     ) -> None:
         self.route = route
+        self.stage = stage or DestinationStage(route.destination, (), ())
         self.name = route.destination
         self.destination = destination
         self.config = delivery
@@ -375,14 +378,13 @@ class Worker:
         for r in records:
             if replay is not None and not replay.since_ms <= r.received_at_ms < replay.until_ms:
                 continue  # outside the replay's window
-            event = OutboundEvent(r.offset, r.message_id, r.received_at_ms, r.payload)
-            decision = self.route.decide(r.source, r.payload)
-            if isinstance(decision, NotMine):
+            event = self._shape(r)
+            if isinstance(event, NotMine):
                 if replay is not None:
                     stream.counts[2] += 1
                 continue
-            if isinstance(decision, Filtered):
-                filtered.setdefault(decision.reason, []).append(r.offset)
+            if isinstance(event, Filtered):
+                filtered.setdefault(event.reason, []).append(r.offset)
                 stream.counts[1] += 1
                 continue
             stream.counts[0] += 1
@@ -394,6 +396,23 @@ class Worker:
         ]
         self.stats.filtered += sum(len(o) for o in filtered.values())
         return routed, ledger
+
+    def _shape(self, r: StoredRecord) -> OutboundEvent | Filtered | NotMine:
+        """Route one event, then run the destination's filters and transformations on it."""
+        decision = self.route.decide(r.source, r.payload)
+        if not isinstance(decision, Routed):
+            return decision
+        if not self.stage:
+            return OutboundEvent(r.offset, r.message_id, r.received_at_ms, r.payload)
+        try:
+            shaped = self.stage.apply(r.payload)
+        except Exception as exc:  # a fault in a filter must not stop the destination
+            logger.exception("destination %s: filters or transformations failed", self.name)
+            return Filtered(f"the destination's filters or transformations failed: {exc}")
+        if isinstance(shaped, FilteredOut):
+            return Filtered(shaped.reason)
+        payload = r.payload if shaped is None else shaped.payload
+        return OutboundEvent(r.offset, r.message_id, r.received_at_ms, payload)
 
     def _cut(self, events: list[OutboundEvent]) -> list[list[OutboundEvent]]:
         """Batches of at most ``batch_events`` events and ``batch_bytes`` bytes as a JSON
@@ -662,11 +681,7 @@ class Worker:
             self.breaker.pause(self.breaker.probe_secs)  # nothing to probe with: wait
             return
         # the probe takes the first batch; what follows it is read again after the probe
-        routed = [
-            OutboundEvent(r.offset, r.message_id, r.received_at_ms, r.payload)
-            for r in records
-            if isinstance(self.route.decide(r.source, r.payload), Routed)
-        ]
+        routed = [e for e in map(self._shape, records) if isinstance(e, OutboundEvent)]
         batch = self._cut(routed)[:1]
         end = batch[0][-1].offset if batch else records[-1].offset
         _, ledger = self._route(self.live, [r for r in records if r.offset <= end])

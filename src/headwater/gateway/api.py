@@ -12,6 +12,7 @@ keep the events and retry).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import time
@@ -23,7 +24,16 @@ import orjson
 
 from headwater.config.workspace import GatewayConfig, SourceConfig
 from headwater.errors import IngestError, LogError, LogUnavailable
-from headwater.gateway.normalize import Envelope, ItemError, iso_ms, normalize, parse_ms
+from headwater.gateway.hooks import Blocked, IngestProcessor, Processed, SourceHook
+from headwater.gateway.normalize import (
+    Envelope,
+    ItemError,
+    iso_ms,
+    normalize,
+    normalize_event,
+    parse_ms,
+    to_record,
+)
 from headwater.gateway.stats import IngestStats, Rejection, redact_key
 from headwater.log.base import AppendResult, EventLog, Record
 
@@ -69,8 +79,10 @@ class TrackingAPI:
         stats: IngestStats,
         config: GatewayConfig,
         on_accepted: OnAccepted | None = None,
+        processor: IngestProcessor | None = None,
     ) -> None:
         self._on_accepted = on_accepted
+        self._processor = processor
         self._by_key: dict[str, SourceConfig] = {s.write_key: s for s in sources if s.write_key}
         self._log = log
         self._stats = stats
@@ -164,11 +176,23 @@ class TrackingAPI:
         except IngestError as exc:
             context.refuse(exc, scope=source.name, body=body)
             raise
-        records, refused = self._normalize(items, single, env, context, source.name)
+        hook = self._processor.hook(source.name) if self._processor is not None else None
+        blocked: list[tuple[int, Blocked]] = []
+        decided: list[tuple[str, Processed]] = []
+        if hook is None:
+            records, refused = self._normalize(items, single, env, context, source.name)
+        else:
+            records, refused = self._process(
+                items, single, env, context, source.name, hook, blocked, decided
+            )
         if single and refused:
             raise refused[0][1]
         try:
-            results = await self._log.append(records) if records else []
+            if (blocked or decided) and self._processor is not None:
+                keep = self._processor.keep([b for _, b in blocked], decided)
+                results, _ = await asyncio.gather(self._append(records), keep)
+            else:
+                results = await self._append(records)
         except LogError as exc:  # LogUnavailable says how long to wait; other faults: 5 s
             retry_after = exc.retry_after_secs if isinstance(exc, LogUnavailable) else 5
             error = IngestError("unavailable", str(exc), 503)
@@ -177,15 +201,19 @@ class TrackingAPI:
             await _respond_error(send, error, [*self._cors(origin), retry])
             return
         duplicates = sum(1 for r in results if r.duplicate)
-        self._stats.accepted(source.name, len(results) - duplicates, duplicates)
-        if self._on_accepted is not None and records:
-            self._on_accepted(source.name, records, results)
-        if not refused and not duplicates:
+        self._accepted(source.name, records, results, duplicates)
+        if not refused and not duplicates and not blocked:
             await _respond(send, 200, _OK, self._cors(origin))
             return
         answer: dict[str, Any] = {"success": True, "accepted": len(records)}
         if duplicates:
             answer["duplicates"] = duplicates
+        if blocked:
+            answer["blocked"] = [
+                {"index": i, "messageId": b.event.get("messageId"), "code": b.reason,
+                 "message": b.detail}
+                for i, b in blocked
+            ]  # fmt: skip
         if refused:
             answer["rejected"] = [
                 {"index": i, "messageId": _message_id(items[i]), "code": e.code,
@@ -193,6 +221,83 @@ class TrackingAPI:
                 for i, e in refused
             ]  # fmt: skip
         await _respond(send, 200, orjson.dumps(answer), self._cors(origin))
+
+    async def _append(self, records: list[Record]) -> list[AppendResult]:
+        return await self._log.append(records) if records else []
+
+    def _accepted(
+        self, source: str, records: list[Record], results: list[AppendResult], duplicates: int
+    ) -> None:
+        if not records:
+            return
+        if records[-1].source != source or records[0].source != source:  # forwarded events too
+            groups: dict[str, tuple[list[Record], list[AppendResult]]] = {}
+            for record, result in zip(records, results, strict=True):
+                group = groups.setdefault(record.source, ([], []))
+                group[0].append(record)
+                group[1].append(result)
+            for name, (recs, res) in groups.items():
+                dups = sum(1 for r in res if r.duplicate)
+                self._stats.accepted(name, len(res) - dups, dups)
+                if self._on_accepted is not None:
+                    self._on_accepted(name, recs, res)
+            return
+        self._stats.accepted(source, len(results) - duplicates, duplicates)
+        if self._on_accepted is not None:
+            self._on_accepted(source, records, results)
+
+    def _process(
+        self,
+        items: list[Any],
+        single: str | None,
+        env: Envelope,
+        context: _RequestContext,
+        source: str,
+        hook: SourceHook,
+        blocked: list[tuple[int, Blocked]],
+        decided: list[tuple[str, Processed]],
+    ) -> tuple[list[Record], list[tuple[int, IngestError]]]:
+        """Like :meth:`_normalize`, with the source's processor deciding each event's fate."""
+        records: list[Record] = []
+        refused: list[tuple[int, IngestError]] = []
+        received = env.received_ms
+        for index, item in enumerate(items):
+            try:
+                event = normalize_event(item, single, env)
+                result = hook(event)
+                if result.event is None:
+                    reason = result.blocked or "blocked"
+                    blocked.append(
+                        (
+                            index,
+                            Blocked(
+                                source,
+                                received,
+                                event,
+                                reason,
+                                result.detail or reason,
+                                result.decisions,
+                                result.opaque,
+                            ),
+                        )
+                    )
+                else:
+                    records.append(to_record(result.event, source, received))
+                    if result.decisions:
+                        decided.append((source, result))
+                for other, extra in result.extra:
+                    records.append(to_record(extra, other, received))
+            except ItemError as exc:
+                error = IngestError(exc.code, exc.message, 400)
+                refused.append((index, error))
+                context.refuse(
+                    error,
+                    scope=source,
+                    body=orjson.dumps(item) if isinstance(item, dict) else None,
+                    message_id=_message_id(item),
+                    index=None if single else index,
+                )
+        return records, refused
 
     def _normalize(
         self,

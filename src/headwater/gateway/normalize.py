@@ -158,6 +158,11 @@ def _object(event: dict[str, Any], field: str) -> dict[str, Any] | None:
 
 def normalize(item: object, typ: str | None, env: Envelope) -> Record:
     """Validate and normalise one message; ``typ`` is the path's type, None inside a batch."""
+    return to_record(normalize_event(item, typ, env), env.source, env.received_ms)
+
+
+def normalize_event(item: object, typ: str | None, env: Envelope) -> dict[str, Any]:
+    """Validate and normalise one message in place, as a dict (the processor's input)."""
     if item.__class__ is not dict:
         raise ItemError("invalid_event", "each event must be a JSON object")
     event: dict[str, Any] = item
@@ -222,6 +227,11 @@ def normalize(item: object, typ: str | None, env: Envelope) -> Record:
     _object(event, "traits")
 
     _correct_clock(event, env)
+    return event
+
+
+def to_record(event: dict[str, Any], source: str, received_ms: int) -> Record:
+    """The normalised event as the log stores it; refuses one over the size limit."""
     payload = orjson.dumps(event)
     if len(payload) > MAX_EVENT_BYTES + EVENT_BYTES_ALLOWANCE:
         raise ItemError(
@@ -229,7 +239,7 @@ def normalize(item: object, typ: str | None, env: Envelope) -> Record:
             f"the event is {len(payload)} bytes; the limit is 32 KB per event — trim its "
             "properties or traits",
         )
-    return Record(message_id, env.source, typ, env.received_ms, payload)
+    return Record(event["messageId"], source, event["type"], received_ms, payload)
 
 
 def _correct_clock(event: dict[str, Any], env: Envelope) -> None:

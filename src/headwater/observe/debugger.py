@@ -91,17 +91,17 @@ class Debugger:
     ) -> None:
         """Records the log took (``results`` says which were duplicates)."""
         ring = self._ring(source)
+        entries: Sequence[_Entry] = records
         if any(r.duplicate for r in results):
             now = _now_ms()
-            ring.extend(
+            entries = [
                 _Duplicate(rec, now) if res.duplicate else rec
                 for rec, res in zip(records, results, strict=True)
-            )
-        else:
-            ring.extend(records)
+            ]
+        ring.extend(entries)
         self._seen[source] += len(records)
-        if self._subscribers.get(source):
-            for entry in list(ring)[-len(records) :]:
+        if self._subscribers.get(source):  # all of them: a batch can be larger than the ring
+            for entry in entries:
                 self._publish(source, entry)
 
     def refused(self, rejection: Rejection) -> None:
@@ -125,6 +125,15 @@ class Debugger:
         entries = list(self._rings.get(source, ())) + list(self._rings.get(UNATTRIBUTED, ()))
         entries.sort(key=_at_ms, reverse=True)
         return [_document(e) for e in entries[:limit]]
+
+    def last_received_ms(self, source: str) -> int | None:
+        """When the source's newest event in the ring arrived (duplicates count), if any.
+
+        Looks at the source's own ring only: a flood of refusals nobody can be tied to (the
+        unknown write key of a rotated SDK) must not hide the last event that got through.
+        """
+        ring = self._rings.get(source, ())
+        return max((_at_ms(e) for e in ring if not isinstance(e, _Refused)), default=None)
 
     def counts(self, source: str) -> dict[str, int]:
         """What the source's ring holds now, by kind."""

@@ -16,6 +16,10 @@ Storage layout (WAL):
         ``received``, ``duplicate``, ``rejected:<code>``, ``blocked:<reason>``,
         ``violations``, ``transformed``; ``source`` is the source's name, or the rejection's
         scope (``key:<prefix>…``, ``unknown``) when no source was known.
+    decisions(message_id PRIMARY KEY, source, at_ms, decisions)
+        what the processor decided about a stored event at ingest (violations allowed,
+        properties omitted, transformations), as a JSON list, for the event's trace; only
+        events something was decided about have a row. Written with the counts.
 """
 
 from __future__ import annotations
@@ -29,18 +33,25 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 logger = logging.getLogger("headwater.observe")
 
 DB_FILE = "flow.sqlite"
 MINUTE_MS = 60_000
 FLUSH_SECS = 10.0
+MAX_PENDING_DECISIONS = 200_000  # a stuck disk must not grow memory without bound
 KEEP_DAYS = 31
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS flow(minute INTEGER NOT NULL, source TEXT NOT NULL,
     step TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY(minute, source, step))
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions(message_id TEXT PRIMARY KEY, source TEXT NOT NULL,
+    at_ms INTEGER NOT NULL, decisions BLOB NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions(at_ms);
 """
 
 
@@ -59,7 +70,11 @@ class FlowDB:
         self.conn.execute("PRAGMA busy_timeout=10000")
         self.conn.executescript(_SCHEMA)
 
-    def add(self, counts: Iterable[tuple[int, str, str, int]]) -> None:
+    def add(
+        self,
+        counts: Iterable[tuple[int, str, str, int]],
+        decisions: Iterable[tuple[str, str, int, bytes]] = (),
+    ) -> None:
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany(
@@ -67,6 +82,17 @@ class FlowDB:
                 "ON CONFLICT(minute, source, step) DO UPDATE SET count = count + excluded.count",
                 counts,
             )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO decisions(message_id, source, at_ms, decisions)"
+                " VALUES (?, ?, ?, ?)",
+                decisions,
+            )
+
+    def decisions(self, message_id: str) -> list[dict[str, Any]]:
+        row = self.conn.execute(
+            "SELECT decisions FROM decisions WHERE message_id=?", (message_id,)
+        ).fetchone()
+        return [] if row is None else list(orjson.loads(row[0]))
 
     def totals(self, since_ms: int, until_ms: int, source: str | None = None) -> Counter[str]:
         """Counts per step in ``[since, until)`` (whole minutes), for a source or all."""
@@ -90,6 +116,7 @@ class FlowDB:
     def prune(self, before_ms: int) -> None:
         with self.conn:
             self.conn.execute("DELETE FROM flow WHERE minute < ?", (before_ms,))
+            self.conn.execute("DELETE FROM decisions WHERE at_ms < ?", (before_ms,))
 
     def close(self) -> None:
         self.conn.close()
@@ -102,6 +129,7 @@ class Flow:
         self.path = data_dir / DB_FILE
         self.flush_secs = flush_secs
         self._pending: Counter[tuple[int, str, str]] = Counter()
+        self._decisions: list[tuple[str, str, int, bytes]] = []
         self._db: FlowDB | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headwater-flow")
         self._task: asyncio.Task[None] | None = None
@@ -128,17 +156,35 @@ class Flow:
             minute = _minute(time.time_ns() // 1_000_000 if at_ms is None else at_ms)
             self._pending[(minute, source, step)] += count
 
+    def decided(
+        self, message_id: str, source: str, at_ms: int, decisions: list[dict[str, Any]]
+    ) -> None:
+        """Keep what was decided about a stored event, for its trace."""
+        self._decisions.append((message_id, source, at_ms, orjson.dumps(decisions)))
+        if len(self._decisions) >= MAX_PENDING_DECISIONS:
+            self._decisions = self._decisions[-MAX_PENDING_DECISIONS:]
+
     async def flush(self) -> None:
-        if not self._pending or self._db is None:
+        if (not self._pending and not self._decisions) or self._db is None:
             return
         pending, self._pending = self._pending, Counter()
+        decisions, self._decisions = self._decisions, []
         rows = [(m, s, step, n) for (m, s, step), n in pending.items()]
         db = self._db
         try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.add, rows)
+            await asyncio.get_running_loop().run_in_executor(self._pool, db.add, rows, decisions)
         except Exception:
             self._pending.update(pending)  # try again next time
+            self._decisions[:0] = decisions
             raise
+
+    async def decisions(self, message_id: str) -> list[dict[str, Any]]:
+        if any(d[0] == message_id for d in self._decisions):
+            await self.flush()
+        db = self._require()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, db.decisions, message_id
+        )
 
     async def totals(self, since_ms: int, until_ms: int, source: str | None = None) -> Counter[str]:
         await self.flush()
@@ -148,7 +194,7 @@ class Flow:
         )
 
     async def by_source(self, since_ms: int, until_ms: int) -> dict[str, Counter[str]]:
-        await self.flush()
+        pass
         db = self._require()
         return await asyncio.get_running_loop().run_in_executor(
             self._pool, db.by_source, since_ms, until_ms

@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +105,10 @@ class Observer:
         self.recorder = IngestRecorder(self.debugger, self.flow)
         self.log: EventLog | None = None
         self.delivery: DeliveryEngine | None = None
-        self.stages: list[Callable[[StoredRecord, dict[str, Any]], list[dict[str, Any]]]] = []
+        self.stages: list[Callable[[StoredRecord], Awaitable[list[dict[str, Any]]]]] = []
         """Later stages (the processor) add what they decided about an event to its trace."""
+        self.unstored: list[Callable[[str], Awaitable[dict[str, Any] | None]]] = []
+        """Where to look for an event the log does not have (blocked by a plan)."""
 
     async def start(self, log: EventLog, delivery: DeliveryEngine) -> None:
         self.log, self.delivery = log, delivery
@@ -228,6 +229,10 @@ class Observer:
         engine = self._engine()
         found = await engine.states(message_id)
         if found is None:
+            for look in self.unstored:
+                doc = await look(message_id)
+                if doc is not None:
+                    return doc
             raise ObserveError("not_found", self._not_found(message_id), 404)
         record, states = found
         event = orjson.loads(record.payload)
@@ -240,8 +245,9 @@ class Observer:
                 f"{record.offset}",
             }
         ]
+        stages.extend(await self.flow.decisions(record.message_id))
         for stage in self.stages:
-            stages.extend(stage(record, event))
+            stages.extend(await stage(record))
         return {
             "messageId": record.message_id,
             "offset": record.offset,
@@ -326,10 +332,7 @@ class Observer:
         return Evidence(window.since_ms, window.until_ms, sources, destinations, refusals, keys)
 
     def _last_received(self, source: str) -> int | None:
-        recent = [e for e in self.debugger.recent(source, 50) if e["kind"] != "rejected"]
-        if not recent:
-            return None
-        return _ms_of(recent[0]["at"])
+        return self.debugger.last_received_ms(source)
 
     def _refusal_groups(
         self, window: Window, by_source: dict[str, Counter[str]]
@@ -397,10 +400,6 @@ def _serves(workspace: Workspace, destination: str, source: str) -> bool:
 def _window_doc(window: Window) -> dict[str, Any]:
     return {"label": window.label, "sinceMs": window.since_ms, "untilMs": window.until_ms,
             "since": iso_ms(window.since_ms), "until": iso_ms(window.until_ms)}  # fmt: skip
-
-
-def _ms_of(iso: str) -> int:
-    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 __all__ = ["Finding", "IngestRecorder", "ObserveError", "Observer", "Window", "parse_window"]
