@@ -1,10 +1,11 @@
 """The one place that wires the stages into a running process.
 
-``/v1/*`` goes straight to the Tracking API (a bare ASGI app: it is the hot path); every
-other path goes to a Starlette app for health checks (``/healthz``, ``/readyz``), Prometheus
+``/v1/*`` goes straight to the Tracking API (a bare ASGI app: it is the hot path);
+``/api/v1/*`` and ``/api/openapi.json`` to the management API (FastAPI, admin token); every
+other path to a Starlette app for health checks (``/healthz``, ``/readyz``), Prometheus
 metrics (``/metrics``, unauthenticated like any exporter's: firewall it, see
-docs/metrics.md), and later the management API and the console. The log is opened when the
-server starts and closed, after pending writes finish, when it stops.
+docs/metrics.md), the status API and page, and the console (``/console/``). The log is
+opened when the server starts and closed, after pending writes finish, when it stops.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from headwater.api.app import build_api
 from headwater.api.auth import AdminToken, load_admin_token
 from headwater.config.workspace import Workspace
+from headwater.console.app import Console
 from headwater.console.sessions import COOKIE, Sessions
 from headwater.delivery.engine import DeliveryEngine
 from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
@@ -82,6 +84,7 @@ class Headwater:
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
                 *self.status.routes(),
+                *Console(workspace, self.observer, self.token, self.sessions).routes(),
             ]
         )
 

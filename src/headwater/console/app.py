@@ -1,0 +1,416 @@
+"""The web console under ``/console/``: Overview, Sources (with the live Debugger),
+Destinations (Event Delivery), Trace and Diagnose — server-rendered pages of the documents
+:class:`~headwater.observe.service.Observer` gives the API, behind a login with the admin
+token (docs/console.md).
+
+Who may see a page: the holder of a session (:mod:`headwater.console.sessions`); anyone else
+is sent to ``/console/login?next=<the page>``. ``next`` must be a path of the console, so
+the login cannot be used to send someone elsewhere. The login form is protected against
+cross-site posting by a cookie of its own (``hw_login``, double-submit: the form must carry
+the same random value); every other form carries the session's CSRF token. A request that
+changes something and lacks the token is answered 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from headwater.api.auth import AdminToken
+from headwater.config.workspace import Workspace
+from headwater.console.charts import delivery_chart
+from headwater.console.render import PREFIX, SecurityHeaders, environment, load_static
+from headwater.console.sessions import COOKIE, Session, Sessions
+from headwater.gateway.stats import redact_key
+from headwater.observe.service import WINDOWS, ObserveError, Observer
+
+HOME = f"{PREFIX}/"
+LOGIN = f"{PREFIX}/login"
+LOGIN_COOKIE = "hw_login"  # the login form's own CSRF value (double-submit)
+LOGIN_COOKIE_SECS = 3600
+MAX_FORM_BYTES = 8 * 1024
+MAX_FORM_FIELDS = 10
+WINDOW_CHOICES = ("1h", "24h", "7d")
+DEBUGGER_ENTRIES = 100
+
+Page = Callable[[Request, Session], Awaitable[Response]]
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after logging in: a path of the console, never another site."""
+    if not value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or "\\" in value:
+        return HOME
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or value.startswith("//"):
+        return HOME
+    if parts.path != PREFIX and not parts.path.startswith(HOME):
+        return HOME
+    return value
+
+
+class Console:
+    """The console's routes; ``app.py`` mounts them next to the health checks."""
+
+    def __init__(
+        self, workspace: Workspace, observer: Observer, token: AdminToken, sessions: Sessions
+    ) -> None:
+        self.workspace = workspace
+        self.observer = observer
+        self.token = token
+        self.sessions = sessions
+        self.env = environment()
+        self.static = load_static()
+        self.env.globals["static"] = self._static_url
+
+    def routes(self) -> list[BaseRoute]:
+        pages: list[tuple[str, Page]] = [
+            ("/", self._overview),
+            ("/sources", self._sources),
+            ("/sources/{name}", self._source),
+            ("/destinations", self._destinations),
+            ("/destinations/{name}", self._destination),
+            ("/trace", self._trace),
+            ("/diagnose", self._diagnose),
+        ]
+        console = [
+            Route("/login", self._login_form, methods=["GET"]),
+            Route("/login", self._login, methods=["POST"]),
+            Route("/logout", self._logout, methods=["POST"]),
+            Route("/static/{file}", self._static_file, methods=["GET"]),
+            *(Route(path, self._signed_in(page), methods=["GET"]) for path, page in pages),
+            Route("/{rest:path}", self._signed_in(self._not_found), methods=["GET"]),
+        ]
+        return [
+            Route("/", _to_console, methods=["GET"]),
+            Mount(PREFIX, routes=console, middleware=[Middleware(SecurityHeaders)]),
+        ]
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _static_url(self, name: str) -> str:
+        return f"{PREFIX}/static/{name}?v={self.static[name].version}"
+
+    async def _static_file(self, request: Request) -> Response:
+        found = self.static.get(request.path_params["file"])
+        if found is None:
+            return Response("no such file", status_code=404, media_type="text/plain")
+        # a versioned URL (?v=<hash>) never changes: keep it; a bare one: ask each time
+        versioned = bool(request.query_params.get("v"))
+        cache = "public, max-age=31536000, immutable" if versioned else "no-cache"
+        return Response(found.body, media_type=found.media_type, headers={"cache-control": cache})
+
+    def _render(
+        self,
+        request: Request,
+        template: str,
+        session: Session | None,
+        status: int = 200,
+        **context: Any,
+    ) -> HTMLResponse:
+        html = self.env.get_template(template).render(
+            csrf=session.csrf if session else None,
+            signed_in=session is not None,
+            section=context.pop("section", None),
+            path=request.url.path,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def _signed_in(self, page: Page) -> Callable[[Request], Awaitable[Response]]:
+        """Pages need a session; without one, the login page (and back here after)."""
+
+        async def endpoint(request: Request) -> Response:
+            session = self.sessions.get(request.cookies.get(COOKIE))
+            if session is None:
+                here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"{LOGIN}?next={quote(here, safe='')}", 303)
+            try:
+                return await page(request, session)
+            except ObserveError as exc:
+                return self._render(
+                    request, "error.html", session, exc.status, code=exc.code,
+                    message=exc.message, section=None,
+                )  # fmt: skip
+
+        return endpoint
+
+    def _window(self, request: Request) -> tuple[str, list[str]]:
+        """The window asked for (validated by the observer) and the choices to offer: those
+        the log's retention covers."""
+        keep = self.workspace.log.retention_max_age_secs
+        choices = [w for w in WINDOW_CHOICES if int(w[:-1]) * WINDOWS[w[-1]] <= keep]
+        text = request.query_params.get("window") or "1h"
+        self.observer.window(text)  # raises ObserveError (400) with what to write instead
+        return text, choices
+
+    def _trusted(self, address: str | None) -> bool:
+        """Whether ``address`` is a proxy of ``gateway.trusted_proxies``: its X-Forwarded-*
+        headers are believed, as the Tracking API believes them."""
+        try:
+            ip = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        return any(ip in net for net in self.workspace.gateway.trusted_proxies)
+
+    def _https(self, request: Request) -> bool:
+        """Whether the browser reached us over HTTPS (then cookies are ``Secure``)."""
+        if request.url.scheme == "https":
+            return True
+        proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+        return proto == "https" and self._trusted(request.client.host if request.client else None)
+
+    def _client(self, request: Request) -> str:
+        """The address failed logins are counted against: the peer, or the right-most
+        forwarded address that is not a trusted proxy."""
+        peer = request.client.host if request.client else "unknown"
+        forwarded = request.headers.get("x-forwarded-for")
+        if not forwarded or not self._trusted(peer):
+            return peer
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        return next((h for h in reversed(hops) if not self._trusted(h)), hops[0] if hops else peer)
+
+    # ------------------------------------------------------------------ login / logout
+
+    async def _login_form(self, request: Request) -> Response:
+        target = safe_next(request.query_params.get("next"))
+        if self.sessions.get(request.cookies.get(COOKIE)) is not None:
+            return RedirectResponse(target, 303)
+        notice = "You are signed out." if request.query_params.get("signed_out") else None
+        return self._login_page(request, target, notice=notice)
+
+    def _login_page(
+        self,
+        request: Request,
+        target: str,
+        status: int = 200,
+        error: str | None = None,
+        notice: str | None = None,
+        login_csrf: str | None = None,
+    ) -> Response:
+        """The login form; a new form value and cookie unless ``login_csrf`` is reused."""
+        value = login_csrf or secrets.token_urlsafe(24)
+        response = self._render(
+            request, "login.html", None, status, next=target, login_csrf=value, error=error,
+            notice=notice,
+        )  # fmt: skip
+        if login_csrf is None:
+            response.set_cookie(
+                LOGIN_COOKIE, value, max_age=LOGIN_COOKIE_SECS, path=LOGIN, httponly=True,
+                samesite="strict", secure=self._https(request),
+            )  # fmt: skip
+        return response
+
+    async def _login(self, request: Request) -> Response:
+        form = await _read_form(request)
+        if form is None:
+            return _plain(413, "The form is too large.")
+        target = safe_next(form.get("next"))
+        expected = request.cookies.get(LOGIN_COOKIE) or ""
+        presented = form.get("csrf_token") or ""
+        if not expected or not hmac.compare_digest(expected, presented):
+            return self._login_page(
+                request, target, 403,
+                error="This login form has expired or your browser did not send its cookie. "
+                "Here is a fresh one: enter the admin token again.",
+            )  # fmt: skip
+        client = self._client(request)
+        if not self.sessions.login_allowed(client):
+            response = self._login_page(
+                request, target, 429, login_csrf=expected,
+                error="Too many wrong tokens from your address: wait a minute, then try again.",
+            )  # fmt: skip
+            response.headers["retry-after"] = "60"
+            return response
+        if not self.token.check(form.get("token")):
+            self.sessions.login_failed(client)
+            return self._login_page(
+                request, target, 401, login_csrf=expected,
+                error="That is not the admin token; check it and try again (see below where "
+                "it comes from).",
+            )  # fmt: skip
+        self.sessions.end(request.cookies.get(COOKIE))  # never reuse an id from before login
+        session = self.sessions.create()
+        response = RedirectResponse(target, 303)
+        response.set_cookie(
+            COOKIE, session.id, max_age=int(self.sessions.ttl_secs), path="/", httponly=True,
+            samesite="strict", secure=self._https(request),
+        )  # fmt: skip
+        response.delete_cookie(LOGIN_COOKIE, path=LOGIN)
+        return response
+
+    async def _logout(self, request: Request) -> Response:
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        form = await _read_form(request)
+        if form is None:
+            return _plain(413, "The form is too large.")
+        if session is None:
+            return RedirectResponse(f"{LOGIN}?signed_out=1", 303)
+        if not self.sessions.csrf_ok(session, form.get("csrf_token")):
+            return self._render(
+                request, "error.html", session, 403, code="csrf_token_missing",
+                message="This request did not carry the page's CSRF token, so it was refused "
+                "(another site may have tried to act for you). Use the buttons of the "
+                "console itself; reload the page if it has been open for long.",
+            )  # fmt: skip
+        self.sessions.end(session.id)
+        response = RedirectResponse(f"{LOGIN}?signed_out=1", 303)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    # ------------------------------------------------------------------ pages
+
+    async def _not_found(self, request: Request, session: Session) -> Response:
+        path = request.url.path
+        if path.endswith("/") and path != HOME:  # /console/sources/ → /console/sources
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(path.rstrip("/") + query, 307)
+        raise ObserveError(
+            "not_found", f"{request.url.path} is not a page of the console; the menu above "
+            "lists them", 404,
+        )  # fmt: skip
+
+    async def _overview(self, request: Request, session: Session) -> Response:
+        window_text, choices = self._window(request)
+        window = self.observer.window(window_text)
+        overviews = [await self.observer.overview(s.name, window) for s in self.workspace.sources]
+        report = await self.observer.diagnose(window)
+        severities = {"critical": 0, "warning": 0, "info": 0}
+        for finding in report["findings"]:
+            severities[finding["severity"]] += 1
+        unknown = overviews[0]["unknownWriteKeyRequests"] if overviews else 0
+        return self._render(
+            request, "overview.html", session, section="overview", window=window_text,
+            windows=choices, overviews=overviews, severities=severities,
+            findings=report["findings"], unknown_key_requests=unknown,
+        )  # fmt: skip
+
+    async def _sources(self, request: Request, session: Session) -> Response:
+        window_text, choices = self._window(request)
+        window = self.observer.window(window_text)
+        rows = []
+        for source in self.workspace.sources:
+            overview = await self.observer.overview(source.name, window)
+            rows.append(
+                {
+                    "name": source.name,
+                    "enabled": source.enabled,
+                    "key": redact_key(source.write_key) if source.write_key else None,
+                    "received": overview["received"],
+                    "failedOnIngest": overview["failedOnIngest"],
+                    "destinations": [d["destination"] for d in overview["destinations"]],
+                }
+            )
+        return self._render(
+            request, "sources.html", session, section="sources", rows=rows,
+            window=window_text, windows=choices,
+        )  # fmt: skip
+
+    async def _source(self, request: Request, session: Session) -> Response:
+        name = request.path_params["name"]
+        self.observer.require_source(name)
+        source = self.workspace.source(name)
+        assert source is not None  # require_source raised otherwise
+        return self._render(
+            request, "source.html", session, section="sources", source=source,
+            key=redact_key(source.write_key) if source.write_key else None,
+            destinations=[d.name for d in self.workspace.destinations if name in d.sources],
+            entries=self.observer.debugger.recent(name, DEBUGGER_ENTRIES),
+            counts=self.observer.debugger.counts(name), keep=self.observer.debugger.keep,
+            stream=f"/api/v1/sources/{quote(name, safe='')}/debugger/stream",
+        )  # fmt: skip
+
+    async def _destinations(self, request: Request, session: Session) -> Response:
+        window_text, choices = self._window(request)
+        window = self.observer.window(window_text)
+        rows = []
+        for config in self.workspace.destinations:
+            report = await self.observer.delivery_report(config.name, window)
+            keep = ("counts", "retryingNow", "breaker")
+            rows.append({"config": config, **{k: report[k] for k in keep}})
+        return self._render(
+            request, "destinations.html", session, section="destinations", rows=rows,
+            window=window_text, windows=choices,
+        )  # fmt: skip
+
+    async def _destination(self, request: Request, session: Session) -> Response:
+        name = request.path_params["name"]
+        self.observer.require_destination(name)
+        window_text, choices = self._window(request)
+        report = await self.observer.delivery_report(name, self.observer.window(window_text))
+        config = self.workspace.destination(name)
+        assert config is not None  # require_destination raised otherwise
+        return self._render(
+            request, "destination.html", session, section="destinations", config=config,
+            report=report, chart=delivery_chart(report["series"], window_text),
+            window=window_text, windows=choices,
+        )  # fmt: skip
+
+    async def _trace(self, request: Request, session: Session) -> Response:
+        message_id = (request.query_params.get("id") or "").strip()
+        trace: dict[str, Any] | None = None
+        error: str | None = None
+        status = 200
+        if message_id:
+            try:
+                trace = await self.observer.trace(message_id)
+            except ObserveError as exc:
+                if exc.status != 404:
+                    raise
+                error, status = exc.message, 404
+        return self._render(
+            request, "trace.html", session, status, section="trace", message_id=message_id,
+            trace=trace, error=error,
+        )  # fmt: skip
+
+    async def _diagnose(self, request: Request, session: Session) -> Response:
+        window_text, choices = self._window(request)
+        source = request.query_params.get("source") or None
+        destination = request.query_params.get("destination") or None
+        report = await self.observer.diagnose(
+            self.observer.window(window_text), source, destination
+        )
+        return self._render(
+            request, "diagnose.html", session, section="diagnose", report=report,
+            window=window_text, windows=choices, source=source, destination=destination,
+            sources=[s.name for s in self.workspace.sources],
+            destinations=[d.name for d in self.workspace.destinations],
+        )  # fmt: skip
+
+
+async def _to_console(request: Request) -> Response:
+    return RedirectResponse(HOME, 307)
+
+
+def _plain(status: int, text: str) -> Response:
+    return Response(text, status_code=status, media_type="text/plain; charset=utf-8")
+
+
+async def _read_form(request: Request) -> dict[str, str] | None:
+    """An ``application/x-www-form-urlencoded`` body of at most 8 KiB (None if larger);
+    anything else reads as an empty form. Read by hand so that an unauthenticated request
+    cannot make the server buffer a large body."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        return {}
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8", "replace"), keep_blank_values=True,
+            max_num_fields=MAX_FORM_FIELDS,
+        )  # fmt: skip
+    except ValueError:
+        return {}
+    return dict(pairs)
