@@ -150,6 +150,7 @@ class TrackingAPI:
             context.refuse(exc, scope=self._scope_of(header_key), body=None)
             raise
         context.key = key
+        one_id = _message_id(data) if single else None  # a single call's refusal names it
         source = self._by_key.get(key)
         if source is None:
             unknown = IngestError(
@@ -158,7 +159,7 @@ class TrackingAPI:
                 "of one of the workspace's sources",
                 401,
             )
-            context.refuse(unknown, scope=self._scope_of(key), body=body)
+            context.refuse(unknown, scope=self._scope_of(key), body=body, message_id=one_id)
             raise unknown
         try:
             if not source.enabled:
@@ -174,7 +175,7 @@ class TrackingAPI:
                 )
             env, items = _envelope(data, source.name, ip, single)
         except IngestError as exc:
-            context.refuse(exc, scope=source.name, body=body)
+            context.refuse(exc, scope=source.name, body=body, message_id=one_id)
             raise
         hook = self._processor.hook(source.name) if self._processor is not None else None
         blocked: list[tuple[int, Blocked]] = []

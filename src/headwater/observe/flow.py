@@ -194,7 +194,7 @@ class Flow:
         )
 
     async def by_source(self, since_ms: int, until_ms: int) -> dict[str, Counter[str]]:
-        pass
+        await self.flush()
         db = self._require()
         return await asyncio.get_running_loop().run_in_executor(
             self._pool, db.by_source, since_ms, until_ms
