@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -93,7 +94,41 @@ def build_api(
     _destinations(app, workspace, observer)
     _events(app, observer)
     processing.register(app, observer, admin)
+    _document(app)
     return app
+
+
+def _document(app: FastAPI) -> None:
+    """The OpenAPI document as the API behaves: bearer auth on every route, and bad input
+    answered 400 ``{code, message}`` (FastAPI would list its own 422)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                          routes=app.routes)  # fmt: skip
+        components = doc.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["adminToken"] = {
+            "type": "http", "scheme": "bearer",
+            "description": "the admin token (printed at first start, or HEADWATER_ADMIN_TOKEN)",
+        }  # fmt: skip
+        doc["security"] = [{"adminToken": []}]
+        for operations in doc.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses.setdefault("400", ERRORS[400] | {"content": _error_content()})
+        schemas = components.get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _error_content() -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 
 
 def _errors(app: FastAPI) -> None:
