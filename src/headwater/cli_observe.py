@@ -185,6 +185,10 @@ def trace(
         out.print(line, highlight=False, markup=False)
         if dest.get("reason"):
             out.print(f"      {dest['reason']}", highlight=False, markup=False)
+        shaping = dest.get("filters")
+        if shaping and shaping["decision"] != "unchanged":
+            out.print(f"      filters and transformations (today's): {shaping['decision']} — "
+                      f"{shaping['detail']}", highlight=False, markup=False)  # fmt: skip
         if dest.get("nextAttemptMs"):
             out.print(f"      next attempt at {_ms(dest['nextAttemptMs'])}", highlight=False)
         for row in dest.get("history", []):

@@ -236,7 +236,11 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
         observer.require_destination(name)
         config = workspace.destination(name)
         assert config is not None
-        return destination_doc(config)
+        doc = destination_doc(config)
+        worker = observer.delivery.workers.get(name) if observer.delivery is not None else None
+        if worker is not None:  # what each filter did since the server started
+            doc["filterStats"] = worker.stage.stats()
+        return doc
 
     @app.get(
         "/api/v1/destinations/{name}/delivery",
@@ -295,6 +299,7 @@ def destination_doc(config: DestinationConfig) -> dict[str, Any]:
         "sources": config.sources,
         "settings": redacted_settings(config),
         "delivery": config.delivery.model_dump(mode="json"),
+        "filters": [f.model_dump(mode="json", by_alias=True) for f in config.filters],
     }
 
 

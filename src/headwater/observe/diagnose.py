@@ -202,9 +202,37 @@ def _silence(evidence: Evidence) -> list[Finding]:
 
 
 def _blocked(evidence: Evidence) -> list[Finding]:
-    """Events stopped before any destination: tracking plans and source transformations."""
+    """Events stopped or changed before any destination: tracking plans and source
+    transformations."""
     out: list[Finding] = []
     for source in evidence.sources:
+        violations, transformed = source.flow["violations"], source.flow["transformed"]
+        if violations:
+            out.append(
+                Finding(
+                    "info",
+                    f"source {source.name}: {violations} tracking plan violations",
+                    f"violations found {_window(evidence)}; events that were not blocked went "
+                    "on with them recorded in context.protocols (and invalid or unplanned "
+                    "properties omitted where the plan says so)",
+                    f"see GET /api/v1/sources/{source.name}/violations (or the console's "
+                    "Violations page) for the fields, expected and got values; fix the sender "
+                    "or the plan",
+                    violations, source=source.name, evidence={"violations": violations},
+                )
+            )  # fmt: skip
+        if transformed:
+            out.append(
+                Finding(
+                    "info",
+                    f"source {source.name}: {transformed} events changed by transformations",
+                    f"source-scoped transformations changed {transformed} events "
+                    f"{_window(evidence)} before they were stored",
+                    "expected if the transformations say so; each event's trace lists what "
+                    "was changed",
+                    transformed, source=source.name, evidence={"transformed": transformed},
+                )
+            )  # fmt: skip
         blocked = {k: n for k, n in source.flow.items() if k.startswith("blocked:") and n}
         if not blocked:
             continue

@@ -35,6 +35,7 @@ from headwater.observe.diagnose import (
     diagnose,
 )
 from headwater.observe.flow import Flow
+from headwater.processor.fanout import FilteredOut, Shaped
 
 OBSERVE_DIR = "observe"
 WINDOWS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -256,8 +257,34 @@ class Observer:
             "receivedAt": iso_ms(record.received_at_ms),
             "event": event,
             "stages": stages,
-            "destinations": [s.as_dict() for s in states],
+            "destinations": [
+                {**s.as_dict(), "filters": self._shaping(s.destination, record.payload, event)}
+                for s in states
+            ],
         }
+
+    def _shaping(
+        self, destination: str, payload: bytes, event: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """What the destination's filters and transformations make of the event, by today's
+        configuration (None when it has neither)."""
+        worker = self._engine().workers.get(destination)
+        if worker is None or not worker.stage:
+            return None
+        try:
+            outcome = worker.stage.apply(payload, event)
+        except Exception as exc:  # the worker records such a fault as filtered, too
+            return {"decision": "failed", "detail": str(exc)}
+        if isinstance(outcome, FilteredOut):
+            return {"decision": "dropped", "detail": outcome.reason}
+        if isinstance(outcome, Shaped):
+            return {
+                "decision": "modified",
+                "detail": "; ".join(outcome.changes),
+                "changes": list(outcome.changes),
+                "event": orjson.loads(outcome.payload),
+            }
+        return {"decision": "unchanged", "detail": "no filter or transformation changed it"}
 
     def _not_found(self, message_id: str) -> str:
         assert self.log is not None
