@@ -65,8 +65,9 @@ _VARY = (b"vary", b"Origin")
 _DEFAULT_ALLOW_HEADERS = b"Content-Type, Authorization, X-Retry-Count"
 
 
-OnAccepted = Callable[[str, Sequence[Record], Sequence[AppendResult]], None]
-"""Told of the records the log took for a source (the debugger and the flow counts)."""
+OnAccepted = Callable[[str, Sequence[Record], Sequence[AppendResult], int], None]
+"""Told of the records the log took for a source, and how many were duplicates (the
+debugger and the flow counts)."""
 
 
 class TrackingAPI:
@@ -241,11 +242,11 @@ class TrackingAPI:
                 dups = sum(1 for r in res if r.duplicate)
                 self._stats.accepted(name, len(res) - dups, dups)
                 if self._on_accepted is not None:
-                    self._on_accepted(name, recs, res)
+                    self._on_accepted(name, recs, res, dups)
             return
         self._stats.accepted(source, len(results) - duplicates, duplicates)
         if self._on_accepted is not None:
-            self._on_accepted(source, records, results)
+            self._on_accepted(source, records, results, duplicates)
 
     def _process(
         self,

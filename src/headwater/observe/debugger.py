@@ -80,27 +80,32 @@ class Debugger:
     def __init__(self, keep: int = KEEP) -> None:
         self.keep = keep
         self._rings: dict[str, deque[_Entry]] = {}
-        self._seen: dict[str, int] = {}  # entries ever recorded per ring: the next one's number
         self._subscribers: dict[str, set[Subscription]] = {}
-        self._all_subscribers: set[Subscription] = set()  # of every source (unattributed)
 
     # ------------------------------------------------------------------ recording (hot path)
 
     def accepted(
-        self, source: str, records: Sequence[Record], results: Sequence[AppendResult]
+        self,
+        source: str,
+        records: Sequence[Record],
+        results: Sequence[AppendResult],
+        duplicates: int = -1,
     ) -> None:
-        """Records the log took (``results`` says which were duplicates)."""
-        ring = self._ring(source)
+        """Records the log took (``results`` says which were duplicates; ``duplicates``
+        counts them when the caller knows, so the common case skips the scan)."""
+        ring = self._rings.get(source)
+        if ring is None:
+            ring = self._ring(source)
         entries: Sequence[_Entry] = records
-        if any(r.duplicate for r in results):
+        if duplicates and any(r.duplicate for r in results):
             now = _now_ms()
             entries = [
                 _Duplicate(rec, now) if res.duplicate else rec
                 for rec, res in zip(records, results, strict=True)
             ]
         ring.extend(entries)
-        self._seen[source] += len(records)
-        if self._subscribers.get(source):  # all of them: a batch can be larger than the ring
+        # all of them to live views: a batch can be larger than the ring
+        if self._subscribers and self._subscribers.get(source):
             for entry in entries:
                 self._publish(source, entry)
 
@@ -110,7 +115,6 @@ class Debugger:
         source = UNATTRIBUTED if scope == "unknown" or scope.startswith("key:") else scope
         entry = _Refused(rejection, _now_ms())
         self._ring(source).append(entry)
-        self._seen[source] += 1
         if source == UNATTRIBUTED:
             for subscribers in self._subscribers.values():
                 for sub in subscribers:
@@ -179,7 +183,6 @@ class Debugger:
         ring = self._rings.get(source)
         if ring is None:
             ring = self._rings[source] = deque(maxlen=self.keep)
-            self._seen[source] = 0
         return ring
 
     def _publish(self, source: str, entry: _Entry) -> None:

@@ -153,8 +153,10 @@ class Flow:
     def add(self, source: str, step: str, count: int = 1, at_ms: int | None = None) -> None:
         """Count ``count`` events of ``source`` at ``step`` (now, unless ``at_ms``)."""
         if count:
-            minute = _minute(time.time_ns() // 1_000_000 if at_ms is None else at_ms)
-            self._pending[(minute, source, step)] += count
+            at = time.time_ns() // 1_000_000 if at_ms is None else at_ms
+            key = (at - at % MINUTE_MS, source, step)
+            pending = self._pending
+            pending[key] = pending.get(key, 0) + count
 
     def decided(
         self, message_id: str, source: str, at_ms: int, decisions: list[dict[str, Any]]
