@@ -84,7 +84,9 @@ class Headwater:
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
                 *self.status.routes(),
-                *Console(workspace, self.observer, self.token, self.sessions).routes(),
+                *Console(
+                    workspace, self.observer, self.token, self.sessions, lambda: self.admin
+                ).routes(),
             ]
         )
 

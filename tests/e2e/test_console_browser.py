@@ -1,6 +1,7 @@
 """The console in a real browser (Debian's chromium via Playwright) against a real server:
 sign in, watch an event arrive live in the Debugger, open a destination's error sample,
-trace the event, and find the broken credentials in Diagnose. Screenshots of each step go to
+trace the event, find the broken credentials in Diagnose, and see a tracking plan's
+violations. Screenshots of each step go to
 test-artifacts/console-*.png."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import ADMIN_TOKEN, WRITE_KEY, Server
+from tests.e2e.conftest import ADMIN_TOKEN, OTHER_KEY, WRITE_KEY, Server
 from tests.fakes import FakeDestination, always
 
 ARTIFACTS = Path(os.environ.get("HEADWATER_ARTIFACTS", "test-artifacts"))
@@ -36,6 +37,14 @@ def _server(make_server: Any, rejecting: FakeDestination, accepting: FakeDestina
         f"  - {{name: crm, type: webhook, sources: [website], settings: {{url: '{rejecting.url}/hook'}}}}\n"
         f"  - {{name: warehouse, type: webhook, sources: [website], settings: {{url: '{accepting.url}/hook'}}}}\n"
         "status: {canary_enabled: false}\n"
+        "tracking_plans:\n"
+        "  - name: orders\n"
+        "    sources: [backend]\n"
+        "    enforcement: {on_violation: block}\n"
+        "    rules:\n"
+        "      - {type: TRACK, key: Order Completed, jsonSchema: {type: object, properties: "
+        "{properties: {type: object, properties: {revenue: {type: number}}, "
+        "required: [revenue]}}}}\n"
     )
     return server
 
@@ -187,6 +196,27 @@ def test_console_in_a_real_browser(make_server: Any, destinations: Any) -> None:
         expect(finding.get_by_role("link", name=message_id)).to_be_visible()
         _shot(page, "6-diagnose")
 
+        # a tracking plan's violations: the blocked event's sample, and the re-send form
+        blocked_id = f"{message_id}-blocked"
+        blocked = httpx.post(f"{server.url}/v1/track", auth=(OTHER_KEY, ""), timeout=10,
+                             json={"userId": "u-7", "event": "Order Completed",
+                                   "messageId": blocked_id, "properties": {"revenue": "lots"}})  # fmt: skip
+        assert blocked.status_code == 200, blocked.text
+        page.get_by_role("link", name="Plans", exact=True).click()
+        page.get_by_role("link", name="orders", exact=True).click()
+        expect(page.locator('tr[data-field="revenue"]')).to_contain_text("number")
+        page.get_by_role("link", name="backend", exact=True).click()
+        event_row = page.locator('tr.event-row[data-event="Order Completed"]')
+        expect(event_row.locator('[data-count="total"]')).to_have_text("1")
+        expect(page.locator('[data-count="blocked"]')).to_have_text("1")
+        page.locator("details.sample summary").first.click()
+        field = page.locator('tr.field-row[data-field="properties.revenue"]')
+        expect(field.locator("td.got")).to_have_text("string")
+        expect(field.get_by_role("link", name=blocked_id)).to_be_visible()
+        _shot(page, "7-violations")
+        page.get_by_role("button", name="Re-send blocked events").click()
+        expect(page.locator('[data-count="stillBlocked"]')).to_have_text("1")  # plan unchanged
+
         # sign out: back at the login page, and the console is closed again
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_text("You are signed out.")).to_be_visible()
@@ -197,5 +227,7 @@ def test_console_in_a_real_browser(make_server: Any, destinations: Any) -> None:
     assert problems == [], f"errors in the browser console (CSP, script): {problems}"
     assert failed == [(401, "POST", f"{server.url}/console/login")], failed  # the wrong token
     assert all(r.startswith(server.url) for r in requests), f"external requests: {requests}"
-    for step in ("2-overview", "3-debugger-live", "4-destination-error-sample", "5-trace"):
+    shots = ("2-overview", "3-debugger-live", "4-destination-error-sample", "5-trace",
+             "7-violations")  # fmt: skip
+    for step in shots:
         assert (ARTIFACTS / f"console-{step}.png").stat().st_size > 10_000

@@ -1,14 +1,16 @@
-"""The web console under ``/console/``: Overview, Sources (with the live Debugger),
-Destinations (Event Delivery), Trace and Diagnose — server-rendered pages of the documents
-:class:`~headwater.observe.service.Observer` gives the API, behind a login with the admin
-token (docs/console.md).
+"""The web console under ``/console/``: Overview, Sources (with the live Debugger and the
+tracking plan's Violations), Destinations (Event Delivery, Filters), Plans, Trace and
+Diagnose — server-rendered pages of the documents the API gives, from
+:class:`~headwater.observe.service.Observer` and
+:class:`~headwater.processor.admin.ProcessorAdmin`, behind a login with the admin token
+(docs/console.md).
 
 Who may see a page: the holder of a session (:mod:`headwater.console.sessions`); anyone else
 is sent to ``/console/login?next=<the page>``. ``next`` must be a path of the console, so
 the login cannot be used to send someone elsewhere. The login form is protected against
 cross-site posting by a cookie of its own (``hw_login``, double-submit: the form must carry
 the same random value); every other form carries the session's CSRF token. A request that
-changes something and lacks the token is answered 403.
+changes something and lacks the token is answered 403 and does nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+import orjson
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -28,21 +32,33 @@ from starlette.routing import BaseRoute, Mount, Route
 from headwater.api.auth import AdminToken
 from headwater.config.workspace import Workspace
 from headwater.console.charts import delivery_chart
-from headwater.console.render import PREFIX, SecurityHeaders, environment, load_static
+from headwater.console.processing import rule_view, violation_types
+from headwater.console.render import PREFIX, SecurityHeaders, environment, load_static, pretty
 from headwater.console.sessions import COOKIE, Session, Sessions
 from headwater.gateway.stats import redact_key
 from headwater.observe.service import WINDOWS, ObserveError, Observer
+from headwater.processor.admin import AdminError, ProcessorAdmin
+from headwater.processor.protocols_store import RETENTION_MS
 
 HOME = f"{PREFIX}/"
 LOGIN = f"{PREFIX}/login"
 LOGIN_COOKIE = "hw_login"  # the login form's own CSRF value (double-submit)
 LOGIN_COOKIE_SECS = 3600
 MAX_FORM_BYTES = 8 * 1024
+MAX_SAMPLE_BYTES = 64 * 1024  # the filter preview's form: a sample event, URL-encoded
 MAX_FORM_FIELDS = 10
 WINDOW_CHOICES = ("1h", "24h", "7d")
 DEBUGGER_ENTRIES = 100
+SOURCE_VIOLATIONS_WINDOW = "24h"  # the count on a source's page
+SAMPLE_EVENT = {
+    "type": "track",
+    "event": "Order Completed",
+    "userId": "user-1",
+    "properties": {"order_id": "5031", "revenue": 42.5, "currency": "USD"},
+}
 
 Page = Callable[[Request, Session], Awaitable[Response]]
+Action = Callable[[Request, Session, dict[str, str]], Awaitable[Response]]
 
 
 def safe_next(value: str | None) -> str:
@@ -61,12 +77,18 @@ class Console:
     """The console's routes; ``app.py`` mounts them next to the health checks."""
 
     def __init__(
-        self, workspace: Workspace, observer: Observer, token: AdminToken, sessions: Sessions
+        self,
+        workspace: Workspace,
+        observer: Observer,
+        token: AdminToken,
+        sessions: Sessions,
+        admin: Callable[[], ProcessorAdmin | None],
     ) -> None:
         self.workspace = workspace
         self.observer = observer
         self.token = token
         self.sessions = sessions
+        self.admin = admin  # None until the server has started
         self.env = environment()
         self.static = load_static()
         self.env.globals["static"] = self._static_url
@@ -76,17 +98,31 @@ class Console:
             ("/", self._overview),
             ("/sources", self._sources),
             ("/sources/{name}", self._source),
+            ("/sources/{name}/violations", self._violations),
             ("/destinations", self._destinations),
             ("/destinations/{name}", self._destination),
+            ("/plans", self._plans),
+            ("/plans/{name}", self._plan),
             ("/trace", self._trace),
             ("/diagnose", self._diagnose),
         ]
+        # forms that act: (path, action, the page they belong to, the largest body taken)
+        actions: list[tuple[str, Action, str, int]] = [
+            ("/sources/{name}/blocked/resend", self._resend, "/sources/{name}/violations",
+             MAX_FORM_BYTES),
+            ("/destinations/{name}/filters/preview", self._preview, "/destinations/{name}",
+             MAX_SAMPLE_BYTES),
+        ]  # fmt: skip
         console = [
             Route("/login", self._login_form, methods=["GET"]),
             Route("/login", self._login, methods=["POST"]),
             Route("/logout", self._logout, methods=["POST"]),
             Route("/static/{file}", self._static_file, methods=["GET"]),
             *(Route(path, self._signed_in(page), methods=["GET"]) for path, page in pages),
+            *(
+                Route(path, self._form_action(action, page, limit), methods=["POST"])
+                for path, action, page, limit in actions
+            ),
             Route("/{rest:path}", self._signed_in(self._not_found), methods=["GET"]),
         ]
         return [
@@ -135,22 +171,72 @@ class Console:
                 return RedirectResponse(f"{LOGIN}?next={quote(here, safe='')}", 303)
             try:
                 return await page(request, session)
-            except ObserveError as exc:
-                return self._render(
-                    request, "error.html", session, exc.status, code=exc.code,
-                    message=exc.message, section=None,
-                )  # fmt: skip
+            except (ObserveError, AdminError) as exc:
+                return self._error(request, session, exc)
 
         return endpoint
+
+    def _form_action(
+        self, action: Action, page: str, limit: int
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A form that changes something or runs something: it needs a session (else the
+        login, and back to ``page`` after), a body of at most ``limit`` bytes and the
+        session's CSRF token (else 403, and nothing is done)."""
+
+        async def endpoint(request: Request) -> Response:
+            session = self.sessions.get(request.cookies.get(COOKIE))
+            if session is None:  # checked before reading the body
+                params = {k: quote(v, safe="") for k, v in request.path_params.items()}
+                here = PREFIX + page.format(**params)
+                return RedirectResponse(f"{LOGIN}?next={quote(here, safe='')}", 303)
+            form = await _read_form(request, limit)
+            if form is None:
+                return self._render(
+                    request, "error.html", session, 413, code="form_too_large",
+                    message=f"The form is larger than {limit // 1024} KiB, so it was not "
+                    "read. Send less (a single event, for the filter preview).",
+                )  # fmt: skip
+            if not self.sessions.csrf_ok(session, form.get("csrf_token")):
+                return self._csrf_refused(request, session)
+            try:
+                return await action(request, session, form)
+            except (ObserveError, AdminError) as exc:
+                return self._error(request, session, exc)
+
+        return endpoint
+
+    def _error(
+        self, request: Request, session: Session, exc: ObserveError | AdminError
+    ) -> Response:
+        return self._render(
+            request, "error.html", session, exc.status, code=exc.code, message=exc.message,
+            section=None,
+        )  # fmt: skip
+
+    def _csrf_refused(self, request: Request, session: Session) -> Response:
+        return self._render(
+            request, "error.html", session, 403, code="csrf_token_missing",
+            message="This request did not carry the page's CSRF token, so it was refused "
+            "(another site may have tried to act for you). Use the buttons of the "
+            "console itself; reload the page if it has been open for long.",
+        )  # fmt: skip
+
+    def _admin(self) -> ProcessorAdmin:
+        admin = self.admin()
+        if admin is None:
+            raise ObserveError("starting", "Headwater is starting; reload in a moment", 503)
+        return admin
 
     def _window(self, request: Request) -> tuple[str, list[str]]:
         """The window asked for (validated by the observer) and the choices to offer: those
         the log's retention covers."""
-        keep = self.workspace.log.retention_max_age_secs
-        choices = [w for w in WINDOW_CHOICES if int(w[:-1]) * WINDOWS[w[-1]] <= keep]
         text = request.query_params.get("window") or "1h"
         self.observer.window(text)  # raises ObserveError (400) with what to write instead
-        return text, choices
+        return text, self._window_choices()
+
+    def _window_choices(self) -> list[str]:
+        keep = self.workspace.log.retention_max_age_secs
+        return [w for w in WINDOW_CHOICES if int(w[:-1]) * WINDOWS[w[-1]] <= keep]
 
     def _trusted(self, address: str | None) -> bool:
         """Whether ``address`` is a proxy of ``gateway.trusted_proxies``: its X-Forwarded-*
@@ -255,12 +341,7 @@ class Console:
         if session is None:
             return RedirectResponse(f"{LOGIN}?signed_out=1", 303)
         if not self.sessions.csrf_ok(session, form.get("csrf_token")):
-            return self._render(
-                request, "error.html", session, 403, code="csrf_token_missing",
-                message="This request did not carry the page's CSRF token, so it was refused "
-                "(another site may have tried to act for you). Use the buttons of the "
-                "console itself; reload the page if it has been open for long.",
-            )  # fmt: skip
+            return self._csrf_refused(request, session)
         self.sessions.end(session.id)
         response = RedirectResponse(f"{LOGIN}?signed_out=1", 303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
@@ -319,6 +400,11 @@ class Console:
         self.observer.require_source(name)
         source = self.workspace.source(name)
         assert source is not None  # require_source raised otherwise
+        admin = self.admin()
+        violations: dict[str, Any] | None = None
+        if admin is not None and SOURCE_VIOLATIONS_WINDOW in self._window_choices():
+            window = self.observer.window(SOURCE_VIOLATIONS_WINDOW)
+            violations = await admin.violations(name, window.since_ms)
         return self._render(
             request, "source.html", session, section="sources", source=source,
             key=redact_key(source.write_key) if source.write_key else None,
@@ -326,7 +412,36 @@ class Console:
             entries=self.observer.debugger.recent(name, DEBUGGER_ENTRIES),
             counts=self.observer.debugger.counts(name), keep=self.observer.debugger.keep,
             stream=f"/api/v1/sources/{quote(name, safe='')}/debugger/stream",
+            violations=violations, violations_window=SOURCE_VIOLATIONS_WINDOW,
         )  # fmt: skip
+
+    async def _violations(self, request: Request, session: Session) -> Response:
+        return await self._violations_page(request, session)
+
+    async def _violations_page(
+        self, request: Request, session: Session, resend: dict[str, Any] | None = None
+    ) -> Response:
+        """The source's tracking-plan violations over the window, by event and field."""
+        name = request.path_params["name"]
+        self.observer.require_source(name)
+        window_text, choices = self._window(request)
+        admin = self._admin()
+        doc = await admin.violations(name, self.observer.window(window_text).since_ms)
+        plan = admin.plan(doc["plan"]) if doc["plan"] else None
+        return self._render(
+            request, "violations.html", session, section="sources", source=name, doc=doc,
+            plan=plan, types=violation_types(doc["events"]), window=window_text,
+            windows=choices, resend=resend, keep_days=RETENTION_MS // 86_400_000,
+        )  # fmt: skip
+
+    async def _resend(self, request: Request, session: Session, form: dict[str, str]) -> Response:
+        """Re-check every blocked event of the source (30 days) against its current plan."""
+        name = request.path_params["name"]
+        self.observer.require_source(name)
+        self._window(request)  # a bad window is refused before anything is re-sent
+        since_ms = time.time_ns() // 1_000_000 - RETENTION_MS
+        result = await self._admin().resend_blocked(name, since_ms, None)
+        return await self._violations_page(request, session, resend=result)
 
     async def _destinations(self, request: Request, session: Session) -> Response:
         window_text, choices = self._window(request)
@@ -342,17 +457,82 @@ class Console:
         )  # fmt: skip
 
     async def _destination(self, request: Request, session: Session) -> Response:
+        return await self._destination_page(request, session)
+
+    async def _destination_page(
+        self,
+        request: Request,
+        session: Session,
+        status: int = 200,
+        sample: str | None = None,
+        preview: dict[str, Any] | None = None,
+        preview_error: str | None = None,
+    ) -> Response:
         name = request.path_params["name"]
         self.observer.require_destination(name)
         window_text, choices = self._window(request)
         report = await self.observer.delivery_report(name, self.observer.window(window_text))
         config = self.workspace.destination(name)
         assert config is not None  # require_destination raised otherwise
+        if sample is None:
+            sample = pretty(self._newest_event(config.sources))
         return self._render(
-            request, "destination.html", session, section="destinations", config=config,
-            report=report, chart=delivery_chart(report["series"], window_text),
-            window=window_text, windows=choices,
+            request, "destination.html", session, status, section="destinations",
+            config=config, report=report, chart=delivery_chart(report["series"], window_text),
+            window=window_text, windows=choices, sample=sample, preview=preview,
+            preview_error=preview_error,
         )  # fmt: skip
+
+    def _newest_event(self, sources: list[str]) -> dict[str, Any]:
+        """The filter preview's first sample: the newest event the destination's sources
+        received (from the debugger's memory), else an example."""
+        newest: dict[str, Any] | None = None
+        for source in sources:
+            for entry in self.observer.debugger.recent(source, DEBUGGER_ENTRIES):
+                if entry["kind"] != "rejected" and entry.get("source") == source:
+                    if newest is None or entry["at"] > newest["at"]:
+                        newest = entry
+                    break
+        event = newest.get("event") if newest else None
+        return event if isinstance(event, dict) else SAMPLE_EVENT
+
+    async def _preview(self, request: Request, session: Session, form: dict[str, str]) -> Response:
+        """The destination's filters (and transformations) on the sample event of the form."""
+        name = request.path_params["name"]
+        self.observer.require_destination(name)
+        text = form.get("event", "")
+        try:
+            event = orjson.loads(text) if text.strip() else None
+        except orjson.JSONDecodeError as exc:
+            return await self._destination_page(
+                request, session, 400, sample=text,
+                preview_error=f"The sample is not valid JSON ({exc}). Fix it and try again.",
+            )  # fmt: skip
+        if not isinstance(event, dict):
+            return await self._destination_page(
+                request, session, 400, sample=text,
+                preview_error='The sample must be one event as a JSON object, e.g. {"type": '
+                '"track", "event": "Order Completed", "properties": {...}}.',
+            )  # fmt: skip
+        try:
+            result = self._admin().preview(name, {"event": event})
+        except AdminError as exc:
+            if exc.status != 400:
+                raise
+            return await self._destination_page(
+                request, session, 400, sample=text, preview_error=exc.message
+            )
+        return await self._destination_page(request, session, sample=text, preview=result)
+
+    async def _plans(self, request: Request, session: Session) -> Response:
+        return self._render(
+            request, "plans.html", session, section="plans", plans=self._admin().plans()
+        )
+
+    async def _plan(self, request: Request, session: Session) -> Response:
+        doc = self._admin().plan(request.path_params["name"])
+        rules = [rule_view(r) for r in doc["plan"].get("rules", [])]
+        return self._render(request, "plan.html", session, section="plans", plan=doc, rules=rules)
 
     async def _trace(self, request: Request, session: Session) -> Response:
         message_id = (request.query_params.get("id") or "").strip()
@@ -394,14 +574,14 @@ def _plain(status: int, text: str) -> Response:
     return Response(text, status_code=status, media_type="text/plain; charset=utf-8")
 
 
-async def _read_form(request: Request) -> dict[str, str] | None:
-    """An ``application/x-www-form-urlencoded`` body of at most 8 KiB (None if larger);
-    anything else reads as an empty form. Read by hand so that an unauthenticated request
-    cannot make the server buffer a large body."""
+async def _read_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str] | None:
+    """An ``application/x-www-form-urlencoded`` body of at most ``limit`` bytes (None if
+    larger); anything else reads as an empty form. Read by hand so that an unauthenticated
+    request cannot make the server buffer a large body."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FORM_BYTES:
+        if len(body) > limit:
             return None
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":

@@ -20,6 +20,8 @@ import orjson
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from headwater.console.processing import action_text
+
 PREFIX = "/console"
 
 CSP = (
@@ -165,5 +167,6 @@ def environment() -> jinja2.Environment:
     env.filters.update(
         iso=iso, human_time=human_time, clock=clock, pretty=pretty, compact=compact,
         pretty_body=pretty_body, number=number, latency=latency, omit=omit, scalars=scalars,
+        action_text=action_text,
     )  # fmt: skip
     return env
