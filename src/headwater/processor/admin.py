@@ -176,19 +176,19 @@ class ProcessorAdmin:
         self, source: str, since_ms: int, until_ms: int | None
     ) -> dict[str, Any]:
         """Re-check the source's blocked events with today's plan; store those that pass."""
-        hook = self.pipeline.hook(source)
         resent = still_blocked = refused = duplicates = 0
-        after_id = 0
+        after_ms, after_id = since_ms, -1
         while True:
-            batch = await self.pipeline.store.blocked(source, since_ms, until_ms, RESEND_BATCH)
-            batch = [b for b in batch if b.id > after_id]
+            batch = await self.pipeline.store.blocked(
+                source, after_ms, until_ms, RESEND_BATCH, after_id
+            )
             if not batch:
                 break
-            after_id = batch[-1].id
+            after_ms, after_id = batch[-1].received_ms, batch[-1].id
             records, done = [], []
             for blocked in batch:
                 event = blocked.event()
-                result = hook(event) if hook is not None else None
+                result = self.pipeline.recheck(source, event)
                 if result is not None and result.event is None:
                     still_blocked += 1
                     continue

@@ -42,11 +42,16 @@ class _SourceHook:
     store: ProtocolsStore
 
     def __call__(self, event: dict[str, Any]) -> Processed:
+        return self.check(event)
+
+    def check(self, event: dict[str, Any], record: bool = True) -> Processed:
+        """Decide one event; ``record`` counts its violations (not when re-checking an event
+        counted when it arrived)."""
         decisions: list[dict[str, Any]] = []
         extra: list[tuple[str, dict[str, Any]]] = []
         if self.enforcer is not None:
             verdict = self.enforcer.apply(event, self.source)
-            if verdict.violations or verdict.unplanned or verdict.unplanned_event:
+            if record and (verdict.violations or verdict.unplanned or verdict.unplanned_event):
                 self.store.record(self.source, verdict)  # counts and samples, in memory
             if verdict.violation_events and verdict.violations_to:
                 extra += [(verdict.violations_to, _normalised(v, event))
@@ -57,9 +62,8 @@ class _SourceHook:
             if verdict.blocked is not None:
                 if verdict.forward_to is not None:
                     extra.append((verdict.forward_to, event))
-                kept = NewBlocked.of(self.source, verdict, time.time_ns() // 1_000_000)
                 detail = _block_detail(verdict)
-                return Processed(None, verdict.blocked, detail, extra, decisions, kept)
+                return Processed(None, verdict.blocked, detail, extra, decisions, verdict)
             event = verdict.event
         if self.transformer:
             result = self.transformer.apply(event)
@@ -170,6 +174,12 @@ class IngestPipeline:
     def hook(self, source: str) -> SourceHook | None:
         return self._hooks.get(source)
 
+    def recheck(self, source: str, event: dict[str, Any]) -> Processed | None:
+        """Decide a blocked event again with today's plan, without counting its violations a
+        second time; None when nothing applies to the source any more."""
+        hook = self._hooks.get(source)
+        return hook.check(event, record=False) if isinstance(hook, _SourceHook) else None
+
     async def keep(
         self, blocked: Sequence[Blocked], decided: Sequence[tuple[str, Processed]]
     ) -> None:
@@ -183,7 +193,8 @@ class IngestPipeline:
         for item in blocked:
             self._count(item.source, f"blocked:{item.reason}", 1)
             self._account(item.source, item.decisions)
-        keep = [b.opaque for b in blocked if isinstance(b.opaque, NewBlocked)]
+        keep = [NewBlocked.of(b.source, b.opaque, b.received_ms)
+                for b in blocked if isinstance(b.opaque, PlanVerdict)]  # fmt: skip
         if keep:
             await self.store.put_blocked(keep)
 

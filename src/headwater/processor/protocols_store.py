@@ -406,12 +406,13 @@ class ProtocolsDB:
         return ViolationSummary(source, since_ms, sum(e.total for e in out), out)
 
     def blocked(
-        self, source: str, since_ms: int = 0, until_ms: int | None = None
+        self, source: str, since_ms: int = 0, until_ms: int | None = None, after_id: int = -1
     ) -> Iterator[BlockedEvent]:
         """The source's blocked events received in ``[since_ms, until_ms)``, oldest first,
-        read a page at a time."""
+        read a page at a time; ``after_id`` skips those received at ``since_ms`` with an id
+        up to it (to page on from the last one seen)."""
         until = until_ms if until_ms is not None else 2**62
-        after = (since_ms, -1)
+        after = (since_ms, after_id)
         while True:
             rows = self.conn.execute(
                 f"SELECT {_BLOCKED_COLUMNS} FROM blocked WHERE source=?"
@@ -584,12 +585,18 @@ class ProtocolsStore:
         return await self.run(lambda db: db.violations(source, since_ms))
 
     async def blocked(
-        self, source: str, since_ms: int = 0, until_ms: int | None = None, limit: int = 1000
+        self,
+        source: str,
+        since_ms: int = 0,
+        until_ms: int | None = None,
+        limit: int = 1000,
+        after_id: int = -1,
     ) -> list[BlockedEvent]:
-        """The first ``limit`` blocked events of the source in ``[since_ms, until_ms)``."""
+        """The first ``limit`` blocked events of the source in ``[since_ms, until_ms)``
+        (``after_id``: as :meth:`ProtocolsDB.blocked`)."""
 
         def read(db: ProtocolsDB) -> list[BlockedEvent]:
-            found = db.blocked(source, since_ms, until_ms)
+            found = db.blocked(source, since_ms, until_ms, after_id)
             return [event for _, event in zip(range(limit), found, strict=False)]
 
         return await self.run(read)
