@@ -39,5 +39,9 @@ bench: $(VENV)/.installed-dev
 bench-delivery: $(VENV)/.installed-dev
 	$(BIN)/python bench/delivery.py
 
+.PHONY: bench-processing
+bench-processing: $(VENV)/.installed-dev
+	$(BIN)/python bench/processing.py
+
 clean:
 	rm -rf $(VENV) .headwater $(NODE_SDK)/node_modules

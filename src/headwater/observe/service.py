@@ -276,7 +276,7 @@ class Observer:
         if worker is None or not worker.stage:
             return None
         try:
-            outcome = worker.stage.apply(payload, event)
+            outcome = worker.stage.apply(payload, event, count=False)
         except Exception as exc:  # the worker records such a fault as filtered, too
             return {"decision": "failed", "detail": str(exc)}
         if isinstance(outcome, FilteredOut):

@@ -27,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from headwater.config.urls import field_path
 from headwater.gateway.normalize import ItemError, to_record
-from headwater.log.base import EventLog
+from headwater.log.base import EventLog, Record
 from headwater.processor.fanout import DestinationStage, FilteredOut, Shaped
 from headwater.processor.filters import DestinationFilters, Dropped, FilterConfig, Modified
 from headwater.processor.ingest import IngestPipeline
@@ -185,7 +185,9 @@ class ProcessorAdmin:
             if not batch:
                 break
             after_ms, after_id = batch[-1].received_ms, batch[-1].id
-            records, done = [], []
+            records: list[Record] = []
+            done: list[int] = []
+            main: list[int] = []
             for blocked in batch:
                 event = blocked.event()
                 result = self.pipeline.recheck(source, event)
@@ -195,16 +197,18 @@ class ProcessorAdmin:
                 stored = event if result is None else result.event
                 assert stored is not None
                 try:
+                    main.append(len(records))
                     records.append(to_record(stored, source, blocked.received_ms))
                     if result is not None:
                         records += [to_record(e, s, blocked.received_ms) for s, e in result.extra]
                 except ItemError:
+                    del records[main.pop() :]
                     refused += 1
                     continue
                 done.append(blocked.id)
             if records:  # durable in the log before the blocked copies go
                 results = await self.log.append(records)
-                duplicates += sum(1 for r in results if r.duplicate)
+                duplicates += sum(1 for i in main if results[i].duplicate)
             if done:
                 await self.pipeline.store.delete_blocked(done)
             resent += len(done)

@@ -56,15 +56,18 @@ class DestinationStage:
     def __bool__(self) -> bool:
         return bool(self.filters) or bool(self.transformer)
 
-    def apply(self, payload: bytes, event: dict[str, Any] | None = None) -> Outcome:
-        """Filter and transform one event, given as its stored JSON (or already parsed)."""
+    def apply(
+        self, payload: bytes, event: dict[str, Any] | None = None, count: bool = True
+    ) -> Outcome:
+        """Filter and transform one event, given as its stored JSON (or already parsed);
+        ``count=False`` for a look that is not a delivery (the trace)."""
         if event is None:
             parsed = orjson.loads(payload)
             event = parsed if isinstance(parsed, dict) else {}
         changes: tuple[str, ...] = ()
         current = event
         if self.filters:
-            result = self.filters.apply(current)
+            result = self.filters.apply(current, count)
             if isinstance(result, Dropped):
                 return FilteredOut(result.reason)
             if isinstance(result, Modified):

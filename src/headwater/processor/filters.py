@@ -288,11 +288,12 @@ class DestinationFilters:
         """False when no enabled filter: the engine can skip ``apply`` altogether."""
         return bool(self._steps)
 
-    def apply(self, event: dict[str, Any]) -> FilterResult:
-        """Run the filters on ``event`` (never changed): KEPT, Modified or Dropped."""
+    def apply(self, event: dict[str, Any], count: bool = True) -> FilterResult:
+        """Run the filters on ``event`` (never changed): KEPT, Modified or Dropped.
+        ``count=False`` leaves the counters alone (a trace asking what would happen)."""
         if not self._steps:
             return KEPT
-        stats = self.stats
+        stats = self.stats if count else [FilterStats() for _ in self.stats]
         matched: list[bool | None] = [None] * len(stats)
         current = event
         changes: list[str] = []

@@ -306,6 +306,14 @@ class ProtocolsDB:
         return self.write(blocked)
 
     def _put(self, item: NewBlocked) -> int:
+        """Keep one blocked event; an SDK's retry of one already kept is kept once."""
+        if item.message_id:
+            row = self.conn.execute(
+                "SELECT id FROM blocked WHERE message_id=? AND source=?",
+                (item.message_id, item.source),
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
         violations = [
             {"type": v.type, "field": v.field, "description": v.description,
              "expected": v.expected, "got": v.got, "rule": v.rule}
