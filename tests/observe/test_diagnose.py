@@ -287,3 +287,22 @@ async def test_silence_after_a_key_rotation_still_names_the_last_event(tmp_path:
     assert "60 requests with unknown write keys were refused" in silence
     assert "The sources' keys start: website: wk_w…" in doc["findings"][0]["fix"]
     assert doc["healthy"] is False
+
+
+def test_plan_violations_and_source_transformations_are_information() -> None:
+    changed = source(violations=4, transformed=3)
+    findings = diagnose(evidence([changed, source("backend")]))
+    assert [(f.severity, f.events, f.source) for f in findings] == [
+        ("info", 4, "website"), ("info", 3, "website"),
+    ]  # fmt: skip
+    assert findings[0].title == "source website: 4 tracking plan violations"
+    assert "/api/v1/sources/website/violations" in findings[0].fix
+    assert findings[1].title == "source website: 3 events changed by transformations"
+
+
+def test_events_a_destination_changed_on_the_way() -> None:
+    dest = destination(report())
+    dest = DestinationEvidence(*[getattr(dest, f) for f in DestinationEvidence.__slots__][:-1], 7)
+    found = only(diagnose(evidence(destinations=[dest])))
+    assert found.severity == "info" and found.events == 7 and found.destination == "hook"
+    assert "filters/preview" in found.fix

@@ -240,6 +240,7 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
         worker = observer.delivery.workers.get(name) if observer.delivery is not None else None
         if worker is not None:  # what each filter did since the server started
             doc["filterStats"] = worker.stage.stats()
+            doc["transformedSinceStart"] = worker.stage.transformed
         return doc
 
     @app.get(

@@ -100,6 +100,7 @@ class DestinationEvidence:
     breaker: str  # closed | open | half_open
     queued: int  # events in the log after its cursor (routed or not), an upper bound
     sample_ids: dict[tuple[str, int | None, str], list[str]]  # per error group
+    changed_since_start: int = 0  # events its filters or transformations changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +317,20 @@ def _destination(evidence: Evidence, dest: DestinationEvidence) -> list[Finding]
                 "destination's filters or the events' integrations object",
                 total, destination=name,
                 evidence={"filtered": dict(filtered.most_common(10))},
+            )
+        )  # fmt: skip
+    if dest.changed_since_start:
+        out.append(
+            Finding(
+                "info",
+                f"destination {name}: {dest.changed_since_start} events changed on the way",
+                "its filters (DROP_PROPERTIES / ALLOW_PROPERTIES) or transformations changed "
+                f"{dest.changed_since_start} events since the server started",
+                "expected if its filters and transformations say so; an event's trace shows "
+                "what the destination gets, and POST /api/v1/destinations/"
+                f"{name}/filters/preview tries them on a sample",
+                dest.changed_since_start, destination=name,
+                evidence={"changedSinceStart": dest.changed_since_start},
             )
         )  # fmt: skip
     if dest.breaker != "closed" and not report.error_groups():

@@ -400,9 +400,12 @@ class Observer:
             samples[key] = ids
         last = self.log.stats().last_offset if self.log is not None else None
         queued = max(0, (last or 0) - worker.live.committed) if worker else 0
+        changed = 0
+        if worker is not None:
+            changed = worker.stage.transformed + sum(f["modified"] for f in worker.stage.stats())
         return DestinationEvidence(
             name, config.type, config.enabled, list(config.sources), report,
-            worker.breaker.state.value if worker else "stopped", queued, samples,
+            worker.breaker.state.value if worker else "stopped", queued, samples, changed,
         )  # fmt: skip
 
     def _engine(self) -> DeliveryEngine:

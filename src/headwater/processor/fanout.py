@@ -52,6 +52,7 @@ class DestinationStage:
         self.destination = destination
         self.filters = DestinationFilters(filters)
         self.transformer = Transformer.for_destination(transformations, destination)
+        self.transformed = 0  # events the destination's transformations changed, since start
 
     def __bool__(self) -> bool:
         return bool(self.filters) or bool(self.transformer)
@@ -76,6 +77,7 @@ class DestinationStage:
             transformed = self.transformer.apply(current)
             if isinstance(transformed, Changed):
                 current, changes = transformed.event, changes + transformed.changes
+                self.transformed += count
         if current is event:
             return None
         return Shaped(orjson.dumps(current), changes)
