@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NODE_SDK := tests/e2e/node
 
-.PHONY: run test lint check bench bench-delivery clean
+.PHONY: run test lint check bench bench-delivery bench-processing bench-trace-cost clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,11 @@ bench: $(VENV)/.installed-dev
 bench-delivery: $(VENV)/.installed-dev
 	$(BIN)/python bench/delivery.py
 
-.PHONY: bench-processing
 bench-processing: $(VENV)/.installed-dev
 	$(BIN)/python bench/processing.py
+
+bench-trace-cost: $(VENV)/.installed-dev
+	$(BIN)/python bench/trace_cost.py
 
 clean:
 	rm -rf $(VENV) .headwater $(NODE_SDK)/node_modules
