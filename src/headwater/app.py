@@ -180,6 +180,10 @@ class Headwater:
                     await self.start()
                 except Exception as exc:
                     logger.exception("start-up failed")
+                    try:  # what did start (the log, delivery workers) must not run on
+                        await self.stop()
+                    except Exception:
+                        logger.exception("stopping after the failed start-up failed too")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
