@@ -30,6 +30,7 @@ from headwater.api import processing
 from headwater.api.auth import AdminToken
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
 from headwater.gateway.stats import redact_key
+from headwater.observe.debugger import UNATTRIBUTED
 from headwater.observe.service import ObserveError, Observer
 from headwater.processor.admin import ProcessorAdmin
 
@@ -199,6 +200,9 @@ def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
             "source": name,
             "keep": observer.debugger.keep,
             "counts": observer.debugger.counts(name),
+            # refusals no source could be named for (unknown or missing write key): they are
+            # among the entries of every source's view, not in its counts
+            "unattributedRejected": observer.debugger.counts(UNATTRIBUTED)["rejected"],
             "entries": observer.debugger.recent(name, limit),
         }
 
