@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -44,6 +45,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_REQUEST_BYTES = 32 * 1024  # one event per request
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
+
+logger = logging.getLogger("headwater.gateway")
 
 SINGLE_PATHS = {
     "/v1/track": "track", "/v1/t": "track",
@@ -191,7 +194,7 @@ class TrackingAPI:
             raise refused[0][1]
         try:
             if (blocked or decided) and self._processor is not None:
-                keep = self._processor.keep([b for _, b in blocked], decided)
+                keep = self._keep(self._processor, [b for _, b in blocked], decided)
                 results, _ = await asyncio.gather(self._append(records), keep)
             else:
                 results = await self._append(records)
@@ -223,6 +226,21 @@ class TrackingAPI:
                 for i, e in refused
             ]  # fmt: skip
         await _respond(send, 200, orjson.dumps(answer), self._cors(origin))
+
+    @staticmethod
+    async def _keep(
+        processor: IngestProcessor, blocked: list[Blocked], decided: list[tuple[str, Processed]]
+    ) -> None:
+        """The processor's durable part of the request: a fault there is answered 503, like
+        the log's, so the sender retries (blocked events are kept once per messageId)."""
+        try:
+            await processor.keep(blocked, decided)
+        except Exception as exc:
+            logger.exception("the processor could not keep blocked events")
+            raise LogUnavailable(
+                f"blocked events could not be kept ({exc}); retry", reason="processor",
+                retry_after_secs=5,
+            ) from exc  # fmt: skip
 
     async def _append(self, records: list[Record]) -> list[AppendResult]:
         return await self._log.append(records) if records else []
