@@ -30,6 +30,7 @@ from headwater.delivery.store import DB_FILE, StoreDB
 from headwater.destinations import TYPES
 from headwater.errors import ConfigError
 from headwater.log.sqlite_reads import connect_readonly, offsets_received_between, read_after
+from headwater.processor.fanout import DestinationStage, FilteredOut
 from headwater.processor.routing import Filtered, NotMine
 
 out = Console(soft_wrap=True)
@@ -239,12 +240,14 @@ def count_window(
     """``(after, last, counts)`` of a replay, by today's routing: read after ``after`` up to
     ``last``.
 
-    ``counts`` of the events received in the window: ``sent``, ``filtered`` (by routing) and
-    ``skipped`` (from sources the destination does not take).
+    ``counts`` of the events received in the window: ``sent``, ``filtered`` (by routing or
+    the destination's filters, as they are today) and ``skipped`` (from sources the
+    destination does not take).
     """
     config = workspace.destination(destination)
     assert config is not None  # checked by the caller
     route = route_of(config)
+    stage = DestinationStage(config.name, config.filters, workspace.transformations)
     counts = {"sent": 0, "filtered": 0, "skipped": 0}
     with closing(connect_readonly(log_dir)) as conn:
         bounds = offsets_received_between(conn, since_ms, until_ms)
@@ -261,10 +264,13 @@ def count_window(
                     break
                 if not since_ms <= r.received_at_ms < until_ms:
                     continue  # read only because its segment overlaps the window
-                decision = route.decide(r.source, orjson.loads(r.payload))
+                event = orjson.loads(r.payload)
+                decision = route.decide(r.source, event)
                 if isinstance(decision, NotMine):
                     counts["skipped"] += 1
-                elif isinstance(decision, Filtered):
+                elif isinstance(decision, Filtered) or (
+                    stage and isinstance(stage.apply(r.payload, event, count=False), FilteredOut)
+                ):
                     counts["filtered"] += 1
                 else:
                     counts["sent"] += 1
