@@ -115,8 +115,13 @@ class Headwater:
         await self.protocols.open()
         ws = self.workspace
         plans, from_api = effective_plans(ws.tracking_plans, self.data_dir)
-        flow = self.observer.flow
-        pipeline = IngestPipeline(plans, ws.transformations, self.protocols, flow.add, flow.decided)
+        flow, processed = self.observer.flow, self.stats.processed
+
+        def count(source: str, step: str, n: int) -> None:  # windows, and Prometheus totals
+            flow.add(source, step, n)
+            processed[(source, step)] += n
+
+        pipeline = IngestPipeline(plans, ws.transformations, self.protocols, count, flow.decided)
         self.admin = ProcessorAdmin(
             self.data_dir, {s.name for s in ws.sources},
             {d.name: list(d.filters) for d in ws.destinations}, list(ws.transformations),

@@ -41,7 +41,8 @@ def workspace(failing_url: str, refusing_url: str) -> dict[str, Any]:
             {"name": "shop", "write_key": SHOP_KEY},
         ],
         "destinations": [
-            {"name": "inspector", "type": "devsink", "sources": ["website", "shop"]},
+            {"name": "inspector", "type": "devsink", "sources": ["website", "shop"],
+             "filters": [{"if": 'event = "Debug"', "actions": [{"type": "DROP"}]}]},
             {"name": "refusing", "type": "webhook", "sources": website_only,
              "settings": {"url": refusing_url}},
             # opens on the first failure and probes again only after a minute: the test
@@ -50,6 +51,11 @@ def workspace(failing_url: str, refusing_url: str) -> dict[str, Any]:
              "settings": {"url": failing_url},
              "delivery": {"breaker_failures": 1, "breaker_probe_secs": 60,
                           "breaker_max_probe_secs": 60}},
+        ],
+        "tracking_plans": [
+            {"name": "shop-plan", "sources": ["shop"],
+             "rules": [{"type": "TRACK", "key": "Order Completed", "jsonSchema": {}}],
+             "enforcement": {"unplanned_events": "block"}},
         ],
         "log": {"durability": "os"},
         "status": {"canary_enabled": False},
@@ -242,6 +248,8 @@ async def test_every_metric_is_documented(running: Running) -> None:
     for _ in range(2):  # the second time a duplicate
         assert (await running.batch(WEBSITE_KEY, [event])).status_code == 200
     assert (await running.batch(UNKNOWN_KEY, [track()])).status_code == 401
+    blocked = await running.batch(SHOP_KEY, [track(event="Not Planned")])
+    assert blocked.status_code == 200 and blocked.json()["blocked"]
     running.app.status.canary_state.last_seen_ms = 1_700_000_000_000
     await running.until(lambda: running.stats("inspector").delivered == 1)
     scrape = await running.scrape()
@@ -294,3 +302,18 @@ def test_a_value_on_a_bound_falls_in_that_bound_s_bucket(value: float, bucket: i
     add_histogram(family, "d", buckets)
     cumulative = [s.value for s in family.samples if s.name == "h_seconds_bucket"]
     assert cumulative == [0] * bucket + [1] * (15 - bucket)
+
+
+async def test_plans_and_filters_are_counted(running: Running) -> None:
+    events = [track(), track(event="Debug"), track(event="Debug")]
+    assert (await running.batch(WEBSITE_KEY, events)).status_code == 200
+    assert (await running.batch(SHOP_KEY, [track(event="Not Planned")])).status_code == 200
+    await running.until(lambda: running.stats("inspector").delivered == 1)
+    await running.until(lambda: running.stats("inspector").filtered == 2)
+    scrape = await running.scrape()
+    assert scrape.value("headwater_events_processed_total", source="shop",
+                        step="blocked:unplanned_event") == 1  # fmt: skip
+    filters = "headwater_filter_events_total"
+    assert scrape.value(filters, destination="inspector", filter="1", outcome="matched") == 2
+    assert scrape.value(filters, destination="inspector", filter="1", outcome="dropped") == 2
+    assert scrape.value(filters, destination="inspector", filter="1", outcome="modified") == 0

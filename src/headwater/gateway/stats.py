@@ -45,6 +45,9 @@ class IngestStats:
     received: Counter[str] = field(default_factory=Counter)  # events stored, per source
     duplicates: Counter[str] = field(default_factory=Counter)  # per source
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)  # (scope, code)
+    processed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(source, step): what the processor did at ingest — ``blocked:<reason>``,
+    ``violations``, ``transformed`` (counted by the processor through app.py)."""
     _latest: dict[tuple[str, str], deque[Rejection]] = field(default_factory=dict)
     _key_scopes: set[str] = field(default_factory=set)
     on_refuse: Callable[[Rejection], None] | None = None

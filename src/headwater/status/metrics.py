@@ -129,7 +129,16 @@ class HeadwaterCollector:
         )
         for (scope, code), count in sorted(stats.rejected.items()):
             rejected.add_metric([scope, code], count)
-        yield from (received, duplicates, rejected)
+        processed = CounterMetricFamily(
+            "headwater_events_processed",
+            "What tracking plans and source transformations did at ingest, per source and "
+            "step: blocked:<reason> (unplanned_event, violation), violations (found, whether "
+            "or not the event was blocked), transformed.",
+            labels=["source", "step"],
+        )
+        for (source, step), count in sorted(stats.processed.items()):
+            processed.add_metric([source, step], count)
+        yield from (received, duplicates, rejected, processed)
 
     def _event_log(self) -> Iterator[Metric]:
         log = self._log()
@@ -188,6 +197,9 @@ class HeadwaterCollector:
             f.breaker.add_metric([name], 0 if worker.breaker.state is BreakerState.CLOSED else 1)
             if stats.last_success_ms is not None:
                 f.last_success.add_metric([name], stats.last_success_ms / 1000)
+            for index, counted in enumerate(worker.stage.stats(), start=1):
+                for outcome in ("matched", "dropped", "sampled_out", "modified"):
+                    f.filters.add_metric([name, str(index), outcome], counted[outcome])
             reading = readings.get(name)
             if reading is not None:
                 f.retries.add_metric([name], reading.retry_events)
@@ -270,9 +282,18 @@ class _DeliveryFamilies:
             labels=d,
         )
 
+        self.filters = CounterMetricFamily(
+            "headwater_filter_events",
+            "Events a destination filter looked at, per destination, filter (its position, "
+            "from 1) and outcome: matched its condition, and of those dropped, sampled_out, "
+            "modified.",
+            labels=["destination", "filter", "outcome"],
+        )
+
     def all(self) -> list[Metric]:
         return [self.events, self.requests, self.duration, self.latency, self.queue,
-                self.retries, self.lag, self.breaker, self.dead, self.last_success]  # fmt: skip
+                self.retries, self.lag, self.breaker, self.dead, self.last_success,
+                self.filters]  # fmt: skip
 
 
 def add_histogram(family: HistogramMetricFamily, destination: str, buckets: Buckets) -> None:
