@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from headwater.config.workspace import LogConfig
@@ -90,7 +91,10 @@ async def test_resend_pages_past_events_that_stay_blocked(
     assert result["stillBlocked"] == len(stay)
     stored = await log.read(0, 10_000)
     assert sorted(r.message_id for r in stored) == sorted(e["messageId"] for e in go)
-    assert {r.received_at_ms for r in stored} == {RECEIVED_MS}  # their own receive time
+    # the event keeps its receivedAt; the log files it under the re-send's time, so the
+    # log's retention (7 days) cannot drop it before delivery when it was blocked 20 days ago
+    assert {orjson.loads(r.payload)["receivedAt"] for r in stored} == {go[0]["receivedAt"]}
+    assert all(r.received_at_ms > RECEIVED_MS for r in stored)
     assert len(await pipeline.store.blocked("website", 0, None, 10_000)) == len(stay)
     after = await pipeline.store.violations("website", 0)
     assert after.total == before.total, "re-checking must not count violations again"

@@ -184,10 +184,11 @@ class TrackingAPI:
         hook = self._processor.hook(source.name) if self._processor is not None else None
         blocked: list[tuple[int, Blocked]] = []
         decided: list[tuple[str, Processed]] = []
+        mixed = False
         if hook is None:
             records, refused = self._normalize(items, single, env, context, source.name)
         else:
-            records, refused = self._process(
+            records, refused, mixed = self._process(
                 items, single, env, context, source.name, hook, blocked, decided
             )
         if single and refused:
@@ -206,7 +207,7 @@ class TrackingAPI:
             await _respond_error(send, error, [*self._cors(origin), retry])
             return
         duplicates = sum(1 for r in results if r.duplicate)
-        self._accepted(source.name, records, results, duplicates)
+        self._accepted(source.name, records, results, duplicates, mixed)
         if not refused and not duplicates and not blocked:
             await _respond(send, 200, _OK, self._cors(origin))
             return
@@ -246,11 +247,18 @@ class TrackingAPI:
         return await self._log.append(records) if records else []
 
     def _accepted(
-        self, source: str, records: list[Record], results: list[AppendResult], duplicates: int
+        self,
+        source: str,
+        records: list[Record],
+        results: list[AppendResult],
+        duplicates: int,
+        mixed: bool = False,
     ) -> None:
+        """Count what was stored, per source (``mixed``: forwarded events of other sources
+        are among the records)."""
         if not records:
             return
-        if records[-1].source != source or records[0].source != source:  # forwarded events too
+        if mixed:
             groups: dict[str, tuple[list[Record], list[AppendResult]]] = {}
             for record, result in zip(records, results, strict=True):
                 group = groups.setdefault(record.source, ([], []))
@@ -276,48 +284,36 @@ class TrackingAPI:
         hook: SourceHook,
         blocked: list[tuple[int, Blocked]],
         decided: list[tuple[str, Processed]],
-    ) -> tuple[list[Record], list[tuple[int, IngestError]]]:
-        """Like :meth:`_normalize`, with the source's processor deciding each event's fate."""
+    ) -> tuple[list[Record], list[tuple[int, IngestError]], bool]:
+        """Like :meth:`_normalize`, with the source's processor deciding each event's fate;
+        also says whether events were forwarded to other sources."""
         records: list[Record] = []
         refused: list[tuple[int, IngestError]] = []
         received = env.received_ms
+        mixed = False
         for index, item in enumerate(items):
             try:
                 event = normalize_event(item, single, env)
                 result = hook(event)
+                own: list[Record] = []
                 if result.event is None:
-                    reason = result.blocked or "blocked"
-                    blocked.append(
-                        (
-                            index,
-                            Blocked(
-                                source,
-                                received,
-                                event,
-                                reason,
-                                result.detail or reason,
-                                result.decisions,
-                                result.opaque,
-                            ),
-                        )
-                    )
+                    to_record(event, source, received)  # a blocked event obeys the size limit
                 else:
-                    records.append(to_record(result.event, source, received))
-                    if result.decisions:
-                        decided.append((source, result))
-                for other, extra in result.extra:
-                    records.append(to_record(extra, other, received))
-            except ItemError as exc:
-                error = IngestError(exc.code, exc.message, 400)
-                refused.append((index, error))
-                context.refuse(
-                    error,
-                    scope=source,
-                    body=orjson.dumps(item) if isinstance(item, dict) else None,
-                    message_id=_message_id(item),
-                    index=None if single else index,
-                )
-        return records, refused
+                    own.append(to_record(result.event, source, received))
+                own += [to_record(extra, other, received) for other, extra in result.extra]
+            except (ItemError, TypeError, ValueError, RecursionError) as exc:
+                self._refuse_item(context, source, item, index, single, exc, refused)
+                continue
+            records += own
+            mixed = mixed or bool(result.extra)
+            if result.event is None:
+                reason = result.blocked or "blocked"
+                detail = result.detail or reason
+                blocked.append((index, Blocked(source, received, event, reason, detail,
+                                               result.decisions, result.opaque)))  # fmt: skip
+            elif result.decisions:
+                decided.append((source, result))
+        return records, refused, mixed
 
     def _normalize(
         self,
@@ -332,17 +328,44 @@ class TrackingAPI:
         for index, item in enumerate(items):
             try:
                 records.append(normalize(item, single, env))
-            except ItemError as exc:
-                error = IngestError(exc.code, exc.message, 400)
-                refused.append((index, error))
-                context.refuse(
-                    error,
-                    scope=source,
-                    body=orjson.dumps(item) if isinstance(item, dict) else None,
-                    message_id=_message_id(item),
-                    index=None if single else index,
-                )
+            except (ItemError, TypeError, ValueError, RecursionError) as exc:
+                self._refuse_item(context, source, item, index, single, exc, refused)
         return records, refused
+
+    @staticmethod
+    def _refuse_item(
+        context: _RequestContext,
+        source: str,
+        item: Any,
+        index: int,
+        single: str | None,
+        exc: Exception,
+        refused: list[tuple[int, IngestError]],
+    ) -> None:
+        """One event of a request refused alone. Besides the checks' ItemErrors, an event
+        the log cannot store (nested more than 255 levels, which JSON encoding refuses) is
+        refused here rather than failing the whole request."""
+        if isinstance(exc, ItemError):
+            error = IngestError(exc.code, exc.message, 400)
+        else:
+            error = IngestError(
+                "invalid_event",
+                f"the event cannot be stored ({exc}); objects and lists may nest at most 255 "
+                "levels deep",
+                400,
+            )
+        refused.append((index, error))
+        try:
+            body = orjson.dumps(item) if isinstance(item, dict) else None
+        except (TypeError, ValueError):
+            body = None
+        context.refuse(
+            error,
+            scope=source,
+            body=body,
+            message_id=_message_id(item),
+            index=None if single else index,
+        )
 
     def _scope_of(self, key: str | None) -> str:
         """Where a refusal is filed: the source, a redacted unknown key, or ``unknown``."""

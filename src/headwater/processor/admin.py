@@ -8,7 +8,7 @@
   most) and applied to the next event.
 - Blocked events are re-sent (``resend_blocked``) through the source's current plan and
   transformations: those that pass now are stored in the log, exactly as if they had just
-  arrived (same messageId, their original receivedAt), and leave the blocked store; the
+  arrived (same messageId and receivedAt), and leave the blocked store; the
   others stay.
 - A filter preview runs a destination's filters and transformations (or proposed ones) on
   a sample event and says what each did.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,13 @@ from headwater.config.urls import field_path
 from headwater.gateway.normalize import ItemError, to_record
 from headwater.log.base import EventLog, Record
 from headwater.processor.fanout import DestinationStage, FilteredOut, Shaped
-from headwater.processor.filters import DestinationFilters, Dropped, FilterConfig, Modified
+from headwater.processor.filters import (
+    DestinationFilters,
+    Dropped,
+    FilterConfig,
+    FilterList,
+    Modified,
+)
 from headwater.processor.ingest import IngestPipeline
 from headwater.processor.protocols.plans import TrackingPlanConfig, check_tracking_plans
 from headwater.processor.transforms import TransformationConfig
@@ -38,7 +45,7 @@ logger = logging.getLogger("headwater.processor")
 
 PLANS_DIR = "plans"
 RESEND_BATCH = 500
-_FILTERS = TypeAdapter(list[FilterConfig])
+_FILTERS = TypeAdapter(FilterList)
 
 
 class AdminError(Exception):
@@ -175,8 +182,13 @@ class ProcessorAdmin:
     async def resend_blocked(
         self, source: str, since_ms: int, until_ms: int | None
     ) -> dict[str, Any]:
-        """Re-check the source's blocked events with today's plan; store those that pass."""
-        resent = still_blocked = refused = duplicates = 0
+        """Re-check the source's blocked events with today's plan; store those that pass.
+
+        A re-sent event keeps its messageId and its ``receivedAt``; the log files it under
+        the time of the re-send, so its retention and delivery start now. A blocked copy is
+        deleted only once the event is in the log under this source: if the log already
+        holds its messageId under another source, the copy stays (``alreadyInLog``)."""
+        resent = still_blocked = refused = elsewhere = 0
         after_ms, after_id = since_ms, -1
         while True:
             batch = await self.pipeline.store.blocked(
@@ -186,8 +198,8 @@ class ProcessorAdmin:
                 break
             after_ms, after_id = batch[-1].received_ms, batch[-1].id
             records: list[Record] = []
-            done: list[int] = []
-            main: list[int] = []
+            main: list[tuple[int, int, str]] = []  # (index in records, blocked id, messageId)
+            now = time.time_ns() // 1_000_000
             for blocked in batch:
                 event = blocked.event()
                 result = self.pipeline.recheck(source, event)
@@ -197,18 +209,24 @@ class ProcessorAdmin:
                 stored = event if result is None else result.event
                 assert stored is not None
                 try:
-                    main.append(len(records))
-                    records.append(to_record(stored, source, blocked.received_ms))
+                    own = [to_record(stored, source, now)]
                     if result is not None:
-                        records += [to_record(e, s, blocked.received_ms) for s, e in result.extra]
-                except ItemError:
-                    del records[main.pop() :]
+                        own += [to_record(e, s, now) for s, e in result.extra]
+                except (ItemError, TypeError, ValueError):
                     refused += 1
                     continue
-                done.append(blocked.id)
+                main.append((len(records), blocked.id, blocked.message_id))
+                records += own
+            done: list[int] = []
             if records:  # durable in the log before the blocked copies go
                 results = await self.log.append(records)
-                duplicates += sum(1 for i in main if results[i].duplicate)
+                for index, blocked_id, message_id in main:
+                    if results[index].duplicate:
+                        held = await self.log.get(message_id)
+                        if held is not None and held.source != source:
+                            elsewhere += 1
+                            continue
+                    done.append(blocked_id)
             if done:
                 await self.pipeline.store.delete_blocked(done)
             resent += len(done)
@@ -219,10 +237,10 @@ class ProcessorAdmin:
             "resent": resent,
             "stillBlocked": still_blocked,
             "refused": refused,
-            "alreadyInLog": duplicates,
-            "note": "alreadyInLog counts events whose messageId the log already held (e.g. a "
-            "blocked event forwarded to another source keeps its messageId, and the log "
-            "deduplicates by messageId for 24 h)",
+            "alreadyInLog": elsewhere,
+            "note": "alreadyInLog counts events whose messageId the log holds under another "
+            "source (it deduplicates by messageId for 24 h): their blocked copies are kept; "
+            "re-send them after that, or with a new messageId from the sender",
         }
 
     # ------------------------------------------------------------------ filters

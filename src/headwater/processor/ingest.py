@@ -17,6 +17,7 @@ Plans can be replaced while the server runs (``PUT /api/v1/tracking-plans/{name}
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class _SourceHook:
                 decisions.append(decision)
             if verdict.blocked is not None:
                 if verdict.forward_to is not None:
-                    extra.append((verdict.forward_to, event))
+                    extra.append((verdict.forward_to, _forwarded_copy(event)))
                 detail = _block_detail(verdict)
                 return Processed(None, verdict.blocked, detail, extra, decisions, verdict)
             event = verdict.event
@@ -126,6 +127,23 @@ def _block_detail(verdict: PlanVerdict) -> str:
         )
     faults = "; ".join(f"{v.field}: {v.description}" for v in verdict.violations[:5])
     return f"violates tracking plan {verdict.plan!r}, which blocks violations: {faults}"
+
+
+def _forwarded_copy(event: dict[str, Any]) -> dict[str, Any]:
+    """A blocked event as forwarded to another source: under a messageId of its own, derived
+    from the original (so a retried request forwards it once), which it names in
+    ``context.protocols.blocked_message_id``. With the same messageId the log — which
+    deduplicates across sources — would refuse the original when it is re-sent."""
+    original = event.get("messageId")
+    seed = str(original).encode()
+    forwarded_id = "blk-" + hashlib.blake2b(seed, digest_size=16).hexdigest()
+    context = event.get("context")
+    context = dict(context) if isinstance(context, dict) else {}
+    protocols = context.get("protocols")
+    protocols = dict(protocols) if isinstance(protocols, dict) else {}
+    protocols["blocked_message_id"] = original
+    context["protocols"] = protocols
+    return {**event, "messageId": forwarded_id, "context": context}
 
 
 def _normalised(forwarded: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
