@@ -183,7 +183,8 @@ async def test_destination_settings_never_return_secrets(api: httpx.AsyncClient)
         assert not leaked, f"{response.request.url} shows {leaked}"
     settings = one.json()["settings"]
     assert settings["shared_secret"] == MASK
-    assert settings["headers"] == {"Authorization": MASK, "X-Api-Key": MASK, "X-Team": "growth"}
+    # every header value: custom names (X-Honeycomb-Team, X-Auth-Key) carry keys too
+    assert settings["headers"] == {"Authorization": MASK, "X-Api-Key": MASK, "X-Team": MASK}
     assert settings["url"].endswith("/in") and settings["method"] == "POST"  # not secrets: shown
     assert tee.json()["settings"]["write_key"] == MASK
     assert [d["name"] for d in listed.json()["destinations"]] == ["hook", "tee", "sink"]

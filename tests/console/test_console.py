@@ -229,6 +229,10 @@ async def test_login_post_without_its_csrf_value_is_refused(console: Console) ->
     response = await console.client.post("/console/login", data={"token": TOKEN})
     assert response.status_code == 403
     assert _set_cookies(response, "hw_session") == []
+    await console.client.get("/console/login")  # a non-ASCII value is refused, not a 500
+    response = await console.client.post("/console/login", data={"token": TOKEN,
+                                                                 "csrf_token": "é"})  # fmt: skip
+    assert response.status_code == 403
 
 
 EVIL_TARGETS = [
@@ -273,6 +277,11 @@ async def test_logout_needs_the_csrf_token(console: Console) -> None:
     assert "CSRF token" in refused.text
     refused = await console.client.post("/console/logout", data={"csrf_token": "guess"})
     assert refused.status_code == 403
+    refused = await console.client.post("/console/logout", data={"csrf_token": "güess"})
+    assert refused.status_code == 403
+    api_post = await console.client.post("/api/v1/sources/website/blocked/resend",
+                                         headers={"x-csrf-token": "gü".encode("latin-1")})  # fmt: skip
+    assert api_post.status_code == 401
     page = await console.client.get("/console/")
     assert page.status_code == 200, "a refused logout must not end the session"
 

@@ -326,3 +326,26 @@ async def test_a_dead_destination_does_not_slow_a_healthy_one(
     committed, _ = dead.queued_behind()
     waiting = await pipeline.engine.store.run(lambda db: db.retry_summary("dead"))
     assert (pipeline.log.stats().last_offset or 0) - committed + waiting[0] >= len(ids) // 2
+
+
+async def test_a_probe_looking_ahead_does_not_count_filter_decisions(
+    make_pipeline: Any, fake: FakeDestination
+) -> None:
+    hook = webhook("hook", fake.url, concurrency=1, **FAST)
+    hook["filters"] = [{"if": 'event = "Debug"', "actions": [{"type": "DROP"}]}]
+    pipeline = await make_pipeline([hook], start=False)
+    await pipeline.engine.start()
+    worker = pipeline.worker("hook")
+    await worker.stop()  # drive the worker by hand: one probe, no retries waiting
+    await pipeline.send([event(event="Order Completed")])
+    await pipeline.send([event(event="Debug") for _ in range(20)])
+    sent: list[int] = []
+
+    async def dispatch(batch: list[Any], **_: Any) -> None:
+        sent.append(len(batch))
+
+    worker._dispatch = dispatch  # type: ignore[method-assign]
+    await worker._probe()
+    assert sent == [1]  # the probe takes the first event; the rest is read again after it
+    [stats] = worker.stage.stats()
+    assert stats["matched"] == 0, "the look ahead counted events the probe did not take"

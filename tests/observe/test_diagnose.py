@@ -306,3 +306,9 @@ def test_events_a_destination_changed_on_the_way() -> None:
     found = only(diagnose(evidence(destinations=[dest])))
     assert found.severity == "info" and found.events == 7 and found.destination == "hook"
     assert "filters/preview" in found.fix
+
+
+def test_a_source_whose_events_were_all_blocked_is_not_silent() -> None:
+    blocked_only = source(received=0, blocked__unplanned_event=5)
+    found = only(diagnose(evidence([blocked_only, source("backend")])))
+    assert found.title == "source website: 5 events blocked by its tracking plan"

@@ -302,7 +302,9 @@ class Console:
         target = safe_next(form.get("next"))
         expected = request.cookies.get(LOGIN_COOKIE) or ""
         presented = form.get("csrf_token") or ""
-        if not expected or not hmac.compare_digest(expected, presented):
+        if not expected or not hmac.compare_digest(
+            expected.encode("utf-8", "surrogatepass"), presented.encode("utf-8", "surrogatepass")
+        ):
             return self._login_page(
                 request, target, 403,
                 error="This login form has expired or your browser did not send its cookie. "

@@ -67,7 +67,10 @@ class Sessions:
 
     @staticmethod
     def csrf_ok(session: Session, presented: str | None) -> bool:
-        return bool(presented) and hmac.compare_digest(session.csrf, presented or "")
+        # bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
+        return bool(presented) and hmac.compare_digest(
+            session.csrf.encode(), (presented or "").encode("utf-8", "surrogatepass")
+        )
 
     def login_allowed(self, client: str) -> bool:
         """False while ``client`` has failed too often in the last minute."""

@@ -397,15 +397,16 @@ class Worker:
         self.stats.filtered += sum(len(o) for o in filtered.values())
         return routed, ledger
 
-    def _shape(self, r: StoredRecord) -> OutboundEvent | Filtered | NotMine:
-        """Route one event, then run the destination's filters and transformations on it."""
+    def _shape(self, r: StoredRecord, count: bool = True) -> OutboundEvent | Filtered | NotMine:
+        """Route one event, then run the destination's filters and transformations on it
+        (``count=False``: a look ahead that the filters' counters must not see)."""
         decision = self.route.decide(r.source, r.payload)
         if not isinstance(decision, Routed):
             return decision
         if not self.stage:
             return OutboundEvent(r.offset, r.message_id, r.received_at_ms, r.payload)
         try:
-            shaped = self.stage.apply(r.payload)
+            shaped = self.stage.apply(r.payload, count=count)
         except Exception as exc:  # a fault in a filter must not stop the destination
             logger.exception("destination %s: filters or transformations failed", self.name)
             return Filtered(f"the destination's filters or transformations failed: {exc}")
@@ -681,7 +682,9 @@ class Worker:
             self.breaker.pause(self.breaker.probe_secs)  # nothing to probe with: wait
             return
         # the probe takes the first batch; what follows it is read again after the probe
-        routed = [e for e in map(self._shape, records) if isinstance(e, OutboundEvent)]
+        # a look ahead: _route counts the events of the probe's batch when it records them
+        shaped = (self._shape(r, count=False) for r in records)
+        routed = [e for e in shaped if isinstance(e, OutboundEvent)]
         batch = self._cut(routed)[:1]
         end = batch[0][-1].offset if batch else records[-1].offset
         _, ledger = self._route(self.live, [r for r in records if r.offset <= end])

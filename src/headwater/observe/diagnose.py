@@ -171,7 +171,8 @@ def _silence(evidence: Evidence) -> list[Finding]:
     refused_scopes = {g.scope for g in evidence.refusals if g.count}
     out: list[Finding] = []
     for source in evidence.sources:
-        if source.flow["received"] or source.name in refused_scopes:
+        active = any(n for step, n in source.flow.items() if step.startswith("blocked:"))
+        if source.flow["received"] or active or source.name in refused_scopes:
             continue
         if not source.enabled:
             continue
