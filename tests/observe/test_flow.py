@@ -115,3 +115,16 @@ def test_prune_drops_the_minutes_before_a_time(tmp_path: Path) -> None:
         }
     finally:
         db.close()
+
+
+def test_decisions_go_with_the_log_retention_and_past_a_row_cap(tmp_path: Path) -> None:
+    db = FlowDB(tmp_path / DB_FILE)
+    now = 1_800_000_000_000
+    rows = [(f"m{i}", "website", now - i * 1000, b"[]") for i in range(100)]
+    db.add([], rows)
+    assert db.decision_rows() == 100
+    assert db.prune_decisions(now - 89_500, max_rows=1000) == 90  # the 10 oldest are past it
+    assert db.prune_decisions(0, max_rows=25) == 25  # then the oldest beyond the cap
+    assert db.decisions("m0") == [] and db.decisions("m24") == []
+    assert db.conn.execute("SELECT min(at_ms) FROM decisions").fetchone()[0] == now - 24_000
+    db.close()

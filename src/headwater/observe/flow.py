@@ -15,11 +15,15 @@ Storage layout (WAL):
         ``minute`` is epoch milliseconds rounded down to the minute; ``step`` is one of
         ``received``, ``duplicate``, ``rejected:<code>``, ``blocked:<reason>``,
         ``violations``, ``transformed``; ``source`` is the source's name, or the rejection's
-        scope (``key:<prefix>…``, ``unknown``) when no source was known.
+        scope when no source was known: ``key:*`` for every unknown write key together (their
+        prefixes are in the in-memory samples, so random keys cannot grow this table) and
+        ``unknown`` when no key was sent.
     decisions(message_id PRIMARY KEY, source, at_ms, decisions)
         what the processor decided about a stored event at ingest (violations allowed,
         properties omitted, transformations), as a JSON list, for the event's trace; only
-        events something was decided about have a row. Written with the counts.
+        events something was decided about have a row. Written with the counts; kept as
+        long as the log keeps events, and at most ``MAX_DECISION_ROWS`` rows (the oldest go
+        first; a trace then shows the event without its decisions).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ DB_FILE = "flow.sqlite"
 MINUTE_MS = 60_000
 FLUSH_SECS = 10.0
 MAX_PENDING_DECISIONS = 200_000  # a stuck disk must not grow memory without bound
-KEEP_DAYS = 31
+KEEP_MS = 31 * 86_400_000  # the counts: a month of windows
+MAX_DECISION_ROWS = 1_000_000  # ~270 MB: the traces' decisions of the newest million events
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS flow(minute INTEGER NOT NULL, source TEXT NOT NULL,
@@ -114,9 +119,24 @@ class FlowDB:
         return out
 
     def prune(self, before_ms: int) -> None:
+        """Counts older than ``before_ms`` go."""
         with self.conn:
             self.conn.execute("DELETE FROM flow WHERE minute < ?", (before_ms,))
+
+    def decision_rows(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
+
+    def prune_decisions(self, before_ms: int, max_rows: int) -> int:
+        """Decisions older than ``before_ms`` (the log's retention: their events are gone)
+        go, and the oldest beyond ``max_rows``; returns the rows left."""
+        with self.conn:
             self.conn.execute("DELETE FROM decisions WHERE at_ms < ?", (before_ms,))
+            self.conn.execute(
+                "DELETE FROM decisions WHERE message_id IN (SELECT message_id FROM decisions"
+                " ORDER BY at_ms DESC LIMIT -1 OFFSET ?)",
+                (max_rows,),
+            )
+        return self.decision_rows()
 
     def close(self) -> None:
         self.conn.close()
@@ -125,11 +145,20 @@ class FlowDB:
 class Flow:
     """Counts kept in memory and written every ``flush_secs``; reads include unwritten ones."""
 
-    def __init__(self, data_dir: Path, flush_secs: float = FLUSH_SECS) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        flush_secs: float = FLUSH_SECS,
+        decisions_keep_secs: float = 7 * 86_400,
+        max_decision_rows: int = MAX_DECISION_ROWS,
+    ) -> None:
         self.path = data_dir / DB_FILE
         self.flush_secs = flush_secs
         self._pending: Counter[tuple[int, str, str]] = Counter()
         self._decisions: list[tuple[str, str, int, bytes]] = []
+        self.decisions_keep_secs = decisions_keep_secs
+        self.max_decision_rows = max_decision_rows
+        self._decision_rows = 0  # rows in the table, as of the last prune plus those written
         self._db: FlowDB | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headwater-flow")
         self._task: asyncio.Task[None] | None = None
@@ -137,6 +166,7 @@ class Flow:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         self._db = await loop.run_in_executor(self._pool, FlowDB, self.path)
+        self._decision_rows = await loop.run_in_executor(self._pool, self._db.decision_rows)
         self._task = asyncio.create_task(self._run(), name="headwater-flow")
 
     async def close(self) -> None:
@@ -175,6 +205,7 @@ class Flow:
         db = self._db
         try:
             await asyncio.get_running_loop().run_in_executor(self._pool, db.add, rows, decisions)
+            self._decision_rows += len(decisions)
         except Exception:
             self._pending.update(pending)  # try again next time
             self._decisions[:0] = decisions
@@ -213,12 +244,17 @@ class Flow:
             await asyncio.sleep(self.flush_secs)
             try:
                 await self.flush()
+                now_ms = time.time_ns() // 1_000_000
+                db = self._require()
+                loop = asyncio.get_running_loop()
                 if time.monotonic() - pruned_at > 3600:
                     pruned_at = time.monotonic()
-                    keep_from = time.time_ns() // 1_000_000 - KEEP_DAYS * 86_400_000
-                    db = self._require()
-                    await asyncio.get_running_loop().run_in_executor(
-                        self._pool, db.prune, keep_from
+                    await loop.run_in_executor(self._pool, db.prune, now_ms - KEEP_MS)
+                    self._decision_rows = self.max_decision_rows + 1  # prune them too, now
+                if self._decision_rows > self.max_decision_rows:
+                    keep_from = now_ms - int(self.decisions_keep_secs * 1000)
+                    self._decision_rows = await loop.run_in_executor(
+                        self._pool, db.prune_decisions, keep_from, self.max_decision_rows
                     )
             except Exception:
                 logger.exception("cannot write the ingest flow counts")

@@ -38,6 +38,7 @@ from headwater.observe.flow import Flow
 from headwater.processor.fanout import FilteredOut, Shaped
 
 OBSERVE_DIR = "observe"
+UNKNOWN_KEYS = "key:*"  # the flow counts' one scope for every unknown write key
 WINDOWS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_SAMPLE_IDS = 5
 
@@ -91,7 +92,10 @@ class IngestRecorder:
 
     def refused(self, rejection: Rejection) -> None:
         self.debugger.refused(rejection)
-        self.flow.add(rejection.scope, f"rejected:{rejection.code}")
+        scope = rejection.scope
+        if scope.startswith("key:"):  # every unknown key in one row a minute; the prefixes
+            scope = UNKNOWN_KEYS  # are in IngestStats' samples (random keys must not grow it)
+        self.flow.add(scope, f"rejected:{rejection.code}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,9 @@ class Observer:
         self.workspace = workspace
         self.stats = stats
         self.debugger = Debugger()
-        self.flow = Flow(data_dir / OBSERVE_DIR)
+        self.flow = Flow(
+            data_dir / OBSERVE_DIR, decisions_keep_secs=workspace.log.retention_max_age_secs
+        )
         self.recorder = IngestRecorder(self.debugger, self.flow)
         self.log: EventLog | None = None
         self.delivery: DeliveryEngine | None = None
@@ -374,10 +380,20 @@ class Observer:
                 if not step.startswith("rejected:") or not count:
                     continue
                 code = step.removeprefix("rejected:")
-                latest = self.stats.latest(scope, code)
+                label, latest = scope, self.stats.latest(scope, code)
+                if scope == UNKNOWN_KEYS:  # the keys' prefixes, from the samples
+                    latest = sorted(
+                        (r for sc, cd in list(self.stats.rejected)
+                         if sc.startswith("key:") and cd == code
+                         for r in self.stats.latest(sc, cd)),
+                        key=lambda r: r.at,
+                    )  # fmt: skip
+                    prefixes = sorted({r.scope.removeprefix("key:") for r in latest})
+                    shown = ", ".join(prefixes[:5]) + (" and others" if len(prefixes) > 5 else "")
+                    label = f"key:{shown or '(unknown keys)'}"
                 samples = [vars_of(r) for r in latest[-MAX_SAMPLE_IDS:]][::-1]
                 message = latest[-1].message if latest else code
-                groups.append(RefusalGroup(scope, code, count, message, samples))
+                groups.append(RefusalGroup(label, code, count, message, samples))
         return groups
 
     async def _destination_evidence(self, name: str, window: Window) -> DestinationEvidence:
