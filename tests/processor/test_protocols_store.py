@@ -16,6 +16,7 @@ from headwater.processor.protocols import PlanEnforcer, PlanVerdict, TrackingPla
 from headwater.processor.protocols.segment_import import import_segment_plan
 from headwater.processor.protocols_store import (
     DB_FILE,
+    NOT_KEPT,
     RETENTION_MS,
     SAMPLES_PER_FIELD,
     NewBlocked,
@@ -263,3 +264,18 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(RuntimeError, match="protocols store schema 99"):
         ProtocolsDB(tmp_path / DB_FILE)
+
+
+def test_blocked_events_past_the_byte_budget_are_counted_not_kept(tmp_path: Path) -> None:
+    one = NewBlocked.of("website", blocked_verdict("b1"), T0)
+    db = ProtocolsDB(db_path(tmp_path), max_blocked_bytes=2 * len(one.payload) + 10)
+    first = db.put_blocked([one, NewBlocked.of("website", blocked_verdict("b2"), T0)])
+    assert NOT_KEPT not in first
+    assert db.put_blocked([NewBlocked.of("website", blocked_verdict("b3"), T0)]) == [NOT_KEPT]
+    assert db.not_kept == 1 and db.blocked_event("b3") is None
+    db.delete_blocked(first[:1])  # a re-send makes room
+    assert db.put_blocked([NewBlocked.of("website", blocked_verdict("b4"), T0)]) != [NOT_KEPT]
+    db.close()
+    reopened = ProtocolsDB(db_path(tmp_path), max_blocked_bytes=2 * len(one.payload) + 10)
+    assert reopened.blocked_bytes > len(one.payload)  # counted again from the file
+    reopened.close()

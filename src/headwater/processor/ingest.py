@@ -18,6 +18,7 @@ Plans can be replaced while the server runs (``PUT /api/v1/tracking-plans/{name}
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ from typing import Any
 from headwater.gateway.hooks import Blocked, Processed, SourceHook
 from headwater.processor.protocols.enforcer import PlanEnforcer, PlanVerdict
 from headwater.processor.protocols.plans import TrackingPlanConfig
-from headwater.processor.protocols_store import NewBlocked, ProtocolsStore
+from headwater.processor.protocols_store import NOT_KEPT, NewBlocked, ProtocolsStore
 from headwater.processor.transforms import Changed, TransformationConfig, Transformer
+
+logger = logging.getLogger("headwater.processor")
 
 Count = Callable[[str, str, int], None]
 """``count(source, step, n)``: the ingest flow counts (observe)."""
@@ -214,7 +217,14 @@ class IngestPipeline:
         keep = [NewBlocked.of(b.source, b.opaque, b.received_ms)
                 for b in blocked if isinstance(b.opaque, PlanVerdict)]  # fmt: skip
         if keep:
-            await self.store.put_blocked(keep)
+            ids = await self.store.put_blocked(keep)
+            for kept, row_id in zip(keep, ids, strict=True):
+                if row_id == NOT_KEPT:  # the store's byte budget is spent
+                    self._count(kept.source, "blocked_not_kept", 1)
+                    logger.warning(
+                        "source %s: blocked event %s not kept: the protocols store is full "
+                        "(re-send or let 30 days pass to make room)", kept.source, kept.message_id,
+                    )  # fmt: skip
 
     def _account(self, source: str, decisions: list[dict[str, Any]]) -> None:
         for decision in decisions:

@@ -57,6 +57,11 @@ SCHEMA_VERSION = 1
 PROTOCOLS_DIR = "protocols"
 DB_FILE = "protocols.sqlite"
 RETENTION_MS = 30 * 86_400_000
+MAX_BLOCKED_BYTES = 2 * 1024**3
+"""The blocked events' budget (their JSON). Past it, newly blocked events are counted but not
+kept (Segment keeps none); the store is outside the log's disk budget, and a public write
+key must not be able to fill the disk through it."""
+NOT_KEPT = -1  # the row id put_blocked gives an event the budget refused
 SAMPLES_PER_FIELD = 5
 FLUSH_EVERY_SECS = 1.0
 PRUNE_EVERY_SECS = 3600.0
@@ -260,9 +265,11 @@ class _Pending:
 class ProtocolsDB:
     """The store on one SQLite connection; every method runs on the caller's thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_blocked_bytes: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.max_blocked_bytes = MAX_BLOCKED_BYTES if max_blocked_bytes is None else (
+            max_blocked_bytes)  # fmt: skip
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA busy_timeout=10000")
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -279,6 +286,9 @@ class ProtocolsDB:
                 f"{SCHEMA_VERSION}; use the Headwater version that wrote it"
             )
         self.commits = 0  # transactions written (group commit shows in tests)
+        self.blocked_bytes = int(self.conn.execute(
+            "SELECT COALESCE(SUM(length(payload)), 0) FROM blocked").fetchone()[0])  # fmt: skip
+        self.not_kept = 0  # blocked events refused by the byte budget since opened
 
     def close(self) -> None:
         self.conn.close()
@@ -314,6 +324,9 @@ class ProtocolsDB:
             ).fetchone()
             if row is not None:
                 return int(row[0])
+        if self.blocked_bytes + len(item.payload) > self.max_blocked_bytes:
+            self.not_kept += 1  # the store is full: this one is counted, not kept
+            return NOT_KEPT
         violations = [
             {"type": v.type, "field": v.field, "description": v.description,
              "expected": v.expected, "got": v.got, "rule": v.rule}
@@ -326,6 +339,7 @@ class ProtocolsDB:
              orjson.dumps(violations), item.payload),
         )  # fmt: skip
         assert cur.lastrowid is not None  # an INSERT always has one
+        self.blocked_bytes += len(item.payload)
         return cur.lastrowid
 
     def _add_counts(
@@ -358,7 +372,13 @@ class ProtocolsDB:
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
-        return self.conn.execute(f"DELETE FROM blocked WHERE id IN ({marks})", tuple(ids)).rowcount
+        size = self.conn.execute(
+            f"SELECT COALESCE(SUM(length(payload)), 0) FROM blocked WHERE id IN ({marks})",
+            tuple(ids),
+        ).fetchone()[0]
+        deleted = self.conn.execute(f"DELETE FROM blocked WHERE id IN ({marks})", tuple(ids))
+        self.blocked_bytes -= int(size)
+        return deleted.rowcount
 
     def prune(self, now: int, retention_ms: int = RETENTION_MS) -> Pruned:
         """Drop what is older than ``retention_ms`` at ``now`` (epoch ms)."""
@@ -366,6 +386,10 @@ class ProtocolsDB:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            size = conn.execute(
+                "SELECT COALESCE(SUM(length(payload)), 0) FROM blocked WHERE received_ms < ?",
+                (before,),
+            ).fetchone()[0]
             blocked = conn.execute("DELETE FROM blocked WHERE received_ms < ?", (before,))
             counts = conn.execute(
                 "DELETE FROM violation_counts WHERE minute < ?", (before // 60_000,)
@@ -375,6 +399,7 @@ class ProtocolsDB:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self.blocked_bytes -= int(size)
         return Pruned(blocked.rowcount, counts.rowcount, samples.rowcount)
 
     # -- reads
