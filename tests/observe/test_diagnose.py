@@ -312,3 +312,13 @@ def test_a_source_whose_events_were_all_blocked_is_not_silent() -> None:
     blocked_only = source(received=0, blocked__unplanned_event=5)
     found = only(diagnose(evidence([blocked_only, source("backend")])))
     assert found.title == "source website: 5 events blocked by its tracking plan"
+
+
+def test_blocked_events_the_store_could_not_keep_are_a_warning() -> None:
+    full = source(blocked__violation=3, blocked_not_kept=2)
+    findings = diagnose(evidence([full, source("backend")]))
+    assert [f.title for f in findings] == [
+        "source website: 3 events blocked by its tracking plan",
+        "source website: 2 blocked events could not be kept",
+    ]
+    assert "resend-blocked --source website" in findings[1].fix

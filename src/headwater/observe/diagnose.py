@@ -209,6 +209,20 @@ def _blocked(evidence: Evidence) -> list[Finding]:
     out: list[Finding] = []
     for source in evidence.sources:
         violations, transformed = source.flow["violations"], source.flow["transformed"]
+        not_kept = source.flow["blocked_not_kept"]
+        if not_kept:
+            out.append(
+                Finding(
+                    "warning",
+                    f"source {source.name}: {not_kept} blocked events could not be kept",
+                    f"the protocols store's budget for blocked events is spent; {not_kept} "
+                    f"blocked events {_window(evidence)} were counted but not kept",
+                    "re-send the blocked events once the plan or the sender is fixed "
+                    f"(`headwater plans resend-blocked --source {source.name}`), which frees "
+                    "their room; or fix what blocks so many events",
+                    not_kept, source=source.name, evidence={"blockedNotKept": not_kept},
+                )
+            )  # fmt: skip
         if violations:
             out.append(
                 Finding(
