@@ -279,3 +279,15 @@ def test_blocked_events_past_the_byte_budget_are_counted_not_kept(tmp_path: Path
     reopened = ProtocolsDB(db_path(tmp_path), max_blocked_bytes=2 * len(one.payload) + 10)
     assert reopened.blocked_bytes > len(one.payload)  # counted again from the file
     reopened.close()
+
+
+async def test_names_the_sender_chooses_are_counted_apart_up_to_a_bound(
+    store: ProtocolsStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("headwater.processor.protocols_store.MAX_DISTINCT_NAMES", 3)
+    for i in range(6):  # unplanned events, each with a name of its own
+        store.record("website", ALLOWING.apply(track(f"Made Up {i}", f"u{i}"), "website"), T0)
+    summary = await store.violations("website", 0)
+    names = {e.event: e.total for e in summary.events}
+    assert names == {"Made Up 0": 1, "Made Up 1": 1, "Made Up 2": 1,
+                     "(other unplanned events)": 3}  # fmt: skip

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,6 +62,11 @@ MAX_BLOCKED_BYTES = 2 * 1024**3
 kept (Segment keeps none); the store is outside the log's disk budget, and a public write
 key must not be able to fill the disk through it."""
 NOT_KEPT = -1  # the row id put_blocked gives an event the budget refused
+MAX_DISTINCT_NAMES = 1000
+"""Unplanned event names and unplanned property fields counted apart per source; beyond,
+they are counted together as OTHER_EVENTS / OTHER_FIELDS (senders choose them freely)."""
+OTHER_EVENTS = "(other unplanned events)"
+OTHER_FIELDS = "(other unplanned properties)"
 SAMPLES_PER_FIELD = 5
 FLUSH_EVERY_SECS = 1.0
 PRUNE_EVERY_SECS = 3600.0
@@ -228,10 +233,18 @@ class _Pending:
     counts: dict[CountKey, int] = field(default_factory=dict)
     samples: dict[SampleKey, deque[Sample]] = field(default_factory=dict)
 
-    def add(self, source: str, verdict: PlanVerdict, items: Sequence[Finding], at_ms: int) -> None:
+    def add(
+        self,
+        source: str,
+        verdict: PlanVerdict,
+        items: Sequence[Finding],
+        at_ms: int,
+        event: str | None = None,
+    ) -> None:
         minute = at_ms // 60_000
         message_id = str(verdict.event.get("messageId") or "")
-        plan, event, kind = verdict.plan, verdict.event_name, verdict.event_type
+        plan, kind = verdict.plan, verdict.event_type
+        event = verdict.event_name if event is None else event
         for item in items:
             key = (minute, source, plan, event, kind, item.violation_type, item.field)
             self.counts[key] = self.counts.get(key, 0) + 1
@@ -502,6 +515,8 @@ class ProtocolsStore:
         self._prune_every = prune_every_secs
         self.retention_ms = retention_ms
         self._pending = _Pending()
+        self._event_names: dict[str, set[str]] = {}  # unplanned event names seen, per source
+        self._fields: dict[str, set[str]] = {}  # unplanned property fields seen, per source
         self._waiting: list[tuple[Sequence[NewBlocked], asyncio.Future[list[int]]]] = []
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -552,7 +567,26 @@ class ProtocolsStore:
         within about a second. Costs a few dictionary updates; never waits."""
         items = findings(verdict)
         if items:
-            self._pending.add(source, verdict, items, now_ms() if at_ms is None else at_ms)
+            name = verdict.event_name
+            if verdict.unplanned_event:  # names the sender chose: a bounded number of them
+                name = self._bounded(self._event_names, source, name, OTHER_EVENTS)
+            items = [
+                replace(i, field=self._bounded(self._fields, source, i.field, OTHER_FIELDS))
+                if i.violation_type == UNPLANNED_PROPERTY else i
+                for i in items
+            ]  # fmt: skip
+            self._pending.add(source, verdict, items, now_ms() if at_ms is None else at_ms, name)
+
+    @staticmethod
+    def _bounded(seen: dict[str, set[str]], source: str, value: str, other: str) -> str:
+        """``value``, or ``other`` once the source has shown MAX_DISTINCT_NAMES others."""
+        held = seen.setdefault(source, set())
+        if value in held:
+            return value
+        if len(held) >= MAX_DISTINCT_NAMES:
+            return other
+        held.add(value)
+        return value
 
     async def flush(self) -> None:
         """Write the pending counts and samples now."""
