@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sqlite3
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
@@ -59,6 +58,7 @@ from headwater.delivery.events import (
     unpack_events,
 )
 from headwater.delivery.outcomes import EventState, Exchange
+from headwater.sqlite_files import open_store
 
 T = TypeVar("T")
 
@@ -260,23 +260,8 @@ class StoreDB:
     """The store on one SQLite connection; every method runs on the caller's thread."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout=10000")
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(_SCHEMA)
-        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self.conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{path} has delivery store schema {row[0]}, this Headwater reads "
-                f"{SCHEMA_VERSION}; use the Headwater version that wrote it"
-            )
+        self.conn = open_store(path, _SCHEMA, what="delivery store", version=SCHEMA_VERSION)
         self._spans = {
             k.removeprefix("span:"): int(v)
             for k, v in self.conn.execute("SELECT key, value FROM meta WHERE key LIKE 'span:%'")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from headwater.sqlite_files import open_store
 
 logger = logging.getLogger("headwater.observe")
 
@@ -68,12 +69,7 @@ class FlowDB:
     """The counts on one SQLite connection (the server's writer thread, or a CLI)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=10000")
-        self.conn.executescript(_SCHEMA)
+        self.conn = open_store(path, _SCHEMA, what="flow counts", version=None)
 
     def add(
         self,

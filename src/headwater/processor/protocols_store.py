@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,6 +48,7 @@ from headwater.processor.protocols import (
     PlanVerdict,
     Violation,
 )
+from headwater.sqlite_files import open_store
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -279,25 +279,12 @@ class ProtocolsDB:
     """The store on one SQLite connection; every method runs on the caller's thread."""
 
     def __init__(self, path: Path, max_blocked_bytes: int | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_blocked_bytes = MAX_BLOCKED_BYTES if max_blocked_bytes is None else (
             max_blocked_bytes)  # fmt: skip
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout=10000")
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(_SCHEMA)
-        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self.conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{path} has protocols store schema {row[0]}, this Headwater reads "
-                f"{SCHEMA_VERSION}; use the Headwater version that wrote it"
-            )
+        # FULL: a blocked event is acknowledged to its sender once it is here
+        self.conn = open_store(path, _SCHEMA, what="protocols store", version=SCHEMA_VERSION,
+                               synchronous="FULL")  # fmt: skip
         self.commits = 0  # transactions written (group commit shows in tests)
         self.blocked_bytes = int(self.conn.execute(
             "SELECT COALESCE(SUM(length(payload)), 0) FROM blocked").fetchone()[0])  # fmt: skip
@@ -391,7 +378,7 @@ class ProtocolsDB:
         ).fetchone()[0]
         deleted = self.conn.execute(f"DELETE FROM blocked WHERE id IN ({marks})", tuple(ids))
         self.blocked_bytes -= int(size)
-        return deleted.rowcount
+        return int(deleted.rowcount)
 
     def prune(self, now: int, retention_ms: int = RETENTION_MS) -> Pruned:
         """Drop what is older than ``retention_ms`` at ``now`` (epoch ms)."""
