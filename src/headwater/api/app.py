@@ -27,11 +27,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from headwater import __version__
 from headwater.api import processing
 from headwater.api.auth import AdminToken
+from headwater.api.params import WindowParam
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
 from headwater.gateway.stats import redact_key
 from headwater.observe.debugger import UNATTRIBUTED
 from headwater.observe.service import ObserveError, Observer
-from headwater.processor.admin import ProcessorAdmin
+from headwater.processor.admin import AdminError, ProcessorAdmin
 
 MASK = "**********"
 DEVSINK_LIMIT_MAX = 10_000
@@ -138,9 +139,13 @@ def _errors(app: FastAPI) -> None:
             {"code": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
         )
 
-    @app.exception_handler(ObserveError)
-    async def observe_error(request: Request, exc: ObserveError) -> JSONResponse:
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        """ObserveError and AdminError: a question or a change the API cannot take."""
+        assert isinstance(exc, ObserveError | AdminError)
         return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+
+    app.add_exception_handler(ObserveError, refused)
+    app.add_exception_handler(AdminError, refused)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,11 +162,6 @@ def _errors(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = f"{request.url.path} is not an endpoint of the API; see /api/openapi.json"
         return JSONResponse({"code": code, "message": message}, status_code=exc.status_code)
-
-
-WindowParam = Annotated[
-    str, Query(pattern=r"^\d{1,6}[smhdw]$", description="How far back: 15m, 1h, 1d, 7d.")
-]
 
 
 def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Query
 
-from headwater.observe.service import ObserveError, Observer
+from headwater.api.params import WindowParam
+from headwater.observe.service import ObserveError, Observer, duration_secs
 from headwater.processor.admin import AdminError, ProcessorAdmin
 
-WindowParam = Annotated[
-    str, Query(pattern=r"^\d{1,6}[smhdw]$", description="How far back: 15m, 1h, 1d, 7d.")
-]
 JsonObject = Annotated[dict[str, Any], Body()]
 
 
@@ -22,12 +21,6 @@ def register(app: FastAPI, observer: Observer, admin: Callable[[], ProcessorAdmi
         if found is None:
             raise ObserveError("starting", "Headwater is starting; try again", 503)
         return found
-
-    @app.exception_handler(AdminError)
-    async def admin_error(request: Any, exc: AdminError) -> Any:
-        from fastapi.responses import JSONResponse
-
-        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
 
     @app.get("/api/v1/tracking-plans", tags=["tracking plans"], summary="List tracking plans")
     async def list_plans() -> dict[str, Any]:
@@ -68,12 +61,11 @@ def register(app: FastAPI, observer: Observer, admin: Callable[[], ProcessorAdmi
         until_ms: Annotated[int | None, Query(ge=0, le=2**53)] = None,
     ) -> dict[str, Any]:
         observer.require_source(name)
-        days = 31 * 86400
-        secs = _secs(since)
-        if secs > days:
+        secs = duration_secs(since)
+        if secs > 31 * 86400:
             raise AdminError("invalid_window", "blocked events are kept 30 days; use since ≤ 30d")
-        span = observer.window("1s")
-        return await require().resend_blocked(name, span.until_ms - secs * 1000, until_ms)
+        now_ms = time.time_ns() // 1_000_000
+        return await require().resend_blocked(name, now_ms - secs * 1000, until_ms)
 
     @app.post(
         "/api/v1/destinations/{name}/filters/preview",
@@ -83,8 +75,3 @@ def register(app: FastAPI, observer: Observer, admin: Callable[[], ProcessorAdmi
     )
     async def preview(name: str, body: JsonObject) -> dict[str, Any]:
         return require().preview(name, body)
-
-
-def _secs(text: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-    return int(text[:-1]) * units[text[-1]]

@@ -53,14 +53,24 @@ class ObserveError(Exception):
         self.status = status
 
 
-def parse_window(text: str, max_secs: float) -> int:
-    """``30m``, ``1h``, ``1d``, ``1w`` → seconds, at most ``max_secs`` (the log's retention)."""
+def duration_secs(text: str) -> int:
+    """``30m``, ``1h``, ``1d``, ``1w`` → seconds."""
     match = re.fullmatch(r"(\d{1,6})([smhdw])", text.strip())
-    if not match or int(match.group(1)) == 0:
+    if not match:
         raise ObserveError(
             "invalid_window", f"window {text!r} is not a duration; write e.g. 15m, 1h, 1d or 7d"
         )
-    secs = int(match.group(1)) * WINDOWS[match.group(2)]
+    return int(match.group(1)) * WINDOWS[match.group(2)]
+
+
+def parse_window(text: str, max_secs: float) -> int:
+    """A window's length in seconds: more than none, at most ``max_secs`` (the log's
+    retention)."""
+    secs = duration_secs(text)
+    if secs == 0:
+        raise ObserveError(
+            "invalid_window", f"window {text!r} is not a duration; write e.g. 15m, 1h, 1d or 7d"
+        )
     if secs > max_secs:
         raise ObserveError(
             "invalid_window",
@@ -452,4 +462,12 @@ def _window_doc(window: Window) -> dict[str, Any]:
             "since": iso_ms(window.since_ms), "until": iso_ms(window.until_ms)}  # fmt: skip
 
 
-__all__ = ["Finding", "IngestRecorder", "ObserveError", "Observer", "Window", "parse_window"]
+__all__ = [
+    "Finding",
+    "IngestRecorder",
+    "ObserveError",
+    "Observer",
+    "Window",
+    "duration_secs",
+    "parse_window",
+]
