@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from headwater.config.units import ByteSize, Seconds
 from headwater.config.urls import field_path
 from headwater.errors import ConfigError
+from headwater.naming import check_known
 from headwater.processor.filters import FilterList
 from headwater.processor.protocols.plans import TrackingPlanConfig, check_tracking_plans
 from headwater.processor.transforms import TransformationConfig
@@ -322,11 +323,7 @@ def _check_destinations(destinations: list[DestinationConfig], sources: set[str]
             raise ValueError(f"{where}.name: {dest.name!r} is used by two destinations")
         seen.add(dest.name)
         for j, source in enumerate(dest.sources):
-            if source not in sources:
-                raise ValueError(
-                    f"{where}.sources[{j}]: no source is named {source!r}; "
-                    f"the sources are {', '.join(sorted(sources))}"
-                )
+            check_known(f"{where}.sources[{j}]", "source", source, sources)
         kind = TYPES.get(dest.type)
         if kind is None:
             raise ValueError(
@@ -358,16 +355,11 @@ def _check_transformations(
     transformations: list[TransformationConfig], sources: set[str], destinations: set[str]
 ) -> None:
     for i, t in enumerate(transformations):
-        if t.source is not None and t.source not in sources:
-            raise ValueError(
-                f"transformations[{i}].source: no source is named {t.source!r}; "
-                f"the sources are {', '.join(sorted(sources))}"
-            )
-        if t.destination is not None and t.destination not in destinations:
-            raise ValueError(
-                f"transformations[{i}].destination: no destination is named {t.destination!r}; "
-                f"the destinations are {', '.join(sorted(destinations)) or 'none'}"
-            )
+        if t.source is not None:
+            check_known(f"transformations[{i}].source", "source", t.source, sources)
+        if t.destination is not None:
+            check_known(f"transformations[{i}].destination", "destination", t.destination,
+                        destinations)  # fmt: skip
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

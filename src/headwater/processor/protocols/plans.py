@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from headwater.naming import check_known
 from headwater.processor.protocols.schema import schema_fault
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # the workspace's names (config/workspace.py)
@@ -143,11 +144,7 @@ def check_tracking_plans(plans: Sequence[TrackingPlanConfig], sources: set[str])
             raise ValueError(f"{where}.name: {plan.name!r} is used by two tracking plans")
         names.add(plan.name)
         for j, source in enumerate(plan.sources):
-            if source not in sources:
-                raise ValueError(
-                    f"{where}.sources[{j}]: no source is named {source!r}; "
-                    f"the sources are {', '.join(sorted(sources))}"
-                )
+            check_known(f"{where}.sources[{j}]", "source", source, sources)
             if source in owner:
                 raise ValueError(
                     f"{where}.sources[{j}]: source {source!r} already follows plan "
@@ -158,11 +155,8 @@ def check_tracking_plans(plans: Sequence[TrackingPlanConfig], sources: set[str])
         for key in ("forward_blocked_to", "forward_violations_to"):
             target = getattr(plan.enforcement, key)
             where = f"tracking_plans[{i}].enforcement.{key}"
-            if target is not None and target not in sources:
-                raise ValueError(
-                    f"{where}: no source is named {target!r}; "
-                    f"the sources are {', '.join(sorted(sources))}"
-                )
+            if target is not None:
+                check_known(where, "source", target, sources)
             if target is not None and target in owner:
                 raise ValueError(
                     f"{where}: source {target!r} follows plan {owner[target]!r}; forward to a "
