@@ -180,10 +180,7 @@ def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
 
     @app.get("/api/v1/sources/{name}", tags=["sources"], summary="One source")
     async def get_source(name: str) -> dict[str, Any]:
-        observer.require_source(name)
-        source = workspace.source(name)
-        assert source is not None
-        return source_doc(source)
+        return source_doc(observer.require_source(name))
 
     @app.get(
         "/api/v1/sources/{name}/debugger",
@@ -235,10 +232,7 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
 
     @app.get("/api/v1/destinations/{name}", tags=["destinations"], summary="One destination")
     async def get_destination(name: str) -> dict[str, Any]:
-        observer.require_destination(name)
-        config = workspace.destination(name)
-        assert config is not None
-        doc = destination_doc(config)
+        doc = destination_doc(observer.require_destination(name))
         worker = observer.delivery.workers.get(name) if observer.delivery is not None else None
         if worker is not None:  # what each filter did since the server started
             doc["filterStats"] = worker.stage.stats()

@@ -399,9 +399,7 @@ class Console:
 
     async def _source(self, request: Request, session: Session) -> Response:
         name = request.path_params["name"]
-        self.observer.require_source(name)
-        source = self.workspace.source(name)
-        assert source is not None  # require_source raised otherwise
+        source = self.observer.require_source(name)
         admin = self.admin()
         violations: dict[str, Any] | None = None
         if admin is not None and SOURCE_VIOLATIONS_WINDOW in self._window_choices():
@@ -471,11 +469,9 @@ class Console:
         preview_error: str | None = None,
     ) -> Response:
         name = request.path_params["name"]
-        self.observer.require_destination(name)
+        config = self.observer.require_destination(name)
         window_text, choices = self._window(request)
         report = await self.observer.delivery_report(name, self.observer.window(window_text))
-        config = self.workspace.destination(name)
-        assert config is not None  # require_destination raised otherwise
         if sample is None:
             sample = pretty(self._newest_event(config.sources))
         return self._render(

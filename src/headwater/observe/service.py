@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from headwater.config.workspace import Workspace
+from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
 from headwater.delivery.engine import DeliveryEngine
 from headwater.delivery.store import StoreDB
 from headwater.gateway.normalize import iso_ms
@@ -148,22 +148,28 @@ class Observer:
     def source_names(self) -> list[str]:
         return [s.name for s in self.workspace.sources]
 
-    def require_source(self, name: str) -> None:
-        if self.workspace.source(name) is None:
+    def require_source(self, name: str) -> SourceConfig:
+        """The source named so, or a 404 naming the sources there are."""
+        source = self.workspace.source(name)
+        if source is None:
             raise ObserveError(
                 "not_found",
                 f"no source is named {name!r}; the sources are: "
                 f"{', '.join(self.source_names()) or 'none'}",
                 404,
             )
+        return source
 
-    def require_destination(self, name: str) -> None:
-        if self.workspace.destination(name) is None:
+    def require_destination(self, name: str) -> DestinationConfig:
+        """The destination named so, or a 404 naming the destinations there are."""
+        config = self.workspace.destination(name)
+        if config is None:
             names = ", ".join(d.name for d in self.workspace.destinations) or "none"
             raise ObserveError(
                 "not_found", f"no destination is named {name!r}; the destinations are: {names}",
                 404,
             )  # fmt: skip
+        return config
 
     async def overview(self, source: str, window: Window) -> dict[str, Any]:
         """Segment's Delivery Overview: received → failed on ingest → filtered at source →
@@ -407,8 +413,7 @@ class Observer:
         return groups
 
     async def _destination_evidence(self, name: str, window: Window) -> DestinationEvidence:
-        config = self.workspace.destination(name)
-        assert config is not None
+        config = self.require_destination(name)
         engine = self._engine()
         report = await self._report(name, window)
         worker = engine.workers.get(name)
