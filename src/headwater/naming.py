@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""What the workspace's names look like (sources, destinations, plans, notifiers, ...)."""
+
 
 def check_known(where: str, kind: str, name: str, known: Collection[str]) -> None:
     """Raise ValueError ``<where>: no <kind> is named '<name>'; the <kind>s are ...``."""

@@ -18,13 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from headwater.config.units import ByteSize, Seconds
 from headwater.config.urls import field_path
 from headwater.errors import ConfigError
-from headwater.naming import check_known
+from headwater.naming import NAME_PATTERN, check_known
 from headwater.processor.filters import FilterList
 from headwater.processor.protocols.plans import TrackingPlanConfig, check_tracking_plans
 from headwater.processor.transforms import TransformationConfig
 from headwater.status.config import AlertsConfig
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 WRITE_KEY_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
 RESERVED_NAME = "headwater-canary"  # the canary's source and built-in destination
 FILE_OVERHEAD = 1.6  # the log's files per byte of payload (framing, id index, SQLite pages)

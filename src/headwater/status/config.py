@@ -24,8 +24,8 @@ from pydantic import (
 
 from headwater.config.units import Seconds
 from headwater.config.urls import FRAMING_HEADERS, check_headers, check_http_url, field_path
+from headwater.naming import NAME_PATTERN
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # as for sources and destinations
 ANY = "*"
 RESERVED_HEADERS = FRAMING_HEADERS | {"x-headwater-signature"}
 

@@ -19,10 +19,9 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from headwater.naming import check_known
+from headwater.naming import NAME_PATTERN, check_known
 from headwater.processor.protocols.schema import schema_fault
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # the workspace's names (config/workspace.py)
 RuleType = Literal["TRACK", "IDENTIFY", "GROUP", "PAGE", "SCREEN", "COMMON"]
 
 
