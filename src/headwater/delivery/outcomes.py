@@ -8,7 +8,7 @@ are the delivery engine's business (:mod:`headwater.delivery.worker`).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -56,15 +56,25 @@ class Attempt:
 
     ``exchange`` may be given as a function: most attempts succeed and are not sampled, so
     building the redacted, truncated copy of what went over the wire waits until asked.
+
+    ``per_event`` names the events of the batch whose outcome differs from ``outcome``, by
+    their log offset: a vendor that refuses two events of a hundred (Amplitude's
+    ``events_with_invalid_fields``, Mixpanel's ``failed_records``), or a mapping that cannot
+    build an event the vendor requires a field of. Events not named take ``outcome``.
     """
 
-    __slots__ = ("_exchange", "_make", "duration_ms", "outcome")
+    __slots__ = ("_exchange", "_make", "duration_ms", "outcome", "per_event")
 
     def __init__(
-        self, outcome: Outcome, exchange: Exchange | Callable[[], Exchange], duration_ms: float
+        self,
+        outcome: Outcome,
+        exchange: Exchange | Callable[[], Exchange],
+        duration_ms: float,
+        per_event: Mapping[int, Outcome] | None = None,
     ) -> None:
         self.outcome = outcome
         self.duration_ms = duration_ms
+        self.per_event: Mapping[int, Outcome] = per_event or {}
         self._exchange = exchange if isinstance(exchange, Exchange) else None
         self._make = None if isinstance(exchange, Exchange) else exchange
 
