@@ -45,6 +45,7 @@ class Reply:
     body: bytes = b'{"ok":true}'
     headers: dict[str, str] = field(default_factory=dict)
     delay_secs: float = 0.0  # wait this long before answering (timeouts)
+    hold: bool = False  # answer only once the fake's gate opens (FakeDestination.release)
 
 
 def free_port() -> int:
@@ -76,6 +77,8 @@ class FakeDestination:
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._lock = threading.Lock()
+        self._gate: asyncio.Event | None = None  # created on the fake's own loop
+        self.answered = 0  # requests answered so far
 
     @property
     def url(self) -> str:
@@ -87,6 +90,7 @@ class FakeDestination:
         return self
 
     async def _start(self) -> None:
+        self._gate = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -106,10 +110,20 @@ class FakeDestination:
             self.requests.append(dataclasses.replace(received, status=reply.status))
         if reply.delay_secs:
             await asyncio.sleep(reply.delay_secs)
+        if reply.hold and self._gate is not None:
+            await self._gate.wait()
+        with self._lock:
+            self.answered += 1
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers,
                             content_type="application/json")  # fmt: skip
 
+    def release(self) -> None:
+        """Answer the requests held by ``Reply(hold=True)``, and every later one at once."""
+        if self._gate is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._gate.set)
+
     def stop(self) -> None:
+        self.release()
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

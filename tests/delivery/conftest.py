@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 
 from headwater.config.workspace import LogConfig, Workspace, parse_workspace
 from headwater.delivery.engine import DeliveryEngine
@@ -52,15 +51,7 @@ class FakeOnPort(FakeDestination):
     """A :class:`FakeDestination` listening on a given port (one that refused connections)."""
 
     def __init__(self, port: int, script: Script | None = None) -> None:
-        super().__init__(script)
-        self.port = port
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        super().__init__(script, port=port)
 
 
 class Pipeline:

@@ -300,32 +300,41 @@ async def test_what_outlives_a_short_retry_window_is_dead_lettered_with_why(
 
 
 @pytest.mark.parametrize("failure", ["refused", "500", "slow"])
-async def test_a_dead_destination_does_not_slow_a_healthy_one(
+async def test_a_dead_destination_does_not_hold_up_a_healthy_one(
     make_pipeline: Any, fake: FakeDestination, failure: str
 ) -> None:
-    dead_url = f"http://127.0.0.1:{free_port()}"
+    """What the engine does, not how long it takes: the healthy destination gets every event
+    while the dead one still holds all of its backlog. A "slow" destination never answers
+    while the test runs (its timeout is 5 minutes), so a healthy worker that waited on it in
+    any way would never finish. How much a dead neighbour slows a healthy destination is a
+    figure for ``bench/isolation.py``, not an assertion."""
+    dead_url, timeout = f"http://127.0.0.1:{free_port()}", 0.5
     if failure != "refused":
         dead_url = fake.url
-        fake.script = always(500) if failure == "500" else always(200, delay_secs=1)
+        fake.script = always(500) if failure == "500" else always(200, hold=True)
+        timeout = 300 if failure == "slow" else timeout
     with FakeDestination() as healthy:
         pipeline: Pipeline = await make_pipeline(
-            [webhook("dead", dead_url, timeout_secs=0.5, **FAST),
+            [webhook("dead", dead_url, timeout_secs=timeout, **FAST),
              webhook("healthy", healthy.url, concurrency=4)]
         )  # fmt: skip
-        started = time.monotonic()
         ids: list[str] = []
         for _ in range(10):  # a stream of events, not one burst
             ids += await pipeline.send([event() for _ in range(30)])
             await asyncio.sleep(0.02)
-        await pipeline.wait(lambda: len(healthy.events()) >= len(ids), within=3)
-        took = time.monotonic() - started
-        assert ids_of(healthy.events()) and sorted(ids_of(healthy.events())) == sorted(ids)
-    assert took < 1.5, f"the healthy destination took {took:.2f}s"
-    dead = pipeline.worker("dead")
-    assert dead.stats.delivered == 0
-    committed, _ = dead.queued_behind()
-    waiting = await pipeline.engine.store.run(lambda db: db.retry_summary("dead"))
-    assert (pipeline.log.stats().last_offset or 0) - committed + waiting[0] >= len(ids) // 2
+        await pipeline.wait(lambda: len(healthy.events()) >= len(ids), within=60)
+        assert sorted(ids_of(healthy.events())) == sorted(ids)
+        dead = pipeline.worker("dead")
+        assert dead.stats.delivered == 0
+        committed, _ = dead.queued_behind()
+        waiting = await pipeline.engine.store.run(lambda db: db.retry_summary("dead"))
+        backlog = (pipeline.log.stats().last_offset or 0) - committed + waiting[0]
+        assert backlog >= len(ids) // 2, "the dead destination's backlog was not waiting"
+        if failure == "slow":
+            assert fake.answered == 0 and len(fake.requests) >= 1  # it was asked, and held
+        else:
+            assert dead.stats.requests >= 1 and dead.stats.retried + dead.stats.dead_lettered >= 1
+        fake.release()
 
 
 async def test_a_probe_looking_ahead_does_not_count_filter_decisions(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from typing import Any
 
 from headwater.delivery.outcomes import EventState
@@ -21,20 +22,18 @@ async def test_rate_limit(make_pipeline: Any, fake: FakeDestination) -> None:
     rate, n = 20.0, 40
     pipeline = await make_pipeline([webhook("hook", fake.url, rate_limit_per_sec=rate,
                                             concurrency=16)])  # fmt: skip
+    start = time.monotonic()  # before the first token is taken: a lower bound for them all
     ids = await pipeline.send([event() for _ in range(n)])
     await pipeline.wait(lambda: len(fake.requests) >= n)
-    start = fake.requests[0].at
-    # A burst of up to `rate` requests, then `rate` a second: request k comes no sooner
-    # than (k + 1 - rate) / rate seconds after the first.
+    # A burst of up to `rate` requests, then `rate` a second: request k leaves no sooner
+    # than (k + 1 - rate) / rate seconds after the start, and arrives later still. A slow
+    # machine only delays requests, so this bound cannot be missed by a correct limiter.
     early = [
         (k, round(r.at - start, 3))
         for k, r in enumerate(fake.requests)
-        if r.at - start < (k + 1 - rate) / rate - 0.02
+        if r.at - start < (k + 1 - rate) / rate - 0.005
     ]
     assert not early, f"requests over the rate limit: {early}"
-    took = fake.requests[-1].at - start
-    assert took >= (n - rate) / rate - 0.05
-    assert took < (n - rate) / rate + 0.5, "the rate limit slowed delivery more than it should"
     assert sorted(ids_of(fake.events())) == sorted(ids)
 
 

@@ -264,7 +264,6 @@ def test_sync_mode_single_calls_of_every_type_are_durable_on_return(
 
 def test_large_gzip_batches_5000_tracks(server: Server) -> None:
     run = run_id()
-    started = time.monotonic()
     with sdk(server, gzip=True, upload_size=500, max_queue_size=20_000) as s:
         for i in range(5000):
             s.record(
@@ -276,13 +275,11 @@ def test_large_gzip_batches_5000_tracks(server: Server) -> None:
                 )
             )
     s.assert_no_errors()
-    elapsed = time.monotonic() - started
     assert_all_stored_normalised(server, s.sent)
     batches = Counter(
         (event["sentAt"], event["receivedAt"]) for event in server.events()
     )  # events of one request share both
     assert max(batches.values()) > 100, f"expected batches of up to 500, saw {batches}"
-    assert elapsed < 20, f"5,000 events took {elapsed:.1f}s to deliver"
 
 
 @pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])

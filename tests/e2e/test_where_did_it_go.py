@@ -119,12 +119,11 @@ def test_every_view_reports_exactly_what_happened(make_server: Any, fakes: Any) 
         bad_json = website.post("/v1/track", content=b'{"userId": "u", "event":',
                                 headers={"content-type": "application/json"})  # fmt: skip
         assert bad_json.status_code == 400 and bad_json.json()["code"] == "invalid_json"
-    sent_at = time.monotonic()
 
     # -- the Delivery Overview's ingest counts: exact at once, though counts are written
-    #    to disk only every 10 s (a read writes what is pending first)
+    #    to disk only every 10 s (a read includes what is pending: tests/observe/test_flow.py
+    #    shows it without a clock)
     overview = get(server, "/api/v1/sources/website/overview", window="1h")
-    assert time.monotonic() - sent_at < 10, "too slow to show that reads need no flush"
     assert (overview["received"], overview["duplicates"]) == (4, 1)
     assert overview["failedOnIngest"] == 1
     assert overview["failedOnIngestByReason"] == {"invalid_json": 1}

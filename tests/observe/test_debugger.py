@@ -131,10 +131,8 @@ async def test_a_slow_subscriber_loses_entries_counted_and_never_blocks_ingestio
     debugger = Debugger()
     slow = debugger.subscribe("website")
     records = [record(n) for n in range(SUBSCRIBER_QUEUE + 250)]
-    started = time.perf_counter()
-    for start in range(0, len(records), 50):  # nobody reads meanwhile
-        accept(debugger, records[start : start + 50])
-    assert time.perf_counter() - started < 2.0
+    for start in range(0, len(records), 50):  # nobody reads meanwhile: a put that waited
+        accept(debugger, records[start : start + 50])  # for room would never return
     assert slow.missed == 250
     assert slow.queue.qsize() == SUBSCRIBER_QUEUE
     first = await slow.next(0.1)
