@@ -165,6 +165,15 @@ class PutDead:
 
 
 @dataclass(slots=True)
+class RetriesDue:
+    """An outage ended: every retry of the destination waiting now is due at ``at_ms``
+    (retries scheduled later in the same transaction keep their own time)."""
+
+    destination: str
+    at_ms: int
+
+
+@dataclass(slots=True)
 class SetCursor:
     destination: str
     offset: int
@@ -180,7 +189,7 @@ class ReplayProgress:
     done: bool
 
 
-Op = LedgerEntry | PutRetry | DeleteRetry | PutDead | SetCursor | ReplayProgress
+Op = LedgerEntry | PutRetry | DeleteRetry | PutDead | RetriesDue | SetCursor | ReplayProgress
 
 
 # ---------------------------------------------------------------------- what reads return
@@ -343,6 +352,8 @@ class StoreDB:
                 )
         elif isinstance(op, DeleteRetry):
             conn.execute("DELETE FROM retries WHERE id=?", (op.row_id,))
+        elif isinstance(op, RetriesDue):
+            self.make_retries_due(op.destination, op.at_ms)
         elif isinstance(op, PutDead):
             exchange = _exchange_blob(op.exchange)
             conn.executemany(
