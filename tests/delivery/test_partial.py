@@ -394,6 +394,35 @@ async def test_a_restart_keeps_each_events_own_outcome(
     assert (await states_of(pipeline, bad)).state is EventState.DISCARDED
 
 
+async def test_a_replay_records_each_events_own_outcome(
+    make_pipeline: Any, sink: Callable[[Answer], Behaviour]
+) -> None:
+    def answer(batch: list[OutboundEvent], _i: int) -> tuple[Outcome, dict[str, Outcome]]:
+        return Delivered(200), {e.message_id: Discard("bad", 400) for e in flagged(batch, "bad")}
+
+    behaviour = sink(answer)
+    pipeline: Pipeline = await make_pipeline([partial()])
+    ids = await pipeline.send([event(properties={"bad": i == 2}) for i in range(4)])
+    await pipeline.wait_states("amp", ids[2:3], EventState.DISCARDED)
+    await settled(pipeline)
+    now, last = int(time.time() * 1000), pipeline.log.stats().last_offset
+    assert last is not None
+    replay_id = await pipeline.cli(lambda db: db.create_replay("amp", now - 60_000, now + 1, last))
+
+    async def job() -> Any:
+        return await pipeline.cli(lambda db: db.replay(replay_id))
+
+    deadline = time.monotonic() + 30
+    while (await job()).state != "done":
+        assert time.monotonic() < deadline, "the replay did not finish in 30 s"
+        await asyncio.sleep(0.05)
+    assert (await job()).sent == 4
+    assert behaviour.sent == dict.fromkeys(ids, 2)
+    assert behaviour.delivered == {m: 2 for i, m in enumerate(ids) if i != 2}
+    assert await pipeline.states("amp", ids[2]) == [EventState.DISCARDED] * 2
+    assert await pipeline.states("amp", ids[0]) == [EventState.DELIVERED] * 2
+
+
 # ---------------------------------------------------------------------- the grouping
 
 
