@@ -22,10 +22,10 @@ the batches that were in flight.
 Consecutive failures open the circuit breaker: the worker then stops reading (the batches of
 the last read that were not sent yet wait in the retry table, unsent), events wait in the
 log, and one probe at a time tests the destination (the oldest retry first, so the backlog
-stays in order). When a probe succeeds, every waiting retry becomes due and the backlog
-drains, oldest first, before anything newer is read. Replays are a second read of the log,
-between two offsets, with their own progress. A stopping worker sends nothing new: what it
-had read but not sent waits in the retry table.
+stays in order). When a probe succeeds (any of its events delivered), every retry waiting
+until then becomes due and the backlog drains, oldest first, before anything newer is read.
+Replays are a second read of the log, between two offsets, with their own progress. A
+stopping worker sends nothing new: what it had read but not sent waits in the retry table.
 """
 
 from __future__ import annotations
