@@ -12,11 +12,12 @@ Storage layout, in ``<data-dir>/delivery/delivery.sqlite`` (WAL, ``synchronous=N
         :func:`headwater.delivery.events.pack_events`) so they no longer depend on the log.
     ledger(id PRIMARY KEY, destination, state, first_offset, last_offset, offsets BLOB, count,
            at_ms, attempts, status, reason, duration_ms, latency, exchange)
-        the delivery ledger: one row per outcome of a batch (successes of one commit group
-        merged into one row), ``offsets`` as runs of log offsets, ``latency`` the end-to-end
-        latencies of delivered events as histogram counts over ``LATENCY_BOUNDS_MS``,
-        ``exchange`` the request sent and the response received (failures, and samples of
-        successes). Rows older than the log's retention are pruned.
+        the delivery ledger: one row per outcome of a batch (of each group of its events
+        that share an outcome, when a destination answered per event; successes of one
+        commit group merged into one row), ``offsets`` as runs of log offsets, ``latency``
+        the end-to-end latencies of delivered events as histogram counts over
+        ``LATENCY_BOUNDS_MS``, ``exchange`` the request sent and the response received
+        (failures, and samples of successes). Rows older than the log's retention are pruned.
     deadletter(id PRIMARY KEY, destination, offset, message_id, received_ms, payload, reason,
                status, attempts, first_failed_ms, dead_ms, exchange)
         one row per event that was still failing when its retry window closed; kept until an
@@ -165,6 +166,15 @@ class PutDead:
 
 
 @dataclass(slots=True)
+class RetriesDue:
+    """An outage ended: every retry of the destination waiting now is due at ``at_ms``
+    (retries scheduled later in the same transaction keep their own time)."""
+
+    destination: str
+    at_ms: int
+
+
+@dataclass(slots=True)
 class SetCursor:
     destination: str
     offset: int
@@ -180,7 +190,7 @@ class ReplayProgress:
     done: bool
 
 
-Op = LedgerEntry | PutRetry | DeleteRetry | PutDead | SetCursor | ReplayProgress
+Op = LedgerEntry | PutRetry | DeleteRetry | PutDead | RetriesDue | SetCursor | ReplayProgress
 
 
 # ---------------------------------------------------------------------- what reads return
@@ -343,6 +353,8 @@ class StoreDB:
                 )
         elif isinstance(op, DeleteRetry):
             conn.execute("DELETE FROM retries WHERE id=?", (op.row_id,))
+        elif isinstance(op, RetriesDue):
+            self.make_retries_due(op.destination, op.at_ms)
         elif isinstance(op, PutDead):
             exchange = _exchange_blob(op.exchange)
             conn.executemany(

@@ -11,16 +11,21 @@ batches, and sends them with at most ``concurrency`` requests in flight and at m
   exponential backoff (never before the destination's ``Retry-After``); what would be retried
   after the retry window closes goes to the dead letter store instead.
 
+A destination may name events whose outcome differs from the batch's (``Attempt.per_event``,
+:mod:`headwater.delivery.partial`): each group of events that share an outcome is recorded
+as above on its own, in the same transaction; only the events still to retry stay in (or
+go to) the retry table, so delivered ones are never sent again.
+
 The cursor passes a batch's events once they and every earlier batch have an outcome on disk
 (written in the same transaction as the last of those outcomes), so a crash re-sends at most
 the batches that were in flight.
 Consecutive failures open the circuit breaker: the worker then stops reading (the batches of
 the last read that were not sent yet wait in the retry table, unsent), events wait in the
 log, and one probe at a time tests the destination (the oldest retry first, so the backlog
-stays in order). When a probe succeeds, every waiting retry becomes due and the backlog
-drains, oldest first, before anything newer is read. Replays are a second read of the log,
-between two offsets, with their own progress. A stopping worker sends nothing new: what it
-had read but not sent waits in the retry table.
+stays in order). When a probe succeeds (any of its events delivered), every retry waiting
+until then becomes due and the backlog drains, oldest first, before anything newer is read.
+Replays are a second read of the log, between two offsets, with their own progress. A
+stopping worker sends nothing new: what it had read but not sent waits in the retry table.
 """
 
 from __future__ import annotations
@@ -38,7 +43,16 @@ from typing import Any
 
 from headwater.config.workspace import DeliveryConfig
 from headwater.delivery.events import OutboundEvent
-from headwater.delivery.outcomes import Attempt, Delivered, Discard, EventState, Exchange, Retry
+from headwater.delivery.outcomes import (
+    Attempt,
+    Delivered,
+    Discard,
+    EventState,
+    Exchange,
+    Outcome,
+    Retry,
+)
+from headwater.delivery.partial import Group, heard, outcome_groups
 from headwater.delivery.policy import BreakerState, CircuitBreaker, TokenBucket, backoff_secs
 from headwater.delivery.store import (
     LATENCY_BOUNDS_MS,
@@ -50,6 +64,7 @@ from headwater.delivery.store import (
     PutRetry,
     Replay,
     ReplayProgress,
+    RetriesDue,
     RetryBatch,
     SetCursor,
     now_ms,
@@ -493,10 +508,12 @@ class Worker:
                 delay = self.bucket.delay()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            attempt: Attempt | None = None
+            answer: Outcome | None = None
             if probe or (self.breaker.allows_send() and not self._stopping.is_set()):
                 attempt = await self._attempt(events)
-                ops = self._record(events, attempt, retry)
+                groups = outcome_groups(events, attempt, self.name)
+                ops = self._record(attempt, groups, retry)
+                answer = heard(groups, attempt)
             else:  # the breaker opened, or the worker is stopping, while this batch waited
                 ops = self._hold(events, retry)
             if ticket is not None and stream is not None:
@@ -504,12 +521,15 @@ class Worker:
                 # move in the same transaction as this outcome
                 ticket.done = True
                 ops += self._advance(stream)
+            ends = answer is not None and self._ends_outage(answer, probe)
+            if ends:  # the backlog goes first: due at once (but not the retries this attempt
+                # schedules, which keep their own time, and a Retry-After of their events)
+                ops.insert(0, RetriesDue(self.name, now_ms()))
             await self._write_surely(ops)
-            if attempt is not None:
-                if self._ends_outage(attempt, probe):  # the backlog goes first: due at once
-                    await self.store.run(lambda db: db.make_retries_due(self.name, now_ms()))
+            if answer is not None:
+                if ends:
                     self._next_retry_ms = 0
-                self._after(attempt, probe)
+                self._after(answer, probe)
         finally:
             self._slots.release()
             if retry is not None:
@@ -537,15 +557,15 @@ class Worker:
             logger.exception("destination %s raised while delivering", self.name)
             return Attempt(Retry(f"internal error in the destination: {exc!r}"), Exchange(), 0.0)
 
-    def _ends_outage(self, attempt: Attempt, probe: bool) -> bool:
+    def _ends_outage(self, answer: Outcome, probe: bool) -> bool:
         """True when this answer closes an open breaker: only a probe's does (a request sent
         before the breaker opened proves nothing, and must not cut a Retry-After short)."""
         closed = self.breaker.state is BreakerState.CLOSED
-        return probe and not closed and not isinstance(attempt.outcome, Retry)
+        return probe and not closed and not isinstance(answer, Retry)
 
-    def _after(self, attempt: Attempt, probe: bool) -> None:
-        """Tell the breaker."""
-        outcome = attempt.outcome
+    def _after(self, outcome: Outcome, probe: bool) -> None:
+        """Tell the breaker what it heard of an attempt (:func:`~.partial.heard`: a partly
+        delivered batch is an answer)."""
         if isinstance(outcome, Retry):
             if outcome.after_secs:
                 self.breaker.pause(outcome.after_secs)
@@ -578,43 +598,65 @@ class Worker:
                         reason),
         ]  # fmt: skip
 
-    def _record(
-        self, events: list[OutboundEvent], attempt: Attempt, retry: RetryBatch | None
-    ) -> list[Op]:
-        """The operations that put this attempt's outcome on disk."""
-        outcome = attempt.outcome
+    def _record(self, attempt: Attempt, groups: list[Group], retry: RetryBatch | None) -> list[Op]:
+        """The operations that put this attempt's outcome on disk: one group of events per
+        outcome (:func:`~.partial.outcome_groups`), each recorded on its own. A retried batch
+        whose events all fail alike keeps its row; otherwise its row goes, and the events
+        still to retry get rows of their own (the delivered ones are never sent again)."""
         at = now_ms()
-        offsets = [e.offset for e in events]
         attempts = (retry.attempts if retry else 0) + 1
         self.stats.duration_secs.observe(attempt.duration_ms / 1000)
+        whole = len(groups) == 1
         ops: list[Op] = []
-        if retry is not None and not isinstance(outcome, Retry):
+        if retry is not None and not (whole and isinstance(groups[0][0], Retry)):
             ops.append(DeleteRetry(retry.row_id))
-        if isinstance(outcome, Delivered):
-            self.stats.delivered += len(events)
-            self.stats.last_success_ms = at
-            sample = None
-            if attempts > 1 or time.monotonic() - self._last_sample >= SAMPLE_EVERY_SECS:
-                self._last_sample = time.monotonic()
-                sample = attempt.exchange if attempt.exchange.request else None
-            latencies = [at - e.received_at_ms for e in events]
-            for latency_ms in latencies:
-                self.stats.latency_secs.observe(latency_ms / 1000)
-            ops.append(
-                LedgerEntry(self.name, EventState.DELIVERED, offsets, at, attempts,
-                            outcome.status, None, attempt.duration_ms, latencies, sample)
-            )  # fmt: skip
-            return ops
-        if isinstance(outcome, Discard):
-            self.stats.discarded += len(events)
-            self.stats.last_error = outcome.reason
-            ops.append(
-                LedgerEntry(self.name, EventState.DISCARDED, offsets, at, attempts,
-                            outcome.status, outcome.reason, attempt.duration_ms,
-                            exchange=attempt.exchange)
-            )  # fmt: skip
-            return ops
-        return ops + self._reschedule(events, attempt, outcome, retry, attempts, at)
+        for outcome, events in groups:
+            if isinstance(outcome, Delivered):
+                ops.append(self._delivered(events, attempt, outcome, attempts, at, whole))
+            elif isinstance(outcome, Discard):
+                ops.append(self._discarded(events, attempt, outcome, attempts, at))
+            else:
+                kept = retry.row_id if retry is not None and whole else None
+                ops += self._reschedule(events, attempt, outcome, retry, attempts, at, kept)
+        return ops
+
+    def _delivered(
+        self,
+        events: list[OutboundEvent],
+        attempt: Attempt,
+        outcome: Delivered,
+        attempts: int,
+        at: int,
+        whole: bool,
+    ) -> LedgerEntry:
+        self.stats.delivered += len(events)
+        self.stats.last_success_ms = at
+        sample = None
+        # a sample now and then; always the first success after a failure, and the answer
+        # that delivered only part of a batch
+        if not whole or attempts > 1 or time.monotonic() - self._last_sample >= SAMPLE_EVERY_SECS:
+            self._last_sample = time.monotonic()
+            sample = attempt.exchange if attempt.exchange.request else None
+        latencies = [at - e.received_at_ms for e in events]
+        for latency_ms in latencies:
+            self.stats.latency_secs.observe(latency_ms / 1000)
+        return LedgerEntry(self.name, EventState.DELIVERED, [e.offset for e in events], at,
+                           attempts, outcome.status, None, attempt.duration_ms, latencies,
+                           sample)  # fmt: skip
+
+    def _discarded(
+        self,
+        events: list[OutboundEvent],
+        attempt: Attempt,
+        outcome: Discard,
+        attempts: int,
+        at: int,
+    ) -> LedgerEntry:
+        self.stats.discarded += len(events)
+        self.stats.last_error = outcome.reason
+        return LedgerEntry(self.name, EventState.DISCARDED, [e.offset for e in events], at,
+                           attempts, outcome.status, outcome.reason, attempt.duration_ms,
+                           exchange=attempt.exchange)  # fmt: skip
 
     def _reschedule(
         self,
@@ -624,7 +666,10 @@ class Worker:
         retry: RetryBatch | None,
         attempts: int,
         at: int,
+        row_id: int | None,
     ) -> list[Op]:
+        """The next attempt of ``events`` (all of ``retry``'s when ``row_id`` is its row, to
+        update; else a new row), or the dead letter store when it would come too late."""
         self.stats.last_error = outcome.reason
         window_ms = int(self.config.retry_window_secs * 1000)
         if retry is not None:
@@ -648,14 +693,14 @@ class Worker:
                             outcome.status, reason, attempt.duration_ms,
                             exchange=attempt.exchange),
             ]  # fmt: skip
-            if retry is not None:
-                ops.append(DeleteRetry(retry.row_id))
+            if row_id is not None:
+                ops.append(DeleteRetry(row_id))
             return ops
         self.stats.retried += len(events)
         self._note_retry_at(next_at)
         return [
             PutRetry(self.name, events, attempts, next_at, deadline, first_failed,
-                     outcome.reason, outcome.status, retry.row_id if retry else None),
+                     outcome.reason, outcome.status, row_id),
             LedgerEntry(self.name, EventState.RETRYING, offsets, at, attempts, outcome.status,
                         outcome.reason, attempt.duration_ms, exchange=attempt.exchange),
         ]  # fmt: skip
