@@ -145,8 +145,8 @@ class MappedDestination(HttpDestination[S]):
                     mapped.append(Mapped(action, result, event))
             if not matched:
                 refused[event.offset] = Discard(
-                    f"no action's trigger matches ({summary(body)}); add an action for it to"
-                    f" destination {self.name} (docs/mapping.md) or leave it unsent"
+                    f"no action's trigger matches ({summary(body)}): not sent; to send such"
+                    f" events, add an action to destination {self.name} (docs/mapping.md)"
                 )
         return mapped, refused
 
