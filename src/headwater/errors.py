@@ -4,6 +4,7 @@ Every error a person can see says what was wrong and what to do about it.
 
     HeadwaterError
     ├── ConfigError            the workspace file or a setting is invalid (names the field)
+    │   └── MappingError       a destination mapping is malformed (names the field in it)
     ├── LogError               the event log cannot do what was asked
     │   ├── LogUnavailable     back-pressure: the log refuses writes for now (has retry_after_secs)
     │   └── LogClosed          the log was closed while a write was waiting
@@ -26,6 +27,19 @@ class ConfigError(HeadwaterError):
 
     The message names the file and the field, e.g. ``sources[1].write_key: ...``.
     """
+
+
+class MappingError(ConfigError):
+    """A mapping (docs/mapping.md) cannot be compiled.
+
+    ``where`` is the exact location, e.g. ``destinations[2].actions[0].mapping.user_id.@path``;
+    the message reads ``<where>: <what was wrong and what to write instead>``.
+    """
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where
+        self.message = message
 
 
 class LogError(HeadwaterError):

@@ -62,6 +62,11 @@ CASES: dict[str, Case] = {
         lambda url: {"url": url, "write_key": "wk-s3cret-0004"}, secrets=("wk-s3cret-0004",)
     ),
     "devsink": Case(lambda _url: {"keep": 100_000}, received=_devsink_received),
+    "http": Case(
+        lambda url: {"url": f"{url}/api", "batch": True, "shared_secret": "hsec-s3cret-0005",
+                     "headers": {"Authorization": "Bearer tok-0006"}},
+        secrets=("hsec-s3cret-0005", "tok-0006"),
+    ),
 }  # fmt: skip
 
 ALL_TYPES = sorted(TYPES)

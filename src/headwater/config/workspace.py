@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from headwater.config.units import ByteSize, Seconds
 from headwater.config.urls import field_path
-from headwater.errors import ConfigError
+from headwater.errors import ConfigError, MappingError
+from headwater.mapping.actions import ActionConfig
 from headwater.naming import NAME_PATTERN, check_known
 from headwater.processor.filters import FilterList
 from headwater.processor.protocols.plans import TrackingPlanConfig, check_tracking_plans
@@ -173,7 +174,8 @@ class DestinationConfig(_Model):
     """Lower-case name, unique in the workspace. Events' ``integrations`` may name it."""
 
     type: str
-    """The kind of destination: ``webhook``, ``segment`` or ``devsink`` (docs/destinations.md)."""
+    """The kind of destination: ``webhook``, ``segment``, ``devsink`` or ``http``
+    (docs/destinations.md)."""
 
     sources: Annotated[list[str], Field(min_length=1)]
     """The sources whose events go to this destination."""
@@ -189,6 +191,10 @@ class DestinationConfig(_Model):
     filters: FilterList = []
     """Destination filters (docs/fql.md): ``if`` (FQL or ``all``) and actions ``DROP``,
     ``SAMPLE``, ``DROP_PROPERTIES``, ``ALLOW_PROPERTIES``; at most 10."""
+
+    actions: list[ActionConfig] | None = None
+    """For destinations that map events (``http``; docs/mapping.md): change, disable or add
+    to the type's preset actions. Absent: the presets as they are."""
 
 
 class StatusConfig(_Model):
@@ -330,7 +336,7 @@ def _check_destinations(destinations: list[DestinationConfig], sources: set[str]
                 f"the types are {', '.join(sorted(TYPES))}"
             )
         try:
-            kind.settings_model.model_validate(dest.settings)
+            settings = kind.settings_model.model_validate(dest.settings)
         except ValidationError as exc:
             faults = []
             for err in exc.errors():
@@ -342,12 +348,31 @@ def _check_destinations(destinations: list[DestinationConfig], sources: set[str]
                     message = "required setting is missing"
                 faults.append(f"{where}.{field}: {message}")
             raise ValueError("\n".join(faults)) from None
+        _check_actions(kind, settings, dest, where)
         batch = dest.delivery.batch_max_events
         if batch is not None and batch > kind.max_batch_events:
             raise ValueError(
                 f"{where}.delivery.batch_max_events: a {dest.type} destination takes at most "
                 f"{kind.max_batch_events} events per request, not {batch}"
             )
+
+
+def _check_actions(kind: Any, settings: Any, dest: DestinationConfig, where: str) -> None:
+    """Compile a mapped destination's actions (presets and the workspace's) once, so that a
+    malformed mapping or trigger stops start-up with its place."""
+    from headwater.destinations.mapped import MappedDestination
+
+    if not issubclass(kind, MappedDestination):
+        if dest.actions is not None:
+            raise ValueError(
+                f"{where}.actions: a {dest.type} destination has no actions (it sends events "
+                "as they are); remove actions, or use a type that maps events, such as http"
+            )
+        return
+    try:
+        kind.compile_actions(settings, dest.actions, where)
+    except MappingError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _check_transformations(

@@ -37,7 +37,9 @@ def build_destination(config: DestinationConfig, http: HttpClient) -> Destinatio
     kind = TYPES[config.type]
     settings = kind.settings_model.model_validate(config.settings)
     wanted = config.delivery.batch_max_events or kind.default_batch_events
-    context = Context(http, config.delivery.timeout_secs, min(wanted, kind.max_batch_events))
+    batch = min(wanted, kind.max_batch_events)
+    actions = None if config.actions is None else tuple(config.actions)
+    context = Context(http, config.delivery.timeout_secs, batch, actions)
     return kind(config.name, settings, context)
 
 

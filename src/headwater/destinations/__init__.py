@@ -9,9 +9,10 @@ from typing import Any
 
 from headwater.destinations.base import Destination
 from headwater.destinations.devsink import Devsink
+from headwater.destinations.http import Http
 from headwater.destinations.segment import Segment
 from headwater.destinations.webhook import Webhook
 
-TYPES: dict[str, type[Destination[Any]]] = {d.type: d for d in (Webhook, Segment, Devsink)}
+TYPES: dict[str, type[Destination[Any]]] = {d.type: d for d in (Webhook, Segment, Devsink, Http)}
 
 __all__ = ["TYPES", "Destination"]

@@ -28,6 +28,7 @@ from headwater.delivery.http import (
     exchange,
 )
 from headwater.delivery.outcomes import Attempt, Outcome
+from headwater.mapping.actions import ActionConfig
 
 
 class DestinationSettings(BaseModel):
@@ -47,6 +48,7 @@ class Context:
     http: HttpClient
     timeout_secs: float
     batch_events: int = 1  # events per request, decided by the workspace within the limits
+    actions: tuple[ActionConfig, ...] | None = None  # the workspace's, for mapped destinations
 
 
 class Destination(ABC, Generic[S]):
