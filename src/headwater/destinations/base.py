@@ -56,6 +56,11 @@ class Destination(ABC, Generic[S]):
 
     type: ClassVar[str]
     settings_model: ClassVar[SettingsModel]
+    vendor: ClassVar[str] = ""
+    """The vendor's display name in reasons and diagnoses ("Amplitude"); empty: ``type``."""
+    key_settings: ClassVar[tuple[str, ...]] = ()
+    """The settings a rejected credential (401, 403, an invalid key) points at, so diagnose
+    can say which one to rotate."""
     default_batch_events: ClassVar[int] = 1
     """Events per request unless the workspace says otherwise (1: no batching)."""
     max_batch_events: ClassVar[int] = 1

@@ -17,6 +17,7 @@ class Http(MappedDestination[HttpSettings]):
     workspace may narrow its trigger or add ``send`` actions with mappings of their own."""
 
     type = "http"
+    vendor = "HTTP"
     settings_model = HttpSettings
     default_batch_events = 100
     max_batch_events = 4000

@@ -15,6 +15,8 @@ class Segment(HttpDestination[SegmentSettings]):
     """Tee into Segment, RudderStack or another Headwater through ``/v1/batch``."""
 
     type = "segment"
+    vendor = "Segment"
+    key_settings = ("write_key",)
     settings_model = SegmentSettings
     default_batch_events = 100
     max_batch_events = 2500  # Segment's limit per batch request

@@ -16,6 +16,7 @@ class Webhook(HttpDestination[WebhookSettings]):
     1, batches as a JSON array (Segment's Webhooks (Actions) allow up to 4,000)."""
 
     type = "webhook"
+    vendor = "Webhook"
     settings_model = WebhookSettings
     default_batch_events = 1
     max_batch_events = 4000
