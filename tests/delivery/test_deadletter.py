@@ -4,11 +4,12 @@ the chosen events again; purge removes them."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
 
-from headwater.delivery import worker
+from headwater.delivery import store, worker
 from headwater.delivery.outcomes import EventState
 from tests.delivery.conftest import FAST, Pipeline, event, ids_of, webhook
 from tests.fakes import FakeDestination, Received, Reply
@@ -109,3 +110,33 @@ async def test_a_stored_batch_too_big_for_the_destination_is_split(
     sent = fake.requests[before:]
     assert [len(r.events()) for r in sent] == [1, 1, 1]
     assert sorted(ids_of([e for r in sent for e in r.events()])) == sorted(poison)
+
+
+async def test_the_dead_letter_count_never_runs_ahead_of_the_store(
+    make_pipeline: Any, fake: FakeDestination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race behind a flaky re-drive test: the worker counted a dead letter when it
+    decided on it, before the store had it, so a reader that saw the count and then listed
+    the dead letters could miss one. Deterministic: the store's next dead-letter write is
+    held until the test has looked at the count."""
+    pipeline, poison, _ = await dead_letter_some(make_pipeline, fake)
+    counted = pipeline.worker("hook").stats.dead_lettered
+    held, release = threading.Event(), threading.Event()
+    real = store.StoreDB.apply
+
+    def apply_held(db: store.StoreDB, ops: Any) -> None:
+        if any(isinstance(op, store.PutDead) for op in ops) and not release.is_set():
+            held.set()
+            release.wait(60)
+        real(db, ops)
+
+    monkeypatch.setattr(store.StoreDB, "apply", apply_held)
+    assert await pipeline.cli(lambda db: db.redrive({"hook": 0.2}, {"hook": 10})) == {"hook": 3}
+    try:
+        await asyncio.to_thread(held.wait, 60)  # a dead letter is on its way to the store
+        assert pipeline.worker("hook").stats.dead_lettered == counted, "counted before stored"
+    finally:
+        release.set()
+    await pipeline.wait(lambda: pipeline.worker("hook").stats.dead_lettered >= counted + 3)
+    letters = await pipeline.cli(lambda db: db.dead_letters("hook"))
+    assert sorted(d.message_id for d in letters) == sorted(poison)

@@ -153,6 +153,19 @@ class WorkerStats:
     latency_secs: Buckets = field(default_factory=lambda: Buckets(LATENCY_BOUNDS_SECS))
     """Received at Headwater to delivered, per delivered event."""
 
+    def count(self, state: EventState, events: int) -> None:
+        """Count ``events`` that reached ``state`` (once the ledger holds them)."""
+        if state is EventState.DELIVERED:
+            self.delivered += events
+        elif state is EventState.DISCARDED:
+            self.discarded += events
+        elif state is EventState.RETRYING:
+            self.retried += events
+        elif state is EventState.DEAD_LETTERED:
+            self.dead_lettered += events
+        elif state is EventState.FILTERED:
+            self.filtered += events
+
 
 class Worker:
     """Delivers the events of one destination; see the module docstring."""
@@ -332,7 +345,7 @@ class Worker:
                      batch.first_failed_ms, batch.last_error, batch.last_status)
             for part in parts
         ]  # fmt: skip
-        await self.store.write(ops)
+        await self._write(ops)
         self._next_retry_ms = 0
 
     def _note_retry_at(self, at_ms: int) -> None:
@@ -360,7 +373,7 @@ class Worker:
         stream.position = records[-1].offset
         routed, ledger = self._route(stream, records)
         if ledger:
-            await self.store.write(ledger)
+            await self._write(ledger)
         for batch in self._cut(routed):
             ticket = _Ticket(batch[-1].offset)
             stream.tickets.append(ticket)
@@ -379,10 +392,9 @@ class Worker:
                 len(gap),
             )
             reason = "dropped by the log's retention before it could be delivered"
-            await self.store.write(
+            await self._write(
                 [LedgerEntry(self.name, EventState.DISCARDED, list(gap), now_ms(), 0, None, reason)]
             )
-            self.stats.discarded += len(gap)
 
     def _route(
         self, stream: _Stream, records: Sequence[StoredRecord]
@@ -409,7 +421,6 @@ class Worker:
             LedgerEntry(self.name, EventState.FILTERED, offsets, at, 0, None, reason)
             for reason, offsets in filtered.items()
         ]
-        self.stats.filtered += sum(len(o) for o in filtered.values())
         return routed, ledger
 
     def _shape(self, r: StoredRecord, count: bool = True) -> OutboundEvent | Filtered | NotMine:
@@ -450,7 +461,7 @@ class Worker:
     async def _commit(self, stream: _Stream) -> None:
         ops = self._advance(stream)
         if ops:
-            await self.store.write(ops)
+            await self._write(ops)
 
     def _advance(self, stream: _Stream) -> list[Op]:
         """Move the stream's committed position past the done prefix of its tickets; the
@@ -536,13 +547,21 @@ class Worker:
                 self._retrying.discard(retry.row_id)
             self._changed.set()
 
+    async def _write(self, ops: Sequence[Op]) -> None:
+        """Write ``ops``, then count the outcomes they record: a counter never runs ahead of
+        the disk, so whoever reads a count and then the store finds what was counted."""
+        await self.store.write(ops)
+        for op in ops:
+            if isinstance(op, LedgerEntry):
+                self.stats.count(op.state, len(op.offsets))
+
     async def _write_surely(self, ops: list[Op]) -> None:
         """An outcome must reach the disk before the cursor passes it: keep trying (the
         store fails only when its disk does)."""
         wait = 0.1
         while True:
             try:
-                await self.store.write(ops)
+                await self._write(ops)
                 return
             except Exception:
                 logger.exception("destination %s: cannot record an outcome; retrying", self.name)
@@ -590,7 +609,6 @@ class Worker:
             if self.stats.last_error:
                 reason += f" (last error: {self.stats.last_error})"
         deadline = min(e.received_at_ms for e in events) + int(self.config.retry_window_secs * 1000)
-        self.stats.retried += len(events)
         self._note_retry_at(at)
         return [
             PutRetry(self.name, events, 0, at, deadline, at, reason),
@@ -629,7 +647,6 @@ class Worker:
         at: int,
         whole: bool,
     ) -> LedgerEntry:
-        self.stats.delivered += len(events)
         self.stats.last_success_ms = at
         sample = None
         # a sample now and then; always the first success after a failure, and the answer
@@ -652,7 +669,6 @@ class Worker:
         attempts: int,
         at: int,
     ) -> LedgerEntry:
-        self.stats.discarded += len(events)
         self.stats.last_error = outcome.reason
         return LedgerEntry(self.name, EventState.DISCARDED, [e.offset for e in events], at,
                            attempts, outcome.status, outcome.reason, attempt.duration_ms,
@@ -681,7 +697,6 @@ class Worker:
         next_at = at + int(max(wait, outcome.after_secs or 0.0) * 1000)
         offsets = [e.offset for e in events]
         if next_at > deadline:
-            self.stats.dead_lettered += len(events)
             reason = (
                 f"still failing after {attempts} attempts when the retry window closed: "
                 f"{outcome.reason}"
@@ -696,7 +711,6 @@ class Worker:
             if row_id is not None:
                 ops.append(DeleteRetry(row_id))
             return ops
-        self.stats.retried += len(events)
         self._note_retry_at(next_at)
         return [
             PutRetry(self.name, events, attempts, next_at, deadline, first_failed,
@@ -734,7 +748,7 @@ class Worker:
         end = batch[0][-1].offset if batch else records[-1].offset
         _, ledger = self._route(self.live, [r for r in records if r.offset <= end])
         if ledger:
-            await self.store.write(ledger)
+            await self._write(ledger)
         self.live.position = end
         ticket = _Ticket(end, done=not batch)
         self.live.tickets.append(ticket)
@@ -764,9 +778,8 @@ class Worker:
                             at, batch.attempts, batch.last_status, reason),
                 DeleteRetry(batch.row_id),
             ]  # fmt: skip
-            self.stats.dead_lettered += len(batch.events)
         if ops:
-            await self.store.write(ops)
+            await self._write(ops)
         while not self._stopping.is_set():
             records = await self.log.read(self.live.position, READ_LIMIT)
             # the oldest first, and none passed over: received times are not quite in log
@@ -781,10 +794,9 @@ class Worker:
                     LedgerEntry(self.name, EventState.DEAD_LETTERED, [e.offset for e in routed],
                                 at, 0, None, reason),
                 ]  # fmt: skip
-                self.stats.dead_lettered += len(routed)
             self.live.tickets.append(_Ticket(old[-1].offset, done=True))
             self.live.position = old[-1].offset
-            await self.store.write(ledger)
+            await self._write(ledger)
             await self._commit(self.live)
             if len(old) < len(records):
                 return
