@@ -33,6 +33,7 @@ err = Console(stderr=True, soft_wrap=True)
 DEFAULT_URL = "http://127.0.0.1:8080"
 SWITCH_INTERVAL_SECS = 0.001
 GC_THRESHOLDS = (50_000, 20, 20)
+KEEP_ALIVE_SECS = 5  # an idle keep-alive connection is closed after this long (uvicorn's default)
 TYPES = ("track", "identify", "page", "screen", "group", "alias")
 
 
@@ -66,6 +67,7 @@ def serve(
     gc.set_threshold(*GC_THRESHOLDS)
 
     from headwater.app import Headwater
+    from headwater.gateway.protocol import timed_protocol
 
     try:
         workspace = load_workspace(config)
@@ -109,7 +111,10 @@ def serve(
         ),
         host=host,
         port=port,
-        http="httptools",
+        # httptools with time limits for slowly sent headers and bodies (gateway/protocol.py)
+        http=timed_protocol(
+            workspace.gateway.headers_timeout_secs, workspace.gateway.body_timeout_secs
+        ),
         loop="uvloop",
         access_log=False,
         log_level=log_level.lower(),
@@ -118,6 +123,7 @@ def serve(
         # believe X-Forwarded-For from any local peer
         proxy_headers=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=KEEP_ALIVE_SECS,
     )
 
 

@@ -125,6 +125,14 @@ class GatewayConfig(_Model):
     rejection_samples: int = Field(default=20, ge=1, le=1000)
     """How many recent rejections are kept per source and reason."""
 
+    headers_timeout_secs: float = Field(default=10.0, gt=0, le=600)
+    """A request's line and headers must arrive within this long of its first byte (or of
+    the connection opening); else 408 and the connection is closed (slowloris clients)."""
+
+    body_timeout_secs: float = Field(default=30.0, gt=0, le=600)
+    """A request's body must arrive within this long of its headers; else 408 and the
+    connection is closed."""
+
 
 class DeliveryConfig(_Model):
     """How the delivery engine treats one destination (every field has a default)."""

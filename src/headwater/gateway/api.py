@@ -17,7 +17,6 @@ import base64
 import ipaddress
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ import orjson
 
 from headwater.config.workspace import GatewayConfig, SourceConfig
 from headwater.errors import IngestError, LogError, LogUnavailable
+from headwater.gateway.bodies import RequestBody, gunzip, refuse, respond_error
 from headwater.gateway.hooks import Blocked, IngestProcessor, Processed, SourceHook
 from headwater.gateway.normalize import (
     Envelope,
@@ -105,6 +105,7 @@ class TrackingAPI:
             path = path[:-1]
         headers = _headers(scope)
         origin = headers.get("origin")
+        body = RequestBody(scope, receive, headers)
         try:
             method = scope["method"]
             if method == "OPTIONS":
@@ -114,7 +115,7 @@ class TrackingAPI:
             if single is not None or path in BATCH_PATHS:
                 if method != "POST":
                     raise IngestError("method_not_allowed", f"use POST for {path}", 405)
-                await self._ingest(scope, receive, send, headers, path, single)
+                await self._ingest(scope, body, send, headers, path, single)
             elif path.startswith(SETTINGS_PREFIX) and path.endswith("/settings"):
                 if method != "GET":
                     raise IngestError("method_not_allowed", f"use GET for {path}", 405)
@@ -127,14 +128,14 @@ class TrackingAPI:
                     404,
                 )
         except IngestError as exc:
-            await _respond_error(send, exc, self._cors(origin))
+            await refuse(send, body, exc, self._cors(origin))
 
     # ------------------------------------------------------------------ ingestion
 
     async def _ingest(
         self,
         scope: Scope,
-        receive: Receive,
+        request_body: RequestBody,
         send: Send,
         headers: dict[str, str],
         path: str,
@@ -147,7 +148,7 @@ class TrackingAPI:
         header_key: str | None = None
         try:
             header_key = _basic_key(headers)
-            body = await _read_body(receive, headers, limit)
+            body = await _read_body(request_body, headers, limit)
             data = _parse_json(body)
             key = header_key or _body_key(data)
         except IngestError as exc:  # filed under the source when the header named one
@@ -204,7 +205,7 @@ class TrackingAPI:
             error = IngestError("unavailable", str(exc), 503)
             context.refuse(error, scope=source.name, body=None)
             retry = (b"retry-after", str(retry_after).encode())
-            await _respond_error(send, error, [*self._cors(origin), retry])
+            await respond_error(send, error, [*self._cors(origin), retry])
             return
         duplicates = sum(1 for r in results if r.duplicate)
         self._accepted(source.name, records, results, duplicates, mixed)
@@ -498,7 +499,7 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+async def _read_body(body: RequestBody, headers: Mapping[str, str], limit: int) -> bytes:
     encoding = headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip"):
         raise IngestError(
@@ -506,53 +507,23 @@ async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -
             f"Content-Encoding {encoding!r} is not supported; send plain or gzip bodies",
             415,
         )
-    declared = headers.get("content-length")
-    if limit == MAX_REQUEST_BYTES:
-        advice = "one event must be under 32 KB: trim its properties, traits or context"
-    else:
-        advice = (
-            f"send fewer events per batch (at most {MAX_BATCH_BYTES // 1024} KB and "
-            f"{MAX_BATCH_EVENTS} events)"
+
+    def too_large() -> IngestError:
+        if limit == MAX_REQUEST_BYTES:
+            advice = "one event must be under 32 KB: trim its properties, traits or context"
+        else:
+            advice = (
+                f"send fewer events per batch (at most {MAX_BATCH_BYTES // 1024} KB and "
+                f"{MAX_BATCH_EVENTS} events)"
+            )
+        return IngestError(
+            "payload_too_large",
+            f"the request body is over {limit // 1024} KB, the limit for this endpoint; {advice}",
+            400,
         )
-    too_large = IngestError(
-        "payload_too_large",
-        f"the request body is over {limit // 1024} KB, the limit for this endpoint; {advice}",
-        400,
-    )
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise IngestError("client_disconnected", "the client went away", 400)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if encoding == "gzip":
-        body = _gunzip(body, limit, too_large)
-    return body
 
-
-def _gunzip(body: bytes, limit: int, too_large: IngestError) -> bytes:
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise IngestError(
-            "invalid_gzip", f"the body is not valid gzip ({exc}); compress it again", 400
-        ) from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise too_large
-    if not inflater.eof:
-        raise IngestError("invalid_gzip", "the gzip body is truncated; send it again whole", 400)
-    return out
+    data = await body.read(limit, too_large)
+    return gunzip(data, limit, too_large) if encoding == "gzip" else data
 
 
 def _parse_json(body: bytes) -> dict[str, Any]:
@@ -649,8 +620,3 @@ async def _respond(
     headers = [_JSON, length, *extra] if content_type else [length, *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _respond_error(send: Send, error: IngestError, extra: list[tuple[bytes, bytes]]) -> None:
-    body = orjson.dumps({"code": error.code, "message": error.message})
-    await _respond(send, error.status, body, extra)

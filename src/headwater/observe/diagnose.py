@@ -33,6 +33,9 @@ REFUSAL_FIXES = {
     "payload_too_large": "requests exceed the size limits (32 KB per event, 500 KB per "
     "batch): send smaller batches (flushAt / max batch size in the SDK)",
     "event_too_large": "events exceed 32 KB: drop large properties before sending",
+    "request_timeout": "requests arrive too slowly (headers or body cut after "
+    "gateway.headers_timeout_secs / body_timeout_secs): check the client's network or a "
+    "proxy that buffers, or raise the limits",
     "batch_too_large": "batches exceed 2,500 events: lower the SDK's batch size",
     "invalid_gzip": "the body is not valid gzip: check the client's compression",
     "invalid_authorization": "the Authorization header is malformed: send HTTP Basic with "
