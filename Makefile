@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 NODE_SDK := tests/e2e/node
+# the suite runs in this many processes (pytest-xdist); every test is independent of the others
+TEST_WORKERS ?= 2
 
-.PHONY: run test lint check bench bench-delivery bench-processing bench-trace-cost clean
+.PHONY: run test test-stress lint check bench bench-delivery bench-processing bench-trace-cost bench-isolation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +28,11 @@ run: $(VENV)/.installed
 	$(BIN)/headwater serve --config examples/workspace.yaml --data-dir .headwater
 
 test: $(VENV)/.installed-dev $(NODE_SDK)/node_modules/.package-lock.json
-	$(BIN)/pytest
+	$(BIN)/pytest -p no:randomly -n $(TEST_WORKERS)
+
+# the flakiness check of docs/testing.md: 5 runs beside a CPU hog, 3 in random orders
+test-stress: $(VENV)/.installed-dev $(NODE_SDK)/node_modules/.package-lock.json
+	bash .ci/stress
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
@@ -41,6 +47,9 @@ bench-delivery: $(VENV)/.installed-dev
 
 bench-processing: $(VENV)/.installed-dev
 	$(BIN)/python bench/processing.py
+
+bench-isolation: $(VENV)/.installed-dev
+	$(BIN)/python bench/isolation.py
 
 bench-trace-cost: $(VENV)/.installed-dev
 	$(BIN)/python bench/trace_cost.py
