@@ -165,7 +165,9 @@ async def test_the_event_tester_shows_each_stage(
     doc = response.json()
     stages = {s["stage"]: s for s in doc["stages"]}
     assert stages["normalised"]["event"]["receivedAt"]
-    assert stages["tracking plan"]["decision"] == "passed"  # "Order Done" has no rule: unplanned, allowed
+    assert (
+        stages["tracking plan"]["decision"] == "passed"
+    )  # "Order Done" has no rule: unplanned, allowed
     assert stages["source transformations"]["decision"] == "transformed"
     assert doc["event"]["event"] == "Order Completed"
     views = {v["destination"]: v for v in doc["destinations"]}

@@ -36,7 +36,9 @@ async def test_send_makes_exactly_the_request_delivery_makes(
     fake: FakeDestination, http: HttpClient
 ) -> None:
     event = event_of()
-    await webhook(fake, http).deliver([OutboundEvent(0, event["messageId"], 1, orjson.dumps(event))])
+    await webhook(fake, http).deliver(
+        [OutboundEvent(0, event["messageId"], 1, orjson.dumps(event))]
+    )
     recording = RecordingHttp(http)
     test = await run_test(webhook(fake, recording), recording, event, send=True)
     delivered, tested = fake.requests
