@@ -4,10 +4,12 @@ outcome are shown, dry runs send nothing, and validation endpoints are used by d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import pytest
 
 from headwater.delivery.events import OutboundEvent
 from headwater.delivery.http import REDACTED, HttpClient, HttpRequest, HttpResponse
@@ -33,8 +35,9 @@ def webhook(fake: FakeDestination, http: HttpClient) -> Destination[Any]:
 
 
 async def test_send_makes_exactly_the_request_delivery_makes(
-    fake: FakeDestination, http: HttpClient
+    fake: FakeDestination, http: HttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "headwater.delivery.tester")
     event = event_of()
     await webhook(fake, http).deliver(
         [OutboundEvent(0, event["messageId"], 1, orjson.dumps(event))]
@@ -58,6 +61,9 @@ async def test_send_makes_exactly_the_request_delivery_makes(
     assert SECRET not in text and "vendor-token-5521" not in text  # the URL's key too
     assert f"key={REDACTED}" in shown["request"]["url"]
     assert "not written to the log or the delivery ledger" in doc["note"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "headwater.delivery.tester"]
+    assert "destination test of dest (webhook): mode send" in line and "delivered" in line
+    assert SECRET not in line and "vendor-token" not in line
 
 
 async def test_a_refusal_is_shown_with_the_vendors_answer(
