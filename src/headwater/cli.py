@@ -16,7 +16,14 @@ import httpx
 import typer
 from rich.console import Console
 
-from headwater import __version__, cli_delivery, cli_observe, cli_processor, cli_status
+from headwater import (
+    __version__,
+    cli_delivery,
+    cli_destinations,
+    cli_observe,
+    cli_processor,
+    cli_status,
+)
 from headwater.api.auth import AUTH_DIR, TOKEN_FILE, ensure_admin_token, load_admin_token
 from headwater.config.keys import assign_write_keys
 from headwater.config.workspace import load_workspace
@@ -220,6 +227,7 @@ app.add_typer(cli_delivery.deadletter_app, name="deadletter")
 app.add_typer(cli_status.maintenance_app, name="maintenance")
 app.add_typer(cli_processor.plans_app, name="plans")
 app.add_typer(cli_processor.filters_app, name="filters")
+app.add_typer(cli_destinations.destinations_app, name="destinations")
 app.command()(cli_status.status)
 app.command()(cli_status.watch)
 app.command()(cli_delivery.replay)

@@ -1,11 +1,12 @@
 """The console in a real browser (Debian's chromium via Playwright) against a real server:
 sign in, watch an event arrive live in the Debugger, open a destination's error sample,
-trace the event, find the broken credentials in Diagnose, and see a tracking plan's
-violations. Screenshots of each step go to
+trace the event, find the broken credentials in Diagnose, see a tracking plan's
+violations, and send a pasted event through the Event tester. Screenshots of each step go to
 test-artifacts/console-*.png."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -217,6 +218,28 @@ def test_console_in_a_real_browser(make_server: Any, destinations: Any) -> None:
         page.get_by_role("button", name="Re-send blocked events").click()
         expect(page.locator('[data-count="stillBlocked"]')).to_have_text("1")  # plan unchanged
 
+        # the Event tester: a pasted event, stage by stage, then sent to one destination
+        page.get_by_role("link", name="Event tester", exact=True).click()
+        page.get_by_label("Source").select_option("website")
+        tested_id = f"{message_id}-tested"
+        pasted = {"type": "track", "event": "Tested", "userId": "u-7", "messageId": tested_id}
+        page.get_by_label("Event (JSON)").fill(json.dumps(pasted))
+        page.get_by_role("button", name="Test the event").click()
+        expect(page.locator('tr[data-stage="tracking plan"]')).to_contain_text("none")
+        warehouse = page.locator('section[data-destination="warehouse"]')
+        expect(warehouse).to_have_attribute("data-reaches", "yes")
+        expect(warehouse.locator('section[aria-label="Request 1 to destination"]')).to_contain_text(
+            f"{accepting.url}/hook"
+        )
+        before = len(accepting.requests)
+        warehouse.get_by_role("button", name="Send to warehouse for real").click()
+        expect(page.locator("#tester-sent .test-result")).to_have_attribute(
+            "data-result", "delivered"
+        )
+        expect(page.locator("#tester-sent .status-code")).to_have_text("200")
+        assert [r.json()["messageId"] for r in accepting.requests[before:]] == [tested_id]
+        _shot(page, "8-event-tester")
+
         # sign out: back at the login page, and the console is closed again
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_text("You are signed out.")).to_be_visible()
@@ -228,6 +251,6 @@ def test_console_in_a_real_browser(make_server: Any, destinations: Any) -> None:
     assert failed == [(401, "POST", f"{server.url}/console/login")], failed  # the wrong token
     assert all(r.startswith(server.url) for r in requests), f"external requests: {requests}"
     shots = ("2-overview", "3-debugger-live", "4-destination-error-sample", "5-trace",
-             "7-violations")  # fmt: skip
+             "7-violations", "8-event-tester")  # fmt: skip
     for step in shots:
         assert (ARTIFACTS / f"console-{step}.png").stat().st_size > 10_000

@@ -25,13 +25,14 @@ from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headwater import __version__
-from headwater.api import processing
+from headwater.api import processing, testing
 from headwater.api.auth import AdminToken
 from headwater.api.params import WindowParam
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
 from headwater.gateway.stats import redact_key
 from headwater.observe.debugger import UNATTRIBUTED
 from headwater.observe.service import ObserveError, Observer
+from headwater.observe.tester import Tester
 from headwater.processor.admin import AdminError, ProcessorAdmin
 
 MASK = "**********"
@@ -94,6 +95,7 @@ def build_api(
     _destinations(app, workspace, observer)
     _events(app, observer)
     processing.register(app, observer, admin)
+    testing.register(app, Tester(observer, admin))
     _document(app)
     return app
 

@@ -37,6 +37,7 @@ from headwater.console.render import PREFIX, SecurityHeaders, environment, load_
 from headwater.console.sessions import COOKIE, Session, Sessions
 from headwater.gateway.stats import redact_key
 from headwater.observe.service import WINDOWS, ObserveError, Observer
+from headwater.observe.tester import Tester
 from headwater.processor.admin import AdminError, ProcessorAdmin
 from headwater.processor.protocols_store import RETENTION_MS
 
@@ -89,6 +90,7 @@ class Console:
         self.token = token
         self.sessions = sessions
         self.admin = admin  # None until the server has started
+        self.tester = Tester(observer, admin)
         self.env = environment()
         self.static = load_static()
         self.env.globals["static"] = self._static_url
@@ -104,6 +106,7 @@ class Console:
             ("/plans", self._plans),
             ("/plans/{name}", self._plan),
             ("/trace", self._trace),
+            ("/event-tester", self._event_tester),
             ("/diagnose", self._diagnose),
         ]
         # forms that act: (path, action, the page they belong to, the largest body taken)
@@ -112,6 +115,9 @@ class Console:
              MAX_FORM_BYTES),
             ("/destinations/{name}/filters/preview", self._preview, "/destinations/{name}",
              MAX_SAMPLE_BYTES),
+            ("/destinations/{name}/test", self._test_destination, "/destinations/{name}",
+             MAX_SAMPLE_BYTES),
+            ("/event-tester", self._run_event_tester, "/event-tester", MAX_SAMPLE_BYTES),
         ]  # fmt: skip
         console = [
             Route("/login", self._login_form, methods=["GET"]),
@@ -467,6 +473,9 @@ class Console:
         sample: str | None = None,
         preview: dict[str, Any] | None = None,
         preview_error: str | None = None,
+        test: dict[str, Any] | None = None,
+        test_event: str = "",
+        test_error: str | None = None,
     ) -> Response:
         name = request.path_params["name"]
         config = self.observer.require_destination(name)
@@ -478,7 +487,7 @@ class Console:
             request, "destination.html", session, status, section="destinations",
             config=config, report=report, chart=delivery_chart(report["series"], window_text),
             window=window_text, windows=choices, sample=sample, preview=preview,
-            preview_error=preview_error,
+            preview_error=preview_error, test=test, test_event=test_event, test_error=test_error,
         )  # fmt: skip
 
     def _newest_event(self, sources: list[str]) -> dict[str, Any]:
@@ -522,6 +531,58 @@ class Console:
             )
         return await self._destination_page(request, session, sample=text, preview=result)
 
+    async def _test_destination(
+        self, request: Request, session: Session, form: dict[str, str]
+    ) -> Response:
+        """Send a test event (or a sample) through the destination: dry run or for real."""
+        name = request.path_params["name"]
+        self.observer.require_destination(name)
+        text = form.get("event", "")
+        event, error = pasted_event(text, optional=True)
+        if error is not None:
+            return await self._destination_page(
+                request, session, 400, test_event=text, test_error=error
+            )
+        try:
+            result = await self.tester.test_destination(name, event, form.get("send") == "1")
+        except ObserveError as exc:
+            if exc.status != 400:
+                raise
+            return await self._destination_page(
+                request, session, 400, test_event=text, test_error=exc.message
+            )
+        return await self._destination_page(request, session, test=result, test_event=text)
+
+    async def _event_tester(self, request: Request, session: Session) -> Response:
+        return self._tester_page(request, session, 200, None, pretty(SAMPLE_EVENT), None)
+
+    async def _run_event_tester(
+        self, request: Request, session: Session, form: dict[str, str]
+    ) -> Response:
+        """The pasted event, stage by stage; with ``send``, that destination's answer too."""
+        source, text = form.get("source", ""), form.get("event", "")
+        self.observer.require_source(source)
+        event, error = pasted_event(text, optional=False)
+        if error is not None:
+            return self._tester_page(request, session, 400, source, text, error)
+        try:
+            doc = await self.tester.test_event(source, event or {}, form.get("send") or None)
+        except ObserveError as exc:
+            if exc.status not in (400, 409):
+                raise
+            return self._tester_page(request, session, exc.status, source, text, exc.message)
+        return self._tester_page(request, session, 200, source, text, None, doc)
+
+    def _tester_page(
+        self, request: Request, session: Session, status: int, source: str | None, text: str,
+        error: str | None, doc: dict[str, Any] | None = None,
+    ) -> Response:  # fmt: skip
+        return self._render(
+            request, "event_tester.html", session, status, section="tester",
+            sources=[s.name for s in self.workspace.sources], source=source, text=text,
+            error=error, doc=doc,
+        )  # fmt: skip
+
     async def _plans(self, request: Request, session: Session) -> Response:
         return self._render(
             request, "plans.html", session, section="plans", plans=self._admin().plans()
@@ -562,6 +623,23 @@ class Console:
             sources=[s.name for s in self.workspace.sources],
             destinations=[d.name for d in self.workspace.destinations],
         )  # fmt: skip
+
+
+def pasted_event(text: str, optional: bool) -> tuple[dict[str, Any] | None, str | None]:
+    """A pasted event: (the event, None), (None, None) when empty and ``optional``, or
+    (None, what is wrong with it)."""
+    if not text.strip():
+        return None, None if optional else "Paste one event as a JSON object."
+    try:
+        event = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return None, f"The event is not valid JSON ({exc}). Fix it and try again."
+    if not isinstance(event, dict):
+        return None, (
+            'The event must be one JSON object, e.g. {"type": "track", "event": "Order '
+            'Completed", "userId": "u1"}.'
+        )
+    return event, None
 
 
 async def _to_console(request: Request) -> Response:

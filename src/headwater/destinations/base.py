@@ -81,6 +81,18 @@ class Destination(ABC, Generic[S]):
     async def close(self) -> None:  # most destinations hold nothing
         """Release what the destination holds."""
 
+    def test_request(self, events: Sequence[OutboundEvent]) -> tuple[HttpRequest, ...] | None:
+        """The requests to the vendor's validation endpoint for ``events`` (GA4's
+        ``/debug/mp/collect``), which a test sends by default instead of delivering them;
+        None (the default): the vendor has none, and a test only shows what it would send
+        unless asked to send (:mod:`headwater.delivery.tester`)."""
+        return None
+
+    def read_test_answer(self, response: HttpResponse) -> list[str]:
+        """The vendor's messages about the events in a validation endpoint's answer (e.g.
+        GA4's ``validationMessages``), shown by a test; none by default."""
+        return []
+
 
 class HttpDestination(Destination[S]):
     """A destination reached with one HTTP request per batch."""
