@@ -29,6 +29,7 @@ from headwater.delivery.outcomes import Attempt, Delivered, Discard, Outcome, Re
 from headwater.destinations import TYPES
 from headwater.destinations.base import Destination, DestinationSettings, HttpDestination
 from headwater.destinations.devsink import Devsink
+from headwater.destinations.hubspot.encoder import dedupe_uuid
 from tests.destinations.conftest import build, outbounds
 from tests.fakes import FakeDestination, Reply, Script, always, free_port
 
@@ -50,6 +51,10 @@ class Case:
     """Values that must never be stored: not in an Exchange, not in an outcome's reason."""
     received: Received | None = None
     """The events the destination delivered, oldest first; default: what the fake got."""
+    key_of: Callable[[str], str] = str
+    """The vendor's dedupe key made of a messageId (what ``received`` reports as messageId)."""
+    event_fields: dict[str, Any] | None = None
+    """Fields every event the suite sends has (a vendor may need an e-mail address)."""
 
 
 CASES: dict[str, Case] = {
@@ -68,6 +73,58 @@ CASES: dict[str, Case] = {
         secrets=("hsec-s3cret-0005", "tok-0006"),
     ),
 }  # fmt: skip
+
+
+def _vendor_received(
+    unpack: Callable[[Any], list[dict[str, Any]]],
+) -> Received:
+    """What a vendor's requests carried, as messageId and properties."""
+    return lambda _destination, fake: [e for r in fake.requests for e in unpack(r.json())]
+
+
+def _customerio(body: Any) -> list[dict[str, Any]]:
+    return [{"messageId": e["id"], "properties": e["attributes"]} for e in body["batch"]]
+
+
+def _hubspot(body: Any) -> list[dict[str, Any]]:
+    return [{"messageId": e["uuid"], "properties": e["properties"]} for e in body["inputs"]]
+
+
+def _intercom(body: Any) -> list[dict[str, Any]]:
+    metadata = dict(body["metadata"])
+    message_id = metadata.pop("message_id")
+    metadata.pop("price", None)
+    return [{"messageId": message_id, "properties": metadata}]
+
+
+def _slack(body: Any) -> list[dict[str, Any]]:
+    message_id, _, properties = body["text"].partition(" ")
+    return [{"messageId": message_id, "properties": orjson.loads(properties)}]
+
+
+TRACK = {"type": "track", "event": "Order Completed", "userId": "u1",
+         "timestamp": "2024-05-01T10:00:00.000Z"}  # fmt: skip
+
+CASES.update({
+    "customerio": Case(
+        lambda url: {"site_id": "site-1", "api_key": "cio-s3cret-0007", "endpoint": url},
+        secrets=("cio-s3cret-0007",), received=_vendor_received(_customerio), event_fields=TRACK,
+    ),
+    "hubspot": Case(
+        lambda url: {"access_token": "hs-s3cret-0008", "endpoint": url, "hub_id": 42},
+        secrets=("hs-s3cret-0008",), received=_vendor_received(_hubspot), key_of=dedupe_uuid,
+        event_fields={**TRACK, "context": {"traits": {"email": "a@example.com"}}},
+    ),
+    "intercom": Case(
+        lambda url: {"access_token": "ic-s3cret-0009", "endpoint": url},
+        secrets=("ic-s3cret-0009",), received=_vendor_received(_intercom), event_fields=TRACK,
+    ),
+    "slack": Case(
+        lambda url: {"webhook_url": f"{url}/services/T1/B1/slack-s3cret-0010",
+                     "templates": {"Order Completed": "{{messageId}} {{properties}}"}},
+        secrets=("slack-s3cret-0010",), received=_vendor_received(_slack), event_fields=TRACK,
+    ),
+})  # fmt: skip
 
 ALL_TYPES = sorted(TYPES)
 
@@ -112,10 +169,10 @@ def assert_no_secrets(case: Case, attempt: Attempt) -> None:
             assert form not in stored, f"secret {secret!r} stored as {form!r}: {stored}"
 
 
-def small(offset: int) -> OutboundEvent:
+def small(offset: int, **fields: Any) -> OutboundEvent:
     """An event small enough for the largest batch to stay within the batch byte limit."""
     message_id = f"m{offset}"
-    payload = orjson.dumps({"messageId": message_id, "properties": {"n": offset}})
+    payload = orjson.dumps({**fields, "messageId": message_id, "properties": {"n": offset}})
     return OutboundEvent(offset, message_id, 0, payload)
 
 
@@ -187,14 +244,14 @@ async def test_messages_arrive_with_their_message_id(
     type_: str, case: Case, fake: FakeDestination, http: HttpClient
 ) -> None:
     destination = build(type_, case.settings(fake.url), http)
-    sent = outbounds(3)
+    sent = outbounds(3, **(case.event_fields or {}))
     for event in sent:
         attempt = await destination.deliver([event])
         assert isinstance(attempt.outcome, Delivered), attempt.outcome
         assert attempt.duration_ms >= 0
         assert_no_secrets(case, attempt)
     got = received(case, destination, fake)
-    assert [e["messageId"] for e in got] == [e.message_id for e in sent]
+    assert [e["messageId"] for e in got] == [case.key_of(e.message_id) for e in sent]
     await destination.close()
 
 
@@ -205,14 +262,14 @@ async def test_a_full_batch_arrives_complete_in_one_request(
     kind = TYPES[type_]
     batch = kind.default_batch_events if size == "default" else kind.max_batch_events
     destination = build(type_, case.settings(fake.url), http, batch_events=batch)
-    sent = [small(i) for i in range(batch)]
+    sent = [small(i, **(case.event_fields or {})) for i in range(batch)]
     assert sum(len(e.payload) for e in sent) <= kind.default_batch_bytes  # as the engine cuts
     attempt = await destination.deliver(sent)
     assert isinstance(attempt.outcome, Delivered), attempt.outcome
     if issubclass(kind, HttpDestination):
         assert len(fake.requests) == 1
     got = received(case, destination, fake)
-    assert [e["messageId"] for e in got] == [e.message_id for e in sent]
+    assert [e["messageId"] for e in got] == [case.key_of(e.message_id) for e in sent]
     assert [e["properties"] for e in got] == [e.event["properties"] for e in sent]
 
 
@@ -261,7 +318,7 @@ async def test_answers_become_outcomes_and_never_exceptions(
     fake.script = expected.script
     url = f"http://127.0.0.1:{free_port()}" if expected.refused else fake.url
     destination = build(type_, case.settings(url), http, batch_events=2, timeout_secs=0.2)
-    sent = outbounds(2)
+    sent = outbounds(2, **(case.event_fields or {}))
 
     attempt = await destination.deliver(sent)  # must not raise, whatever the answer
 
