@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from headwater.destinations.amplitude import Amplitude
 from headwater.destinations.base import Destination
 from headwater.destinations.devsink import Devsink
 from headwater.destinations.http import Http
+from headwater.destinations.mixpanel import Mixpanel
 from headwater.destinations.segment import Segment
 from headwater.destinations.webhook import Webhook
 
-TYPES: dict[str, type[Destination[Any]]] = {d.type: d for d in (Webhook, Segment, Devsink, Http)}
+TYPES: dict[str, type[Destination[Any]]] = {
+    d.type: d for d in (Webhook, Segment, Devsink, Http, Amplitude, Mixpanel)
+}
 
 __all__ = ["TYPES", "Destination"]
