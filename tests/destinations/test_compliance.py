@@ -42,7 +42,9 @@ def _vendor_received(destination: Destination[Any], fake: FakeDestination) -> li
     """What a vendor fake took, read back from the requests (vendors reshape events)."""
     if isinstance(fake, FakeAmplitude | FakeMixpanel):
         return fake.as_segment()
-    with FakeAmplitude() if destination.type == "amplitude" else FakeMixpanel() as vendor:
+    vendor: FakeAmplitude | FakeMixpanel
+    vendor = FakeAmplitude() if destination.type == "amplitude" else FakeMixpanel()
+    with vendor:
         for i, request in enumerate(fake.requests):  # the generic fake took them: the
             vendor.answer(request, i)  # vendor's fake reads them as the vendor would
         return vendor.as_segment()

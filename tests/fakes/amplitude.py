@@ -5,7 +5,7 @@ It checks the API key, the body's shape and each event's required fields, answer
 Amplitude's own error bodies (400 ``invalid_api_key`` / ``missing_field`` /
 ``events_with_invalid_fields`` / ``events_with_missing_fields`` /
 ``events_with_invalid_id_lengths``, 413, 429 with ``throttled_devices``) and, like Amplitude,
-takes nothing of a request it refuses. What it took is in ``events``, ``identifies`` and
+takes nothing of a request it refuses. What it took is in ``accepted``, ``identifies`` and
 ``groups``; events with an ``insert_id`` seen before are dropped (Amplitude's 7-day
 dedupe) and counted in ``duplicates``.
 """
@@ -39,7 +39,7 @@ class FakeAmplitude(FakeDestination):
         self.throttle_daily = False  # 429 says exceeded_daily_quota_devices instead
         self.invalid: dict[str, str] = {}  # insert_id -> the field Amplitude finds invalid
         self.max_bytes = 1_000_000
-        self.events: list[Json] = []
+        self.accepted: list[Json] = []
         self.identifies: list[Json] = []
         self.groups: list[Json] = []
         self.duplicates = 0
@@ -142,7 +142,7 @@ class FakeAmplitude(FakeDestination):
                 continue
             if isinstance(insert_id, str):
                 self._seen.add(insert_id)
-            self.events.append(event)
+            self.accepted.append(event)
 
     def _form(self, request: Received) -> Reply:
         if not request.headers.get("Content-Type", "").startswith(
@@ -176,4 +176,4 @@ class FakeAmplitude(FakeDestination):
 
     def as_segment(self) -> list[Json]:
         return [{"messageId": e.get("insert_id"), "properties": e.get("event_properties")}
-                for e in self.events]  # fmt: skip
+                for e in self.accepted]  # fmt: skip
