@@ -174,8 +174,8 @@ class DestinationConfig(_Model):
     """Lower-case name, unique in the workspace. Events' ``integrations`` may name it."""
 
     type: str
-    """The kind of destination: ``webhook``, ``segment``, ``devsink`` or ``http``
-    (docs/destinations.md)."""
+    """The kind of destination: ``webhook``, ``segment``, ``devsink``, ``http``, ``amplitude``
+    or ``mixpanel`` (docs/destinations.md)."""
 
     sources: Annotated[list[str], Field(min_length=1)]
     """The sources whose events go to this destination."""
