@@ -266,3 +266,17 @@ async def test_partial_batch_through_the_engine(make_pipeline: Any) -> None:  # 
         assert amp.duplicates == 0  # the rest was delivered once
         [row] = [r for r in await pipeline.ledger("amp", bad[1]) if r.state is EventState.DISCARDED]
         assert row.reason == "Amplitude 400 events_with_invalid_fields: event_properties (event 7)"
+
+
+def test_the_docs_example_loads() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from headwater.config.workspace import parse_workspace
+
+    doc = Path(__file__).parents[2] / "docs" / "destinations" / "amplitude.md"
+    [block] = re.findall(r"```yaml\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+    workspace = parse_workspace(yaml.safe_load(block), "docs")
+    assert workspace.destinations[0].type == "amplitude"

@@ -206,3 +206,17 @@ async def test_partial_batch_through_the_engine(make_pipeline: Any) -> None:  # 
         [row] = [r for r in await pipeline.ledger("mp", bad[0]) if r.state is EventState.DISCARDED]
         assert row.reason is not None
         assert row.reason.startswith("Mixpanel 400 failed_records: properties.time (record")
+
+
+def test_the_docs_example_loads() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from headwater.config.workspace import parse_workspace
+
+    doc = Path(__file__).parents[2] / "docs" / "destinations" / "mixpanel.md"
+    [block] = re.findall(r"```yaml\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+    workspace = parse_workspace(yaml.safe_load(block), "docs")
+    assert workspace.destinations[0].type == "mixpanel"
