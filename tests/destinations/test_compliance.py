@@ -30,10 +30,25 @@ from headwater.destinations import TYPES
 from headwater.destinations.base import Destination, DestinationSettings, HttpDestination
 from headwater.destinations.devsink import Devsink
 from headwater.destinations.hubspot.encoder import dedupe_uuid
+from headwater.destinations.mapped import MappedDestination
 from tests.destinations.conftest import build, outbounds
 from tests.fakes import FakeDestination, Reply, Script, always, free_port
+from tests.fakes.amplitude import FakeAmplitude
+from tests.fakes.mixpanel import FakeMixpanel
 
 Received = Callable[[Destination[Any], FakeDestination], list[dict[str, Any]]]
+
+
+def _vendor_received(destination: Destination[Any], fake: FakeDestination) -> list[dict[str, Any]]:
+    """What a vendor fake took, read back from the requests (vendors reshape events)."""
+    if isinstance(fake, FakeAmplitude | FakeMixpanel):
+        return fake.as_segment()
+    vendor: FakeAmplitude | FakeMixpanel
+    vendor = FakeAmplitude() if destination.type == "amplitude" else FakeMixpanel()
+    with vendor:
+        for i, request in enumerate(fake.requests):  # the generic fake took them: the
+            vendor.answer(request, i)  # vendor's fake reads them as the vendor would
+        return vendor.as_segment()
 
 
 def _devsink_received(
@@ -67,6 +82,16 @@ CASES: dict[str, Case] = {
         lambda url: {"url": url, "write_key": "wk-s3cret-0004"}, secrets=("wk-s3cret-0004",)
     ),
     "devsink": Case(lambda _url: {"keep": 100_000}, received=_devsink_received),
+    "amplitude": Case(
+        lambda url: {"endpoint": url, "api_key": "amp-key-0001", "secret_key": "amp-sk-0007",
+                     "min_id_length": 1},
+        secrets=("amp-key-0001", "amp-sk-0007"), received=_vendor_received,
+    ),
+    "mixpanel": Case(
+        lambda url: {"endpoint": url, "project_token": "mp-token-0001",
+                     "api_secret": "mp-secret-0002"},
+        secrets=("mp-token-0001", "mp-secret-0002"), received=_vendor_received,
+    ),
     "http": Case(
         lambda url: {"url": f"{url}/api", "batch": True, "shared_secret": "hsec-s3cret-0005",
                      "headers": {"Authorization": "Bearer tok-0006"}},
@@ -169,11 +194,17 @@ def assert_no_secrets(case: Case, attempt: Attempt) -> None:
             assert form not in stored, f"secret {secret!r} stored as {form!r}: {stored}"
 
 
-def small(offset: int, **fields: Any) -> OutboundEvent:
-    """An event small enough for the largest batch to stay within the batch byte limit."""
+def small(offset: int, track: bool = False, **fields: Any) -> OutboundEvent:
+    """An event small enough for the largest batch to stay within the batch byte limit;
+    ``track``: a whole track (with a user and a time), which mapped destinations need;
+    ``fields`` are added last (a case's ``event_fields``)."""
     message_id = f"m{offset}"
-    payload = orjson.dumps({**fields, "messageId": message_id, "properties": {"n": offset}})
-    return OutboundEvent(offset, message_id, 0, payload)
+    body: dict[str, Any] = {"messageId": message_id, "properties": {"n": offset}}
+    if track:
+        body |= {"type": "track", "event": "E", "userId": "u1",
+                 "timestamp": "2024-05-01T10:00:00.000Z"}  # fmt: skip
+    body |= fields
+    return OutboundEvent(offset, message_id, 0, orjson.dumps(body))
 
 
 # -- the registry and the settings model
@@ -262,7 +293,8 @@ async def test_a_full_batch_arrives_complete_in_one_request(
     kind = TYPES[type_]
     batch = kind.default_batch_events if size == "default" else kind.max_batch_events
     destination = build(type_, case.settings(fake.url), http, batch_events=batch)
-    sent = [small(i, **(case.event_fields or {})) for i in range(batch)]
+    track = issubclass(kind, MappedDestination)
+    sent = [small(i, track, **(case.event_fields or {})) for i in range(batch)]
     assert sum(len(e.payload) for e in sent) <= kind.default_batch_bytes  # as the engine cuts
     attempt = await destination.deliver(sent)
     assert isinstance(attempt.outcome, Delivered), attempt.outcome

@@ -182,8 +182,8 @@ class DestinationConfig(_Model):
     """Lower-case name, unique in the workspace. Events' ``integrations`` may name it."""
 
     type: str
-    """The kind of destination: ``webhook``, ``segment``, ``devsink``, ``http``, ``customerio``,
-    ``hubspot``, ``intercom`` or ``slack`` (docs/destinations.md)."""
+    """The kind of destination: ``webhook``, ``segment``, ``devsink``, ``http``, ``amplitude``,
+    ``mixpanel``, ``customerio``, ``hubspot``, ``intercom`` or ``slack`` (docs/destinations.md)."""
 
     sources: Annotated[list[str], Field(min_length=1)]
     """The sources whose events go to this destination."""

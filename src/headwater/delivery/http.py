@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import quote, quote_plus
 
 from headwater.delivery.http1 import ConnectError, Http1Client, ProtocolError
 from headwater.delivery.outcomes import Delivered, Discard, Exchange, Outcome, Retry
@@ -33,6 +34,9 @@ class HttpRequest:
     headers: Mapping[str, str]
     body: bytes
     secret_headers: frozenset[str] = field(default_factory=frozenset)  # lower-case names
+    secret_values: frozenset[str] = field(default_factory=frozenset)
+    """Secrets a vendor wants in the body or URL (Amplitude's ``api_key``): replaced by
+    ``[redacted]`` wherever they appear in the exchange kept for the ledger."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,21 +122,46 @@ def classify(result: HttpResponse | HttpFailure) -> Outcome:
     return Discard(reason, status)
 
 
-def _body(body: bytes) -> str:
+def _body(body: bytes, secrets: frozenset[str] = frozenset()) -> str:
+    size = len(body)
+    body = redact_bytes(body, secrets)  # before truncating: half a secret is still a leak
     text = body[:BODY_KEEP_BYTES].decode("utf-8", "replace")
     if len(body) > BODY_KEEP_BYTES:
-        text += f"… ({len(body):,} bytes in all)"
+        text += f"… ({size:,} bytes in all)"
     return text
+
+
+def _forms(secret: str) -> set[str]:
+    """A secret as it may appear: raw, URL-encoded, JSON-escaped."""
+    return {s for s in (secret, quote_plus(secret), quote(secret, safe="")) if s}
+
+
+def redact(text: str, secrets: frozenset[str]) -> str:
+    """``text`` with every form of each secret replaced by ``[redacted]``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in _forms(secret):
+            text = text.replace(form, REDACTED)
+    return text
+
+
+def redact_bytes(body: bytes, secrets: frozenset[str]) -> bytes:
+    if not secrets:
+        return body
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in _forms(secret):
+            body = body.replace(form.encode(), REDACTED.encode())
+    return body
 
 
 def exchange(request: HttpRequest, result: HttpResponse | HttpFailure) -> Exchange:
     """What went over the wire, safe to store and show: bodies truncated, secrets redacted."""
     secret = SECRET_HEADERS | request.secret_headers
+    values = request.secret_values
     sent: dict[str, object] = {
         "method": request.method,
-        "url": request.url,
+        "url": redact(request.url, values),
         "headers": {k: REDACTED if k.lower() in secret else v for k, v in request.headers.items()},
-        "body": _body(request.body),
+        "body": _body(request.body, values),
     }
     if isinstance(result, HttpFailure):
         received: dict[str, object] = {"error": result.kind, "message": result.message}
@@ -142,6 +171,6 @@ def exchange(request: HttpRequest, result: HttpResponse | HttpFailure) -> Exchan
             "headers": {
                 k: REDACTED if k.lower() in secret else v for k, v in result.headers.items()
             },
-            "body": _body(result.body),
+            "body": _body(result.body, values),
         }
     return Exchange(sent, received)

@@ -7,18 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from headwater.destinations.amplitude import Amplitude
 from headwater.destinations.base import Destination
 from headwater.destinations.customerio import Customerio
 from headwater.destinations.devsink import Devsink
 from headwater.destinations.http import Http
 from headwater.destinations.hubspot import Hubspot
 from headwater.destinations.intercom import Intercom
+from headwater.destinations.mixpanel import Mixpanel
 from headwater.destinations.segment import Segment
 from headwater.destinations.slack import Slack
 from headwater.destinations.webhook import Webhook
 
 TYPES: dict[str, type[Destination[Any]]] = {
-    d.type: d for d in (Webhook, Segment, Devsink, Http, Customerio, Hubspot, Intercom, Slack)
+    d.type: d
+    for d in (
+        Webhook, Segment, Devsink, Http, Amplitude, Mixpanel, Customerio, Hubspot, Intercom, Slack,
+    )
 }
 
 __all__ = ["TYPES", "Destination"]

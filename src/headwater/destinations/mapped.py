@@ -54,10 +54,16 @@ class Mapped:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A request and the events whose fate its answer decides."""
+    """A request and the events whose fate its answer decides.
+
+    ``mapped`` (optional) are the payloads the request carries, in the order of the request's
+    array: vendors whose answers name records by index (Amplitude, Mixpanel) read the events
+    from it, and a request too large can be cut from it (:meth:`MappedDestination.smaller`).
+    """
 
     request: HttpRequest
     events: tuple[OutboundEvent, ...]
+    mapped: tuple[Mapped, ...] = ()
 
 
 def json_body(value: Any) -> bytes:
@@ -123,6 +129,19 @@ class MappedDestination(HttpDestination[S]):
             for kind, items in groups.items()
         ]
 
+    def classify_outgoing(
+        self, out: Outgoing, result: HttpResponse | HttpFailure
+    ) -> tuple[Outcome, dict[int, Outcome]]:
+        """The outcome of one request, and those of its events (by offset) that differ from
+        it: a vendor that refuses some records of a request and takes, or wants resent, the
+        others. Default: :meth:`classify`, the same for every event."""
+        return self.classify(result), {}
+
+    def smaller(self, out: Outgoing, result: HttpResponse | HttpFailure) -> list[Outgoing]:
+        """Requests to send instead of ``out`` when its answer says it was too large (a
+        413), each carrying fewer events; empty: the answer stands. Default: empty."""
+        return []
+
     # -- the machinery
 
     def map_events(
@@ -173,14 +192,30 @@ class MappedDestination(HttpDestination[S]):
         mapped, refused = self.map_events(events)
         if not mapped:
             return _nothing_to_send(events, refused)
-        outgoing = self.plan(mapped)
-        results: list[tuple[Outgoing, HttpResponse | HttpFailure, Outcome]] = []
+        queue = self.plan(mapped)
+        results: list[Sent] = []
         started = time.perf_counter()
-        for out in outgoing:
+        while queue:
+            out = queue.pop(0)
             result = await self.context.http.send(out.request, self.context.timeout_secs)
-            results.append((out, result, self.classify(result)))
+            parts = self.smaller(out, result) if len(out.events) > 1 else []
+            if parts:  # each part carries fewer events: this ends
+                queue[0:0] = parts
+                continue
+            outcome, differing = self.classify_outgoing(out, result)
+            results.append(Sent(out, result, outcome, differing))
         duration_ms = (time.perf_counter() - started) * 1000
         return _combine(events, refused, results, duration_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A request sent, its answer, its outcome and its events' outcomes that differ."""
+
+    out: Outgoing
+    result: HttpResponse | HttpFailure
+    outcome: Outcome
+    differing: dict[int, Outcome]
 
 
 def unique_events(events: Iterable[OutboundEvent]) -> tuple[OutboundEvent, ...]:
@@ -204,16 +239,18 @@ def _nothing_to_send(events: Sequence[OutboundEvent], refused: dict[int, Discard
 def _combine(
     events: Sequence[OutboundEvent],
     refused: dict[int, Discard],
-    results: list[tuple[Outgoing, HttpResponse | HttpFailure, Outcome]],
+    results: list[Sent],
     duration_ms: float,
 ) -> Attempt:
     per_event: dict[int, Outcome] = dict(refused)
-    for out, _result, outcome in results:
-        for event in out.events:
-            per_event[event.offset] = _worse(per_event.get(event.offset), outcome)
-    largest = max(results, key=lambda r: len(r[0].events))  # the first of the largest
-    overall = largest[2]
+    for sent in results:
+        for event in sent.out.events:
+            own = sent.differing.get(event.offset, sent.outcome)
+            per_event[event.offset] = _worse(per_event.get(event.offset), own)
+    largest = max(results, key=lambda r: len(r.out.events))  # the first of the largest
+    overall = largest.outcome
     differing = {o: v for o, v in per_event.items() if v != overall}
-    shown = next((r for r in results if not isinstance(r[2], Delivered)), results[0])
-    request, result = shown[0].request, shown[1]
+    failed = (r for r in results if r.differing or not isinstance(r.outcome, Delivered))
+    shown = next(failed, results[0])
+    request, result = shown.out.request, shown.result
     return Attempt(overall, lambda: exchange(request, result), duration_ms, differing)

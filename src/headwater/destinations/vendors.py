@@ -32,6 +32,7 @@ from headwater.destinations.mapped import (
     Mapped,
     MappedDestination,
     Outgoing,
+    Sent,
     _combine,
     _nothing_to_send,
 )
@@ -138,10 +139,10 @@ async def deliver_split(
             out.request, destination.context.timeout_secs
         )
 
-    results: Split = []
+    results: list[Sent] = []
     started = time.perf_counter()
     for planned in destination.plan(mapped):
         out, result = await (send or send_one)(planned)
-        results.extend(split(out, result))
+        results.extend(Sent(o, r, outcome, {}) for o, r, outcome in split(out, result))
     duration_ms = (time.perf_counter() - started) * 1000
     return _combine(events, refused, results, duration_ms)

@@ -65,9 +65,9 @@ class Hubspot(MappedDestination[HubspotSettings]):
         if kind == encoder.CONTACT:
             request, _ = encoder.contacts(self.settings, items)
             keys = tuple(str(i.payload["email"]).strip().lower() for i in items)
-            return Keyed(request, events, keys)
+            return Keyed(request, events, keys=keys)
         request = encoder.events(self.settings, items)
-        return Keyed(request, events, tuple(str(n) for n in range(len(items))))
+        return Keyed(request, events, keys=tuple(str(n) for n in range(len(items))))
 
     def classify(self, result: HttpResponse | HttpFailure) -> Outcome:
         if isinstance(result, HttpFailure):
