@@ -174,7 +174,7 @@ class DestinationConfig(_Model):
     """Lower-case name, unique in the workspace. Events' ``integrations`` may name it."""
 
     type: str
-    """The kind of destination: ``webhook``, ``segment``, ``devsink`` or ``http``
+    """The kind of destination: ``webhook``, ``segment``, ``devsink``, ``http``, ``ga4``, ``braze``
     (docs/destinations.md)."""
 
     sources: Annotated[list[str], Field(min_length=1)]

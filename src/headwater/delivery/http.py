@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from headwater.delivery.http1 import ConnectError, Http1Client, ProtocolError
 from headwater.delivery.outcomes import Delivered, Discard, Exchange, Outcome, Retry
@@ -33,6 +34,9 @@ class HttpRequest:
     headers: Mapping[str, str]
     body: bytes
     secret_headers: frozenset[str] = field(default_factory=frozenset)  # lower-case names
+    secret_query: frozenset[str] = field(default_factory=frozenset)
+    """Names of query parameters that carry a secret (GA4's ``api_secret``): their values
+    are redacted wherever the request is kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,23 +129,51 @@ def _body(body: bytes) -> str:
     return text
 
 
+def redact_url(url: str, secret_query: frozenset[str]) -> str:
+    """``url`` with the values of the ``secret_query`` parameters replaced by [redacted]."""
+    if not secret_query:
+        return url
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, REDACTED if k in secret_query else v) for k, v in pairs]
+    return urlunsplit(parts._replace(query=urlencode(kept, safe="[]")))
+
+
+def _secret_values(request: HttpRequest) -> list[str]:
+    pairs = parse_qsl(urlsplit(request.url).query, keep_blank_values=True)
+    return [v for k, v in pairs if k in request.secret_query and v]
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for value in secrets:
+        text = text.replace(value, REDACTED)
+    return text
+
+
 def exchange(request: HttpRequest, result: HttpResponse | HttpFailure) -> Exchange:
-    """What went over the wire, safe to store and show: bodies truncated, secrets redacted."""
+    """What went over the wire, safe to store and show: bodies truncated, secrets redacted
+    (secret headers, and the values of secret query parameters wherever they appear)."""
     secret = SECRET_HEADERS | request.secret_headers
+    values = _secret_values(request) if request.secret_query else []
     sent: dict[str, object] = {
         "method": request.method,
-        "url": request.url,
+        "url": redact_url(request.url, request.secret_query),
         "headers": {k: REDACTED if k.lower() in secret else v for k, v in request.headers.items()},
         "body": _body(request.body),
     }
     if isinstance(result, HttpFailure):
-        received: dict[str, object] = {"error": result.kind, "message": result.message}
+        received: dict[str, object] = {
+            "error": result.kind,
+            "message": _scrub(result.message, values),
+        }
     else:
         received = {
             "status": result.status,
             "headers": {
                 k: REDACTED if k.lower() in secret else v for k, v in result.headers.items()
             },
-            "body": _body(result.body),
+            "body": _scrub(_body(result.body), values),
         }
     return Exchange(sent, received)

@@ -8,11 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from headwater.destinations.base import Destination
+from headwater.destinations.braze import Braze
 from headwater.destinations.devsink import Devsink
+from headwater.destinations.ga4 import Ga4
 from headwater.destinations.http import Http
 from headwater.destinations.segment import Segment
 from headwater.destinations.webhook import Webhook
 
-TYPES: dict[str, type[Destination[Any]]] = {d.type: d for d in (Webhook, Segment, Devsink, Http)}
+TYPES: dict[str, type[Destination[Any]]] = {
+    d.type: d for d in (Webhook, Segment, Devsink, Http, Ga4, Braze)
+}
 
 __all__ = ["TYPES", "Destination"]
