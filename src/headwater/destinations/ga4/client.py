@@ -39,7 +39,7 @@ class Ga4(MappedDestination[Ga4Settings]):
     settings_model = Ga4Settings
     presets = PRESETS
     default_batch_events = 25
-    max_batch_events = 100  # cut into requests of at most 25, one user's events in each
+    max_batch_events = 25  # GA4 takes 25 a request; events of several users: several requests
 
     def map_events(
         self, events: Sequence[OutboundEvent]
