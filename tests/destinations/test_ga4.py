@@ -376,3 +376,15 @@ async def test_partial_batch_through_the_engine(make_pipeline: Any, ga4: FakeGa4
     assert sorted(e["params"]["message_id"] for e in ga4.accepted) == sorted(good)
     rows = await pipeline.ledger("ga", bad[0])
     assert "GA4 NAME_RESERVED: name: 'session_start'" in str(rows[-1])
+
+
+def test_secret_query_values_are_redacted_in_failures_too() -> None:
+    from headwater.delivery.http import HttpFailure, HttpRequest, exchange
+
+    request = HttpRequest("POST", f"https://g.test/mp/collect?measurement_id={MID}&api_secret={SECRET}",
+                          {}, b"{}", secret_query=frozenset({"api_secret"}))  # fmt: skip
+    kept = exchange(request, HttpFailure("connect", f"refused for ...api_secret={SECRET}"))
+    stored = orjson.dumps([kept.request, kept.response]).decode()
+    assert SECRET not in stored and "[redacted]" in stored
+    plain = HttpRequest("POST", "https://g.test/x?a=1", {}, b"")  # without secret_query: as before
+    assert exchange(plain, HttpFailure("connect", "no")).request["url"] == "https://g.test/x?a=1"
