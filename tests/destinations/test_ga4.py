@@ -348,8 +348,11 @@ def test_a_malformed_override_names_its_place(http: HttpClient) -> None:
 
 
 def test_settings_refuse_what_is_not_a_measurement_id() -> None:
-    with pytest.raises(ValueError, match="is not a GA4 measurement ID"):
-        Ga4.settings_model.model_validate({"measurement_id": "abc123", "api_secret": "x"})
+    with pytest.raises(ValueError, match="is not a GA4 measurement ID") as caught:
+        Ga4.settings_model.model_validate(
+            {"measurement_id": "s3cr3t-in-wrong-field", "api_secret": "x"}
+        )
+    assert "s3cr3t-in-wrong-field" not in str(caught.value).split("input_value")[0]
     with pytest.raises(ValueError, match="query or fragment"):
         Ga4.settings_model.model_validate(
             {"measurement_id": MID, "api_secret": "x", "endpoint": "https://g.test/?api_secret=1"}

@@ -32,8 +32,8 @@ class Ga4Settings(DestinationSettings):
         value = value.strip()
         if not MEASUREMENT_ID.match(value):
             raise ValueError(
-                f"{value!r} is not a GA4 measurement ID: it looks like G-XXXXXXXXXX"
-                " (Admin > Data streams > your web stream); an API secret goes in api_secret"
+                "this is not a GA4 measurement ID: it looks like G-XXXXXXXXXX (Admin > Data"
+                " streams > your web stream); an API secret goes in api_secret"
             )
         return value
 
