@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import dataclasses
 import importlib.util
 import inspect
 import json
@@ -17,6 +18,7 @@ import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -68,8 +70,9 @@ class Case:
     """The events the destination delivered, oldest first; default: what the fake got."""
     key_of: Callable[[str], str] = str
     """The vendor's dedupe key made of a messageId (what ``received`` reports as messageId)."""
-    event_fields: dict[str, Any] | None = None
-    """Fields every event the suite sends has (a vendor may need an e-mail address)."""
+    event_fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Fields set on every event the suite sends, so that the type's presets take them
+    (``type`` and ``event`` for actions that trigger on tracks, an e-mail address, ...)."""
 
 
 CASES: dict[str, Case] = {
@@ -150,6 +153,44 @@ CASES.update({
         secrets=("slack-s3cret-0010",), received=_vendor_received(_slack), event_fields=TRACK,
     ),
 })  # fmt: skip
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _ga4_received(_d: Destination[Any], fake: FakeDestination) -> list[dict[str, Any]]:
+    """GA4 events back as {messageId, properties}: the message_id param, the other params."""
+    out = []
+    for request in fake.requests:
+        for event in request.json()["events"]:
+            params = dict(event["params"])
+            message_id = params.pop("message_id")
+            params.pop("engagement_time_msec")
+            out.append({"messageId": message_id, "properties": params})
+    return out
+
+
+def _braze_received(_d: Destination[Any], fake: FakeDestination) -> list[dict[str, Any]]:
+    out = []
+    for request in fake.requests:
+        for event in request.json().get("events", []):
+            properties = dict(event["properties"])
+            out.append({"messageId": properties.pop("message_id"), "properties": properties})
+    return out
+
+
+TRACK_ANONYMOUS = {"type": "track", "event": "Video Played", "anonymousId": "anon-1"}
+CASES["ga4"] = Case(
+    lambda url: {"endpoint": url, "measurement_id": "G-TEST1234", "api_secret": "ga4-s3cret-0007"},
+    secrets=("ga4-s3cret-0007",), received=_ga4_received,
+    event_fields={**TRACK_ANONYMOUS, "timestamp": _now()},
+)  # fmt: skip
+CASES["braze"] = Case(
+    lambda url: {"endpoint": url, "api_key": "braze-s3cret-0008"},
+    secrets=("braze-s3cret-0008",), received=_braze_received,
+    event_fields={**TRACK_ANONYMOUS, "userId": "u1", "timestamp": _now()},
+)  # fmt: skip
 
 ALL_TYPES = sorted(TYPES)
 
@@ -275,7 +316,7 @@ async def test_messages_arrive_with_their_message_id(
     type_: str, case: Case, fake: FakeDestination, http: HttpClient
 ) -> None:
     destination = build(type_, case.settings(fake.url), http)
-    sent = outbounds(3, **(case.event_fields or {}))
+    sent = outbounds(3, **case.event_fields)
     for event in sent:
         attempt = await destination.deliver([event])
         assert isinstance(attempt.outcome, Delivered), attempt.outcome
@@ -294,7 +335,7 @@ async def test_a_full_batch_arrives_complete_in_one_request(
     batch = kind.default_batch_events if size == "default" else kind.max_batch_events
     destination = build(type_, case.settings(fake.url), http, batch_events=batch)
     track = issubclass(kind, MappedDestination)
-    sent = [small(i, track, **(case.event_fields or {})) for i in range(batch)]
+    sent = [small(i, track, **case.event_fields) for i in range(batch)]
     assert sum(len(e.payload) for e in sent) <= kind.default_batch_bytes  # as the engine cuts
     attempt = await destination.deliver(sent)
     assert isinstance(attempt.outcome, Delivered), attempt.outcome
@@ -350,7 +391,7 @@ async def test_answers_become_outcomes_and_never_exceptions(
     fake.script = expected.script
     url = f"http://127.0.0.1:{free_port()}" if expected.refused else fake.url
     destination = build(type_, case.settings(url), http, batch_events=2, timeout_secs=0.2)
-    sent = outbounds(2, **(case.event_fields or {}))
+    sent = outbounds(2, **case.event_fields)
 
     attempt = await destination.deliver(sent)  # must not raise, whatever the answer
 

@@ -25,7 +25,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int = 0  # what the fake answered (or is about to answer)
-    query: str = ""  # the URL's query string, without "?"
+    query: dict[str, str] = field(default_factory=dict)  # the query string's parameters
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -103,7 +103,7 @@ class FakeDestination:
     async def _handle(self, request: web.Request) -> web.Response:
         received = Received(
             time.monotonic(), request.method, request.path, dict(request.headers),
-            await request.read(), query=request.query_string,
+            await request.read(), query=dict(request.query),
         )  # fmt: skip
         with self._lock:
             index = len(self.requests)

@@ -74,7 +74,7 @@ class FakeMixpanel(FakeDestination):
         return password == "" and user in (self.api_secret, self.token)
 
     def _import(self, request: Received) -> Reply:
-        query = {k: v[0] for k, v in parse_qs(request.query).items()}
+        query = dict(request.query)
         self.queries.append(query)
         if not self._authorized(request, query):
             return _reply(401, {"code": 401, "error": "Invalid API secret",

@@ -183,7 +183,8 @@ class DestinationConfig(_Model):
 
     type: str
     """The kind of destination: ``webhook``, ``segment``, ``devsink``, ``http``, ``amplitude``,
-    ``mixpanel``, ``customerio``, ``hubspot``, ``intercom`` or ``slack`` (docs/destinations.md)."""
+    ``mixpanel``, ``ga4``, ``braze``, ``customerio``, ``hubspot``, ``intercom`` or ``slack``
+    (docs/destinations.md)."""
 
     sources: Annotated[list[str], Field(min_length=1)]
     """The sources whose events go to this destination."""

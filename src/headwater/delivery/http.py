@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 from headwater.delivery.http1 import ConnectError, Http1Client, ProtocolError
 from headwater.delivery.outcomes import Delivered, Discard, Exchange, Outcome, Retry
@@ -37,6 +37,9 @@ class HttpRequest:
     secret_values: frozenset[str] = field(default_factory=frozenset)
     """Secrets a vendor wants in the body or URL (Amplitude's ``api_key``): replaced by
     ``[redacted]`` wherever they appear in the exchange kept for the ledger."""
+    secret_query: frozenset[str] = field(default_factory=frozenset)
+    """Names of query parameters that carry a secret (GA4's ``api_secret``): their values
+    are redacted wherever the request is kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,18 +156,41 @@ def redact_bytes(body: bytes, secrets: frozenset[str]) -> bytes:
     return body
 
 
+def redact_url(url: str, secret_query: frozenset[str]) -> str:
+    """``url`` with the values of the ``secret_query`` parameters replaced by [redacted]."""
+    if not secret_query:
+        return url
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, REDACTED if k in secret_query else v) for k, v in pairs]
+    return urlunsplit(parts._replace(query=urlencode(kept, safe="[]")))
+
+
+def _secret_values(request: HttpRequest) -> list[str]:
+    pairs = parse_qsl(urlsplit(request.url).query, keep_blank_values=True)
+    return [v for k, v in pairs if k in request.secret_query and v]
+
+
 def exchange(request: HttpRequest, result: HttpResponse | HttpFailure) -> Exchange:
-    """What went over the wire, safe to store and show: bodies truncated, secrets redacted."""
+    """What went over the wire, safe to store and show: bodies truncated, secrets redacted
+    (secret headers, and the values of secret query parameters wherever they appear)."""
     secret = SECRET_HEADERS | request.secret_headers
     values = request.secret_values
+    if request.secret_query:
+        values |= frozenset(_secret_values(request))
     sent: dict[str, object] = {
         "method": request.method,
-        "url": redact(request.url, values),
+        "url": redact(redact_url(request.url, request.secret_query), values),
         "headers": {k: REDACTED if k.lower() in secret else v for k, v in request.headers.items()},
         "body": _body(request.body, values),
     }
     if isinstance(result, HttpFailure):
-        received: dict[str, object] = {"error": result.kind, "message": result.message}
+        received: dict[str, object] = {
+            "error": result.kind,
+            "message": redact(result.message, values),
+        }
     else:
         received = {
             "status": result.status,

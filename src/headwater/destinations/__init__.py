@@ -9,8 +9,10 @@ from typing import Any
 
 from headwater.destinations.amplitude import Amplitude
 from headwater.destinations.base import Destination
+from headwater.destinations.braze import Braze
 from headwater.destinations.customerio import Customerio
 from headwater.destinations.devsink import Devsink
+from headwater.destinations.ga4 import Ga4
 from headwater.destinations.http import Http
 from headwater.destinations.hubspot import Hubspot
 from headwater.destinations.intercom import Intercom
@@ -22,7 +24,18 @@ from headwater.destinations.webhook import Webhook
 TYPES: dict[str, type[Destination[Any]]] = {
     d.type: d
     for d in (
-        Webhook, Segment, Devsink, Http, Amplitude, Mixpanel, Customerio, Hubspot, Intercom, Slack,
+        Webhook,
+        Segment,
+        Devsink,
+        Http,
+        Amplitude,
+        Mixpanel,
+        Ga4,
+        Braze,
+        Customerio,
+        Hubspot,
+        Intercom,
+        Slack,
     )
 }
 
