@@ -100,9 +100,10 @@ def retry_after_secs(value: str | None, now: float | None = None) -> float | Non
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _snippet(body: bytes) -> str:
-    text = body[:200].decode("utf-8", "replace").strip()
-    return text + ("…" if len(body) > 200 else "")
+def snippet(body: bytes, size: int = 200) -> str:
+    """The first ``size`` bytes of an answer, for a reason."""
+    text = body[:size].decode("utf-8", "replace").strip()
+    return text + ("…" if len(body) > size else "")
 
 
 def classify(result: HttpResponse | HttpFailure) -> Outcome:
@@ -114,7 +115,7 @@ def classify(result: HttpResponse | HttpFailure) -> Outcome:
     if 200 <= status < 300:
         return Delivered(status)
     headers = {k.lower(): v for k, v in result.headers.items()}
-    reason = f"HTTP {status}: {_snippet(result.body)}" if result.body else f"HTTP {status}"
+    reason = f"HTTP {status}: {snippet(result.body)}" if result.body else f"HTTP {status}"
     if status in RETRYABLE_4XX or status >= 500:
         return Retry(reason, status, retry_after_secs(headers.get("retry-after")))
     if 300 <= status < 400:

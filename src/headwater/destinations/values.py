@@ -1,5 +1,7 @@
-"""What vendor destinations share: times as epoch milliseconds, region names, reading and
-rewording vendors' answers."""
+"""Values vendor destinations share: times as epoch milliseconds or unix seconds, region
+names, vendors' answers read (JSON, headers, a snippet) and reworded.
+
+``snippet`` is :func:`headwater.delivery.http.snippet`, re-exported here with the rest."""
 
 from __future__ import annotations
 
@@ -10,8 +12,20 @@ from typing import Any
 import orjson
 
 from headwater.config.urls import check_http_url
-from headwater.delivery.http import redact
+from headwater.delivery.http import HttpResponse, redact, snippet
 from headwater.delivery.outcomes import Discard, Outcome, Retry
+
+__all__ = [
+    "base_url",
+    "epoch_ms",
+    "headers_of",
+    "json_object",
+    "json_of",
+    "snippet",
+    "unix_seconds",
+    "with_reason",
+    "without_secrets",
+]
 
 
 def epoch_ms(value: Any) -> int | None:
@@ -51,10 +65,30 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def snippet(body: bytes) -> str:
-    """The first 200 bytes of an answer, for a reason."""
-    text = body[:200].decode("utf-8", "replace").strip()
-    return text + ("…" if len(body) > 200 else "")
+def json_of(body: bytes) -> Any:
+    """The parsed body, or None when it is not JSON."""
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def headers_of(result: HttpResponse) -> dict[str, str]:
+    """An answer's headers by lower-case name."""
+    return {k.lower(): v for k, v in result.headers.items()}
+
+
+def unix_seconds(value: Any) -> Any:
+    """An ISO-8601 time as unix seconds (an int); numbers and digit-only strings as they are;
+    anything else unchanged (the vendor's check names it)."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        return value
+    if value.isdigit():
+        return int(value)
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return value
 
 
 def with_reason(outcome: Outcome, reason: str) -> Outcome:

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import Any
-
-import orjson
 
 from headwater.delivery.events import OutboundEvent
 from headwater.delivery.http import (
@@ -36,27 +33,11 @@ from headwater.destinations.mapped import (
     _combine,
     _nothing_to_send,
 )
+from headwater.destinations.values import headers_of, snippet
 
 Result = HttpResponse | HttpFailure
 Split = list[tuple[Outgoing, Result, Outcome]]
 """A request's answer as (the events it decides, the answer, their outcome) parts."""
-
-
-def snippet(body: bytes, size: int = 200) -> str:
-    text = body[:size].decode("utf-8", "replace").strip()
-    return text + ("…" if len(body) > size else "")
-
-
-def json_of(body: bytes) -> Any:
-    """The parsed body, or None when it is not JSON."""
-    try:
-        return orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        return None
-
-
-def headers_of(result: HttpResponse) -> dict[str, str]:
-    return {k.lower(): v for k, v in result.headers.items()}
 
 
 def vendor_outcome(
@@ -84,19 +65,6 @@ def vendor_outcome(
         where = headers_of(result).get("location", "?")
         return Discard(f"{vendor} {status}: redirected to {where}; set `endpoint` to it", status)
     return Discard(reason, status)
-
-
-def unix_seconds(value: Any) -> Any:
-    """An ISO-8601 time as unix seconds (an int); numbers and digit-only strings as they are;
-    anything else unchanged (the vendor's check names it)."""
-    if isinstance(value, bool) or not isinstance(value, str):
-        return value
-    if value.isdigit():
-        return int(value)
-    try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        return value
 
 
 Check = Callable[[Mapped], str | None]

@@ -12,7 +12,8 @@ from headwater.delivery.outcomes import Attempt, Discard, Outcome
 from headwater.destinations.customerio import encoder
 from headwater.destinations.customerio.settings import CustomerioSettings
 from headwater.destinations.mapped import Mapped, MappedDestination, Outgoing
-from headwater.destinations.vendors import Result, Split, deliver_split, json_of, vendor_outcome
+from headwater.destinations.values import json_of
+from headwater.destinations.vendors import Result, Split, deliver_split, vendor_outcome
 
 
 def error_detail(body: bytes) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 from headwater.delivery.http import HttpRequest
 from headwater.destinations.customerio.settings import CustomerioSettings
 from headwater.destinations.mapped import Mapped, json_body
-from headwater.destinations.vendors import unix_seconds
+from headwater.destinations.values import unix_seconds
 from headwater.mapping.actions import ActionSpec
 
 PERSON, EVENT, PAGE, SCREEN, OBJECT = (

@@ -13,14 +13,8 @@ from headwater.delivery.outcomes import Attempt, Discard, Outcome, Retry
 from headwater.destinations.hubspot import encoder
 from headwater.destinations.hubspot.settings import HubspotSettings
 from headwater.destinations.mapped import Mapped, MappedDestination, Outgoing
-from headwater.destinations.vendors import (
-    Result,
-    Split,
-    deliver_split,
-    headers_of,
-    json_of,
-    vendor_outcome,
-)
+from headwater.destinations.values import headers_of, json_of
+from headwater.destinations.vendors import Result, Split, deliver_split, vendor_outcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,8 @@ from headwater.delivery.outcomes import Attempt, Outcome
 from headwater.destinations.intercom import encoder
 from headwater.destinations.intercom.settings import IntercomSettings
 from headwater.destinations.mapped import Mapped, MappedDestination, Outgoing
-from headwater.destinations.vendors import (
-    Result,
-    deliver_split,
-    headers_of,
-    json_of,
-    vendor_outcome,
-)
+from headwater.destinations.values import headers_of, json_of
+from headwater.destinations.vendors import Result, deliver_split, vendor_outcome
 
 
 def error_detail(body: bytes) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 from headwater.delivery.http import HttpRequest
 from headwater.destinations.intercom.settings import IntercomSettings
 from headwater.destinations.mapped import Mapped, json_body
-from headwater.destinations.vendors import unix_seconds
+from headwater.destinations.values import unix_seconds
 from headwater.mapping.actions import ActionSpec
 
 CONTACT, EVENT = "identify_contact", "track_event"
