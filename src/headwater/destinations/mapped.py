@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -72,6 +72,30 @@ def json_body(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def finish_each(
+    mapped: list[Mapped],
+    refused: dict[int, Discard],
+    kind: str,
+    finish: Callable[[dict[str, Any]], Any],
+    vendor: str,
+) -> list[Mapped]:
+    """Each object payload of action ``kind`` through ``finish``, which gives the payload to
+    send, or a string that says why the vendor would refuse it; such an event joins
+    ``refused`` and none of its payloads is sent (never half-sent)."""
+    finished: list[Mapped] = []
+    for item in mapped:
+        if item.kind != kind or not isinstance(item.payload, dict):
+            finished.append(item)
+            continue
+        payload = finish(item.payload)
+        if isinstance(payload, str):
+            reason = f"{payload} (action {item.action.name}): not sent to {vendor}"
+            refused.setdefault(item.event.offset, Discard(reason))
+        else:
+            finished.append(Mapped(item.action, payload, item.event))
+    return [m for m in finished if m.event.offset not in refused]
 
 
 _SEVERITY = {Delivered: 0, Discard: 1, Retry: 2}

@@ -34,7 +34,13 @@ from headwater.delivery.outcomes import Discard, Outcome, Retry
 from headwater.destinations.amplitude import encoder
 from headwater.destinations.amplitude.presets import PRESETS
 from headwater.destinations.amplitude.settings import AmplitudeSettings
-from headwater.destinations.mapped import Mapped, MappedDestination, Outgoing, unique_events
+from headwater.destinations.mapped import (
+    Mapped,
+    MappedDestination,
+    Outgoing,
+    finish_each,
+    unique_events,
+)
 from headwater.destinations.values import json_object, snippet, with_reason, without_secrets
 
 THROTTLE_SECS = 30.0  # Amplitude: pause a throttled device or user for about 30 s
@@ -82,19 +88,7 @@ class Amplitude(MappedDestination[AmplitudeSettings]):
         self, events: Sequence[OutboundEvent]
     ) -> tuple[list[Mapped], dict[int, Discard]]:
         mapped, refused = super().map_events(events)
-        finished: list[Mapped] = []
-        for item in mapped:
-            if item.kind != "log_event" or not isinstance(item.payload, dict):
-                finished.append(item)
-                continue
-            payload = encoder.finish_event(item.payload)
-            if isinstance(payload, str):
-                reason = f"{payload} (action {item.action.name}): not sent to Amplitude"
-                refused.setdefault(item.event.offset, Discard(reason))
-            else:
-                finished.append(Mapped(item.action, payload, item.event))
-        kept = [m for m in finished if m.event.offset not in refused]  # never half-sent
-        return kept, refused
+        return finish_each(mapped, refused, "log_event", encoder.finish_event, self.vendor), refused
 
     def _encoders(self, kind: str) -> tuple[Encode, ...]:
         if kind == "log_event":

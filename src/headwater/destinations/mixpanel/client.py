@@ -21,7 +21,13 @@ from typing import Any
 from headwater.delivery.events import OutboundEvent
 from headwater.delivery.http import HttpFailure, HttpRequest, HttpResponse, classify, redact
 from headwater.delivery.outcomes import Delivered, Discard, Outcome
-from headwater.destinations.mapped import Mapped, MappedDestination, Outgoing, unique_events
+from headwater.destinations.mapped import (
+    Mapped,
+    MappedDestination,
+    Outgoing,
+    finish_each,
+    unique_events,
+)
 from headwater.destinations.mixpanel import encoder
 from headwater.destinations.mixpanel.presets import PRESETS
 from headwater.destinations.mixpanel.settings import MixpanelSettings
@@ -53,18 +59,7 @@ class Mixpanel(MappedDestination[MixpanelSettings]):
         self, events: Sequence[OutboundEvent]
     ) -> tuple[list[Mapped], dict[int, Discard]]:
         mapped, refused = super().map_events(events)
-        finished: list[Mapped] = []
-        for item in mapped:
-            if item.kind != "import" or not isinstance(item.payload, dict):
-                finished.append(item)
-                continue
-            record = encoder.finish_event(item.payload)
-            if isinstance(record, str):
-                reason = f"{record} (action {item.action.name}): not sent to Mixpanel"
-                refused.setdefault(item.event.offset, Discard(reason))
-            else:
-                finished.append(Mapped(item.action, record, item.event))
-        return [m for m in finished if m.event.offset not in refused], refused
+        return finish_each(mapped, refused, "import", encoder.finish_event, self.vendor), refused
 
     def plan(self, mapped: Sequence[Mapped]) -> list[Outgoing]:
         groups: dict[str, list[Mapped]] = {}
