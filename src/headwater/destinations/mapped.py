@@ -7,16 +7,19 @@ group of payloads of one action kind becomes a request (:meth:`encode_group`, or
 
 1. every event is matched against the enabled actions' triggers and built by each matching
    action's mapping;
-2. an event no trigger matches, or that an action cannot build (a required field came out
-   missing), is not sent: it gets its own ``Discard`` in ``Attempt.per_event`` with the
-   reason (``missing required field user_id (mapped from $.userId) for action log_event``);
+2. an event that an action cannot build (a required field came out missing) is not sent:
+   it gets its own ``Discard`` in ``Attempt.per_event`` with the reason (``missing required
+   field user_id (mapped from $.userId) for action log_event``); an event no enabled
+   action's trigger matches is not sent either and gets a ``Filtered`` (the destination
+   does not subscribe to it: Segment shows such events as filtered, not failed);
 3. the payloads are grouped by action kind, in the order of the batch, and sent, one
    request per group by default (so a batch of 100 tracks is one request);
 4. each event takes the outcome of the requests that carried it (the worst of them if it
    went in several: a retry over a discard over a delivery); the attempt's outcome is that
    of the largest request, and ``per_event`` names the events whose outcome differs.
 
-A batch with nothing to send sends nothing and ends in ``Discard``.
+A batch with nothing to send sends nothing and ends in ``Discard`` (``Filtered`` when no
+event of it matched any trigger).
 """
 
 from __future__ import annotations
@@ -32,7 +35,15 @@ import orjson
 
 from headwater.delivery.events import OutboundEvent
 from headwater.delivery.http import HttpFailure, HttpRequest, HttpResponse, exchange
-from headwater.delivery.outcomes import Attempt, Delivered, Discard, Exchange, Outcome, Retry
+from headwater.delivery.outcomes import (
+    Attempt,
+    Delivered,
+    Discard,
+    Exchange,
+    Filtered,
+    Outcome,
+    Retry,
+)
 from headwater.destinations.base import Context, HttpDestination, S
 from headwater.mapping.actions import Action, ActionConfig, ActionSpec, Unbuildable, compile_actions
 
@@ -68,7 +79,7 @@ def json_body(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-_SEVERITY = {Delivered: 0, Discard: 1, Retry: 2}
+_SEVERITY = {Filtered: -1, Delivered: 0, Discard: 1, Retry: 2}
 
 
 def _worse(a: Outcome | None, b: Outcome) -> Outcome:
@@ -127,10 +138,10 @@ class MappedDestination(HttpDestination[S]):
 
     def map_events(
         self, events: Sequence[OutboundEvent]
-    ) -> tuple[list[Mapped], dict[int, Discard]]:
-        """The payloads to send, and the events that cannot be sent with why."""
+    ) -> tuple[list[Mapped], dict[int, Discard | Filtered]]:
+        """The payloads to send, and the events that are not sent with why."""
         mapped: list[Mapped] = []
-        refused: dict[int, Discard] = {}
+        refused: dict[int, Discard | Filtered] = {}
         for event in events:
             body = event.event
             matched = False
@@ -144,7 +155,7 @@ class MappedDestination(HttpDestination[S]):
                 else:
                     mapped.append(Mapped(action, result, event))
             if not matched:
-                refused[event.offset] = Discard(
+                refused[event.offset] = Filtered(
                     f"no action's trigger matches ({summary(body)}): not sent; to send such"
                     f" events, add an action to destination {self.name} (docs/mapping.md)"
                 )
@@ -191,19 +202,23 @@ def unique_events(events: Iterable[OutboundEvent]) -> tuple[OutboundEvent, ...]:
     return tuple(seen.values())
 
 
-def _nothing_to_send(events: Sequence[OutboundEvent], refused: dict[int, Discard]) -> Attempt:
+def _nothing_to_send(
+    events: Sequence[OutboundEvent], refused: dict[int, Discard | Filtered]
+) -> Attempt:
     reasons = {d.reason for d in refused.values()}
     if len(reasons) == 1:
         [reason] = reasons
     else:
         reason = f"none of the {len(events)} events could be mapped; each has its reason"
     record: dict[str, object] = {"note": "nothing was sent: no event of the batch could be mapped"}
-    return Attempt(Discard(reason), Exchange(record, {}), 0.0, dict(refused))
+    unsubscribed = all(isinstance(o, Filtered) for o in refused.values())
+    overall: Outcome = Filtered(reason) if unsubscribed else Discard(reason)
+    return Attempt(overall, Exchange(record, {}), 0.0, dict(refused))
 
 
 def _combine(
     events: Sequence[OutboundEvent],
-    refused: dict[int, Discard],
+    refused: dict[int, Discard | Filtered],
     results: list[tuple[Outgoing, HttpResponse | HttpFailure, Outcome]],
     duration_ms: float,
 ) -> Attempt:
