@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
@@ -50,9 +50,9 @@ from headwater.mapping.actions import Action, ActionConfig, ActionSpec, Unbuilda
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Mapped:
-    """One event as one action made it: the payload to send."""
+class Mapped(NamedTuple):
+    """One event as one action made it: the payload to send. (A named tuple: one is made
+    per event and action, and a tuple is made in half the time of a frozen dataclass.)"""
 
     action: Action
     payload: Any
@@ -142,15 +142,20 @@ class MappedDestination(HttpDestination[S]):
         """The payloads to send, and the events that are not sent with why."""
         mapped: list[Mapped] = []
         refused: dict[int, Discard | Filtered] = {}
+        actions = self.actions
         for event in events:
             body = event.event
             matched = False
-            for action in self.actions:
-                result = self._run(action, body)
-                if result is None:
-                    continue
+            for action in actions:
+                try:  # free unless it raises: the loop stays inline, it runs per event
+                    if not action.matches(body):
+                        continue
+                    result = action.build(body)
+                except Exception as exc:  # a bug in the kit must not stop the destination
+                    logger.exception("action %s of %s failed on an event", action.name, self.name)
+                    result = Unbuildable(f"action {action.name} failed on this event: {exc!r}")
                 matched = True
-                if isinstance(result, Unbuildable):
+                if type(result) is Unbuildable:
                     refused.setdefault(event.offset, Discard(result.reason))
                 else:
                     mapped.append(Mapped(action, result, event))
@@ -160,16 +165,6 @@ class MappedDestination(HttpDestination[S]):
                     f" events, add an action to destination {self.name} (docs/mapping.md)"
                 )
         return mapped, refused
-
-    def _run(self, action: Action, body: dict[str, Any]) -> Any:
-        """None when the action is not for this event; else its payload or Unbuildable."""
-        try:
-            if not action.matches(body):
-                return None
-            return action.build(body)
-        except Exception as exc:  # a bug in the kit must not stop the destination
-            logger.exception("action %s of %s failed on an event", action.name, self.name)
-            return Unbuildable(f"action {action.name} failed on this event: {exc!r}")
 
     def encode(self, events: Sequence[OutboundEvent]) -> HttpRequest:
         """The one request for ``events`` (for previews); ValueError if there is not one."""

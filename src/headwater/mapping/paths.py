@@ -131,6 +131,7 @@ def _keys_getter(keys: tuple[str, ...]) -> Getter:
                 return value.get(key, MISSING)
             return MISSING
 
+        get_one.single_key = key  # type: ignore[attr-defined]  # the object builder inlines it
         return get_one
 
     def get(value: Any) -> Any:
