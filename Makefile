@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NODE_SDK := tests/e2e/node
 
-.PHONY: run test lint check bench bench-delivery bench-processing bench-trace-cost clean
+.PHONY: run test lint check bench bench-delivery bench-destinations bench-processing bench-trace-cost clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: $(VENV)/.installed-dev
 
 bench-delivery: $(VENV)/.installed-dev
 	$(BIN)/python bench/delivery.py
+
+bench-destinations: $(VENV)/.installed-dev
+	$(BIN)/python bench/destinations.py --rounds 3
 
 bench-processing: $(VENV)/.installed-dev
 	$(BIN)/python bench/processing.py

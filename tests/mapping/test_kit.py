@@ -396,3 +396,17 @@ def test_a_generated_object_builder_keeps_order_nulls_and_odd_keys() -> None:
 def test_one_key_paths_of_something_not_an_object_give_nothing(root: Any) -> None:
     mapping = compile_mapping({"id": {"@path": "$.userId"}, "c": "k"})
     assert mapping.resolve(root) == {"c": "k"}
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [({"a": {"b": {"c": 1}}}, {"v": 1}), ({"a": {"b": None}}, {}), ({"a": "text"}, {}),
+     ({"a": [{"b": 1}]}, {}), ({"a": {"b": {"c": None}}}, {"v": None}), ({}, {})],
+)  # fmt: skip
+def test_paths_of_several_keys_in_a_generated_builder(event: Any, expected: Any) -> None:
+    assert compile_mapping({"v": {"@path": "$.a.b.c"}}).resolve(event) == expected
+
+
+def test_a_template_keeps_literal_braces() -> None:
+    mapping = compile_mapping({"@template": "{x} {{userId}} }{ {{n}}"})
+    assert mapping.resolve({"userId": "u1", "n": 2.0}) == "{x} u1 }{ 2"

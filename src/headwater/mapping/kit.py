@@ -114,21 +114,28 @@ def _compile_object(spec: dict[str, Any], where: str) -> Resolver:
     """An object's builder, generated as straight-line Python once per spec.
 
     Building objects is most of a mapping's work, so the builder is written out field by
-    field instead of looping over resolvers: a one-key ``@path`` (``$.userId``, the common
-    case) becomes a dict lookup in place, a constant an assignment, anything else a call of
-    its resolver. Keys and values reach the generated code only as names bound in its
-    namespace (``_k0``, ``_r0``), never as source text, so no spec can inject code."""
+    field instead of looping over resolvers: a ``@path`` of keys (``$.userId``,
+    ``$.context.ip``, the common case) becomes dict lookups in place, a constant an
+    assignment, anything else a call of its resolver. Keys and values reach the generated
+    code only as names bound in its namespace (``_k0``, ``_r0``), never as source text, so
+    no spec can inject code."""
     namespace: dict[str, Any] = {"MISSING": MISSING, "_no_get": _no_get}
     lines = ["def build(root):", "    out = {}"]
     lookups = False
     for i, (key, value) in enumerate(spec.items()):
         resolve = compile_value(value, child(where, key))
         namespace[f"_k{i}"] = key
-        single = getattr(resolve, "single_key", None)
-        if single is not None:
+        keys = getattr(resolve, "path_keys", None)
+        if keys is not None:  # a @path of keys only: lookups in place, nothing raises
             lookups = True
-            namespace[f"_s{i}"] = single
-            lines += [f"    v = get(_s{i}, MISSING)", f"    if v is not MISSING: out[_k{i}] = v"]
+            for j, key_j in enumerate(keys):
+                namespace[f"_s{i}_{j}"] = key_j
+                lines.append(
+                    f"    v = get(_s{i}_0, MISSING)"
+                    if j == 0
+                    else f"    v = v.get(_s{i}_{j}, MISSING) if type(v) is dict else MISSING"
+                )
+            lines.append(f"    if v is not MISSING: out[_k{i}] = v")
         elif getattr(resolve, "constant", False) and not isinstance(resolve(None), dict | list):
             namespace[f"_c{i}"] = resolve(None)
             lines.append(f"    out[_k{i}] = _c{i}")
