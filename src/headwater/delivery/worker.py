@@ -7,6 +7,7 @@ batches, and sends them with at most ``concurrency`` requests in flight and at m
 
 - delivered: recorded in the ledger;
 - discarded (the destination refused it for good): recorded with the destination's answer;
+- filtered (``Filtered``: events it does not take, e.g. no action matches): never retried;
 - retry: the batch is copied into the retry table with its next attempt after a randomised
   exponential backoff (never before the destination's ``Retry-After``); what would be retried
   after the retry window closes goes to the dead letter store instead.
