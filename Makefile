@@ -6,7 +6,7 @@ NODE_SDK := tests/e2e/node
 # the suite runs in this many processes (pytest-xdist); every test is independent of the others
 TEST_WORKERS ?= 2
 
-.PHONY: run test test-stress lint check bench bench-delivery bench-processing bench-trace-cost bench-isolation clean
+.PHONY: run test test-stress lint check bench bench-delivery bench-destinations bench-processing bench-trace-cost bench-isolation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: $(VENV)/.installed-dev
 
 bench-delivery: $(VENV)/.installed-dev
 	$(BIN)/python bench/delivery.py
+
+bench-destinations: $(VENV)/.installed-dev
+	$(BIN)/python bench/destinations.py --rounds 3
 
 bench-processing: $(VENV)/.installed-dev
 	$(BIN)/python bench/processing.py

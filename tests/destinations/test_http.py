@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from headwater.delivery.http import REDACTED, HttpClient
-from headwater.delivery.outcomes import Delivered, Discard
+from headwater.delivery.outcomes import Delivered, Discard, Filtered
 from headwater.destinations.http import Http
 from headwater.destinations.http.settings import HttpSettings
 from tests.destinations.conftest import build, outbound, outbounds
@@ -94,7 +94,7 @@ async def test_actions_choose_events_and_mappings(fake: FakeDestination, http: H
     skipped = await destination.deliver([outbound(3, type="page")])
     assert [r.json() for r in fake.requests] == [{"event": "Order Completed"}, {"email": "e"}]
     assert tracked.outcome == identified.outcome == Delivered(200)
-    assert isinstance(skipped.outcome, Discard)
+    assert isinstance(skipped.outcome, Filtered)
     assert "no action's trigger matches (type=page" in skipped.outcome.reason
 
 

@@ -373,3 +373,40 @@ def test_resolve_never_raises_on_any_json_event(event: Any) -> None:
 @given(st.dictionaries(KEYS, JSON, max_size=6), st.sampled_from(sorted(EVERY_DIRECTIVE)))
 def test_each_directive_alone_never_raises(event: dict[str, Any], name: str) -> None:
     compile_mapping(EVERY_DIRECTIVE[name]).resolve(event)
+
+
+def test_a_generated_object_builder_keeps_order_nulls_and_odd_keys() -> None:
+    """Objects are built by generated code: keys in the spec's order, a present null kept,
+    an absent one dropped, constants and nested objects new per event, and keys that look
+    like code are only keys."""
+    odd = "x'] = 1; import os  # "
+    spec = {"b": {"@path": "$.userId"}, "a": 5, odd: {"@path": "$.gone"},
+            "nested": {"k": {"@path": "$.context.ip"}}, "n": {"@path": "$.nothing"},
+            "list": [1, {"@path": "$.userId"}], '"q"': "const"}  # fmt: skip
+    mapping = compile_mapping(spec)
+    event = {"userId": "u1", "nothing": None, "context": {"ip": "1.2.3.4"}}
+    first, second = mapping.resolve(event), mapping.resolve(event)
+    assert list(first) == ["b", "a", "nested", "n", "list", '"q"']
+    assert first == {"b": "u1", "a": 5, "nested": {"k": "1.2.3.4"}, "n": None,
+                     "list": [1, "u1"], '"q"': "const"}  # fmt: skip
+    assert first["nested"] is not second["nested"] and first["list"] is not second["list"]
+
+
+@pytest.mark.parametrize("root", [None, "text", 3, [1, 2], True])
+def test_one_key_paths_of_something_not_an_object_give_nothing(root: Any) -> None:
+    mapping = compile_mapping({"id": {"@path": "$.userId"}, "c": "k"})
+    assert mapping.resolve(root) == {"c": "k"}
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [({"a": {"b": {"c": 1}}}, {"v": 1}), ({"a": {"b": None}}, {}), ({"a": "text"}, {}),
+     ({"a": [{"b": 1}]}, {}), ({"a": {"b": {"c": None}}}, {"v": None}), ({}, {})],
+)  # fmt: skip
+def test_paths_of_several_keys_in_a_generated_builder(event: Any, expected: Any) -> None:
+    assert compile_mapping({"v": {"@path": "$.a.b.c"}}).resolve(event) == expected
+
+
+def test_a_template_keeps_literal_braces() -> None:
+    mapping = compile_mapping({"@template": "{x} {{userId}} }{ {{n}}"})
+    assert mapping.resolve({"userId": "u1", "n": 2.0}) == "{x} u1 }{ 2"

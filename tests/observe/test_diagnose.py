@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -302,7 +303,7 @@ def test_plan_violations_and_source_transformations_are_information() -> None:
 
 def test_events_a_destination_changed_on_the_way() -> None:
     dest = destination(report())
-    dest = DestinationEvidence(*[getattr(dest, f) for f in DestinationEvidence.__slots__][:-1], 7)
+    dest = dataclasses.replace(dest, changed_since_start=7)
     found = only(diagnose(evidence(destinations=[dest])))
     assert found.severity == "info" and found.events == 7 and found.destination == "hook"
     assert "filters/preview" in found.fix

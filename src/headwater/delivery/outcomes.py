@@ -1,8 +1,9 @@
 """What a delivery attempt can end in, and the states an event goes through per destination.
 
 A destination never decides *how* to retry, only *whether*: it turns each attempt into one
-of three outcomes. Backoff, the retry window, the circuit breaker and the dead letter store
-are the delivery engine's business (:mod:`headwater.delivery.worker`).
+of its outcomes (delivered, retry, discard; filtered for events it does not take at all).
+Backoff, the retry window, the circuit breaker and the dead letter store are the delivery
+engine's business (:mod:`headwater.delivery.worker`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,17 @@ class Discard:
     status: int | None = None
 
 
-Outcome = Delivered | Retry | Discard
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """Not sent on purpose, and not a failure: nothing the destination subscribes to (no
+    action's trigger matches the event). Recorded as filtered with the reason, never retried,
+    as Segment shows unsubscribed events. Only meaningful in :attr:`Attempt.per_event` or
+    for a batch of which nothing was sent."""
+
+    reason: str
+
+
+Outcome = Delivered | Retry | Discard | Filtered
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ one transaction of the attempt (:mod:`headwater.delivery.worker`).
 
 The circuit breaker hears one outcome per attempt (:func:`heard`): an attempt in which any
 event was delivered is an answer — the destination is up — whatever happened to the rest.
+Events a destination filtered (:class:`~headwater.delivery.outcomes.Filtered`: no action
+takes them) were never offered to it, so the breaker hears nothing of them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ import logging
 from collections.abc import Sequence
 
 from headwater.delivery.events import OutboundEvent
-from headwater.delivery.outcomes import Attempt, Delivered, Discard, Outcome, Retry
+from headwater.delivery.outcomes import (
+    Attempt,
+    Delivered,
+    Discard,
+    EventState,
+    Filtered,
+    Outcome,
+    Retry,
+)
+from headwater.delivery.store import LedgerEntry
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +53,7 @@ def outcome_groups(
     groups: dict[Outcome, list[OutboundEvent]] = {}
     for event in events:
         outcome = per_event.get(event.offset, attempt.outcome) if per_event else attempt.outcome
-        if not isinstance(outcome, Delivered | Retry | Discard):
+        if not isinstance(outcome, Delivered | Retry | Discard | Filtered):
             logger.warning(
                 "destination %s gave %r for the event at offset %d, not an outcome; retried",
                 destination,
@@ -59,11 +70,14 @@ def heard(groups: Sequence[Group], attempt: Attempt) -> Outcome:
 
     Any delivered event: the destination is up (Delivered). Else any retried event: a
     failure (the Retry asking for the longest wait, so a ``Retry-After`` is honoured). Else
-    every event was discarded: an answer, as a whole-batch Discard is.
+    every event was discarded: an answer, as a whole-batch Discard is. Filtered events are
+    not heard; when every event was filtered, the Filtered comes back (nothing was heard).
     """
     if not groups:
         return attempt.outcome
-    outcomes = [outcome for outcome, _ in groups]
+    outcomes = [outcome for outcome, _ in groups if not isinstance(outcome, Filtered)]
+    if not outcomes:
+        return groups[0][0]
     delivered = [o for o in outcomes if isinstance(o, Delivered)]
     if delivered:
         return delivered[0]
@@ -71,3 +85,11 @@ def heard(groups: Sequence[Group], attempt: Attempt) -> Outcome:
     if retries:
         return max(retries, key=lambda r: r.after_secs or 0.0)
     return outcomes[0]
+
+
+def filtered_entry(
+    destination: str, events: Sequence[OutboundEvent], outcome: Filtered, at_ms: int
+) -> LedgerEntry:
+    """The ledger row of events the destination filtered: terminal, no attempt, no status."""
+    return LedgerEntry(destination, EventState.FILTERED, [e.offset for e in events], at_ms, 0,
+                       None, outcome.reason)  # fmt: skip

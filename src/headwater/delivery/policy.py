@@ -98,6 +98,12 @@ class CircuitBreaker:
         elif self.consecutive_failures >= self.failures_to_open:
             self._open(at_least_secs)
 
+    def reprobe(self) -> None:
+        """A probe that offered the destination nothing (all its events were filtered): open
+        again with the next probe due at once."""
+        self.state = BreakerState.OPEN
+        self.probe_at = self._clock()
+
     def pause(self, secs: float) -> None:
         """Open at once for at least ``secs`` (the destination said when to come back)."""
         self._open(secs)

@@ -45,7 +45,7 @@ from headwater.delivery.http import (
     HttpResponse,
     exchange,
 )
-from headwater.delivery.outcomes import Delivered, Discard, Outcome, Retry
+from headwater.delivery.outcomes import Delivered, Discard, Filtered, Outcome, Retry
 from headwater.destinations.base import Destination, HttpDestination
 from headwater.destinations.mapped import MappedDestination
 from headwater.mapping.actions import Unbuildable
@@ -330,7 +330,9 @@ def _exchange_doc(
 
 
 def outcome_doc(outcome: Outcome) -> dict[str, Any]:
-    """An outcome as the API shows it: ``result`` delivered, retry or discard."""
+    """An outcome as the API shows it: ``result`` delivered, retry, discard or filtered."""
+    if isinstance(outcome, Filtered):
+        return {"result": "filtered", "status": None, "reason": outcome.reason}
     if isinstance(outcome, Delivered):
         return {"result": "delivered", "status": outcome.status, "reason": None}
     if isinstance(outcome, Retry):

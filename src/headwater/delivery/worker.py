@@ -7,6 +7,7 @@ batches, and sends them with at most ``concurrency`` requests in flight and at m
 
 - delivered: recorded in the ledger;
 - discarded (the destination refused it for good): recorded with the destination's answer;
+- filtered (``Filtered``: events it does not take, e.g. no action matches): never retried;
 - retry: the batch is copied into the retry table with its next attempt after a randomised
   exponential backoff (never before the destination's ``Retry-After``); what would be retried
   after the retry window closes goes to the dead letter store instead.
@@ -52,7 +53,8 @@ from headwater.delivery.outcomes import (
     Outcome,
     Retry,
 )
-from headwater.delivery.partial import Group, heard, outcome_groups
+from headwater.delivery.outcomes import Filtered as Unsubscribed
+from headwater.delivery.partial import Group, filtered_entry, heard, outcome_groups
 from headwater.delivery.policy import BreakerState, CircuitBreaker, TokenBucket, backoff_secs
 from headwater.delivery.store import (
     LATENCY_BOUNDS_MS,
@@ -580,12 +582,15 @@ class Worker:
         """True when this answer closes an open breaker: only a probe's does (a request sent
         before the breaker opened proves nothing, and must not cut a Retry-After short)."""
         closed = self.breaker.state is BreakerState.CLOSED
-        return probe and not closed and not isinstance(answer, Retry)
+        return probe and not closed and not isinstance(answer, Retry | Unsubscribed)
 
     def _after(self, outcome: Outcome, probe: bool) -> None:
         """Tell the breaker what it heard of an attempt (:func:`~.partial.heard`: a partly
-        delivered batch is an answer)."""
-        if isinstance(outcome, Retry):
+        delivered batch is an answer; a wholly filtered one is none: a probe goes again)."""
+        if isinstance(outcome, Unsubscribed):
+            if probe:
+                self.breaker.reprobe()
+        elif isinstance(outcome, Retry):
             if outcome.after_secs:
                 self.breaker.pause(outcome.after_secs)
             else:
@@ -633,6 +638,8 @@ class Worker:
                 ops.append(self._delivered(events, attempt, outcome, attempts, at, whole))
             elif isinstance(outcome, Discard):
                 ops.append(self._discarded(events, attempt, outcome, attempts, at))
+            elif isinstance(outcome, Unsubscribed):
+                ops.append(filtered_entry(self.name, events, outcome, at))
             else:
                 kept = retry.row_id if retry is not None and whole else None
                 ops += self._reschedule(events, attempt, outcome, retry, attempts, at, kept)

@@ -29,6 +29,7 @@ from headwater.destinations.mapped import (
     Mapped,
     MappedDestination,
     Outgoing,
+    Refused,
     Sent,
     _combine,
     _nothing_to_send,
@@ -70,7 +71,7 @@ def vendor_outcome(
 Check = Callable[[Mapped], str | None]
 
 
-def refuse_invalid(mapped: list[Mapped], refused: dict[int, Discard], check: Check) -> list[Mapped]:
+def refuse_invalid(mapped: list[Mapped], refused: Refused, check: Check) -> list[Mapped]:
     """The payloads ``check`` passes; each one it refuses (a reason) joins ``refused``."""
     kept: list[Mapped] = []
     for item in mapped:

@@ -89,8 +89,14 @@ def _render(parts: tuple[str | Resolver, ...]) -> Resolver:
         text = "".join(p for p in parts if isinstance(p, str))
         return lambda _root: text
 
+    # the text between placeholders as a format string, so one call joins the parts
+    fmt = "".join(p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else "{}"
+                  for p in parts)  # fmt: skip
+    getters = tuple(p for p in parts if not isinstance(p, str))
+
     def render(root: Any) -> Any:
-        return "".join(p if isinstance(p, str) else text_of(p(root)) for p in parts)
+        values = [g(root) for g in getters]
+        return fmt.format(*[v if type(v) is str else text_of(v) for v in values])
 
     return render
 

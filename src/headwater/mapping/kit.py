@@ -106,21 +106,53 @@ def _constant(value: Any) -> Resolver:
     def constant(_root: Any) -> Any:
         return value
 
+    constant.constant = True  # type: ignore[attr-defined]  # the object builder inlines it
     return constant
 
 
 def _compile_object(spec: dict[str, Any], where: str) -> Resolver:
-    fields = tuple((key, compile_value(value, child(where, key))) for key, value in spec.items())
+    """An object's builder, generated as straight-line Python once per spec.
 
-    def build(root: Any) -> Any:
-        out: dict[str, Any] = {}
-        for key, resolve in fields:
-            value = resolve(root)
-            if value is not MISSING:
-                out[key] = value
-        return out
-
+    Building objects is most of a mapping's work, so the builder is written out field by
+    field instead of looping over resolvers: a ``@path`` of keys (``$.userId``,
+    ``$.context.ip``, the common case) becomes dict lookups in place, a constant an
+    assignment, anything else a call of its resolver. Keys and values reach the generated
+    code only as names bound in its namespace (``_k0``, ``_r0``), never as source text, so
+    no spec can inject code."""
+    namespace: dict[str, Any] = {"MISSING": MISSING, "_no_get": _no_get}
+    lines = ["def build(root):", "    out = {}"]
+    lookups = False
+    for i, (key, value) in enumerate(spec.items()):
+        resolve = compile_value(value, child(where, key))
+        namespace[f"_k{i}"] = key
+        keys = getattr(resolve, "path_keys", None)
+        if keys is not None:  # a @path of keys only: lookups in place, nothing raises
+            lookups = True
+            for j, key_j in enumerate(keys):
+                namespace[f"_s{i}_{j}"] = key_j
+                lines.append(
+                    f"    v = get(_s{i}_0, MISSING)"
+                    if j == 0
+                    else f"    v = v.get(_s{i}_{j}, MISSING) if type(v) is dict else MISSING"
+                )
+            lines.append(f"    if v is not MISSING: out[_k{i}] = v")
+        elif getattr(resolve, "constant", False) and not isinstance(resolve(None), dict | list):
+            namespace[f"_c{i}"] = resolve(None)
+            lines.append(f"    out[_k{i}] = _c{i}")
+        else:
+            namespace[f"_r{i}"] = resolve
+            lines += [f"    v = _r{i}(root)", f"    if v is not MISSING: out[_k{i}] = v"]
+    if lookups:
+        lines.insert(2, "    get = root.get if type(root) is dict else _no_get")
+    lines.append("    return out")
+    exec(compile("\n".join(lines), f"<mapping {where or 'object'}>", "exec"), namespace)
+    build: Resolver = namespace["build"]
     return build
+
+
+def _no_get(_key: str, default: Any) -> Any:
+    """``dict.get`` of a value that is not an object: nothing there."""
+    return default
 
 
 def _compile_list(spec: list[Any], where: str) -> Resolver:
@@ -141,15 +173,16 @@ class Mapping:
     top-level directive finds nothing. Payloads are new objects per event, but values copied
     from the event are the event's own: do not mutate them in place."""
 
-    __slots__ = ("_resolve", "spec", "where")
+    __slots__ = ("resolve", "spec", "where")
+
+    resolve: Resolver
+    """``resolve(event)``: the payload (the compiled resolver itself, not a method around
+    it: it runs once per event)."""
 
     def __init__(self, spec: Any, where: str) -> None:
         self.spec = spec
         self.where = where
-        self._resolve = compile_value(spec, where)
-
-    def resolve(self, event: Any) -> Any:
-        return self._resolve(event)
+        self.resolve = compile_value(spec, where)
 
     def __repr__(self) -> str:
         return f"Mapping({self.spec!r})"

@@ -131,6 +131,7 @@ def _keys_getter(keys: tuple[str, ...]) -> Getter:
                 return value.get(key, MISSING)
             return MISSING
 
+        get_one.path_keys = keys  # type: ignore[attr-defined]  # the object builder inlines it
         return get_one
 
     def get(value: Any) -> Any:
@@ -141,6 +142,7 @@ def _keys_getter(keys: tuple[str, ...]) -> Getter:
             return MISSING
         return value
 
+    get.path_keys = keys  # type: ignore[attr-defined]  # the object builder inlines it
     return get
 
 

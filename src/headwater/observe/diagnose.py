@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from headwater.gateway.normalize import iso_ms
 from headwater.observe.delivery_report import DeliveryReport
-
-Severity = Literal["critical", "warning", "info"]
-SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+from headwater.observe.findings import SEVERITY_ORDER, Finding, Severity
+from headwater.observe.vendor_findings import by_vendor_error, vendor_finding
 
 # what a sender should do about each refusal code of the Tracking API
 REFUSAL_FIXES = {
@@ -59,30 +58,6 @@ REFUSAL_FIXES = {
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
-    severity: Severity
-    title: str  # the most likely cause, one line
-    detail: str  # what the evidence shows
-    fix: str  # what to do
-    events: int = 0  # how many events (or requests) it concerns
-    source: str | None = None
-    destination: str | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "severity": self.severity,
-            "title": self.title,
-            "detail": self.detail,
-            "fix": self.fix,
-            "events": self.events,
-            "source": self.source,
-            "destination": self.destination,
-            "evidence": self.evidence,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class RefusalGroup:
     """Refusals of one scope (a source, or an unknown key's prefix) and one code."""
 
@@ -104,6 +79,12 @@ class DestinationEvidence:
     queued: int  # events in the log after its cursor (routed or not), an upper bound
     sample_ids: dict[tuple[str, int | None, str], list[str]]  # per error group
     changed_since_start: int = 0  # events its filters or transformations changed
+    vendor: str = ""  # the vendor's display name (Destination.vendor); "": the type
+    key_settings: tuple[str, ...] = ()  # the settings a rejected credential points at
+
+    @property
+    def vendor_name(self) -> str:
+        return self.vendor or self.type
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +278,9 @@ def _destination(evidence: Evidence, dest: DestinationEvidence) -> list[Finding]
             )
         )  # fmt: skip
         return out
-    for group in report.error_groups():
+    vendor_groups, generic = by_vendor_error(dest, report.error_groups())
+    out.extend(vendor_finding(evidence, dest, v) for v in vendor_groups)
+    for group in generic:
         ids = dest.sample_ids.get((group.state.value, group.status, group.reason), [])
         out.append(_error_finding(evidence, dest, group.state.value, group.status,
                                   group.reason, group.events, ids))  # fmt: skip
@@ -382,10 +365,11 @@ def _error_finding(
     }  # fmt: skip
     where = f"{events} events {_window(evidence)}"
     if status in (401, 403):
+        keys = " / ".join(f"`{k}`" for k in dest.key_settings) or "API key / secret / headers"
         return Finding(
             "critical", f"destination {name}: credentials invalid or rotated ({status})",
             f"{name} answered {status} and {where} were discarded: {reason}",
-            f"update destination {name}'s settings (its API key / secret / headers) in the "
+            f"update destination {name}'s settings (its {keys}) in the "
             f"workspace; then `headwater replay --destination {name} --since "
             f"{iso_ms(evidence.since_ms)}` to send what was discarded",
             events, destination=name, evidence=proof,
@@ -423,3 +407,16 @@ def _error_finding(
         f"--destination {name}`",
         events, destination=name, evidence=proof,
     )  # fmt: skip
+
+
+__all__ = [
+    "REFUSAL_FIXES",
+    "SEVERITY_ORDER",
+    "DestinationEvidence",
+    "Evidence",
+    "Finding",
+    "RefusalGroup",
+    "Severity",
+    "SourceEvidence",
+    "diagnose",
+]

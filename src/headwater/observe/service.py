@@ -21,6 +21,7 @@ import orjson
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
 from headwater.delivery.engine import DeliveryEngine
 from headwater.delivery.store import StoreDB
+from headwater.destinations import TYPES
 from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats, Rejection, redact_key, vars_of
 from headwater.log.base import AppendResult, EventLog, Record, StoredRecord
@@ -434,9 +435,11 @@ class Observer:
         changed = 0
         if worker is not None:
             changed = worker.stage.transformed + sum(f["modified"] for f in worker.stage.stats())
+        kind = TYPES.get(config.type)
         return DestinationEvidence(
             name, config.type, config.enabled, list(config.sources), report,
             worker.breaker.state.value if worker else "stopped", queued, samples, changed,
+            kind.vendor if kind else "", kind.key_settings if kind else (),
         )  # fmt: skip
 
     def _engine(self) -> DeliveryEngine:

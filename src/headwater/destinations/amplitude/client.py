@@ -38,6 +38,7 @@ from headwater.destinations.mapped import (
     Mapped,
     MappedDestination,
     Outgoing,
+    Refused,
     finish_each,
     unique_events,
 )
@@ -84,9 +85,7 @@ class Amplitude(MappedDestination[AmplitudeSettings]):
 
     # -- building
 
-    def map_events(
-        self, events: Sequence[OutboundEvent]
-    ) -> tuple[list[Mapped], dict[int, Discard]]:
+    def map_events(self, events: Sequence[OutboundEvent]) -> tuple[list[Mapped], Refused]:
         mapped, refused = super().map_events(events)
         return finish_each(mapped, refused, "log_event", encoder.finish_event, self.vendor), refused
 

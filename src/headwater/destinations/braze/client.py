@@ -25,6 +25,7 @@ from headwater.destinations.mapped import (
     Mapped,
     MappedDestination,
     Outgoing,
+    Refused,
     Sent,
     _combine,
     _nothing_to_send,
@@ -44,9 +45,7 @@ class Braze(MappedDestination[BrazeSettings]):
     default_batch_events = 75
     max_batch_events = 75
 
-    def map_events(
-        self, events: Sequence[OutboundEvent]
-    ) -> tuple[list[Mapped], dict[int, Discard]]:
+    def map_events(self, events: Sequence[OutboundEvent]) -> tuple[list[Mapped], Refused]:
         """The payloads Braze can take; the others discarded naming the field."""
         mapped, refused = super().map_events(events)
         kept = []
@@ -70,7 +69,7 @@ class Braze(MappedDestination[BrazeSettings]):
         mapped, refused = self.map_events(events)
         if not mapped:
             return _nothing_to_send(events, refused)
-        per_event: dict[int, Discard] = dict(refused)
+        per_event: Refused = dict(refused)
         results: list[Sent] = []
         started = time.perf_counter()
         for packed in self.packs(mapped):

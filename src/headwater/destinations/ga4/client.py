@@ -23,6 +23,7 @@ from headwater.destinations.mapped import (
     Mapped,
     MappedDestination,
     Outgoing,
+    Refused,
     json_body,
     unique_events,
 )
@@ -41,9 +42,7 @@ class Ga4(MappedDestination[Ga4Settings]):
     default_batch_events = 25
     max_batch_events = 25  # GA4 takes 25 a request; events of several users: several requests
 
-    def map_events(
-        self, events: Sequence[OutboundEvent]
-    ) -> tuple[list[Mapped], dict[int, Discard]]:
+    def map_events(self, events: Sequence[OutboundEvent]) -> tuple[list[Mapped], Refused]:
         """The mapped payloads that GA4 would keep; the others discarded with the rule."""
         mapped, refused = super().map_events(events)
         kept: list[Mapped] = []

@@ -36,8 +36,10 @@ class Http(MappedDestination[HttpSettings]):
 
     def plan(self, mapped: Sequence[Mapped]) -> list[Outgoing]:
         if self.settings.batch:  # one array, whatever action built each payload
-            return [Outgoing(encoder.encode(self.settings, mapped, batched=True),
-                             unique_events(m.event for m in mapped))]  # fmt: skip
+            # with one action each event is there once: no need to look for repeats
+            events = (tuple(m.event for m in mapped) if len(self.actions) == 1
+                      else unique_events(m.event for m in mapped))  # fmt: skip
+            return [Outgoing(encoder.encode(self.settings, mapped, batched=True), events)]
         return [
             Outgoing(encoder.encode(self.settings, [m], batched=False), (m.event,)) for m in mapped
         ]

@@ -25,6 +25,7 @@ from headwater.destinations.mapped import (
     Mapped,
     MappedDestination,
     Outgoing,
+    Refused,
     finish_each,
     unique_events,
 )
@@ -55,9 +56,7 @@ class Mixpanel(MappedDestination[MixpanelSettings]):
 
     # -- building
 
-    def map_events(
-        self, events: Sequence[OutboundEvent]
-    ) -> tuple[list[Mapped], dict[int, Discard]]:
+    def map_events(self, events: Sequence[OutboundEvent]) -> tuple[list[Mapped], Refused]:
         mapped, refused = super().map_events(events)
         return finish_each(mapped, refused, "import", encoder.finish_event, self.vendor), refused
 

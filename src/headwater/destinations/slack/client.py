@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from headwater.delivery.events import OutboundEvent
 from headwater.delivery.http import HttpFailure, HttpRequest, HttpResponse
 from headwater.delivery.outcomes import Attempt, Discard, Exchange, Outcome
-from headwater.destinations.mapped import Mapped, MappedDestination, Outgoing
+from headwater.destinations.mapped import Mapped, MappedDestination, Outgoing, Refused
 from headwater.destinations.slack import encoder
 from headwater.destinations.slack.settings import SlackSettings
 from headwater.destinations.vendors import Result, deliver_split, vendor_outcome
@@ -37,9 +37,7 @@ class Slack(MappedDestination[SlackSettings]):
     def plan(self, mapped: Sequence[Mapped]) -> list[Outgoing]:
         return [Outgoing(encoder.encode(self.settings, [m]), (m.event,)) for m in mapped]
 
-    def map_events(
-        self, events: Sequence[OutboundEvent]
-    ) -> tuple[list[Mapped], dict[int, Discard]]:
+    def map_events(self, events: Sequence[OutboundEvent]) -> tuple[list[Mapped], Refused]:
         mapped, refused = super().map_events(events)
         by_offset = {e.offset: e for e in events}
         for offset, discard in list(refused.items()):
