@@ -49,11 +49,24 @@ class Reply:
     hold: bool = False  # answer only once the fake's gate opens (FakeDestination.release)
 
 
+_RESERVED: list[socket.socket] = []
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 with nothing listening on it (connections are refused), for now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 with nothing listening on it: connections are refused until a
+    server of the test listens on it.
+
+    The port stays reserved for this test process by a bound socket that never listens (so
+    connections are refused, not answered by a stranger), opened with ``SO_REUSEADDR`` so
+    that a server of this test (aiohttp, uvicorn, asyncio, which all set it) can still bind
+    it. Without the reservation, a test of another xdist worker could be given the same port
+    between this call and its use.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    _RESERVED.append(sock)
+    return int(sock.getsockname()[1])
 
 
 Script = Callable[[Received, int], Reply]  # (request, its index) -> the reply
