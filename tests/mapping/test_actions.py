@@ -11,12 +11,19 @@ import pytest
 import yaml
 
 from headwater.config import parse_workspace
+from headwater.delivery.events import OutboundEvent
 from headwater.delivery.http import HttpClient, HttpRequest
 from headwater.delivery.outcomes import Delivered, Discard, Filtered, Retry
 from headwater.destinations.base import Context, DestinationSettings
 from headwater.destinations.mapped import Mapped, MappedDestination
 from headwater.errors import ConfigError, MappingError
-from headwater.mapping.actions import ActionConfig, ActionSpec, Unbuildable, compile_actions
+from headwater.mapping.actions import (
+    ActionConfig,
+    ActionSpec,
+    Unbuildable,
+    compile_actions,
+    types_only,
+)
 from tests.destinations.conftest import outbound
 from tests.fakes import FakeDestination, Reply
 
@@ -279,3 +286,47 @@ async def test_an_event_matching_two_actions_is_sent_by_both(
     attempt = await destination.deliver([outbound(1, event="A")])
     assert [r.path for r in fake.requests] == ["/log_event", "/identify_user"]
     assert attempt.outcome == Delivered(200) and not attempt.per_event
+
+
+@pytest.mark.parametrize(
+    ("trigger", "types"),
+    [
+        ('type = "track"', {"track"}),
+        (' type="page" or type = "screen" ', {"page", "screen"}),
+        ('type = "track" and event = "Order Completed"', None),
+        ('type = "track" or event = "x"', None),
+        ('event = "track"', None),
+        ('type != "track"', None),
+    ],
+)
+def test_triggers_that_only_name_types_are_decided_by_type(trigger: str, types: Any) -> None:
+    assert types_only(trigger) == (None if types is None else frozenset(types))
+
+
+def test_picking_actions_by_type_matches_what_evaluating_every_trigger_picks() -> None:
+    """The dispatch by type is only a shortcut: for any event, the same actions in the same
+    order as evaluating each trigger (including triggers it cannot decide, odd types, and
+    events that are not objects)."""
+    text = """
+    - {name: vip, kind: log_event, trigger: 'type = "track" and properties.vip = true',
+       mapping: {id: {"@path": "$.messageId"}}}
+    - {name: views, kind: log_event, trigger: 'type = "page" or type = "screen"',
+       mapping: {id: {"@path": "$.messageId"}}}
+    - {name: odd, kind: log_event, trigger: 'event = "track"', mapping: {id: {"@path": "$.messageId"}}}
+    """
+    destination = Vendor("amp", VendorSettings(url="http://127.0.0.1:9"),
+                         Context(None, 5.0, 100, tuple(configs(text))))  # type: ignore[arg-type]  # fmt: skip
+    bodies: list[Any] = [
+        {"type": "track", "properties": {"vip": True}}, {"type": "track", "event": "track"},
+        {"type": "page"}, {"type": "screen", "event": "track"}, {"type": "identify"},
+        {"type": 7, "event": "track"}, {"event": "track"}, {"type": "TRACK"}, [1, 2], "x",
+    ]  # fmt: skip
+    bodies = [{"userId": "u1", "event": "E", **b} if isinstance(b, dict) else b for b in bodies]
+    events = [OutboundEvent(i, f"m{i}", 0, orjson.dumps(b)) for i, b in enumerate(bodies)]
+    mapped, refused = destination.map_events(events)
+    got = [(m.event.offset, m.action.name) for m in mapped]
+    matching = [(e, a) for e in events for a in destination.actions if a.matches(e.event)]
+    want = [(e.offset, a.name) for e, a in matching if type(a.build(e.event)) is not Unbuildable]
+    assert got == want and {"vip", "views", "odd"} <= {name for _, name in got}
+    unmatched = {e.offset for e in events} - {e.offset for e, _ in matching}
+    assert {o for o, r in refused.items() if isinstance(r, Filtered)} == unmatched

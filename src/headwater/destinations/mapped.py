@@ -89,6 +89,24 @@ def json_body(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+ByType = tuple[dict[str, tuple[tuple[Action, bool], ...]], tuple[tuple[Action, bool], ...]]
+
+
+def _by_type(actions: Sequence[Action]) -> ByType:
+    """For each event type some trigger names, the actions that may match it, in their
+    order, each with whether its trigger must still be evaluated; and the actions for any
+    other type. A trigger that only names types (``type = "track"``) is decided here."""
+    types = {t for a in actions if a.for_types for t in a.for_types}
+    by_type = {
+        t: tuple(
+            (a, a.for_types is None) for a in actions if a.for_types is None or t in a.for_types
+        )
+        for t in types
+    }
+    others = tuple((a, True) for a in actions if a.for_types is None)
+    return by_type, others
+
+
 def finish_each(
     mapped: list[Mapped],
     refused: Refused,
@@ -137,6 +155,7 @@ class MappedDestination(HttpDestination[S]):
     def __init__(self, name: str, settings: S, context: Context) -> None:
         super().__init__(name, settings, context)
         self.actions = self.compile_actions(settings, context.actions, f"destination {name}")
+        self._by_type = _by_type(self.actions)
 
     @classmethod
     def presets_for(cls, settings: S) -> tuple[ActionSpec, ...]:
@@ -187,13 +206,14 @@ class MappedDestination(HttpDestination[S]):
         """The payloads to send, and the events that are not sent with why."""
         mapped: list[Mapped] = []
         refused: Refused = {}
-        actions = self.actions
+        by_type, others = self._by_type
         for event in events:
             body = event.event
             matched = False
-            for action in actions:
+            kind = body.get("type") if type(body) is dict else None
+            for action, check in by_type.get(kind, others) if type(kind) is str else others:
                 try:  # free unless it raises: the loop stays inline, it runs per event
-                    if not action.matches(body):
+                    if check and not action.matches(body):
                         continue
                     result = action.build(body)
                 except Exception as exc:  # a bug in the kit must not stop the destination

@@ -15,6 +15,7 @@ field's name and where it was mapped from) instead of a half-built payload.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -95,6 +96,10 @@ class Action:
     required: tuple[tuple[str, ...], ...] = ()
     sources: dict[str, str] = field(default_factory=dict)  # required field -> how it is mapped
     _condition: Condition = field(default=lambda _e: True, repr=False)
+    for_types: frozenset[str] | None = None
+    """The event types the trigger selects when it looks at nothing else (``type = "track"``,
+    ``type = "page" or type = "screen"``): a destination then picks actions by type instead
+    of evaluating the trigger. None: the trigger must be evaluated."""
 
     def matches(self, event: Any) -> bool:
         return self._condition(event)
@@ -124,7 +129,22 @@ class Action:
 def _present(payload: Any, names: tuple[str, ...]) -> bool:
     if type(payload) is not dict:
         return False
-    return any(payload.get(n) is not None for n in names)
+    for n in names:  # noqa: SIM110  # a loop, not any(): it runs for every event and field
+        if payload.get(n) is not None:
+            return True
+    return False
+
+
+_TYPE_IS = re.compile(r'\s*type\s*=\s*"([a-z]+)"\s*')
+
+
+def types_only(trigger: str) -> frozenset[str] | None:
+    """The types a trigger of the form ``type = "a" or type = "b"`` selects, else None."""
+    parts = trigger.split(" or ")
+    found = [_TYPE_IS.fullmatch(p) for p in parts]
+    if not all(found):
+        return None
+    return frozenset(m.group(1) for m in found if m is not None)
 
 
 def compile_actions(
@@ -206,7 +226,8 @@ def _compile(
     required = tuple(tuple(r.split("|")) for r in base.required)
     _check_required(spec, required, where_mapping, base.action_kind)
     sources = {n: describe(spec[n]) for names in required for n in names if n in spec}
-    return Action(name, base.action_kind, trigger, mapping, required, sources, condition)
+    return Action(name, base.action_kind, trigger, mapping, required, sources, condition,
+                  types_only(trigger))  # fmt: skip
 
 
 def _merged(base: Any, config: ActionConfig, where: str) -> Any:

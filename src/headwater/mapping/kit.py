@@ -122,19 +122,39 @@ def _compile_object(spec: dict[str, Any], where: str) -> Resolver:
     namespace: dict[str, Any] = {"MISSING": MISSING, "_no_get": _no_get}
     lines = ["def build(root):", "    out = {}"]
     lookups = False
+    parents: dict[tuple[str, ...], str] = {}  # a path's prefix -> the local holding its object
+
+    def parent(prefix: tuple[str, ...], i: int) -> str:
+        """The local that holds the object at ``prefix`` (None when there is none), written
+        out once per builder: fields of one object (``context.device.*``) share its lookup."""
+        name = parents.get(prefix)
+        if name is not None:
+            return name
+        name = f"_p{len(parents)}"
+        parents[prefix] = name
+        key = f"_s{i}_{len(prefix) - 1}"
+        namespace[key] = prefix[-1]
+        if len(prefix) == 1:
+            lines.append(f"    {name} = get({key}, None)")
+        else:
+            up = parent(prefix[:-1], i)
+            lines.append(f"    {name} = {up}.get({key}) if {up} is not None else None")
+        lines.append(f"    if type({name}) is not dict: {name} = None")
+        return name
+
     for i, (key, value) in enumerate(spec.items()):
         resolve = compile_value(value, child(where, key))
         namespace[f"_k{i}"] = key
         keys = getattr(resolve, "path_keys", None)
         if keys is not None:  # a @path of keys only: lookups in place, nothing raises
             lookups = True
-            for j, key_j in enumerate(keys):
-                namespace[f"_s{i}_{j}"] = key_j
-                lines.append(
-                    f"    v = get(_s{i}_0, MISSING)"
-                    if j == 0
-                    else f"    v = v.get(_s{i}_{j}, MISSING) if type(v) is dict else MISSING"
-                )
+            last = f"_s{i}_{len(keys) - 1}"
+            namespace[last] = keys[-1]
+            if len(keys) == 1:
+                lines.append(f"    v = get({last}, MISSING)")
+            else:
+                up = parent(tuple(keys[:-1]), i)
+                lines.append(f"    v = {up}.get({last}, MISSING) if {up} is not None else MISSING")
             lines.append(f"    if v is not MISSING: out[_k{i}] = v")
         elif getattr(resolve, "constant", False) and not isinstance(resolve(None), dict | list):
             namespace[f"_c{i}"] = resolve(None)
