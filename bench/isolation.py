@@ -9,7 +9,7 @@ alternating rounds of one process. The ratio is with / alone: 1.0 means no effec
 The dead neighbour is one of: ``refused`` (nothing listens), ``500`` (answers at once with
 500) or ``slow`` (answers after 1 s, past its 0.5 s timeout); retries use short backoffs so
 it keeps the worker busy. In-process: a memory log, the real delivery engine and store,
-aiohttp receivers on 127.0.0.1 in a thread.
+aiohttp receivers on 127.0.0.1, each in a child process.
 
 Run:   .venv/bin/python bench/isolation.py [--rounds 3] [--events 3000]
 """
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import socket
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -40,39 +40,51 @@ FAST = {"backoff_base_secs": 0.02, "backoff_max_secs": 0.1, "breaker_probe_secs"
 
 
 class Receiver:
-    """A webhook receiver in a thread: counts events, answers ``status`` after ``delay``."""
+    """A webhook receiver in a child process (so it takes no GIL time from the engine's
+    process): counts events in shared memory, answers ``status`` after ``delay_secs``."""
 
     def __init__(self, status: int = 200, delay_secs: float = 0.0) -> None:
-        self.status, self.delay_secs, self.events = status, delay_secs, 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self.port = 0
+        self.status, self.delay_secs = status, delay_secs
+        self._count = multiprocessing.Value("q", 0)
+        self._ready = multiprocessing.Event()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self._process = multiprocessing.Process(target=self._serve, daemon=True)
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        self.events += len(body) if isinstance(body, list) else 1
-        if self.delay_secs:
-            await asyncio.sleep(self.delay_secs)
-        return web.Response(status=self.status, body=b"{}", content_type="application/json")
+    @property
+    def events(self) -> int:
+        return int(self._count.value)
 
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    def _serve(self) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            body = orjson.loads(await request.read())
+            with self._count.get_lock():
+                self._count.value += len(body) if isinstance(body, list) else 1
+            if self.delay_secs:
+                await asyncio.sleep(self.delay_secs)
+            return web.Response(status=self.status, body=b"{}", content_type="application/json")
+
+        async def main() -> None:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            self._ready.set()
+            await asyncio.Event().wait()
+
+        asyncio.run(main())
 
     def __enter__(self) -> Receiver:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self._process.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the receiver did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._process.terminate()
+        self._process.join(10)
 
     @property
     def url(self) -> str:
@@ -88,7 +100,8 @@ def refused_url() -> str:
 def record(n: int) -> Record:
     mid = str(uuid.uuid4())
     body = {"type": "track", "event": "Order Completed", "userId": f"u{n % 97}",
-            "messageId": mid, "properties": {"n": n, "revenue": n / 100}, "integrations": {}}  # fmt: skip
+            "messageId": mid, "properties": {"n": n, "revenue": n / 100},
+            "integrations": {}}  # fmt: skip
     return Record(mid, "website", "track", int(time.time() * 1000), orjson.dumps(body))
 
 
@@ -102,7 +115,7 @@ async def one_run(events: int, healthy: Receiver, dead_url: str | None, data_dir
         destinations.append({"name": "dead", "type": "webhook", "sources": ["website"],
                              "settings": {"url": dead_url},
                              "delivery": {"timeout_secs": 0.5, **FAST}})  # fmt: skip
-    workspace = parse_workspace({"sources": [{"name": "website", "write_key": "wk_w"}],
+    workspace = parse_workspace({"sources": [{"name": "website", "write_key": "wk_website_bench"}],
                                  "destinations": destinations})  # fmt: skip
     log = MemoryLog(LogConfig())
     engine = DeliveryEngine(workspace, log, data_dir)
@@ -113,7 +126,7 @@ async def one_run(events: int, healthy: Receiver, dead_url: str | None, data_dir
         for chunk in range(0, events, 30):  # a stream, as the isolation test sends it
             await log.append([record(n) for n in range(chunk, min(events, chunk + 30))])
             await asyncio.sleep(0.002)
-        while healthy.events - start_count < events:
+        while healthy.events - start_count < events:  # noqa: ASYNC110  # another process counts
             await asyncio.sleep(0.005)
         return time.perf_counter() - started
     finally:
