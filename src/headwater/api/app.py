@@ -258,8 +258,8 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
         name: str, limit: Annotated[int, Query(ge=1, le=DEVSINK_LIMIT_MAX)] = 100
     ) -> dict[str, Any]:
         engine = observer.delivery
-        sink = engine.devsink(name) if engine is not None else None
-        if sink is None:
+        page = await engine.devsink_page(name, limit) if engine is not None else None
+        if page is None:
             sinks = [d.name for d in workspace.destinations if d.type == "devsink"]
             raise ApiError(
                 "not_found",
@@ -267,7 +267,7 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
                 f"{', '.join(sinks) or 'none'}",
                 404,
             )
-        return {"destination": name, "total": sink.delivered_total, "events": sink.recent(limit)}
+        return {"destination": name, **page}
 
 
 def _events(app: FastAPI, observer: Observer) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
-from headwater.delivery.engine import DeliveryEngine
 from headwater.delivery.store import StoreDB
+from headwater.delivery.view import DeliveryView
 from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats, Rejection, redact_key, vars_of
 from headwater.log.base import AppendResult, EventLog, Record, StoredRecord
@@ -125,13 +125,13 @@ class Observer:
         )
         self.recorder = IngestRecorder(self.debugger, self.flow)
         self.log: EventLog | None = None
-        self.delivery: DeliveryEngine | None = None
+        self.delivery: DeliveryView | None = None
         self.stages: list[Callable[[StoredRecord], Awaitable[list[dict[str, Any]]]]] = []
         """Later stages (the processor) add what they decided about an event to its trace."""
         self.unstored: list[Callable[[str], Awaitable[dict[str, Any] | None]]] = []
         """Where to look for an event the log does not have (blocked by a plan)."""
 
-    async def start(self, log: EventLog, delivery: DeliveryEngine) -> None:
+    async def start(self, log: EventLog, delivery: DeliveryView) -> None:
         self.log, self.delivery = log, delivery
         await self.flow.open()
 
@@ -439,7 +439,7 @@ class Observer:
             worker.breaker.state.value if worker else "stopped", queued, samples, changed,
         )  # fmt: skip
 
-    def _engine(self) -> DeliveryEngine:
+    def _engine(self) -> DeliveryView:
         if self.delivery is None:
             raise ObserveError("starting", "Headwater is starting; try again", 503)
         return self.delivery
