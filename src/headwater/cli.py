@@ -113,6 +113,9 @@ def serve(
 
     try:
         workspace = load_workspace(config)
+        if role == "worker":  # no keys nor tokens: the gateway makes and keeps those
+            _run_worker(workspace, data_dir, log_level)
+            return
         workspace, generated = assign_write_keys(workspace, data_dir)
     except ConfigError as exc:
         err.print(f"[bold red]Headwater did not start:[/] {exc}", highlight=False)
@@ -142,9 +145,6 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the canary's request every 30 s
-    if role == "worker":
-        _run_worker(workspace, data_dir)
-        return
     mode: DeliveryMode = "remote" if role == "gateway" else "process"
     if single_process:
         mode = "inline"
@@ -180,12 +180,15 @@ def serve(
     )
 
 
-def _run_worker(workspace: Workspace, data_dir: Path) -> None:
+def _run_worker(workspace: Workspace, data_dir: Path, log_level: str) -> None:
     """``--role worker``: delivery in this process, until SIGTERM or SIGINT."""
     import asyncio
 
     from headwater import worker_role
 
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     out.print(f"Headwater {__version__} delivery worker on {data_dir}", highlight=False)
     try:
         asyncio.run(worker_role.run(workspace, data_dir, watch_stdin=False))

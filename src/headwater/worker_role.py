@@ -16,11 +16,13 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from headwater.config.workspace import Workspace
 from headwater.delivery.control import ControlServer
 from headwater.delivery.engine import DeliveryEngine
+from headwater.errors import LogError
 from headwater.log.follow import FollowerLog
 from headwater.status.service import with_canary
 from headwater.supervisor import control_socket, die_with_parent, wake_socket
@@ -29,11 +31,12 @@ logger = logging.getLogger("headwater.worker")
 
 LOG_DIR = "log"
 DELIVERY_DIR = "delivery"
+LOG_WAIT_SECS = 60.0
 
 
 async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) -> None:
     running, _ = with_canary(workspace)
-    log = FollowerLog(data_dir / LOG_DIR, wake_socket(data_dir))
+    log = await _follow(data_dir)
     await log.open()
     engine = DeliveryEngine(running, log, data_dir / DELIVERY_DIR)
     control = ControlServer(engine, control_socket(data_dir))
@@ -54,6 +57,19 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
         await control.stop()
         await engine.stop()
         await log.close()
+
+
+async def _follow(data_dir: Path) -> FollowerLog:
+    """The log, once the gateway has created it (a worker may be started first)."""
+    deadline = time.monotonic() + LOG_WAIT_SECS
+    while True:
+        try:
+            return FollowerLog(data_dir / LOG_DIR, wake_socket(data_dir))
+        except LogError:
+            if time.monotonic() > deadline:
+                raise
+            logger.info("waiting for the gateway to create the log in %s", data_dir / LOG_DIR)
+            await asyncio.sleep(0.5)
 
 
 def _stdin_readable(stop: asyncio.Event) -> None:
