@@ -62,6 +62,7 @@ PROTOCOLS_DIR = "protocols"
 API_PREFIXES = ("/api/v1/", "/api/openapi.json")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 WORKER_START_SECS = 60.0
+WORKER_START_ATTEMPTS = 3
 DeliveryMode = Literal["inline", "process", "remote"]
 
 
@@ -145,8 +146,8 @@ class Headwater:
         if self.delivery_mode == "process":
             command = [sys.executable, "-m", "headwater.worker_role",
                        str(self.data_dir.resolve()), self._log_level]  # fmt: skip
-            self.worker = Child("worker", "worker", command,
-                                self.workspace.model_dump_json().encode() + b"\n")  # fmt: skip
+            config = self.workspace.model_dump_json(by_alias=True).encode() + b"\n"
+            self.worker = Child("worker", "worker", command, config)
             self.worker.start()
         remote = RemoteEngine(self.running, log, delivery_dir, control_socket(self.data_dir))
         self._engine = remote
@@ -159,6 +160,11 @@ class Headwater:
         starts at the log's end as the worker finds it."""
         deadline = time.monotonic() + WORKER_START_SECS
         while not await remote.refresh():
+            if self.worker is not None and self.worker.restarts >= WORKER_START_ATTEMPTS:
+                raise LogError(
+                    f"the delivery worker exited {self.worker.restarts} times at start (last: "
+                    f"{self.worker.last_exit}); see its messages above"
+                )
             if time.monotonic() > deadline:
                 raise LogError(
                     f"the delivery worker did not answer within {WORKER_START_SECS:.0f} s; "
