@@ -235,7 +235,10 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
     @app.get("/api/v1/destinations/{name}", tags=["destinations"], summary="One destination")
     async def get_destination(name: str) -> dict[str, Any]:
         doc = destination_doc(observer.require_destination(name))
-        worker = observer.delivery.workers.get(name) if observer.delivery is not None else None
+        engine = observer.delivery
+        if engine is not None:
+            await engine.refresh()  # counters as they are now
+        worker = engine.workers.get(name) if engine is not None else None
         if worker is not None:  # what each filter did since the server started
             doc["filterStats"] = worker.stage.stats()
             doc["transformedSinceStart"] = worker.stage.transformed

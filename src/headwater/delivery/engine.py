@@ -126,6 +126,9 @@ class DeliveryEngine:
         filtered from); None when the log does not have it."""
         return await states_of(self.log, self.store, self.workers, message_id)
 
+    async def refresh(self) -> bool:
+        return True  # the workers are here: always up to date
+
     def devsink(self, name: str) -> Devsink | None:
         worker = self.workers.get(name)
         if worker is None or not isinstance(worker.destination, Devsink):

@@ -59,6 +59,11 @@ class DeliveryView(Protocol):
     @property
     def http(self) -> HttpClient: ...
 
+    async def refresh(self) -> bool:
+        """Bring what the workers show up to date (a no-op in one process); False when the
+        delivery worker does not answer."""
+        ...
+
     async def states(
         self, message_id: str
     ) -> tuple[StoredRecord, list[DestinationState]] | None: ...

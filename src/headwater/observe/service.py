@@ -240,7 +240,9 @@ class Observer:
             record = await self._record_at(offset) if offset is not None else None
             group["sample"]["messageId"] = record.message_id if record else None
             group["sample"]["event"] = orjson.loads(record.payload) if record else None
-        worker = self._engine().workers.get(destination)
+        engine = self._engine()
+        await engine.refresh()
+        worker = engine.workers.get(destination)
         doc["breaker"] = worker.breaker.state.value if worker else "stopped"
         doc["window"]["label"] = window.label
         return doc
@@ -416,6 +418,7 @@ class Observer:
         config = self.require_destination(name)
         engine = self._engine()
         report = await self._report(name, window)
+        await engine.refresh()
         worker = engine.workers.get(name)
         samples: dict[tuple[str, int | None, str], list[str]] = {}
         for group in report.error_groups():
