@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,13 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def _feed(process: subprocess.Popen[bytes], data: bytes) -> None:
+    assert process.stdin is not None
+    with contextlib.suppress(OSError, ValueError):  # it died at once: the watch sees it
+        process.stdin.write(data)
+        process.stdin.flush()
+
+
 class Child:
     """A supervised child process. ``stdin`` is written to it at each start and the pipe is
     kept open: the child stops when it closes (its parent is gone)."""
@@ -122,12 +130,9 @@ class Child:
 
     def _spawn(self) -> None:
         process = subprocess.Popen(self._command, stdin=subprocess.PIPE)
-        assert process.stdin is not None
-        try:
-            process.stdin.write(self._stdin)
-            process.stdin.flush()
-        except OSError:
-            pass  # it died at once: the watch sees it
+        # on a thread: a workspace larger than the pipe would block the event loop until
+        # the child, still importing, reads it
+        threading.Thread(target=_feed, args=(process, self._stdin), daemon=True).start()
         self._process = process
         self.state = "running"
         logger.info("started the %s process (pid %d)", self.name, process.pid)
