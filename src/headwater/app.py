@@ -6,13 +6,23 @@ other path to a Starlette app for health checks (``/healthz``, ``/readyz``), Pro
 metrics (``/metrics``, unauthenticated like any exporter's: firewall it, see
 docs/metrics.md), the status API and page, and the console (``/console/``). The log is
 opened when the server starts and closed, after pending writes finish, when it stops.
+
+Delivery runs where ``delivery_mode`` says (docs/architecture.md): ``process`` (what
+``headwater serve`` does) starts the delivery worker as a supervised child process
+(:mod:`headwater.supervisor`) and sees it through a
+:class:`~headwater.delivery.remote.RemoteEngine`; ``remote`` (``--role gateway``) only sees
+a worker started separately on the same data directory; ``inline`` runs the engine on this
+process's event loop (tests, ``--single-process``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,10 +35,14 @@ from headwater.config.workspace import Workspace
 from headwater.console.app import Console
 from headwater.console.sessions import COOKIE, Sessions
 from headwater.delivery.engine import DeliveryEngine
+from headwater.delivery.remote import RemoteEngine
+from headwater.delivery.view import DeliveryView
+from headwater.errors import LogError
 from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
 from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats
 from headwater.log.base import EventLog
+from headwater.log.notify import WakeSender
 from headwater.log.sqlite import SqliteLog
 from headwater.log.sqlite_process import ProcessLog
 from headwater.observe.service import Observer
@@ -36,7 +50,9 @@ from headwater.processor.admin import ProcessorAdmin, effective_plans
 from headwater.processor.ingest import IngestPipeline
 from headwater.processor.protocols_store import ProtocolsStore
 from headwater.status.metrics import CONTENT_TYPE, Metrics
+from headwater.status.model import ProcessSignal
 from headwater.status.service import StatusService, with_canary
+from headwater.supervisor import Child, ProcessInfo, control_socket, wake_socket, writer_info
 
 logger = logging.getLogger("headwater")
 
@@ -45,6 +61,9 @@ DELIVERY_DIR = "delivery"
 PROTOCOLS_DIR = "protocols"
 API_PREFIXES = ("/api/v1/", "/api/openapi.json")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+WORKER_START_SECS = 60.0
+WORKER_START_ATTEMPTS = 3
+DeliveryMode = Literal["inline", "process", "remote"]
 
 
 class Headwater:
@@ -56,8 +75,12 @@ class Headwater:
         data_dir: Path,
         self_url: str | None = None,
         admin_token: AdminToken | None = None,
+        delivery_mode: DeliveryMode = "inline",
+        log_level: str = "info",
     ) -> None:
         self.workspace = workspace
+        self.delivery_mode = delivery_mode
+        self._log_level = log_level
         self.data_dir = data_dir
         # what the process runs: the user's workspace plus the canary's source and sink
         self.running, self._canary_key = with_canary(workspace)
@@ -73,7 +96,10 @@ class Headwater:
             workspace, self.observer, self.token, self._session_ok, lambda: self.admin
         )
         self.log: EventLog | None = None
-        self.delivery: DeliveryEngine | None = None
+        self.delivery: DeliveryView | None = None
+        self._engine: DeliveryEngine | RemoteEngine | None = None
+        self.worker: Child | None = None
+        self._wake: WakeSender | None = None
         self._delivery_started = False
         self._tracking: TrackingAPI | None = None
         self.metrics = Metrics(self.stats, lambda: self.log, lambda: self.delivery)
@@ -93,11 +119,10 @@ class Headwater:
     async def start(self) -> None:
         config = self.workspace.log
         backend = ProcessLog if config.writer == "process" else SqliteLog
-        self.log = backend(self.data_dir / LOG_DIR, config)
-        self.delivery = DeliveryEngine(self.running, self.log, self.data_dir / DELIVERY_DIR)
-        await self.delivery.start()
+        self.log = log = backend(self.data_dir / LOG_DIR, config)
+        self.delivery = await self._start_delivery(log)
         self._delivery_started = True
-        await self.observer.start(self.log, self.delivery)
+        await self.observer.start(log, self.delivery)
         pipeline = await self._processor(self.log)
         self._tracking = TrackingAPI(
             self.running.sources,
@@ -107,7 +132,57 @@ class Headwater:
             on_accepted=self.observer.recorder.accepted,
             processor=pipeline,
         )
-        await self.status.start(self.log, self.delivery, self, self._canary_key)
+        await self.status.start(self.log, self.delivery, self, self._canary_key,
+                                processes=self.process_signals)  # fmt: skip
+
+    async def _start_delivery(self, log: SqliteLog | ProcessLog) -> DeliveryView:
+        delivery_dir = self.data_dir / DELIVERY_DIR
+        if self.delivery_mode == "inline":
+            engine = DeliveryEngine(self.running, log, delivery_dir)
+            self._engine = engine
+            await engine.start()
+            return engine
+        self._wake = log.signal.on_commit = WakeSender(wake_socket(self.data_dir))
+        if self.delivery_mode == "process":
+            command = [sys.executable, "-m", "headwater.worker_role",
+                       str(self.data_dir.resolve()), self._log_level]  # fmt: skip
+            config = self.workspace.model_dump_json(by_alias=True).encode() + b"\n"
+            self.worker = Child("worker", "worker", command, config)
+            self.worker.start()
+        remote = RemoteEngine(self.running, log, delivery_dir, control_socket(self.data_dir))
+        self._engine = remote
+        await remote.start()
+        await self._await_worker(remote)
+        return remote
+
+    async def _await_worker(self, remote: RemoteEngine) -> None:
+        """Accept no event before the worker runs: a destination seen for the first time
+        starts at the log's end as the worker finds it."""
+        deadline = time.monotonic() + WORKER_START_SECS
+        while not await remote.refresh():
+            if self.worker is not None and self.worker.restarts >= WORKER_START_ATTEMPTS:
+                raise LogError(
+                    f"the delivery worker exited {self.worker.restarts} times at start (last: "
+                    f"{self.worker.last_exit}); see its messages above"
+                )
+            if time.monotonic() > deadline:
+                raise LogError(
+                    f"the delivery worker did not answer within {WORKER_START_SECS:.0f} s; "
+                    "see its messages above (with --role gateway, start `headwater serve "
+                    "--role worker` on the same data directory)"
+                )
+            await asyncio.sleep(0.05)
+
+    def processes(self) -> list[ProcessInfo]:
+        """The child processes this one supervises (the log writer, the delivery worker)."""
+        found = [writer_info(self.log)] if isinstance(self.log, ProcessLog) else []
+        if self.worker is not None:
+            found.append(self.worker.info())
+        return found
+
+    def process_signals(self) -> list[ProcessSignal]:
+        return [ProcessSignal(p.name, p.state, p.restarts, p.last_exit, p.last_restart_ms)
+                for p in self.processes()]  # fmt: skip
 
     async def _processor(self, log: EventLog) -> IngestPipeline:
         """Tracking plans and source transformations at ingest; blocked events and
@@ -158,8 +233,12 @@ class Headwater:
         await self.status.stop()
         await self.observer.stop()
         await self.protocols.close()
-        if self.delivery is not None:
-            await self.delivery.stop()
+        if self.worker is not None:
+            await self.worker.stop()
+        if self._engine is not None:
+            await self._engine.stop()
+        if self._wake is not None:
+            self._wake.close()
         if self.log is not None:
             await self.log.close()
 
@@ -216,6 +295,7 @@ class Headwater:
                 "started": started,
                 "destinations": len(self.delivery.workers) if self.delivery is not None else 0,
             },
+            "processes": [p.as_dict() for p in self.processes()],
         }
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 

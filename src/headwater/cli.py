@@ -26,8 +26,8 @@ from headwater import (
 )
 from headwater.api.auth import AUTH_DIR, TOKEN_FILE, ensure_admin_token, load_admin_token
 from headwater.config.keys import assign_write_keys
-from headwater.config.workspace import load_workspace
-from headwater.errors import ConfigError
+from headwater.config.workspace import Workspace, load_workspace
+from headwater.errors import ConfigError, LogError
 
 app = typer.Typer(
     help="Headwater: a self-hosted customer data platform that speaks Segment's protocol.",
@@ -41,6 +41,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 SWITCH_INTERVAL_SECS = 0.001
 GC_THRESHOLDS = (50_000, 20, 20)
 KEEP_ALIVE_SECS = 5  # an idle keep-alive connection is closed after this long (uvicorn's default)
+ROLES = ("all", "gateway", "worker")
 TYPES = ("track", "identify", "page", "screen", "group", "alias")
 
 
@@ -60,9 +61,43 @@ def serve(
     log_level: Annotated[
         str, typer.Option(help="debug, info, warning or error.", envvar="HEADWATER_LOG_LEVEL")
     ] = "info",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all: the gateway and a supervised delivery worker process; gateway: the "
+            "HTTP server and the log writer only; worker: delivery only, beside a gateway "
+            "on the same data directory.",
+            envvar="HEADWATER_ROLE",
+        ),
+    ] = "all",
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Gateway processes. Only 1 for now (docs/architecture.md).",
+            envvar="HEADWATER_WORKERS",
+        ),
+    ] = 1,
+    single_process: Annotated[
+        bool,
+        typer.Option(
+            help="Run delivery on the gateway's event loop instead of a worker process.",
+            envvar="HEADWATER_SINGLE_PROCESS",
+        ),
+    ] = False,
 ) -> None:
-    """Run Headwater: the Tracking API on the durable embedded log."""
+    """Run Headwater: the Tracking API on the durable embedded log, delivery beside it."""
     import uvicorn
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"{role!r}; use one of {', '.join(ROLES)}", param_hint="--role")
+    if workers != 1:
+        raise typer.BadParameter(
+            f"{workers}: one gateway process per machine for now (the log's writer answers "
+            "one gateway); delivery already runs in its own process. See docs/architecture.md",
+            param_hint="--workers",
+        )
+    if single_process and role != "all":
+        raise typer.BadParameter("only with --role all", param_hint="--single-process")
 
     # The log's writer thread needs the GIL back a few times per group commit; the default
     # 5 ms switch interval makes it wait that long behind a busy event loop each time.
@@ -73,11 +108,14 @@ def serve(
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
-    from headwater.app import Headwater
+    from headwater.app import DeliveryMode, Headwater
     from headwater.gateway.protocol import timed_protocol
 
     try:
         workspace = load_workspace(config)
+        if role == "worker":  # no keys nor tokens: the gateway makes and keeps those
+            _run_worker(workspace, data_dir, log_level)
+            return
         workspace, generated = assign_write_keys(workspace, data_dir)
     except ConfigError as exc:
         err.print(f"[bold red]Headwater did not start:[/] {exc}", highlight=False)
@@ -107,6 +145,9 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the canary's request every 30 s
+    mode: DeliveryMode = "remote" if role == "gateway" else "process"
+    if single_process:
+        mode = "inline"
     out.print(
         f"Headwater {__version__} listening on http://{host}:{port} "
         f"(workspace {workspace.name!r}, {len(workspace.sources)} source(s), data in {data_dir})",
@@ -114,7 +155,12 @@ def serve(
     )
     uvicorn.run(
         Headwater(
-            workspace, data_dir, self_url=f"http://{_connect_host(host)}:{port}", admin_token=token
+            workspace,
+            data_dir,
+            self_url=f"http://{_connect_host(host)}:{port}",
+            admin_token=token,
+            delivery_mode=mode,
+            log_level=log_level.lower(),
         ),
         host=host,
         port=port,
@@ -132,6 +178,23 @@ def serve(
         timeout_graceful_shutdown=10,
         timeout_keep_alive=KEEP_ALIVE_SECS,
     )
+
+
+def _run_worker(workspace: Workspace, data_dir: Path, log_level: str) -> None:
+    """``--role worker``: delivery in this process, until SIGTERM or SIGINT."""
+    import asyncio
+
+    from headwater import worker_role
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    out.print(f"Headwater {__version__} delivery worker on {data_dir}", highlight=False)
+    try:
+        asyncio.run(worker_role.run(workspace, data_dir, watch_stdin=False))
+    except LogError as exc:
+        err.print(f"[bold red]The worker did not start:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
 
 
 def _connect_host(host: str) -> str:

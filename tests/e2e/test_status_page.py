@@ -51,7 +51,8 @@ def test_page_is_self_contained(make_server: Any) -> None:
     assert 'id="component-destination:hook" data-status="major_outage"' in html
     assert 'id="component-tracking-api" data-status="operational"' in html
     assert "Destination hook: major outage" in html  # the open incident
-    assert html.count("<rect") == UPTIME_DAYS * 5  # five components, 90 bars each
+    # five components and the processes group (writer, worker): 90 bars each
+    assert html.count("<rect") == UPTIME_DAYS * 8
 
 
 def test_page_in_a_real_browser(make_server: Any) -> None:

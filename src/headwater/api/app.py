@@ -235,7 +235,10 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
     @app.get("/api/v1/destinations/{name}", tags=["destinations"], summary="One destination")
     async def get_destination(name: str) -> dict[str, Any]:
         doc = destination_doc(observer.require_destination(name))
-        worker = observer.delivery.workers.get(name) if observer.delivery is not None else None
+        engine = observer.delivery
+        if engine is not None:
+            await engine.refresh()  # counters as they are now
+        worker = engine.workers.get(name) if engine is not None else None
         if worker is not None:  # what each filter did since the server started
             doc["filterStats"] = worker.stage.stats()
             doc["transformedSinceStart"] = worker.stage.transformed
@@ -258,8 +261,8 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
         name: str, limit: Annotated[int, Query(ge=1, le=DEVSINK_LIMIT_MAX)] = 100
     ) -> dict[str, Any]:
         engine = observer.delivery
-        sink = engine.devsink(name) if engine is not None else None
-        if sink is None:
+        page = await engine.devsink_page(name, limit) if engine is not None else None
+        if page is None:
             sinks = [d.name for d in workspace.destinations if d.type == "devsink"]
             raise ApiError(
                 "not_found",
@@ -267,7 +270,7 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
                 f"{', '.join(sinks) or 'none'}",
                 404,
             )
-        return {"destination": name, "total": sink.delivered_total, "events": sink.recent(limit)}
+        return {"destination": name, **page}
 
 
 def _events(app: FastAPI, observer: Observer) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -45,6 +46,33 @@ def build_destination(config: DestinationConfig, http: HttpClient) -> Destinatio
 
 def route_of(config: DestinationConfig) -> Route:
     return Route(config.name, config.type, frozenset(config.sources), config.enabled)
+
+
+class _Routed(Protocol):
+    @property
+    def route(self) -> Route: ...
+    def queued_behind(self) -> tuple[int, int]: ...
+
+
+async def states_of(
+    log: EventLog, store: DeliveryStore, workers: Mapping[str, _Routed], message_id: str
+) -> tuple[StoredRecord, list[DestinationState]] | None:
+    """The event with this id and its state with each destination it is routed to (or
+    filtered from), given each worker's committed cursor; None when the log does not have it."""
+    record = await log.get(message_id)
+    if record is None:
+        return None
+    event = orjson.loads(record.payload)
+    wanted = [
+        (name, worker.queued_behind()[0])
+        for name, worker in workers.items()
+        if not isinstance(worker.route.decide(record.source, event), NotMine)
+    ]
+
+    def collect(db: StoreDB) -> list[DestinationState]:
+        return [state_of(db, name, record.offset, message_id, cur) for name, cur in wanted]
+
+    return record, await store.run(collect)
 
 
 class DeliveryEngine:
@@ -96,26 +124,22 @@ class DeliveryEngine:
     async def states(self, message_id: str) -> tuple[StoredRecord, list[DestinationState]] | None:
         """The event with this id and its state with each destination it is routed to (or
         filtered from); None when the log does not have it."""
-        record = await self.log.get(message_id)
-        if record is None:
-            return None
-        event = orjson.loads(record.payload)
-        wanted = [
-            (name, worker.live.committed)
-            for name, worker in self.workers.items()
-            if not isinstance(worker.route.decide(record.source, event), NotMine)
-        ]
+        return await states_of(self.log, self.store, self.workers, message_id)
 
-        def collect(db: StoreDB) -> list[DestinationState]:
-            return [state_of(db, name, record.offset, message_id, cur) for name, cur in wanted]
-
-        return record, await self.store.run(collect)
+    async def refresh(self) -> bool:
+        return True  # the workers are here: always up to date
 
     def devsink(self, name: str) -> Devsink | None:
         worker = self.workers.get(name)
         if worker is None or not isinstance(worker.destination, Devsink):
             return None
         return worker.destination
+
+    async def devsink_page(self, name: str, limit: int) -> dict[str, Any] | None:
+        sink = self.devsink(name)
+        if sink is None:
+            return None
+        return {"total": sink.delivered_total, "events": sink.recent(limit)}
 
     async def _watch_replays(self) -> None:
         """Replay jobs are created by ``headwater replay`` in the store; hand them out."""

@@ -328,6 +328,11 @@ class SqliteLog:
     async def wait(self, after: int, timeout_secs: float) -> bool:
         return await self._signal.wait(after, timeout_secs)
 
+    @property
+    def signal(self) -> AppendSignal:
+        """Wakes readers of this process when records are committed."""
+        return self._signal
+
     async def enforce_retention(self, now_ms: int | None = None) -> RetentionReport:
         report = await self._on_writer(lambda conn: self._retain(conn, now_ms))
         assert isinstance(report, RetentionReport)

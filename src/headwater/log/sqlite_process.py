@@ -35,6 +35,7 @@ import contextlib
 import ctypes
 import fcntl
 import itertools
+import logging
 import os
 import signal
 import struct
@@ -60,6 +61,10 @@ from headwater.log.sqlite import (
 )
 from headwater.log.sqlite_reads import Reader
 
+logger = logging.getLogger(__name__)
+
+RESTART_FIRST_SECS = 0.2
+RESTART_MAX_SECS = 10.0
 _HEAD = struct.Struct("<IcI")
 _NOW = struct.Struct("<q")
 _PACKED = struct.Struct("<qIQqqI")  # now, count, payload bytes, first/last received, ids length
@@ -68,6 +73,15 @@ _F_SETPIPE_SZ = 1031
 _STATS_FIELDS = tuple(LogStats.__dataclass_fields__)
 _REFUSING = _STATS_FIELDS.index("refusing")
 _LAST_OFFSET = _STATS_FIELDS.index("last_offset")
+
+
+def describe_exit(code: int) -> str:
+    """A child's exit status in words (``killed by SIGKILL``, ``exit code 1``)."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _frame(kind: bytes, request: int, body: bytes = b"") -> bytes:
@@ -112,19 +126,19 @@ class ProcessLog:
     ) -> None:
         self._dir = directory
         self._clock_ms = clock_ms
-        command = [sys.executable, "-m", "headwater.log.sqlite_process", str(directory),
-                   config.model_dump_json()]  # fmt: skip
+        self._command = [sys.executable, "-m", "headwater.log.sqlite_process", str(directory),
+                         config.model_dump_json()]  # fmt: skip
         if clock_ms is not wall_clock_ms:
-            command.append("--clock-from-parent")
-        self._child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self._child.stdin is not None and self._child.stdout is not None
-        _enlarge(self._child.stdin.fileno())
-        try:
-            self._stats = self._handshake(self._child.stdout.fileno())
-        except LogError:
-            self._child.stdin.close()
-            self._child.stdout.close()
-            raise
+            self._command.append("--clock-from-parent")
+        self._child = self._spawn()
+        self._stats = self._handshake(self._child)
+        self.restarts = 0
+        """How many times the writer process died and was started again."""
+        self.last_exit: str | None = None
+        self.last_restart_ms: int | None = None
+        self.restarting = False
+        self._generation = 0
+        self._restart_task: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[tuple[bytes, bytes]]] = {}
         self._writer: asyncio.WriteTransport | None = None
@@ -135,20 +149,49 @@ class ProcessLog:
         self._reader = Reader(directory / DB_FILE)
         self._signal = AppendSignal(self._stats[_LAST_OFFSET] or 0)
 
-    def _handshake(self, fd: int) -> list[Any]:
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start a writer process (on the thread that lives as long as the server: its
+        death signal follows that thread)."""
+        child = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert child.stdin is not None and child.stdout is not None
+        _enlarge(child.stdin.fileno())
+        return child
+
+    @staticmethod
+    def _handshake(child: subprocess.Popen[bytes]) -> list[Any]:
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            return ProcessLog._await_ready(child)
+        except LogError:
+            child.stdin.close()
+            child.stdout.close()
+            raise
+
+    @staticmethod
+    def _await_ready(child: subprocess.Popen[bytes]) -> list[Any]:
+        assert child.stdout is not None
         frames = _Frames()
         while True:
-            data = os.read(fd, 65536)
+            data = os.read(child.stdout.fileno(), 65536)
             if not data:
-                self._child.wait()
+                child.wait()
                 raise LogError("the event log's writer process exited at start; see its log")
             for kind, _, body in frames.feed(data):
                 if kind == b"X":
-                    self._child.wait()
+                    child.wait()
                     raise LogError(body.decode())
                 if kind == b"Y":
                     stats: list[Any] = orjson.loads(body)
                     return stats
+
+    @property
+    def signal(self) -> AppendSignal:
+        """Wakes readers of this process when records are committed."""
+        return self._signal
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
 
     # ------------------------------------------------------------------ the EventLog API
 
@@ -207,12 +250,17 @@ class ProcessLog:
         if self._closed:
             return
         self._closed = True
+        if self._restart_task is not None:
+            self._restart_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restart_task
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(_frame(b"S", 0))
             self._writer.close()
         elif self._writer is None and self._child.stdin is not None:
-            self._child.stdin.write(_frame(b"S", 0))
-            self._child.stdin.close()
+            with contextlib.suppress(OSError, ValueError):  # closed: the writer is gone
+                self._child.stdin.write(_frame(b"S", 0))
+                self._child.stdin.close()
         await asyncio.to_thread(self._child.wait)
         if self._answers is not None:
             self._answers.close()
@@ -239,7 +287,7 @@ class ProcessLog:
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._child.stdin is not None and self._child.stdout is not None
-        owner = self
+        owner, generation = self, self._generation
 
         class Answers(asyncio.Protocol):
             def __init__(self) -> None:
@@ -252,7 +300,8 @@ class ProcessLog:
                         future.set_result((kind, body))
 
             def connection_lost(self, exc: Exception | None) -> None:
-                owner._writer_gone()
+                if generation == owner._generation:  # not the pipe of a replaced writer
+                    owner._writer_gone()
 
         self._answers, _ = await loop.connect_read_pipe(Answers, self._child.stdout)
         transport, _ = await loop.connect_write_pipe(asyncio.Protocol, self._child.stdin)
@@ -261,11 +310,58 @@ class ProcessLog:
     def _writer_gone(self) -> None:
         if not self._closed:
             self._refusing = "writer_failed"
+            if self._restart_task is None:
+                self._restart_task = asyncio.ensure_future(self._restart())
         error = unavailable("writer_failed")
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(error)
         self._waiting.clear()
+
+    async def _restart(self) -> None:
+        """Start a new writer after the old one died; appends meanwhile get 503 +
+        Retry-After (nothing acknowledged is lost: an answer comes only after the commit)."""
+        self.restarting = True
+        code = await asyncio.to_thread(self._child.wait)
+        self.last_exit = describe_exit(code)
+        logger.error("the event log's writer process (pid %d) died: %s; restarting it",
+                     self._child.pid, self.last_exit)  # fmt: skip
+        delay = RESTART_FIRST_SECS
+        try:
+            while not self._closed:
+                await asyncio.sleep(delay)
+                self._drop_pipes()
+                try:
+                    child = self._spawn()
+                    stats = await asyncio.to_thread(self._handshake, child)
+                except (LogError, OSError) as exc:
+                    logger.error("the event log's writer did not restart: %s", exc)
+                    delay = min(delay * 2, RESTART_MAX_SECS)
+                    continue
+                self._child, self._stats = child, stats
+                self._generation += 1
+                self.restarts += 1
+                self.last_restart_ms = wall_clock_ms()
+                self._refusing = None
+                self._signal.advance(stats[_LAST_OFFSET] or 0)
+                logger.warning("the event log's writer process was restarted (pid %d, restart "
+                               "%d)", child.pid, self.restarts)  # fmt: skip
+                return
+        finally:
+            self.restarting = False
+            self._restart_task = None
+
+    def _drop_pipes(self) -> None:
+        self._generation += 1  # the old pipes' closing is not news
+        for transport in (self._writer, self._answers):
+            if transport is not None:
+                transport.close()
+        self._writer = self._answers = None
+        self._connecting = None
+        for pipe in (self._child.stdin, self._child.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 # ---------------------------------------------------------------------- the child process

@@ -31,10 +31,10 @@ class Reader:
         self._closed = False
 
     async def read(self, after: int, limit: int) -> list[StoredRecord]:
-        return await self._run(lambda conn: read_after(conn, after, limit))
+        return await self.run(lambda conn: read_after(conn, after, limit))
 
     async def find(self, message_id: str) -> StoredRecord | None:
-        return await self._run(lambda conn: find(conn, message_id))
+        return await self.run(lambda conn: find(conn, message_id))
 
     async def close(self) -> None:
         if self._closed:
@@ -44,7 +44,8 @@ class Reader:
             await asyncio.get_running_loop().run_in_executor(self._pool, self._conn.close)
         self._pool.shutdown(wait=True)
 
-    async def _run(self, run: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """``run(connection)`` on the reader's thread."""
         if self._closed:
             raise LogClosed("the event log is closed")
 

@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
-from headwater.delivery.engine import DeliveryEngine
 from headwater.delivery.store import StoreDB
+from headwater.delivery.view import DeliveryView
 from headwater.destinations import TYPES
 from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats, Rejection, redact_key, vars_of
@@ -126,13 +126,13 @@ class Observer:
         )
         self.recorder = IngestRecorder(self.debugger, self.flow)
         self.log: EventLog | None = None
-        self.delivery: DeliveryEngine | None = None
+        self.delivery: DeliveryView | None = None
         self.stages: list[Callable[[StoredRecord], Awaitable[list[dict[str, Any]]]]] = []
         """Later stages (the processor) add what they decided about an event to its trace."""
         self.unstored: list[Callable[[str], Awaitable[dict[str, Any] | None]]] = []
         """Where to look for an event the log does not have (blocked by a plan)."""
 
-    async def start(self, log: EventLog, delivery: DeliveryEngine) -> None:
+    async def start(self, log: EventLog, delivery: DeliveryView) -> None:
         self.log, self.delivery = log, delivery
         await self.flow.open()
 
@@ -241,7 +241,9 @@ class Observer:
             record = await self._record_at(offset) if offset is not None else None
             group["sample"]["messageId"] = record.message_id if record else None
             group["sample"]["event"] = orjson.loads(record.payload) if record else None
-        worker = self._engine().workers.get(destination)
+        engine = self._engine()
+        await engine.refresh()
+        worker = engine.workers.get(destination)
         doc["breaker"] = worker.breaker.state.value if worker else "stopped"
         doc["window"]["label"] = window.label
         return doc
@@ -417,6 +419,7 @@ class Observer:
         config = self.require_destination(name)
         engine = self._engine()
         report = await self._report(name, window)
+        await engine.refresh()
         worker = engine.workers.get(name)
         samples: dict[tuple[str, int | None, str], list[str]] = {}
         for group in report.error_groups():
@@ -442,7 +445,7 @@ class Observer:
             kind.vendor if kind else "", kind.key_settings if kind else (),
         )  # fmt: skip
 
-    def _engine(self) -> DeliveryEngine:
+    def _engine(self) -> DeliveryView:
         if self.delivery is None:
             raise ObserveError("starting", "Headwater is starting; try again", 503)
         return self.delivery

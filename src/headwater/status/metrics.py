@@ -33,9 +33,9 @@ from prometheus_client.metrics_core import (
 )
 
 from headwater import __version__
-from headwater.delivery.engine import DeliveryEngine
 from headwater.delivery.policy import BreakerState
 from headwater.delivery.store import StoreDB
+from headwater.delivery.view import DeliveryView
 from headwater.delivery.worker import Buckets
 from headwater.gateway.stats import IngestStats
 from headwater.log.base import EventLog
@@ -81,7 +81,7 @@ class HeadwaterCollector:
         self,
         ingest: IngestStats,
         log: Callable[[], EventLog | None],
-        delivery: Callable[[], DeliveryEngine | None],
+        delivery: Callable[[], DeliveryView | None],
         readings: Readings,
         version: str = __version__,
     ) -> None:
@@ -322,7 +322,7 @@ class Metrics:
         self,
         ingest: IngestStats,
         log: Callable[[], EventLog | None],
-        delivery: Callable[[], DeliveryEngine | None],
+        delivery: Callable[[], DeliveryView | None],
         *,
         refresh_secs: float = REFRESH_SECS,
         process: bool = True,

@@ -86,12 +86,28 @@ class CanarySignal:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessSignal:
+    """A child process of ``headwater serve`` (the log writer, the delivery worker)."""
+
+    name: str
+    state: str  # running | restarting | stopped
+    restarts: int
+    last_exit: str | None  # how the last one ended ("killed by SIGKILL")
+    last_restart_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Signals:
     now_ms: int
     log_refusing: str | None
     commit_latency_ms: float
     destinations: list[DestinationSignal] = field(default_factory=list)
     canary: CanarySignal | None = None
+    processes: list[ProcessSignal] = field(default_factory=list)
+
+
+RECENT_RESTART_SECS = 600.0
+"""A process restarted this recently shows as degraded, with its restart count."""
 
 
 TRACKING_API = Component(
@@ -104,6 +120,24 @@ DESTINATIONS = Component(
     "destinations", "Destinations (routing)", "Routes events and runs delivery to destinations"
 )
 MANAGEMENT_API = Component("management-api", "Management API", "The /api management endpoints")
+PROCESSES = Component(
+    "processes", "Processes", "The processes of `headwater serve`, restarted when they die"
+)
+PROCESS_ROLES = {
+    "writer": "The event log's writer: commits accepted events before they are acknowledged",
+    "worker": "The delivery worker: reads the log and delivers to destinations",
+}
+
+
+MEANWHILE = {
+    "worker": "; accepted events wait in the log and are delivered once it runs",
+    "writer": "; the Tracking API answers 503 + Retry-After meanwhile (SDKs retry)",
+}
+
+
+def process_component(name: str) -> Component:
+    about = PROCESS_ROLES.get(name, f"The {name} process")
+    return Component(f"process:{name}", f"Process {name}", about, group=PROCESSES.id)
 
 
 def destination_component(name: str) -> Component:
@@ -111,10 +145,13 @@ def destination_component(name: str) -> Component:
                      group=DESTINATIONS.id)  # fmt: skip
 
 
-def components(destinations: list[str]) -> list[Component]:
+def components(destinations: list[str], processes: list[str] | None = None) -> list[Component]:
     """Every component, in display order."""
-    return [TRACKING_API, INGESTION, DESTINATIONS,
-            *(destination_component(d) for d in destinations), MANAGEMENT_API]  # fmt: skip
+    found = [TRACKING_API, INGESTION, DESTINATIONS,
+             *(destination_component(d) for d in destinations), MANAGEMENT_API]  # fmt: skip
+    if processes:
+        found += [PROCESSES, *(process_component(p) for p in processes)]
+    return found
 
 
 def evaluate(signals: Signals, config: StatusConfig) -> list[ComponentState]:
@@ -123,7 +160,29 @@ def evaluate(signals: Signals, config: StatusConfig) -> list[ComponentState]:
     states.append(_routing(signals, config))
     states += [_destination(d, config) for d in signals.destinations]
     states.append(ComponentState(MANAGEMENT_API, Status.OPERATIONAL, ""))
+    if signals.processes:
+        own = [_process(p, signals.now_ms) for p in signals.processes]
+        status = worst([p.status for p in own])
+        reasons = "; ".join(p.reason for p in own if p.reason)
+        states += [ComponentState(PROCESSES, status, reasons), *own]
     return states
+
+
+def _process(p: ProcessSignal, now_ms: int) -> ComponentState:
+    component = process_component(p.name)
+    restarts = f"restarted {p.restarts} time(s) since start; last exit: {p.last_exit}"
+    if p.state != "running":
+        meanwhile = MEANWHILE.get(p.name, "")
+        return ComponentState(
+            component, Status.MAJOR,
+            f"the {p.name} process died ({p.last_exit}) and is being restarted{meanwhile}",
+        )  # fmt: skip
+    recent = p.last_restart_ms is not None and now_ms - p.last_restart_ms < (
+        RECENT_RESTART_SECS * 1000
+    )
+    if recent:
+        return ComponentState(component, Status.DEGRADED, f"the {p.name} process was {restarts}")
+    return ComponentState(component, Status.OPERATIONAL, "")
 
 
 def _tracking_api(signals: Signals) -> ComponentState:

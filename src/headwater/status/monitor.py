@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from headwater.config.workspace import StatusConfig
-from headwater.delivery.engine import DeliveryEngine
+from headwater.delivery.view import DeliveryView
 from headwater.log.base import EventLog
 from headwater.status.canary import CANARY_DESTINATION, CanaryState
 from headwater.status.model import (
     Component,
     ComponentState,
     DestinationSignal,
+    ProcessSignal,
     Signals,
     components,
     evaluate,
@@ -42,10 +43,11 @@ class Monitor:
         self,
         config: StatusConfig,
         log: EventLog,
-        delivery: DeliveryEngine,
+        delivery: DeliveryView,
         canary: CanaryState | None,
         directory: Path,
         on_changes: OnChanges | None = None,
+        processes: Callable[[], list[ProcessSignal]] | None = None,
     ) -> None:
         self.config = config
         self.log = log
@@ -53,6 +55,7 @@ class Monitor:
         self.canary = canary
         self._directory = directory
         self._on_changes = on_changes
+        self._processes = processes or list
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headwater-status")
         self._store: StatusStore | None = None
         self._task: asyncio.Task[None] | None = None
@@ -65,7 +68,7 @@ class Monitor:
         return [n for n in self.delivery.workers if n != CANARY_DESTINATION]
 
     def components(self) -> list[Component]:
-        return components(self.destinations)
+        return components(self.destinations, [p.name for p in self._processes()])
 
     async def start(self) -> None:
         self._store = await self.run_sync(lambda _: StatusStore(self._directory))
@@ -124,7 +127,8 @@ class Monitor:
                 )
             )
         canary = self.canary.signal() if self.canary is not None else None
-        return Signals(now_ms, stats.refusing, stats.commit_latency_ms, destinations, canary)
+        return Signals(now_ms, stats.refusing, stats.commit_latency_ms, destinations, canary,
+                       self._processes())  # fmt: skip
 
     async def check(self) -> list[ComponentState]:
         signals = await self.signals()

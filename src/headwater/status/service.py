@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from headwater.config.workspace import DestinationConfig, SourceConfig, WatchTarget, Workspace
-from headwater.delivery.engine import DeliveryEngine
+from headwater.delivery.view import DeliveryView
 from headwater.log.base import EventLog
 from headwater.status import page, statuspage, watch
 from headwater.status.alerts import AlertSender, Dispatcher
@@ -29,7 +30,7 @@ from headwater.status.canary import (
     CanaryState,
     canary_write_key,
 )
-from headwater.status.model import ComponentState
+from headwater.status.model import ComponentState, ProcessSignal
 from headwater.status.monitor import Monitor, OnChanges
 from headwater.status.notifiers import build_notifiers
 from headwater.status.store import DAY_MS, DB_FILE, Change, Incident
@@ -90,15 +91,17 @@ class StatusService:
     async def start(
         self,
         log: EventLog,
-        delivery: DeliveryEngine,
+        delivery: DeliveryView,
         app: Any,
         canary_key: str | None,
         on_changes: OnChanges | None = None,
+        processes: Callable[[], list[ProcessSignal]] | None = None,
     ) -> None:
         canary = self.canary_state if canary_key is not None else None
         self.sender = AlertSender(build_notifiers(self.workspace.alerts, delivery.http))
         self.monitor = Monitor(self.workspace.status, log, delivery, canary,
-                               self.data_dir / STATUS_DIR, on_changes or self._alert)  # fmt: skip
+                               self.data_dir / STATUS_DIR, on_changes or self._alert,
+                               processes)  # fmt: skip
         await self.monitor.start()
         if self.workspace.watch:
             loop = asyncio.get_running_loop()
@@ -118,7 +121,7 @@ class StatusService:
             self.canary.start()
 
     @staticmethod
-    def _states(delivery: DeliveryEngine) -> Any:
+    def _states(delivery: DeliveryView) -> Any:
         async def states_of(message_id: str) -> Any:
             found = await delivery.states(message_id)
             return None if found is None else found[1]

@@ -1,0 +1,131 @@
+"""The delivery worker's control channel: a Unix socket, one JSON object per line each way.
+
+The worker process serves it; the gateway's :class:`~headwater.delivery.remote.RemoteEngine`
+asks. Everything durable (cursors, ledger, retries, dead letters, replay jobs) is read from
+the stores on disk by whoever needs it; only what lives in the worker's memory crosses
+here, and only for readers (nothing on the delivery path waits for it):
+
+    → {"op": "snapshot"}
+    ← {"pid": 123, "workers": {name: worker snapshot}}   (see :func:`worker_snapshot`)
+    → {"op": "devsink", "name": "sink", "limit": 100}
+    ← {"total": 5, "events": [...]}  or  {"error": "not_found"}
+
+Any other request gets ``{"error": "unknown_op"}``. The socket file is made with mode 0600
+under a directory only its owner can enter (devsink events are customer data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from headwater.delivery.engine import DeliveryEngine
+from headwater.delivery.worker import Buckets, Worker, WorkerStats
+
+logger = logging.getLogger(__name__)
+
+LINE_LIMIT_BYTES = 64 * 1024 * 1024  # a devsink page of large events fits
+
+
+def buckets_doc(b: Buckets) -> dict[str, Any]:
+    return {"counts": b.counts, "sum": b.sum, "count": b.count}
+
+
+def stats_doc(s: WorkerStats) -> dict[str, Any]:
+    return {
+        "delivered": s.delivered, "discarded": s.discarded, "retried": s.retried,
+        "dead_lettered": s.dead_lettered, "filtered": s.filtered, "requests": s.requests,
+        "last_error": s.last_error, "last_success_ms": s.last_success_ms,
+        "duration_secs": buckets_doc(s.duration_secs), "latency_secs": buckets_doc(s.latency_secs),
+    }  # fmt: skip
+
+
+def stats_from(doc: dict[str, Any]) -> WorkerStats:
+    stats = WorkerStats(**{k: v for k, v in doc.items() if not k.endswith("_secs")})
+    for name in ("duration_secs", "latency_secs"):
+        target: Buckets = getattr(stats, name)
+        found = doc[name]
+        if len(found["counts"]) == len(target.counts):
+            target.counts, target.sum, target.count = found["counts"], found["sum"], found["count"]
+    return stats
+
+
+def worker_snapshot(worker: Worker) -> dict[str, Any]:
+    committed, position = worker.queued_behind()
+    return {
+        "alive": worker.alive,
+        "committed": committed,
+        "position": position,
+        "breaker": worker.breaker.state.value,
+        "consecutive_failures": worker.breaker.consecutive_failures,
+        "stats": stats_doc(worker.stats),
+        "filter_stats": worker.stage.stats(),
+        "transformed": worker.stage.transformed,
+    }
+
+
+class ControlServer:
+    """Answers the gateway's questions about the engine running in this process."""
+
+    def __init__(self, engine: DeliveryEngine, path: Path) -> None:
+        self.engine = engine
+        self.path = path
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a killed worker's: nobody listens on it any more
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=LINE_LIMIT_BYTES
+            )
+        finally:
+            os.umask(old)
+
+    async def stop(self) -> None:
+        for client in list(self._clients):
+            client.close()  # their handlers read the end of the stream and return
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
+        try:
+            while line := await reader.readline():
+                try:
+                    answer = self.answer(orjson.loads(line))
+                except (ValueError, TypeError, KeyError) as exc:
+                    answer = {"error": "bad_request", "message": str(exc)}
+                writer.write(orjson.dumps(answer) + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except asyncio.CancelledError:
+            return  # the server stops; the gateway reconnects to the next worker
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "snapshot":
+            workers = {n: worker_snapshot(w) for n, w in self.engine.workers.items()}
+            return {"pid": os.getpid(), "workers": workers}
+        if op == "devsink":
+            sink = self.engine.devsink(str(request["name"]))
+            if sink is None:
+                return {"error": "not_found"}
+            return {"total": sink.delivered_total, "events": sink.recent(int(request["limit"]))}
+        return {"error": "unknown_op", "message": f"unknown op {op!r}"}

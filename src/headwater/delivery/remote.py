@@ -1,0 +1,183 @@
+"""Delivery as the gateway process sees it when the engine runs in the worker process.
+
+:class:`RemoteEngine` is a :class:`~headwater.delivery.view.DeliveryView`: its workers mirror
+the worker process's in-memory state (counters, cursors, breakers), refreshed over the
+control channel (:mod:`headwater.delivery.control`) every ``REFRESH_SECS`` and before each
+trace. The delivery store is opened here too (SQLite lets several processes share it), and
+destinations' filters are rebuilt from the workspace, so previews and traces run locally.
+While the worker process is down its workers read as not alive, with their last counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from headwater.config.workspace import Workspace
+from headwater.delivery.control import LINE_LIMIT_BYTES, stats_from
+from headwater.delivery.engine import route_of, states_of
+from headwater.delivery.http import HttpClient
+from headwater.delivery.policy import BreakerState
+from headwater.delivery.state import DestinationState
+from headwater.delivery.store import DeliveryStore
+from headwater.delivery.worker import WorkerStats
+from headwater.log.base import EventLog, StoredRecord
+from headwater.processor.fanout import DestinationStage
+from headwater.processor.routing import Route
+
+logger = logging.getLogger(__name__)
+
+REFRESH_SECS = 0.5
+ASK_TIMEOUT_SECS = 5.0
+
+
+@dataclass
+class RemoteLive:
+    committed: int = 0
+    position: int = 0
+
+
+@dataclass
+class RemoteBreaker:
+    state: BreakerState = BreakerState.CLOSED
+    consecutive_failures: int = 0
+
+
+class RemoteStage(DestinationStage):
+    """The destination's filters and transformations, built here (for previews and
+    traces), with the counters of the worker process."""
+
+    remote_stats: list[dict[str, Any]] | None = None
+
+    def stats(self) -> list[dict[str, Any]]:
+        return self.remote_stats if self.remote_stats is not None else super().stats()
+
+
+@dataclass
+class RemoteWorker:
+    route: Route
+    stage: RemoteStage
+    stats: WorkerStats = field(default_factory=WorkerStats)
+    live: RemoteLive = field(default_factory=RemoteLive)
+    breaker: RemoteBreaker = field(default_factory=RemoteBreaker)
+    alive: bool = False
+
+    def queued_behind(self) -> tuple[int, int]:
+        return self.live.committed, self.live.position
+
+    def update(self, doc: dict[str, Any]) -> None:
+        self.alive = bool(doc["alive"])
+        self.live = RemoteLive(int(doc["committed"]), int(doc["position"]))
+        self.breaker = RemoteBreaker(BreakerState(doc["breaker"]), int(doc["consecutive_failures"]))
+        self.stats = stats_from(doc["stats"])
+        self.stage.remote_stats = doc["filter_stats"]
+        self.stage.transformed = int(doc["transformed"])
+
+
+class RemoteEngine:
+    """The worker process's delivery engine, seen from the gateway."""
+
+    def __init__(self, workspace: Workspace, log: EventLog, data_dir: Path, socket: Path) -> None:
+        self.log = log
+        self._socket = socket
+        self._store = DeliveryStore(data_dir)
+        self._http = HttpClient()
+        self._workers = {
+            d.name: RemoteWorker(
+                route_of(d), RemoteStage(d.name, d.filters, workspace.transformations)
+            )
+            for d in workspace.destinations
+        }
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.worker_pid: int | None = None
+
+    @property
+    def workers(self) -> dict[str, RemoteWorker]:
+        return self._workers
+
+    @property
+    def store(self) -> DeliveryStore:
+        return self._store
+
+    @property
+    def http(self) -> HttpClient:
+        return self._http
+
+    async def start(self) -> None:
+        await self._store.open()
+        self._task = asyncio.get_running_loop().create_task(self._follow(), name="delivery:view")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._disconnect()
+        await self._http.close()
+        await self._store.close()
+
+    async def refresh(self) -> bool:
+        """Mirror the worker process's state now; False when it does not answer."""
+        answer = await self.ask({"op": "snapshot"})
+        if answer is None or "workers" not in answer:
+            for worker in self._workers.values():
+                worker.alive = False
+            return False
+        self.worker_pid = answer.get("pid")
+        for name, doc in answer["workers"].items():
+            found = self._workers.get(name)
+            if found is not None:
+                found.update(doc)
+        return True
+
+    async def states(self, message_id: str) -> tuple[StoredRecord, list[DestinationState]] | None:
+        await self.refresh()  # the cursors as they are now, not half a second ago
+        return await states_of(self.log, self._store, self._workers, message_id)
+
+    async def devsink_page(self, name: str, limit: int) -> dict[str, Any] | None:
+        answer = await self.ask({"op": "devsink", "name": name, "limit": limit})
+        if answer is None or "error" in answer:
+            return None
+        return answer
+
+    async def ask(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """One request on the control channel; None when the worker is not there."""
+        async with self._lock:
+            for _ in range(2):  # a connection to a worker that was restarted fails once
+                try:
+                    if self._conn is None:
+                        self._conn = await asyncio.wait_for(
+                            asyncio.open_unix_connection(str(self._socket), limit=LINE_LIMIT_BYTES),
+                            ASK_TIMEOUT_SECS,
+                        )
+                    reader, writer = self._conn
+                    writer.write(orjson.dumps(request) + b"\n")
+                    line = await asyncio.wait_for(reader.readline(), ASK_TIMEOUT_SECS)
+                    if not line:
+                        raise ConnectionError("the worker closed the control channel")
+                    answer: dict[str, Any] = orjson.loads(line)
+                    return answer
+                except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
+                    self._disconnect()
+            return None
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("cannot mirror the delivery worker's state")
+            await asyncio.sleep(REFRESH_SECS)
