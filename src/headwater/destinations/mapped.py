@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -87,6 +87,25 @@ def json_body(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def runs_within(
+    items: Sequence[Mapped], max_items: int, max_bytes: int, envelope_bytes: int
+) -> Iterator[list[Mapped]]:
+    """The items in runs of at most ``max_items`` whose payloads, as a JSON array inside an
+    envelope of ``envelope_bytes``, fit in ``max_bytes`` (an item larger than that still
+    goes, alone: the vendor's answer then refuses it)."""
+    run: list[Mapped] = []
+    size = envelope_bytes
+    for item in items:
+        n = len(json_body(item.payload)) + 1
+        if run and (len(run) >= max_items or size + n > max_bytes):
+            yield run
+            run, size = [], envelope_bytes
+        run.append(item)
+        size += n
+    if run:
+        yield run
 
 
 ByType = tuple[dict[str, tuple[tuple[Action, bool], ...]], tuple[tuple[Action, bool], ...]]

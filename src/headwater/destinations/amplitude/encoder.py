@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 from headwater.delivery.http import HttpRequest
 from headwater.destinations.amplitude.settings import AmplitudeSettings
-from headwater.destinations.mapped import Mapped, json_body
+from headwater.destinations.mapped import Mapped, json_body, runs_within
 from headwater.destinations.values import epoch_ms
 
 MAX_EVENTS = 2000
@@ -97,17 +97,7 @@ def group_request(settings: AmplitudeSettings, items: Sequence[Mapped]) -> HttpR
 def chunks(items: Sequence[Mapped], limit_bytes: int) -> Iterator[list[Mapped]]:
     """The items in runs of at most MAX_EVENTS whose payloads fit in ``limit_bytes`` (an
     item larger than that alone still goes alone: Amplitude's 413 then refuses it)."""
-    run: list[Mapped] = []
-    size = 200  # the envelope: api_key, options
-    for item in items:
-        n = len(json_body(item.payload)) + 1
-        if run and (len(run) >= MAX_EVENTS or size + n > limit_bytes):
-            yield run
-            run, size = [], 200
-        run.append(item)
-        size += n
-    if run:
-        yield run
+    return runs_within(items, MAX_EVENTS, limit_bytes, 200)  # 200: api_key, options
 
 
 def finish_event(payload: dict[str, Any]) -> dict[str, Any] | str:

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from headwater.delivery.http import HttpRequest
-from headwater.destinations.mapped import Mapped, json_body
+from headwater.destinations.mapped import Mapped, json_body, runs_within
 from headwater.destinations.mixpanel.settings import MixpanelSettings
 from headwater.destinations.values import epoch_ms
 
@@ -103,14 +103,4 @@ def groups_request(settings: MixpanelSettings, items: Sequence[Mapped]) -> HttpR
 
 def chunks(items: Sequence[Mapped]) -> Iterator[list[Mapped]]:
     """Runs of at most MAX_RECORDS whose JSON fits in MAX_BYTES."""
-    run: list[Mapped] = []
-    size = 2
-    for item in items:
-        n = len(json_body(item.payload)) + 1
-        if run and (len(run) >= MAX_RECORDS or size + n > MAX_BYTES):
-            yield run
-            run, size = [], 2
-        run.append(item)
-        size += n
-    if run:
-        yield run
+    return runs_within(items, MAX_RECORDS, MAX_BYTES, 2)  # 2: the array's brackets
