@@ -40,6 +40,8 @@ def all_modules() -> list[str]:
     names = []
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+        if parts[-1] == "__main__":
+            continue  # a script for ``python -m``: running it is not importing it
         if parts[-1] == "__init__":
             parts = parts[:-1]
         names.append(".".join(parts))

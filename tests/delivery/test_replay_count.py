@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from headwater.cli_delivery import count_window
+from headwater.cli.delivery import count_window
 from headwater.config.workspace import LogConfig, parse_workspace
 from headwater.log.base import Record
 from headwater.log.sqlite import SqliteLog

@@ -11,10 +11,9 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from headwater.cli_delivery import DEFAULT_DATA_DIR, DataDirOption, fail, parse_when
+from headwater.cli.common import DEFAULT_DATA_DIR, DataDirOption, fail, out, parse_when, refuse
 from headwater.config.units import parse_seconds
 from headwater.config.workspace import WatchTarget, load_workspace
 from headwater.delivery.http import HttpClient
@@ -26,8 +25,6 @@ from headwater.status.notifiers import build_notifiers
 from headwater.status.service import STATUS_DIR
 from headwater.status.statuspage import iso
 from headwater.status.store import StatusStore
-
-out = Console(soft_wrap=True)
 
 STYLE = {
     "operational": "green",
@@ -81,7 +78,7 @@ def status(
 
 def _store(data_dir: Path) -> StatusStore:
     if not data_dir.exists():
-        raise fail(f"no data directory at {data_dir}; check --data-dir")
+        raise refuse(f"no data directory at {data_dir}; check --data-dir")
     return StatusStore(data_dir / STATUS_DIR)
 
 
@@ -178,11 +175,11 @@ def watch(
         try:
             workspace = load_workspace(config)
         except ConfigError as exc:
-            raise fail(str(exc)) from exc
+            raise refuse(str(exc)) from exc
         targets += workspace.watch
         alerts = workspace.alerts
     if not targets:
-        raise fail("nothing to watch: give --page NAME=URL, --http NAME=URL or a --config "
+        raise refuse("nothing to watch: give --page NAME=URL, --http NAME=URL or a --config "
                    "with a watch: section")  # fmt: skip
     code = asyncio.run(_watch(targets, alerts, interval, once))
     raise typer.Exit(code)

@@ -8,8 +8,6 @@ start.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from contextlib import closing
 from datetime import UTC, datetime
@@ -18,12 +16,21 @@ from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from headwater.cli_observe import Api
-from headwater.config.units import parse_seconds
+from headwater.cli.common import (
+    DEFAULT_CONFIG,
+    DEFAULT_DATA_DIR,
+    Api,
+    ConfigOption,
+    DataDirOption,
+    err,
+    out,
+    parse_when,
+    refuse,
+    server_running,
+)
 from headwater.config.workspace import Workspace, load_workspace
 from headwater.delivery.engine import route_of
 from headwater.delivery.store import DB_FILE, StoreDB
@@ -33,53 +40,12 @@ from headwater.log.sqlite_reads import connect_readonly, offsets_received_betwee
 from headwater.processor.fanout import DestinationStage, FilteredOut
 from headwater.processor.routing import Filtered, NotMine
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
 deadletter_app = typer.Typer(
     help="List, re-drive or purge events that outlived their retry window.",
     no_args_is_help=True,
 )
 
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Workspace YAML file.", envvar="HEADWATER_CONFIG")
-]
-DataDirOption = Annotated[
-    Path, typer.Option(help="Headwater's data directory.", envvar="HEADWATER_DATA_DIR")
-]
-DEFAULT_CONFIG = Path("workspace.yaml")
-DEFAULT_DATA_DIR = Path(".headwater")
 READ_CHUNK = 5000
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]Error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def parse_when(value: str, now: float | None = None) -> int:
-    """A moment as epoch ms: ISO-8601 (``2026-11-26T10:00:00Z``, ``2026-11-26``), ``now``, or
-    a duration meaning that long ago (``2h``, ``30m``, ``7d``)."""
-    now = time.time() if now is None else now
-    text = value.strip()
-    if text == "now":
-        return int(now * 1000)
-    try:
-        secs = parse_seconds(text)
-    except ValueError:
-        secs = None
-    if isinstance(secs, int):
-        return int((now - secs) * 1000)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not a time; write an ISO-8601 time (2026-11-26T10:00:00Z), "
-            "a date, 'now', or how long ago (30m, 2h, 7d)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def _iso(ms: int | None) -> str:
@@ -92,37 +58,20 @@ def _workspace(config: Path) -> Workspace:
     try:
         return load_workspace(config)
     except ConfigError as exc:
-        raise fail(str(exc)) from exc
+        raise refuse(str(exc)) from exc
 
 
 def _store(data_dir: Path) -> StoreDB:
     path = data_dir / "delivery" / DB_FILE
     if not path.exists():
-        raise fail(f"no delivery store at {path}; check --data-dir (has Headwater run there?)")
+        raise refuse(f"no delivery store at {path}; check --data-dir (has Headwater run there?)")
     return StoreDB(path)
 
 
 def _destination(workspace: Workspace, name: str | None) -> None:
     if name is not None and workspace.destination(name) is None:
         names = ", ".join(d.name for d in workspace.destinations) or "none"
-        raise fail(f"the workspace has no destination named {name!r}; its destinations: {names}")
-
-
-def server_running(data_dir: Path) -> bool:
-    """Whether a Headwater process holds this data dir's log (its writer lock)."""
-    lock = data_dir / "log" / "LOCK"
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+        raise refuse(f"the workspace has no destination named {name!r}; its destinations: {names}")
 
 
 # ---------------------------------------------------------------------- deadletter
@@ -177,7 +126,7 @@ def deadletter_retry(
     """Send dead letters again: they go back to their destination's queue, due at once,
     with a fresh retry window (the running server picks them up within a second)."""
     if not (destination or ids or all_):
-        raise fail("say which dead letters to re-drive: --destination NAME, --id N or --all")
+        raise refuse("say which dead letters to re-drive: --destination NAME, --id N or --all")
     workspace = _workspace(config)
     _destination(workspace, destination)
     windows = {d.name: float(d.delivery.retry_window_secs) for d in workspace.destinations}
@@ -218,7 +167,7 @@ def deadletter_purge(
 ) -> None:
     """Delete dead letters for good."""
     if not (destination or ids or before or all_):
-        raise fail("say which dead letters to purge: --destination, --id, --before or --all")
+        raise refuse("say which dead letters to purge: --destination, --id, --before or --all")
     before_ms = parse_when(before) if before else None
     with closing(_store(data_dir)) as db:
         count = len(db.dead_letters(destination, ids or None, limit=None, before_ms=before_ms))
@@ -294,13 +243,13 @@ def replay(
     _destination(workspace, destination)
     since_ms, until_ms = parse_when(since), parse_when(until)
     if since_ms >= until_ms:
-        raise fail(f"--since ({_iso(since_ms)}) must come before --until ({_iso(until_ms)})")
+        raise refuse(f"--since ({_iso(since_ms)}) must come before --until ({_iso(until_ms)})")
     try:
         after, last, counts = count_window(
             data_dir / "log", workspace, destination, since_ms, until_ms
         )
     except FileNotFoundError as exc:
-        raise fail(str(exc)) from exc
+        raise refuse(str(exc)) from exc
     window = f"{_iso(since_ms)} to {_iso(until_ms)} UTC"
     out.print(
         f"Replay to {destination}, events received {window}: {counts['sent']} would be sent, "
@@ -330,7 +279,7 @@ def _follow(data_dir: Path, replay_id: int, first: int, last: int) -> None:
         while True:
             job = db.replay(replay_id)
             if job is None:
-                raise fail(f"replay {replay_id} disappeared from the store")
+                raise refuse(f"replay {replay_id} disappeared from the store")
             progress.update(task, completed=job.position - first)
             if job.state in ("done", "cancelled"):
                 break

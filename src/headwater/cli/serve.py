@@ -1,51 +1,28 @@
-"""The ``headwater`` command: ``serve`` runs the server, ``send`` tries it with one event;
-``deadletter``, ``replay`` and ``devsink`` operate delivery (:mod:`headwater.cli_delivery`);
-``tail``, ``trace`` and ``diagnose`` ask where events went (:mod:`headwater.cli_observe`)."""
+"""``headwater serve``: the server, with its roles (gateway, worker, all)."""
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import sys
-import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import typer
-from rich.console import Console
 
-from headwater import (
-    __version__,
-    cli_delivery,
-    cli_destinations,
-    cli_observe,
-    cli_processor,
-    cli_status,
-)
+from headwater import __version__
 from headwater.api.auth import AUTH_DIR, TOKEN_FILE, ensure_admin_token, load_admin_token
+from headwater.cli.common import err, out
 from headwater.config.keys import assign_write_keys
 from headwater.config.workspace import Workspace, load_workspace
 from headwater.errors import ConfigError, LogError
 
-app = typer.Typer(
-    help="Headwater: a self-hosted customer data platform that speaks Segment's protocol.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-DEFAULT_URL = "http://127.0.0.1:8080"
 SWITCH_INTERVAL_SECS = 0.001
 GC_THRESHOLDS = (50_000, 20, 20)
 KEEP_ALIVE_SECS = 5  # an idle keep-alive connection is closed after this long (uvicorn's default)
 ROLES = ("all", "gateway", "worker")
-TYPES = ("track", "identify", "page", "screen", "group", "alias")
 
 
-@app.command()
 def serve(
     config: Annotated[
         Path, typer.Option("--config", "-c", help="Workspace YAML file.", envvar="HEADWATER_CONFIG")
@@ -204,112 +181,3 @@ def _connect_host(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host else host
-
-
-def _parse_pairs(pairs: list[str], option: str) -> dict[str, Any]:
-    parsed: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint=option)
-        try:
-            parsed[name] = json.loads(raw)
-        except ValueError:
-            parsed[name] = raw
-    return parsed
-
-
-@app.command()
-def send(
-    write_key: Annotated[
-        str,
-        typer.Option(
-            "--write-key", "-k", help="A source's write key.", envvar="HEADWATER_WRITE_KEY"
-        ),
-    ],
-    type_: Annotated[
-        str, typer.Option("--type", "-t", help=f"One of {', '.join(TYPES)}.")
-    ] = "track",
-    event: Annotated[str, typer.Option("--event", "-e", help="Event name (track).")] = "Test Event",
-    name: Annotated[str | None, typer.Option(help="Page or screen name.")] = None,
-    user_id: Annotated[str | None, typer.Option("--user-id", "-u")] = None,
-    anonymous_id: Annotated[str | None, typer.Option("--anonymous-id")] = None,
-    group_id: Annotated[str | None, typer.Option("--group-id", help="Group id (group).")] = None,
-    previous_id: Annotated[
-        str | None, typer.Option("--previous-id", help="Old id (alias).")
-    ] = None,
-    prop: Annotated[
-        list[str], typer.Option("--property", "-p", help="NAME=VALUE; VALUE may be JSON.")
-    ] = [],  # noqa: B006 - typer reads the default, it is never mutated
-    trait: Annotated[
-        list[str], typer.Option("--trait", help="NAME=VALUE; VALUE may be JSON.")
-    ] = [],  # noqa: B006
-    url: Annotated[
-        str, typer.Option(help="Headwater's URL.", envvar="HEADWATER_URL")
-    ] = DEFAULT_URL,
-) -> None:
-    """Send one test event to a running Headwater and print its answer."""
-    if type_ not in TYPES:
-        raise typer.BadParameter(f"{type_!r}; use one of {', '.join(TYPES)}", param_hint="--type")
-    body: dict[str, Any] = {"messageId": f"cli-{uuid.uuid4()}"}
-    if user_id:
-        body["userId"] = user_id
-    if anonymous_id or not user_id:
-        body["anonymousId"] = anonymous_id or f"cli-{uuid.uuid4().hex[:12]}"
-    properties = _parse_pairs(prop, "--property")
-    traits = _parse_pairs(trait, "--trait")
-    if type_ == "track":
-        body["event"] = event
-    if type_ in ("page", "screen") and name:
-        body["name"] = name
-    if type_ == "group":
-        body["groupId"] = group_id or ""
-    if type_ == "alias":
-        body["previousId"] = previous_id or ""
-    if properties:
-        body["properties"] = properties
-    if traits:
-        body["traits"] = traits
-    body["context"] = {"library": {"name": "headwater-cli", "version": __version__}}
-    endpoint = f"{url.rstrip('/')}/v1/{type_}"
-    try:
-        response = httpx.post(endpoint, json=body, auth=(write_key, ""), timeout=10)
-    except httpx.HTTPError as exc:
-        err.print(f"[bold red]Could not reach Headwater at {url}:[/] {exc}", highlight=False)
-        err.print("Is it running? Start it with `headwater serve` or set --url / HEADWATER_URL.")
-        raise typer.Exit(1) from exc
-    style = "green" if response.is_success else "red"
-    out.print(f"[{style}]{response.status_code}[/] POST {endpoint}", highlight=False)
-    out.print(f"messageId: {body['messageId']}", highlight=False)
-    out.print(response.text, highlight=False)
-    if not response.is_success:
-        raise typer.Exit(1)
-
-
-app.add_typer(cli_delivery.deadletter_app, name="deadletter")
-app.add_typer(cli_status.maintenance_app, name="maintenance")
-app.add_typer(cli_processor.plans_app, name="plans")
-app.add_typer(cli_processor.filters_app, name="filters")
-app.add_typer(cli_destinations.destinations_app, name="destinations")
-app.command()(cli_status.status)
-app.command()(cli_status.watch)
-app.command()(cli_delivery.replay)
-app.command()(cli_delivery.devsink)
-app.command()(cli_observe.tail)
-app.command()(cli_observe.trace)
-app.command()(cli_observe.diagnose)
-app.command("admin-token")(cli_observe.admin_token)
-
-
-@app.command()
-def version() -> None:
-    """Print Headwater's version."""
-    out.print(__version__)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import orjson
 import typer
 
-from headwater.cli_observe import DEFAULT_URL, Api, UrlOption, fail, out
+from headwater.cli.common import DEFAULT_URL, Api, UrlOption, fail, out
 
 destinations_app = typer.Typer(help="Destinations: send a test event.", no_args_is_help=True)
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from headwater.cli_observe import DEFAULT_URL, Api, UrlOption, fail, out
+from headwater.cli.common import DEFAULT_URL, Api, UrlOption, fail, out
 from headwater.config.workspace import load_workspace
 from headwater.errors import ConfigError
 from headwater.processor.admin import preview

@@ -7,101 +7,20 @@ They ask a running server (``--url`` or ``HEADWATER_URL``, default
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from headwater.api.auth import ENV_VAR, reset_admin_token
+from headwater.api.auth import reset_admin_token
+from headwater.cli.common import DEFAULT_URL, Api, UrlOption, err, fail, out
 from headwater.observe.debugger import KEEP
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-DEFAULT_URL = "http://127.0.0.1:8080"
-UrlOption = Annotated[str, typer.Option(help="Headwater's URL.", envvar="HEADWATER_URL")]
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)  # text from the server
-    return typer.Exit(code)
-
-
-class Api:
-    """The management API of a running server, with the admin token from the environment."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-        token = os.environ.get(ENV_VAR)
-        if not token:
-            raise fail(
-                f"set {ENV_VAR} to the admin token (printed when the server first started; "
-                "`headwater admin-token --reset --data-dir DIR` makes a new one)",
-                2,
-            )
-        self.headers = {"authorization": f"Bearer {token}"}
-
-    def get(self, path: str, **params: Any) -> dict[str, Any]:
-        return self.call("GET", path, params)
-
-    def post(self, path: str, body: Any = None, **params: Any) -> dict[str, Any]:
-        return self.call("POST", path, params, body)
-
-    def call(
-        self, method: str, path: str, params: dict[str, Any], body: Any = None
-    ) -> dict[str, Any]:
-        try:
-            response = httpx.request(
-                method, f"{self.url}{path}", params=params, json=body, headers=self.headers,
-                timeout=120,
-            )  # fmt: skip
-        except httpx.HTTPError as exc:
-            raise fail(f"could not reach Headwater at {self.url}: {exc}") from exc
-        try:
-            answer: dict[str, Any] = response.json()
-        except ValueError:
-            answer = {"message": response.text}
-        if not response.is_success:
-            raise fail(str(answer.get("message") or f"HTTP {response.status_code}"))
-        return answer
-
-    def stream(self, path: str) -> Iterator[tuple[str, str]]:
-        """Server-Sent Events as (event, data) pairs."""
-        try:
-            with httpx.stream(
-                "GET", f"{self.url}{path}", headers=self.headers, timeout=httpx.Timeout(30, read=60)
-            ) as response:
-                if not response.is_success:
-                    response.read()
-                    raise fail(str(_message(response.content) or response.status_code))
-                kind, data = "message", ""
-                for line in response.iter_lines():
-                    if not line:
-                        if data:
-                            yield kind, data
-                        kind, data = "message", ""
-                    elif line.startswith("event:"):
-                        kind = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data += line[5:].strip()
-        except httpx.HTTPError as exc:
-            raise fail(f"the stream from {self.url} ended: {exc}") from exc
-
-
-def _message(content: bytes) -> str | None:
-    try:
-        return str(orjson.loads(content).get("message"))
-    except (ValueError, AttributeError):
-        return None
 
 
 def _time(iso: str | None) -> str:

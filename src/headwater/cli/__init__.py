@@ -1,0 +1,51 @@
+"""The ``headwater`` command, one module per command group:
+
+- :mod:`.serve` runs the server, :mod:`.send` tries it with one event;
+- :mod:`.delivery`: ``deadletter``, ``replay``, ``devsink``;
+- :mod:`.destinations`: ``destinations test``;
+- :mod:`.observe`: ``tail``, ``trace``, ``diagnose``, ``admin-token``;
+- :mod:`.processor`: ``plans``, ``filters``;
+- :mod:`.status`: ``status``, ``watch``, ``maintenance``.
+
+What they share (consoles, options, the API client, errors) is in :mod:`.common`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from headwater import __version__
+from headwater.cli import delivery, destinations, observe, processor, send, serve, status
+from headwater.cli.common import out
+
+app = typer.Typer(
+    help="Headwater: a self-hosted customer data platform that speaks Segment's protocol.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+app.command()(serve.serve)
+app.command()(send.send)
+app.add_typer(delivery.deadletter_app, name="deadletter")
+app.add_typer(status.maintenance_app, name="maintenance")
+app.add_typer(processor.plans_app, name="plans")
+app.add_typer(processor.filters_app, name="filters")
+app.add_typer(destinations.destinations_app, name="destinations")
+app.command()(status.status)
+app.command()(status.watch)
+app.command()(delivery.replay)
+app.command()(delivery.devsink)
+app.command()(observe.tail)
+app.command()(observe.trace)
+app.command()(observe.diagnose)
+app.command("admin-token")(observe.admin_token)
+
+
+@app.command()
+def version() -> None:
+    """Print Headwater's version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    app()
