@@ -206,6 +206,65 @@ class DestinationConfig(_Model):
     to the type's preset actions. Absent: the presets as they are."""
 
 
+class WarehouseConfig(_Model):
+    """A warehouse: every event of some sources in SQL, in Segment's schema
+    (docs/warehouses.md)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    """Lower-case name, unique among the warehouses."""
+
+    type: Literal["duckdb", "postgres"] = "duckdb"
+    """``duckdb``: an embedded file; ``postgres``: a PostgreSQL database, loaded with COPY."""
+
+    path: str | None = None
+    """``duckdb``: the file, relative to the data directory unless absolute. Default:
+    ``warehouses/<name>.duckdb`` in the data directory."""
+
+    dsn: str | None = None
+    """``postgres``: a libpq connection string or URL, e.g.
+    ``postgresql://loader@127.0.0.1:5432/analytics``, without a password."""
+
+    password_env: str | None = None
+    """``postgres``: the environment variable holding the password (or use ``PGPASSWORD``
+    or ``~/.pgpass``); a password is never written in the workspace file."""
+
+    sources: Annotated[list[str], Field(min_length=1)]
+    """The sources loaded; each gets a schema named after it."""
+
+    sync_interval: Seconds = Field(default=300, ge=1)
+    """How often a sync starts (e.g. ``5m``); ``headwater warehouse sync`` starts one now."""
+
+    tables: list[str] | None = None
+    """Selective sync: load only these tables (e.g. ``[tracks, identifies, users,
+    order_completed]``). Default: every table."""
+
+    exclude_events: list[str] = []
+    """Selective sync: track events with these names (as sent) are not loaded at all."""
+
+    enabled: bool = True
+    """A disabled warehouse is not synced; its backlog waits in the log (within retention)."""
+
+    @model_validator(mode="after")
+    def _check_target(self) -> WarehouseConfig:
+        if self.type == "postgres":
+            if not self.dsn:
+                raise ValueError("a postgres warehouse needs dsn, e.g. "
+                                 "'postgresql://loader@127.0.0.1:5432/analytics'")  # fmt: skip
+            if _dsn_has_password(self.dsn):
+                raise ValueError("dsn: remove the password; name the environment variable "
+                                 "holding it in password_env (or use PGPASSWORD / ~/.pgpass)")  # fmt: skip
+        elif self.dsn is not None:
+            raise ValueError("dsn is for postgres warehouses; a duckdb warehouse takes path")
+        return self
+
+
+def _dsn_has_password(dsn: str) -> bool:
+    if "://" in dsn:
+        userinfo = dsn.split("://", 1)[1].split("@", 1)
+        return len(userinfo) == 2 and ":" in userinfo[0]
+    return "password=" in dsn.replace(" ", "")
+
+
 class StatusConfig(_Model):
     """Component health: how often it is checked and what counts as degraded
     (docs/status.md)."""
@@ -285,6 +344,9 @@ class Workspace(_Model):
     transformations: list[TransformationConfig] = []
     """Event transformations, each scoped to a source or a destination (docs/fql.md)."""
 
+    warehouses: list[WarehouseConfig] = []
+    """Warehouses loaded from the log in Segment's schema (docs/warehouses.md)."""
+
     @model_validator(mode="after")
     def _check_unique(self) -> Workspace:
         names: set[str] = set()
@@ -302,6 +364,7 @@ class Workspace(_Model):
         _check_destinations(self.destinations, names)
         check_tracking_plans(self.tracking_plans, names)
         _check_transformations(self.transformations, names, {d.name for d in self.destinations})
+        _check_warehouses(self.warehouses, names)
         named = (("sources", [s.name for s in self.sources]),
                  ("destinations", [d.name for d in self.destinations]))  # fmt: skip
         for kind, names_of in named:
@@ -325,6 +388,18 @@ class Workspace(_Model):
     def destination(self, name: str) -> DestinationConfig | None:
         return next((d for d in self.destinations if d.name == name), None)
 
+    def warehouse(self, name: str) -> WarehouseConfig | None:
+        return next((w for w in self.warehouses if w.name == name), None)
+
+
+def _check_warehouses(warehouses: list[WarehouseConfig], sources: set[str]) -> None:
+    seen: set[str] = set()
+    for i, warehouse in enumerate(warehouses):
+        if warehouse.name in seen:
+            raise ValueError(f"warehouses[{i}].name: {warehouse.name!r} is used by two warehouses")
+        seen.add(warehouse.name)
+        for j, source in enumerate(warehouse.sources):
+            check_known(f"warehouses[{i}].sources[{j}]", "source", source, sources)
 
 def _check_destinations(destinations: list[DestinationConfig], sources: set[str]) -> None:
     """Names unique, sources known, the type known and its settings valid."""

@@ -1,0 +1,287 @@
+"""The sync loop: one per warehouse, in the delivery worker process, reading the log.
+
+Every ``sync_interval`` (or within a second of ``headwater warehouse sync``), a sync:
+
+1. takes the warehouse's lock file (``<data-dir>/warehouses/<name>.lock``), so two
+   Headwater processes never sync one warehouse at once;
+2. opens the warehouse and reads its committed position (``_headwater.sync_state``);
+3. reads the log after it in batches of ``batch_events``, shapes the events of the
+   warehouse's sources into Segment's tables (:mod:`headwater.warehouses.schema`) and
+   loads each batch — every table it touches and the new position — in one transaction;
+4. stops at the log's end as it was when the sync began, and closes the warehouse (a DuckDB
+   file is free for readers until the next sync).
+
+A kill at any point loses nothing and loads nothing twice: the position moves only with the
+rows, and the rows are deduplicated by ``id`` anyway (so a backfill may move the position
+back and reload). Shaping and loading run on a thread: the event loop keeps serving.
+A failing warehouse only fails its own syncs; its backlog waits in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from headwater.config.workspace import WarehouseConfig, Workspace
+from headwater.log.base import EventLog, StoredRecord
+from headwater.warehouses.base import StalePosition, Warehouse, WarehouseError, classify
+from headwater.warehouses.batch import TablePlan, plan_table
+from headwater.warehouses.names import schema_name
+from headwater.warehouses.schema import (
+    DISCARDS,
+    DISCARDS_COLUMNS,
+    ColumnType,
+    Discard,
+    Row,
+    Shaper,
+    iter_discard_rows,
+)
+from headwater.warehouses.state import SyncRecord, WarehouseState
+
+logger = logging.getLogger(__name__)
+
+BATCH_EVENTS = 20_000
+REQUEST_POLL_SECS = 1.0
+READ_LIMIT = 5000
+
+
+def open_warehouse(config: WarehouseConfig, data_dir: Path) -> Warehouse:
+    """The backend of ``config`` (imported here so a workspace without one needs neither)."""
+    if config.type == "postgres":
+        from headwater.warehouses.postgres import PostgresWarehouse
+
+        return PostgresWarehouse(config.dsn or "", config.password_env)
+    from headwater.warehouses.duckdb import DuckDBWarehouse
+
+    return DuckDBWarehouse(duckdb_path(config, data_dir))
+
+
+def duckdb_path(config: WarehouseConfig, data_dir: Path) -> Path:
+    path = Path(config.path) if config.path else Path("warehouses") / f"{config.name}.duckdb"
+    return path if path.is_absolute() else data_dir / path
+
+
+class Loader:
+    """One warehouse's syncs; see the module docstring."""
+
+    def __init__(
+        self,
+        config: WarehouseConfig,
+        log: EventLog,
+        data_dir: Path,
+        batch_events: int = BATCH_EVENTS,
+        opener: Callable[[WarehouseConfig, Path], Warehouse] = open_warehouse,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.log = log
+        self.data_dir = data_dir
+        self.batch_events = batch_events
+        self.state = WarehouseState(data_dir)
+        self.shaper = Shaper(config.sources, config.tables, config.exclude_events)
+        self._schemas = {s: schema_name(s) for s in config.sources}
+        self._opener = opener
+        self._columns: dict[str, dict[str, dict[str, ColumnType]]] = {}
+        self._stopping = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sync every ``sync_interval`` and on request, until ``stop`` is set."""
+        self._stopping = stop
+        next_sync = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            requests = await asyncio.to_thread(self.state.take_requests, self.name)
+            for request in requests:
+                if request.kind == "backfill" and request.since_ms is not None:
+                    await self.rewind(request.since_ms)
+            if requests or loop.time() >= next_sync:
+                try:
+                    await self.sync()
+                except Exception:  # a bug must not end the loop; the next sync retries
+                    logger.exception("warehouse %s: sync failed", self.name)
+                next_sync = loop.time() + self.config.sync_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REQUEST_POLL_SECS)
+        await asyncio.to_thread(self.state.close)
+
+    async def sync(self) -> SyncRecord:
+        """One sync (see the module docstring); its record, also when it failed."""
+        lock = await asyncio.to_thread(self._lock)
+        try:
+            return await self._sync()
+        finally:
+            lock.close()
+
+    def _lock(self) -> object:
+        path = self.data_dir / "warehouses" / f"{self.name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle
+
+    async def _sync(self) -> SyncRecord:
+        end = self.log.stats().last_offset or 0
+        warehouse = self._opener(self.config, self.data_dir)
+        known = await asyncio.to_thread(self.state.position, self.name)
+        sync_id = await asyncio.to_thread(self.state.begin_sync, self.name, known or 0)
+        loaded = 0
+        try:
+            after = await asyncio.to_thread(self._open, warehouse)
+            await asyncio.to_thread(self.state.restart_at, sync_id, self.name, after)
+            rows: dict[str, int] = defaultdict(int)
+            events = discards = 0
+            position = after
+            while position < end and not self._stopping.is_set():
+                records = await self.log.read(position, min(READ_LIMIT, self.batch_events))
+                if not records:
+                    break
+                while len(records) < self.batch_events and records[-1].offset < end:
+                    more = await self.log.read(records[-1].offset, READ_LIMIT)
+                    if not more:
+                        break
+                    records.extend(more)
+                counts, n_events, n_discards = await asyncio.to_thread(
+                    self._load_batch, warehouse, records, position
+                )
+                position = records[-1].offset
+                loaded += 1
+                events += n_events
+                discards += n_discards
+                for table, n in counts.items():
+                    rows[table] += n
+                await asyncio.to_thread(self.state.progress, sync_id, self.name, position,
+                                        events, dict(rows), discards)  # fmt: skip
+            await asyncio.to_thread(self.state.finish_sync, sync_id, "success")
+        except WarehouseError as exc:
+            status = "partial" if loaded else "failed"
+            logger.warning("warehouse %s: sync %s: %s", self.name, status, exc)
+            await asyncio.to_thread(self.state.finish_sync, sync_id, status, str(exc), exc.kind)
+        except Exception as exc:
+            await asyncio.to_thread(self.state.finish_sync, sync_id,
+                                    "partial" if loaded else "failed", str(exc), classify(str(exc)))  # fmt: skip
+            raise
+        finally:
+            await asyncio.to_thread(warehouse.close)
+        return (await asyncio.to_thread(self.state.syncs, self.name, 1))[0]
+
+    def _open(self, warehouse: Warehouse) -> int:
+        warehouse.open()
+        self._columns = {}
+        position = warehouse.position(self.name)
+        return position or 0
+
+    def _load_batch(
+        self, warehouse: Warehouse, records: list[StoredRecord], after: int
+    ) -> tuple[dict[str, int], int, int]:
+        """Shape, plan and load one batch (on a thread); rows per table, events, discards."""
+        by_table: dict[tuple[str, str], list[Row]] = defaultdict(list)
+        discards: dict[str, list[Discard]] = defaultdict(list)
+        events = 0
+        for record in records:
+            schema = self._schemas.get(record.source)
+            if schema is None:
+                continue
+            events += 1
+            shaped = self.shaper.shape(schema, orjson.loads(record.payload), record.offset)
+            for row in shaped.rows:
+                by_table[(row.schema, row.table)].append(row)
+            for where, discard in shaped.discards:
+                discards[where].append(discard)
+        uuid_ts = datetime.now(UTC)
+        plans: list[TablePlan] = []
+        for (schema, table), rows in by_table.items():
+            plan, lost = plan_table(schema, table, rows, self._known(warehouse, schema, table),
+                                    uuid_ts)  # fmt: skip
+            plans.append(plan)
+            discards[schema].extend(lost)
+        n_discards = 0
+        for schema, found in discards.items():
+            plans.append(self._discards_plan(warehouse, schema, found, uuid_ts))
+            n_discards += len(found)
+        try:
+            warehouse.load(self.name, plans, after, records[-1].offset)
+        except StalePosition:
+            self._columns = {}
+            raise
+        except WarehouseError:
+            self._columns = {}  # what the failed transaction created is gone
+            raise
+        for plan in plans:
+            self._columns.setdefault(plan.schema, {}).setdefault(plan.table, {}).update(
+                plan.columns)
+        counts = {f"{p.schema}.{p.table}": p.rows for p in plans}
+        return counts, events, n_discards
+
+    def _known(self, warehouse: Warehouse, schema: str, table: str) -> dict[str, ColumnType] | None:
+        if schema not in self._columns:
+            self._columns[schema] = warehouse.columns(schema)
+        return self._columns[schema].get(table)
+
+    def _discards_plan(self, warehouse: Warehouse, schema: str, found: list[Discard],
+                       uuid_ts: datetime) -> TablePlan:  # fmt: skip
+        rows = [Row(schema, DISCARDS, r["id"], r, dict(DISCARDS_COLUMNS), 0)
+                for r in iter_discard_rows(found, uuid_ts)]  # fmt: skip
+        plan, _ = plan_table(schema, DISCARDS, rows, self._known(warehouse, schema, DISCARDS),
+                             uuid_ts)  # fmt: skip
+        return plan
+
+    async def rewind(self, since_ms: int) -> int | None:
+        """Backfill: move the committed position back to just before the first event received
+        at or after ``since_ms``; the next sync reloads from there (rows already loaded are
+        skipped by ``id``). The new position, None when nothing retained is that recent."""
+        target = await self._offset_before(since_ms)
+        if target is None:
+            return None
+        lock = await asyncio.to_thread(self._lock)
+        try:
+            warehouse = self._opener(self.config, self.data_dir)
+            try:
+                current = await asyncio.to_thread(self._open, warehouse)
+                if target < current:
+                    await asyncio.to_thread(warehouse.set_position, self.name, target)
+                    await asyncio.to_thread(self.state.set_position, self.name, target)
+            finally:
+                await asyncio.to_thread(warehouse.close)
+        finally:
+            lock.close()
+        logger.info("warehouse %s: backfill from offset %d", self.name, target + 1)
+        return target
+
+    async def _offset_before(self, since_ms: int) -> int | None:
+        position = 0
+        while True:
+            records = await self.log.read(position, READ_LIMIT)
+            if not records:
+                return None
+            for record in records:
+                if record.received_at_ms >= since_ms:
+                    return record.offset - 1
+            position = records[-1].offset
+
+
+class Warehouses:
+    """Every enabled warehouse's loop, as tasks of the process that runs delivery."""
+
+    def __init__(self, workspace: Workspace, log: EventLog, data_dir: Path) -> None:
+        self.loaders = [Loader(w, log, data_dir) for w in workspace.warehouses if w.enabled]
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(loader.run(self._stop), name=f"warehouse:{loader.name}")
+                       for loader in self.loaders]  # fmt: skip
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
