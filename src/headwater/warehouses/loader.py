@@ -201,7 +201,8 @@ class Loader:
             plan, lost = plan_table(schema, table, rows, self._known(warehouse, schema, table),
                                     uuid_ts)  # fmt: skip
             plans.append(plan)
-            discards[schema].extend(lost)
+            if lost:
+                discards[schema].extend(lost)
         n_discards = 0
         for schema, found in discards.items():
             plans.append(self._discards_plan(warehouse, schema, found, uuid_ts))
