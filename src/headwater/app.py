@@ -53,6 +53,8 @@ from headwater.status.metrics import CONTENT_TYPE, Metrics
 from headwater.status.model import ProcessSignal
 from headwater.status.service import StatusService, with_canary
 from headwater.supervisor import Child, ProcessInfo, control_socket, wake_socket, writer_info
+from headwater.warehouses.loader import Warehouses
+from headwater.warehouses.view import WarehouseView
 
 logger = logging.getLogger("headwater")
 
@@ -92,8 +94,15 @@ class Headwater:
         self.sessions = Sessions()
         self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR)
         self.admin: ProcessorAdmin | None = None
+        # warehouse syncs run beside delivery (the worker process, or inline here); the
+        # gateway only reads their state file
+        self.warehouses = WarehouseView(workspace, data_dir, lambda: self.log)
+        self._loaders: Warehouses | None = None
+        self.observer.stages.append(self.warehouses.trace_stages)
+        self.observer.findings.append(self.warehouses.findings)
         self._api = build_api(
-            workspace, self.observer, self.token, self._session_ok, lambda: self.admin
+            workspace, self.observer, self.token, self._session_ok, lambda: self.admin,
+            self.warehouses,
         )
         self.log: EventLog | None = None
         self.delivery: DeliveryView | None = None
@@ -104,6 +113,7 @@ class Headwater:
         self._tracking: TrackingAPI | None = None
         self.metrics = Metrics(self.stats, lambda: self.log, lambda: self.delivery)
         self.metrics.canary = self.status.canary_state
+        self.metrics.registry.register(self.warehouses)  # type: ignore[arg-type]
         self._web = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
@@ -141,6 +151,8 @@ class Headwater:
             engine = DeliveryEngine(self.running, log, delivery_dir)
             self._engine = engine
             await engine.start()
+            self._loaders = Warehouses(self.workspace, log, self.data_dir)
+            self._loaders.start()
             return engine
         self._wake = log.signal.on_commit = WakeSender(wake_socket(self.data_dir))
         if self.delivery_mode == "process":
@@ -235,6 +247,9 @@ class Headwater:
         await self.protocols.close()
         if self.worker is not None:
             await self.worker.stop()
+        if self._loaders is not None:
+            await self._loaders.stop()
+        self.warehouses.close()
         if self._engine is not None:
             await self._engine.stop()
         if self._wake is not None:
@@ -301,6 +316,10 @@ class Headwater:
 
     async def _metrics(self, request: Request) -> Response:
         """Prometheus text exposition (docs/metrics.md)."""
+        try:
+            await self.warehouses.refresh()
+        except Exception:
+            logger.warning("metrics: cannot read the warehouses' state", exc_info=True)
         return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def _session_ok(self, request: Request) -> bool:

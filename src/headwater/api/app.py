@@ -25,7 +25,7 @@ from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headwater import __version__
-from headwater.api import processing, testing
+from headwater.api import processing, testing, warehouses
 from headwater.api.auth import AdminToken
 from headwater.api.params import WindowParam
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
@@ -34,6 +34,7 @@ from headwater.observe.debugger import UNATTRIBUTED
 from headwater.observe.service import ObserveError, Observer
 from headwater.observe.tester import Tester
 from headwater.processor.admin import AdminError, ProcessorAdmin
+from headwater.warehouses.view import WarehouseView
 
 MASK = "**********"
 DEVSINK_LIMIT_MAX = 10_000
@@ -66,6 +67,7 @@ def build_api(
     token: AdminToken,
     session_check: SessionCheck | None = None,
     admin: Callable[[], ProcessorAdmin | None] = lambda: None,
+    warehouse_view: WarehouseView | None = None,
 ) -> FastAPI:
     async def authorize(request: Request) -> None:
         if token.check_header(request.headers.get("authorization")):
@@ -96,6 +98,8 @@ def build_api(
     _events(app, observer)
     processing.register(app, observer, admin)
     testing.register(app, Tester(observer, admin))
+    if warehouse_view is not None:
+        warehouses.register(app, warehouse_view)
     _document(app)
     return app
 

@@ -158,7 +158,7 @@ class Loader:
                 for table, n in counts.items():
                     rows[table] += n
                 await asyncio.to_thread(self.state.progress, sync_id, self.name, position,
-                                        events, dict(rows), discards)  # fmt: skip
+                                        events, dict(rows), discards, counts)  # fmt: skip
             await asyncio.to_thread(self.state.finish_sync, sync_id, "success")
         except WarehouseError as exc:
             status = "partial" if loaded else "failed"

@@ -33,15 +33,7 @@ _ACRONYM = re.compile(r"([A-Z])([A-Z][^\W_A-Z])")
 _NOT_WORD = re.compile(r"[\W_]+")
 
 RESERVED_WORDS = frozenset(
-    """all analyse analyze and any array as asc asymmetric authorization binary both case cast
-    check collate column constraint create cross current_catalog current_date current_role
-    current_schema current_time current_timestamp current_user default deferrable desc
-    distinct do else end except false fetch for foreign freeze from full grant group having
-    ilike in initially inner intersect into is isnull join lateral leading left like limit
-    localtime localtimestamp natural not notnull null offset on only or order outer overlaps
-    placing primary references returning right select session_user similar some symmetric
-    table tablesample then to trailing true union unique user using variadic verbose when
-    where window with""".split()
+    ["all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization", "binary", "both", "case", "cast", "check", "collate", "column", "constraint", "create", "cross", "current_catalog", "current_date", "current_role", "current_schema", "current_time", "current_timestamp", "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign", "freeze", "from", "full", "grant", "group", "having", "ilike", "in", "initially", "inner", "intersect", "into", "is", "isnull", "join", "lateral", "leading", "left", "like", "limit", "localtime", "localtimestamp", "natural", "not", "notnull", "null", "offset", "on", "only", "or", "order", "outer", "overlaps", "placing", "primary", "references", "returning", "right", "select", "session_user", "similar", "some", "symmetric", "table", "tablesample", "then", "to", "trailing", "true", "union", "unique", "user", "using", "variadic", "verbose", "when", "where", "window", "with"]
 )
 """PostgreSQL's reserved key words (its docs' appendix C) — DuckDB's are a subset."""
 

@@ -15,6 +15,9 @@ Storage layout, in ``<data-dir>/warehouses/state.sqlite`` (WAL):
     positions(warehouse PRIMARY KEY, position, updated_ms)
         a copy of the committed position the warehouse holds (``_headwater.sync_state``),
         for lag; the warehouse's own is the truth.
+    totals(warehouse, table_name, rows)
+        rows loaded per ``schema.table`` since the warehouse was first synced (for status and
+        ``headwater_warehouse_rows_loaded_total``).
     requests(id PRIMARY KEY, warehouse, kind, since_ms, requested_ms, taken_ms)
         ``sync`` (now) and ``backfill`` (from ``since_ms``) asked for by the CLI or the API;
         the loader takes them within a second.
@@ -48,6 +51,8 @@ CREATE TABLE IF NOT EXISTS syncs(id INTEGER PRIMARY KEY, warehouse TEXT NOT NULL
 CREATE INDEX IF NOT EXISTS syncs_by_warehouse ON syncs(warehouse, id);
 CREATE TABLE IF NOT EXISTS positions(warehouse TEXT PRIMARY KEY, position INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS totals(warehouse TEXT NOT NULL, table_name TEXT NOT NULL,
+    rows INTEGER NOT NULL, PRIMARY KEY (warehouse, table_name));
 CREATE TABLE IF NOT EXISTS requests(id INTEGER PRIMARY KEY, warehouse TEXT NOT NULL,
     kind TEXT NOT NULL, since_ms INTEGER, requested_ms INTEGER NOT NULL, taken_ms INTEGER);
 """
@@ -128,14 +133,25 @@ class WarehouseState:
         self.set_position(warehouse, after)
 
     def progress(self, sync_id: int, warehouse: str, last: int, events: int,
-                 rows: dict[str, int], discards: int) -> None:  # fmt: skip
-        """After each committed batch: the sync's reach and the committed position."""
+                 rows: dict[str, int], discards: int, batch: dict[str, int]) -> None:  # fmt: skip
+        """After each committed batch: the sync's reach (``rows``, ``events`` and
+        ``discards`` so far), the committed position and the batch's rows per table."""
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.execute("UPDATE syncs SET last_offset=?, events=?, rows=?, discards=? "
                               "WHERE id=?", (last, events, orjson.dumps(rows).decode(),
                                              discards, sync_id))  # fmt: skip
             self.set_position(warehouse, last)
+            self.conn.executemany(
+                "INSERT INTO totals VALUES (?, ?, ?) ON CONFLICT (warehouse, table_name) DO "
+                "UPDATE SET rows = rows + excluded.rows",
+                [(warehouse, table, n) for table, n in batch.items()],
+            )
+
+    def totals(self, warehouse: str) -> dict[str, int]:
+        rows = self.conn.execute("SELECT table_name, rows FROM totals WHERE warehouse=? ORDER BY"
+                                 " table_name", (warehouse,)).fetchall()  # fmt: skip
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def set_position(self, warehouse: str, position: int) -> None:
         self.conn.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
