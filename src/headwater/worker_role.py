@@ -26,6 +26,7 @@ from headwater.errors import LogError
 from headwater.log.follow import FollowerLog
 from headwater.status.service import with_canary
 from headwater.supervisor import control_socket, die_with_parent, wake_socket
+from headwater.unify.consumer import Unify
 
 logger = logging.getLogger("headwater.worker")
 
@@ -40,6 +41,7 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
     await log.open()
     engine = DeliveryEngine(running, log, data_dir / DELIVERY_DIR)
     control = ControlServer(engine, control_socket(data_dir))
+    unify = Unify(workspace.spaces, log, data_dir)  # identity processing, beside delivery
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -49,12 +51,15 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
     try:
         await engine.start()
         await control.start()
-        logger.info("delivery worker running (%d destinations)", len(engine.workers))
+        await unify.start()
+        logger.info("delivery worker running (%d destinations, %d spaces)", len(engine.workers),
+                    len(unify.consumers))  # fmt: skip
         await stop.wait()
     finally:
         if watch_stdin:
             loop.remove_reader(sys.stdin.fileno())
         await control.stop()
+        await unify.stop()
         await engine.stop()
         await log.close()
 

@@ -35,6 +35,7 @@ from headwater.observe.diagnose import (
     SourceEvidence,
     diagnose,
 )
+from headwater.observe.findings import SEVERITY_ORDER
 from headwater.observe.flow import Flow
 from headwater.processor.fanout import FilteredOut, Shaped
 
@@ -131,6 +132,8 @@ class Observer:
         """Later stages (the processor) add what they decided about an event to its trace."""
         self.unstored: list[Callable[[str], Awaitable[dict[str, Any] | None]]] = []
         """Where to look for an event the log does not have (blocked by a plan)."""
+        self.findings: list[Callable[[int], Awaitable[list[Finding]]]] = []
+        """More of diagnose's findings since a time (identity resolution's, per space)."""
 
     async def start(self, log: EventLog, delivery: DeliveryView) -> None:
         self.log, self.delivery = log, delivery
@@ -351,6 +354,10 @@ class Observer:
             self.require_destination(destination)
         evidence = await self._evidence(window, source, destination)
         findings = diagnose(evidence)
+        if destination is None:
+            for more in self.findings:
+                findings.extend(await more(window.since_ms))
+            findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], -f.events))
         if source is not None:
             findings = [
                 f

@@ -88,7 +88,7 @@ class IdentityGraph:
 
     def _profiles(self, segment_ids: set[str]) -> list[Profile]:
         found = [p for p in (self.store.profile(s) for s in segment_ids) if p is not None]
-        return sorted(found, key=lambda p: (p.created_ms, p.segment_id))
+        return sorted(found, key=lambda p: p.seq)
 
     def _fault(self, profiles: list[Profile], new: list[Identifier]) -> _Fault | None:
         counts: Counter[str] = Counter(t for t, _ in new)

@@ -103,6 +103,7 @@ class Profile:
     last_source: str | None
     merges: int
     identifiers: int
+    seq: int  # the order profiles were made in (the oldest survives a merge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +250,7 @@ class SqliteProfileStore:
     def profile(self, segment_id: str) -> Profile | None:
         row = self._db.execute(
             "SELECT segment_id, created_ms, updated_ms, first_message_id, first_source, "
-            "last_message_id, last_source, merges, identifiers FROM profiles "
+            "last_message_id, last_source, merges, identifiers, rowid FROM profiles "
             "WHERE segment_id = ? AND canonical IS NULL", (segment_id,)
         ).fetchone()  # fmt: skip
         return Profile(*row) if row else None
@@ -448,7 +449,7 @@ class SqliteProfileStore:
     def counters(self) -> list[tuple[str, str, str, int, str | None]]:
         rows = self._db.execute("SELECT kind, type, value, n, last_message_id FROM counters "
                                 "ORDER BY n DESC")  # fmt: skip
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     # -------------------------------------------------------------- deletion
 
