@@ -95,6 +95,7 @@ class Headwater:
         self.sessions = Sessions()
         self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR)
         self.admin: ProcessorAdmin | None = None
+        self.profiles = profile_api.Profiles(workspace.spaces, data_dir, self._fetch_event)
         self._api = build_api(
             workspace, self.observer, self.token, self._session_ok, lambda: self.admin
         )
@@ -106,7 +107,6 @@ class Headwater:
         self._delivery_started = False
         self._tracking: TrackingAPI | None = None
         self.unify: Unify | None = None  # identity processing here (inline mode only)
-        self.profiles = profile_api.Profiles(workspace.spaces, data_dir, self._fetch_event)
         self._profile_web = Starlette(
             routes=profile_api.routes(self.profiles, self._profiles_read_ok)
         )
@@ -121,7 +121,8 @@ class Headwater:
                 Route("/metrics", self._metrics),
                 *self.status.routes(),
                 *Console(
-                    workspace, self.observer, self.token, self.sessions, lambda: self.admin
+                    workspace, self.observer, self.token, self.sessions, lambda: self.admin,
+                    self.profiles,
                 ).routes(),
             ]
         )
