@@ -73,21 +73,40 @@ class SpaceProcessor:
         self.graph = IdentityGraph(store, space.identity)
         self.traits = TraitEngine(space.computed_traits, now_ms)
         self.counts = SpaceCounts()
+        self._events: list[tuple[str, EventRef]] = []  # written once per batch
 
     def apply(self, records: list[StoredRecord]) -> list[Change]:
-        """One transaction: the records of this space's sources, then the position."""
+        """One transaction: the records of this space's sources, then the position. If an
+        event fails, the batch is applied again with each event in a savepoint of its own,
+        so that only the failing one is skipped (and counted)."""
         if not records:
             return []
+        try:
+            return self._apply(records, guarded=False)
+        except Exception:
+            logger.warning("space %s: a batch failed; applying its events one by one",
+                           self.space.name)  # fmt: skip
+            return self._apply(records, guarded=True)
+
+    def _apply(self, records: list[StoredRecord], guarded: bool) -> list[Change]:
         store = self.store
         changes: list[Change] = []
+        one = self._one_guarded if guarded else self._one
         store.begin()
         try:
             for record in records:
                 if record.source in self.sources:
-                    changes.extend(self._one_guarded(record))
+                    changes.extend(one(record))
+            self.graph.flush()
+            self.traits.flush(store)
+            store.add_events(self._events)
+            self._events.clear()
             store.set_position(records[-1].offset)
             store.commit()
         except BaseException:
+            self.graph.reset()
+            self._events.clear()
+            self.traits.reset()
             store.rollback()
             raise
         return changes
@@ -133,19 +152,20 @@ class SpaceProcessor:
             else:
                 counts.limited += 1
         changes: list[Change] = []
+        traits = self.traits
         for loser in result.merged:
-            changes.extend(self.traits.merge(store, segment_id, store.trait_states(segment_id),
-                                             store.trait_states(loser), mid))  # fmt: skip
-            store.drop_trait_states(loser)
-        traits = _traits_of(event)
-        if traits:
-            if len(traits) >= MAX_TRAITS:
-                store.count("too_many_traits", "", str(len(traits)), mid, ts)
+            changes.extend(traits.merge(store, segment_id, traits.states(store, segment_id),
+                                        traits.states(store, loser), mid))  # fmt: skip
+            traits.drop(store, loser)
+        given = _traits_of(event)
+        if given:
+            if len(given) >= MAX_TRAITS:
+                store.count("too_many_traits", "", str(len(given)), mid, ts)
             else:
-                store.set_traits(segment_id, traits, ts, source, mid)
-        store.add_event(segment_id, EventRef(record.offset, mid, record.type,
-                                             event_name(event), ts, source))  # fmt: skip
+                store.set_traits(segment_id, given, ts, source, mid)
         changes.extend(self.traits.observe(store, segment_id, event, ts, mid, source))
+        self._events.append((segment_id, EventRef(record.offset, mid, record.type,
+                                                  event_name(event), ts, source)))  # fmt: skip
         return changes
 
     def expire(self) -> list[Change]:
@@ -157,6 +177,7 @@ class SpaceProcessor:
                 done = self.traits.expire(self.store, BATCH)
                 self.store.commit()
             except BaseException:
+                self.traits.reset()
                 self.store.rollback()
                 raise
             changes.extend(done)

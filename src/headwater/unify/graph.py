@@ -59,13 +59,47 @@ class IdentityGraph:
         self.limits = {rule.type: rule.limit for rule in identity.identifiers}
         self.max_identifiers = identity.max_identifiers_per_profile
         self.max_merges = identity.max_merges_per_profile
+        self.touched: dict[str, tuple[str, int, str, str]] = {}
+        """The last event of each profile since :meth:`flush` (written once per batch)."""
+
+        self._known: dict[Identifier, str | None] = {}
+        """Owners looked up in this transaction (None: no profile has it), kept current by
+        attach and merge; forgotten at :meth:`flush` (another process may delete)."""
+
+    def flush(self) -> None:
+        """Write what is kept for the batch; call before committing."""
+        if self.touched:
+            self.store.touch(list(self.touched.values()))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the transaction's lookups and touches (after a flush or a rollback)."""
+        self.touched.clear()
+        self._known.clear()
+
+    def _owners(self, ids: list[Identifier]) -> dict[Identifier, str]:
+        known = self._known
+        missing = [i for i in ids if i not in known]
+        if missing:
+            found = self.store.owners(missing)
+            for ident in missing:
+                known[ident] = found.get(ident)
+        return {i: s for i in ids if (s := known[i]) is not None}
 
     def resolve(self, identifiers: list[Identifier], message_id: str, offset: int, source: str,
                 at_ms: int) -> Resolution:  # fmt: skip
         ids = sorted(identifiers, key=lambda i: self.priority.get(i[0], len(self.priority)))
         result = Resolution(None)
         while ids:
-            owners = self.store.owners(ids)
+            owners = self._owners(ids)
+            if len(owners) == len(ids) and len(set(owners.values())) == 1:
+                # the common case: every identifier already on one profile; nothing can
+                # break a rule (limits only grow with new values or merges)
+                survivor = next(iter(owners.values()))
+                self.touched.pop(survivor, None)
+                self.touched[survivor] = (survivor, at_ms, message_id, source)
+                result.segment_id = survivor
+                return result
             profiles = self._profiles(set(owners.values()))
             new = [i for i in ids if i not in owners]
             fault = self._fault(profiles, new)
@@ -141,11 +175,17 @@ class IdentityGraph:
         for loser in profiles[1:]:
             linked = [_describe(i) for i, s in owners.items() if s in (survivor, loser.segment_id)]
             store.merge(survivor, loser.segment_id, at_ms)
+            for ident, owner in self._known.items():
+                if owner == loser.segment_id:
+                    self._known[ident] = survivor
             store.record("merged", survivor, loser.segment_id, message_id, offset, at_ms,
                          {"identifiers": linked})  # fmt: skip
             result.merged.append(loser.segment_id)
         if new:
             store.attach(survivor, new, at_ms, message_id, source)
-        store.touch(survivor, at_ms, message_id, source)
+            for ident in new:
+                self._known[ident] = survivor
+        self.touched.pop(survivor, None)  # re-inserted: the dict stays in order of last touch
+        self.touched[survivor] = (survivor, at_ms, message_id, source)
         result.segment_id = survivor
         result.attached = new

@@ -66,47 +66,42 @@ def _get(obj: Any, *path: str) -> Any:
     return obj
 
 
-def _email(event: dict[str, Any]) -> Any:
-    for where in (("context", "traits", "email"), ("traits", "email"),
-                  ("properties", "email")):  # fmt: skip
-        value = _get(event, *where)
-        if value:
-            return value
-    return None
-
-
-def _device(event: dict[str, Any]) -> tuple[str | None, Any, Any]:
-    """(id type prefix, device id, advertising id) from ``context.device``."""
-    device = _get(event, "context", "device")
-    if not isinstance(device, dict):
-        return None, None, None
-    kind = str(device.get("type") or "").lower()
-    prefix = kind if kind in ("android", "ios") else None
-    ad_id = device.get("advertisingId")
-    if device.get("adTrackingEnabled") is False:
-        ad_id = None
-    return prefix, device.get("id"), ad_id
-
-
-def _ga_client_id(event: dict[str, Any]) -> Any:
-    return _get(event, "context", "integrations", "Google Analytics", "clientId") or _get(
-        event, "integrations", "Google Analytics", "clientId"
-    ) or _get(event, "context", "ga_client_id")  # fmt: skip
-
-
 def _builtin(event: dict[str, Any]) -> list[tuple[str, Any]]:
-    found: list[tuple[str, Any]] = [
-        ("user_id", event.get("userId")),
-        ("anonymous_id", event.get("anonymousId")),
-        ("email", _email(event)),
-        ("ga_client_id", _ga_client_id(event)),
-    ]
-    prefix, device_id, ad_id = _device(event)
-    found.append((f"{prefix}.id" if prefix else "device_id", device_id))
-    found.append((f"{prefix}.idfa" if prefix else "advertising_id", ad_id))
+    """Every candidate (type, raw value) of the built-in types; written out flat because it
+    runs for every event a space reads."""
+    found: list[tuple[str, Any]] = []
+    value = event.get("userId")
+    if value is not None:
+        found.append(("user_id", value))
+    value = event.get("anonymousId")
+    if value is not None:
+        found.append(("anonymous_id", value))
+    context = event.get("context")
+    if not isinstance(context, dict):
+        context = {}
+    email = None
+    for holder in (context.get("traits"), event.get("traits"), event.get("properties")):
+        if isinstance(holder, dict) and holder.get("email"):
+            email = holder["email"]
+            break
+    if email is not None:
+        found.append(("email", email))
+    ga = _get(context, "integrations", "Google Analytics", "clientId") or _get(
+        event, "integrations", "Google Analytics", "clientId") or context.get("ga_client_id")  # fmt: skip
+    if ga:
+        found.append(("ga_client_id", ga))
+    device = context.get("device")
+    if isinstance(device, dict):
+        kind = str(device.get("type") or "").lower()
+        prefix = kind if kind in ("android", "ios") else None
+        if device.get("id"):
+            found.append((f"{prefix}.id" if prefix else "device_id", device["id"]))
+        ad_id = device.get("advertisingId")
+        if ad_id and device.get("adTrackingEnabled") is not False:
+            found.append((f"{prefix}.idfa" if prefix else "advertising_id", ad_id))
     if event.get("type") == "alias":
         found.append(("user_id", event.get("previousId")))
-    for item in _get(event, "context", "externalIds") or ():
+    for item in context.get("externalIds") or ():
         if isinstance(item, dict) and item.get("collection", "users") == "users":
             found.append((str(item.get("type") or "").lower(), item.get("id")))
     return found
@@ -129,7 +124,7 @@ class Extractor:
 
     def normalise(self, id_type: str, raw: Any) -> str | None:
         """The value as the graph keys it (None when it is not a usable text)."""
-        value = _text(raw)
+        value = raw.strip() or None if raw.__class__ is str else _text(raw)
         if value is None:
             return None
         return value.lower() if id_type == "email" else value

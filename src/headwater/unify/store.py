@@ -87,9 +87,17 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 
+_OWNERS: dict[int, str] = {}  # the lookup of n identifiers at once, by n
+
+
 def new_segment_id() -> str:
     """``use_`` and 27 random letters and digits, like Segment's profile ids."""
-    return "use_" + "".join(secrets.choice(_ALPHABET) for _ in range(27))
+    number = int.from_bytes(secrets.token_bytes(21))  # 168 random bits; 27 digits hold 160
+    digits = []
+    for _ in range(27):
+        number, digit = divmod(number, 62)
+        digits.append(_ALPHABET[digit])
+    return "use_" + "".join(digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,16 +180,17 @@ class ProfileStore(Protocol):
     def attach(self, segment_id: str, identifiers: Sequence[Identifier], at_ms: int,
                message_id: str, source: str) -> None: ...  # fmt: skip
     def merge(self, survivor: str, loser: str, at_ms: int) -> None: ...
-    def touch(self, segment_id: str, at_ms: int, message_id: str, source: str) -> None: ...
+    def touch(self, touched: Sequence[tuple[str, int, str, str]]) -> None: ...
     def record(self, kind: str, segment_id: str | None, other_id: str | None, message_id: str,
                offset: int, at_ms: int, detail: dict[str, Any]) -> None: ...  # fmt: skip
     def count(self, kind: str, id_type: str, value: str, message_id: str, at_ms: int) -> None: ...
     def set_traits(self, segment_id: str, traits: dict[str, Any], at_ms: int, source: str,
                    message_id: str, computed: bool = False) -> None: ...  # fmt: skip
-    def add_event(self, segment_id: str, ref: EventRef) -> None: ...
+    def add_events(self, refs: Sequence[tuple[str, EventRef]]) -> None: ...
+    def set_computed(self, rows: Sequence[tuple[str, str, Any, int, str, str]]) -> None: ...
     def trait_states(self, segment_id: str) -> dict[str, tuple[Any, int | None]]: ...
-    def put_trait_state(self, segment_id: str, trait: str, state: Any,
-                        expires_hour: int | None) -> None: ...  # fmt: skip
+    def put_trait_states(self, rows: Sequence[tuple[str, str, Any, int | None]]) -> None: ...
+    def drop_trait_states(self, segment_id: str) -> None: ...
     def expiring(self, hour: int, limit: int) -> list[str]: ...
     def resolve(self, segment_id: str) -> str | None: ...
     def find(self, identifier: Identifier) -> str | None: ...
@@ -233,14 +242,16 @@ class SqliteProfileStore:
     # -------------------------------------------------------------- the graph
 
     def owners(self, identifiers: Sequence[Identifier]) -> dict[Identifier, str]:
-        found: dict[Identifier, str] = {}
-        get = self._db.execute
-        for ident in identifiers:
-            row = get("SELECT segment_id FROM identifiers WHERE type = ? AND value = ?",
-                      ident).fetchone()  # fmt: skip
-            if row is not None:
-                found[ident] = row[0]
-        return found
+        if len(identifiers) == 1:
+            row = self._db.execute("SELECT segment_id FROM identifiers WHERE type = ? AND "
+                                   "value = ?", identifiers[0]).fetchone()  # fmt: skip
+            return {identifiers[0]: row[0]} if row else {}
+        sql = _OWNERS.get(len(identifiers))
+        if sql is None:
+            one = "SELECT type, value, segment_id FROM identifiers WHERE type = ? AND value = ?"
+            sql = _OWNERS[len(identifiers)] = " UNION ALL ".join([one] * len(identifiers))
+        args = [part for ident in identifiers for part in ident]
+        return {(t, v): s for t, v, s in self._db.execute(sql, args)}
 
     def id_counts(self, segment_id: str) -> dict[str, int]:
         rows = self._db.execute("SELECT type, n FROM id_counts WHERE segment_id = ?",
@@ -304,10 +315,13 @@ class SqliteProfileStore:
         db.execute("UPDATE profiles SET canonical = ? WHERE canonical = ? OR segment_id = ?",
                    (survivor, loser, loser))  # fmt: skip
 
-    def touch(self, segment_id: str, at_ms: int, message_id: str, source: str) -> None:
-        self._db.execute(
-            "UPDATE profiles SET updated_ms = max(updated_ms, ?), last_message_id = ?, "
-            "last_source = ? WHERE segment_id = ?", (at_ms, message_id, source, segment_id)
+    def touch(self, touched: Sequence[tuple[str, int, str, str]]) -> None:
+        """(segment_id, time, messageId, source) of the last event each profile took, oldest
+        first; a profile merged away since hands them to its survivor."""
+        self._db.executemany(
+            "UPDATE profiles SET updated_ms = max(updated_ms, ?2), last_message_id = ?3, "
+            "last_source = ?4 WHERE segment_id = (SELECT coalesce(canonical, segment_id) FROM "
+            "profiles WHERE segment_id = ?1)", touched,
         )  # fmt: skip
 
     def record(self, kind: str, segment_id: str | None, other_id: str | None, message_id: str,
@@ -348,10 +362,25 @@ class SqliteProfileStore:
             kept,
         )
 
-    def add_event(self, segment_id: str, ref: EventRef) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ref.offset, segment_id, ref.message_id, ref.type, ref.name, ref.ts_ms, ref.source),
+    def set_computed(self, rows: Sequence[tuple[str, str, Any, int, str, str]]) -> None:
+        """Computed values: (segment_id, key, value, time, source, messageId); None removes."""
+        db = self._db
+        gone = [(seg, key) for seg, key, value, *_ in rows if value is None]
+        if gone:
+            db.executemany("DELETE FROM traits WHERE segment_id = ? AND name = ?", gone)
+        db.executemany(
+            "INSERT OR REPLACE INTO traits VALUES (?, ?, ?, ?, ?, ?, 1)",
+            [(seg, key, orjson.dumps(value), at, source, mid)
+             for seg, key, value, at, source, mid in rows if value is not None],
+        )  # fmt: skip
+
+    def add_events(self, refs: Sequence[tuple[str, EventRef]]) -> None:
+        """(segment_id, reference) pairs; a profile merged away since hands its events to
+        its survivor."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO events VALUES (?1, (SELECT coalesce(canonical, segment_id) "
+            "FROM profiles WHERE segment_id = ?2), ?3, ?4, ?5, ?6, ?7)",
+            [(r.offset, s, r.message_id, r.type, r.name, r.ts_ms, r.source) for s, r in refs],
         )
 
     def trait_states(self, segment_id: str) -> dict[str, tuple[Any, int | None]]:
@@ -359,10 +388,10 @@ class SqliteProfileStore:
                                 "WHERE segment_id = ?", (segment_id,))  # fmt: skip
         return {t: (orjson.loads(s), e) for t, s, e in rows}
 
-    def put_trait_state(self, segment_id: str, trait: str, state: Any,
-                        expires_hour: int | None) -> None:  # fmt: skip
-        self._db.execute("INSERT OR REPLACE INTO trait_state VALUES (?, ?, ?, ?)",
-                         (segment_id, trait, orjson.dumps(state), expires_hour))  # fmt: skip
+    def put_trait_states(self, rows: Sequence[tuple[str, str, Any, int | None]]) -> None:
+        """(segment_id, trait, state, the hour it next drops a bucket) for each row."""
+        self._db.executemany("INSERT OR REPLACE INTO trait_state VALUES (?, ?, ?, ?)",
+                             [(g, t, orjson.dumps(s), e) for g, t, s, e in rows])  # fmt: skip
 
     def drop_trait_states(self, segment_id: str) -> None:
         self._db.execute("DELETE FROM trait_state WHERE segment_id = ?", (segment_id,))

@@ -193,6 +193,41 @@ class TraitEngine:
         self.computations = [Computation(c) for c in configs]
         self.now_ms = now_ms
         self.on_change: list[Listener] = []
+        # what this transaction read and changed, written once at flush(): a profile's
+        # events tend to come together, and each would otherwise rewrite the same rows
+        self._states: dict[str, dict[str, tuple[State, int | None]]] = {}
+        self._dirty: dict[tuple[str, str], tuple[State, int | None]] = {}
+        self._values: dict[str, dict[str, tuple[Any, int, str, str]]] = {}
+
+    def states(self, store: ProfileStore, segment_id: str) -> dict[str, tuple[State, int | None]]:
+        found = self._states.get(segment_id)
+        if found is None:
+            found = self._states[segment_id] = store.trait_states(segment_id)
+        return found
+
+    def drop(self, store: ProfileStore, segment_id: str) -> None:
+        """A profile merged away: its states are gone."""
+        self._states.pop(segment_id, None)
+        self._values.pop(segment_id, None)
+        for key in [k for k in self._dirty if k[0] == segment_id]:
+            del self._dirty[key]
+        store.drop_trait_states(segment_id)
+
+    def flush(self, store: ProfileStore) -> None:
+        """Write what this transaction changed (call before committing)."""
+        if self._dirty:
+            store.put_trait_states([(seg, key, state, exp)
+                                    for (seg, key), (state, exp) in self._dirty.items()])  # fmt: skip
+        if self._values:
+            store.set_computed([(seg, key, *v) for seg, values in self._values.items()
+                                for key, v in values.items()])  # fmt: skip
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget this transaction's reads and writes (after a flush or a rollback)."""
+        self._states.clear()
+        self._dirty.clear()
+        self._values.clear()
 
     def observe(self, store: ProfileStore, segment_id: str, event: dict[str, Any], ts_ms: int,
                 message_id: str, source: str) -> list[Change]:  # fmt: skip
@@ -202,8 +237,8 @@ class TraitEngine:
         if not hits:
             return []
         now = self.now_ms()
-        states = store.trait_states(segment_id)
-        changes: list[Change] = []
+        states = self.states(store, segment_id)
+        writes = _Writes(segment_id)
         for comp in hits:
             part = comp.partial(event, ts_ms)
             if part is None:
@@ -211,34 +246,36 @@ class TraitEngine:
             hour = comp.hour_of(ts_ms)
             if comp.window_hours and hour <= now // HOUR_MS - comp.window_hours:
                 continue  # a late event already outside the window
-            state = states.get(comp.key, ({"b": {}}, None))[0]
+            if comp.key not in states:
+                states[comp.key] = ({"b": {}}, None)
+            state = states[comp.key][0]
             buckets = state.setdefault("b", {})
             slot = str(hour)
             buckets[slot] = comp.combine(buckets[slot], part) if slot in buckets else part
-            changes.extend(self._store(store, segment_id, comp, state, now, message_id, source))
-        return changes
+            writes.add(comp, state, now, message_id)
+        return self._flush(store, writes, now, message_id, source)
 
-    def _store(self, store: ProfileStore, segment_id: str, comp: Computation, state: State,
-               now: int, message_id: str | None, source: str) -> list[Change]:  # fmt: skip
-        had, old = "v" in state, state.get("v")
-        new = comp.value(state, now)
-        state["v"] = new
-        store.put_trait_state(segment_id, comp.key, state, comp.expires_hour(state))
-        if had and new == old:
-            return []
-        store.set_traits(segment_id, {comp.key: new}, now, source, message_id or "",
-                         computed=True)  # fmt: skip
-        change = Change(segment_id, comp.key, old, new, message_id)
-        for listener in self.on_change:
-            listener(change)
-        return [change]
+    def _flush(self, store: ProfileStore, writes: _Writes, now: int, message_id: str | None,
+               source: str) -> list[Change]:  # fmt: skip
+        """Note the states and changed values for :meth:`flush`; tell the listeners."""
+        seg = writes.segment_id
+        cached = self._states.setdefault(seg, {})
+        for key, state, expires in writes.states:
+            cached[key] = self._dirty[(seg, key)] = (state, expires)
+        if writes.changes:
+            values = self._values.setdefault(seg, {})
+            for change in writes.changes:
+                values[change.key] = (change.new, now, source, message_id or "")
+                for listener in self.on_change:
+                    listener(change)
+        return writes.changes
 
     def merge(self, store: ProfileStore, survivor: str, survivor_states: dict[str, Any],
               loser_states: dict[str, Any], message_id: str) -> list[Change]:  # fmt: skip
         """Combine the states of two profiles merged into ``survivor`` (read both before the
         store's merge: it drops the loser's)."""
         now = self.now_ms()
-        changes: list[Change] = []
+        writes = _Writes(survivor)
         for comp in self.computations:
             mine = survivor_states.get(comp.key, ({"b": {}}, None))[0]
             theirs = loser_states.get(comp.key, ({"b": {}}, None))[0]
@@ -247,8 +284,8 @@ class TraitEngine:
             buckets = mine.setdefault("b", {})
             for hour, part in theirs["b"].items():
                 buckets[hour] = comp.combine(buckets[hour], part) if hour in buckets else part
-            changes.extend(self._store(store, survivor, comp, mine, now, message_id, "merge"))
-        return changes
+            writes.add(comp, mine, now, message_id)
+        return self._flush(store, writes, now, message_id, "merge")
 
     def expire(self, store: ProfileStore, batch: int = 500) -> list[Change]:
         """Recompute the traits whose window moved past a bucket (called on a schedule)."""
@@ -262,11 +299,31 @@ class TraitEngine:
             known = {c.key for c in self.computations}
             for key, (state, _) in states.items():
                 if key not in known:  # a trait no longer declared: its state stops expiring
-                    store.put_trait_state(segment_id, key, state, None)
+                    store.put_trait_states([(segment_id, key, state, None)])
+            writes = _Writes(segment_id)
             for comp in windowed:
                 if comp.key not in states:
                     continue
                 state = states[comp.key][0]
                 comp.prune(state, now)
-                changes.extend(self._store(store, segment_id, comp, state, now, None, "window"))
+                writes.add(comp, state, now, None)
+            changes.extend(self._flush(store, writes, now, None, "window"))
+        self.flush(store)
         return changes
+
+
+class _Writes:
+    """What one profile's traits need written: states, and the values that changed."""
+
+    def __init__(self, segment_id: str) -> None:
+        self.segment_id = segment_id
+        self.states: list[tuple[str, State, int | None]] = []
+        self.changes: list[Change] = []
+
+    def add(self, comp: Computation, state: State, now: int, message_id: str | None) -> None:
+        had, old = "v" in state, state.get("v")
+        new = comp.value(state, now)
+        state["v"] = new
+        self.states.append((comp.key, state, comp.expires_hour(state)))
+        if not (had and new == old):
+            self.changes.append(Change(self.segment_id, comp.key, old, new, message_id))
