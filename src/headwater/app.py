@@ -41,10 +41,11 @@ from headwater.errors import LogError
 from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
 from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats
-from headwater.log.base import EventLog
+from headwater.log.base import EventLog, StoredRecord
 from headwater.log.notify import WakeSender
 from headwater.log.sqlite import SqliteLog
 from headwater.log.sqlite_process import ProcessLog
+from headwater.observe.findings import Finding, identity_findings, identity_stage
 from headwater.observe.service import Observer
 from headwater.processor.admin import ProcessorAdmin, effective_plans
 from headwater.processor.ingest import IngestPipeline
@@ -55,6 +56,8 @@ from headwater.status.service import StatusService, with_canary
 from headwater.supervisor import Child, ProcessInfo, control_socket, wake_socket, writer_info
 from headwater.warehouses.loader import Warehouses
 from headwater.warehouses.view import WarehouseView
+from headwater.unify import api as profile_api
+from headwater.unify.consumer import Unify
 
 logger = logging.getLogger("headwater")
 
@@ -100,6 +103,7 @@ class Headwater:
         self._loaders: Warehouses | None = None
         self.observer.stages.append(self.warehouses.trace_stages)
         self.observer.findings.append(self.warehouses.findings)
+        self.profiles = profile_api.Profiles(workspace.spaces, data_dir, self._fetch_event)
         self._api = build_api(
             workspace, self.observer, self.token, self._session_ok, lambda: self.admin,
             self.warehouses,
@@ -111,6 +115,12 @@ class Headwater:
         self._wake: WakeSender | None = None
         self._delivery_started = False
         self._tracking: TrackingAPI | None = None
+        self.unify: Unify | None = None  # identity processing here (inline mode only)
+        self._profile_web = Starlette(
+            routes=profile_api.routes(self.profiles, self._profiles_read_ok)
+        )
+        self.observer.stages.append(self._identity_trace)
+        self.observer.findings.append(self._identity_findings)
         self.metrics = Metrics(self.stats, lambda: self.log, lambda: self.delivery)
         self.metrics.canary = self.status.canary_state
         self.metrics.registry.register(self.warehouses)  # type: ignore[arg-type]
@@ -121,7 +131,8 @@ class Headwater:
                 Route("/metrics", self._metrics),
                 *self.status.routes(),
                 *Console(
-                    workspace, self.observer, self.token, self.sessions, lambda: self.admin
+                    workspace, self.observer, self.token, self.sessions, lambda: self.admin,
+                    self.profiles,
                 ).routes(),
             ]
         )
@@ -153,6 +164,8 @@ class Headwater:
             await engine.start()
             self._loaders = Warehouses(self.workspace, log, self.data_dir)
             self._loaders.start()
+            self.unify = Unify(self.workspace.spaces, log, self.data_dir)
+            await self.unify.start()
             return engine
         self._wake = log.signal.on_commit = WakeSender(wake_socket(self.data_dir))
         if self.delivery_mode == "process":
@@ -245,6 +258,9 @@ class Headwater:
         await self.status.stop()
         await self.observer.stop()
         await self.protocols.close()
+        await self.profiles.close()
+        if self.unify is not None:
+            await self.unify.stop()
         if self.worker is not None:
             await self.worker.stop()
         if self._loaders is not None:
@@ -259,7 +275,9 @@ class Headwater:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["path"].startswith("/v1/"):
+        if kind == "http" and scope["path"].startswith(profile_api.PREFIX):
+            await self._profile_web(scope, receive, send)  # type: ignore[arg-type]
+        elif kind == "http" and scope["path"].startswith("/v1/"):
             if self._tracking is None:
                 await _not_ready(send)
                 return
@@ -321,6 +339,30 @@ class Headwater:
         except Exception:
             logger.warning("metrics: cannot read the warehouses' state", exc_info=True)
         return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
+
+    def _profiles_read_ok(self, presented: str) -> bool:
+        """Who may read the Profile API: the admin token today; the one place a
+        ``profiles_read`` token role plugs in."""
+        return self.token.check(presented)
+
+    async def _fetch_event(self, message_id: str) -> StoredRecord | None:
+        return await self.log.get(message_id) if self.log is not None else None
+
+    async def _identity_trace(self, record: StoredRecord) -> list[dict[str, Any]]:
+        """Which profile the event joined, or what merge or refusal it caused, per space."""
+        stages: list[dict[str, Any]] = []
+        for space in self.workspace.spaces:
+            if record.source in space.sources:
+                found = await self.profiles.of_message(space.name, record.message_id)
+                stages.append(identity_stage(space.name, found))
+        return stages
+
+    async def _identity_findings(self, since_ms: int) -> list[Finding]:
+        found: list[Finding] = []
+        for space in self.workspace.spaces:
+            summary = await self.profiles.problems(space.name, since_ms)
+            found.extend(identity_findings(space.name, summary["problems"], summary["counters"]))
+        return found
 
     async def _session_ok(self, request: Request) -> bool:
         """A console session may use the API too (the console's live views do); requests

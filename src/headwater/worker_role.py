@@ -27,6 +27,7 @@ from headwater.log.follow import FollowerLog
 from headwater.status.service import with_canary
 from headwater.supervisor import control_socket, die_with_parent, wake_socket
 from headwater.warehouses.loader import Warehouses
+from headwater.unify.consumer import Unify
 
 logger = logging.getLogger("headwater.worker")
 
@@ -43,6 +44,7 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
     control = ControlServer(engine, control_socket(data_dir))
     warehouses = Warehouses(workspace, log, data_dir)  # syncs beside delivery, never on the
     # gateway's loop (docs/warehouses.md)
+    unify = Unify(workspace.spaces, log, data_dir)  # identity processing, beside delivery
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -53,14 +55,16 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
         await engine.start()
         await control.start()
         warehouses.start()
-        logger.info("delivery worker running (%d destinations, %d warehouses)",
-                    len(engine.workers), len(warehouses.loaders))  # fmt: skip
+        await unify.start()
+        logger.info("delivery worker running (%d destinations, %d warehouses, %d spaces)",
+                    len(engine.workers), len(warehouses.loaders), len(unify.consumers))  # fmt: skip
         await stop.wait()
     finally:
         if watch_stdin:
             loop.remove_reader(sys.stdin.fileno())
         await control.stop()
         await warehouses.stop()
+        await unify.stop()
         await engine.stop()
         await log.close()
 

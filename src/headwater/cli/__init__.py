@@ -5,7 +5,8 @@
 - :mod:`.destinations`: ``destinations test``;
 - :mod:`.observe`: ``tail``, ``trace``, ``diagnose``, ``admin-token``;
 - :mod:`.processor`: ``plans``, ``filters``;
-- :mod:`.status`: ``status``, ``watch``, ``maintenance``.
+- :mod:`.status`: ``status``, ``watch``, ``maintenance``;
+- :mod:`.profiles`: ``profiles get | merges | delete``.
 
 What they share (consoles, options, the API client, errors) is in :mod:`.common`.
 """
@@ -15,7 +16,16 @@ from __future__ import annotations
 import typer
 
 from headwater import __version__
-from headwater.cli import delivery, destinations, observe, processor, send, serve, status
+from headwater.cli import (
+    delivery,
+    destinations,
+    observe,
+    processor,
+    profiles,
+    send,
+    serve,
+    status,
+)
 from headwater.cli.common import out
 
 app = typer.Typer(
@@ -31,6 +41,7 @@ app.add_typer(status.maintenance_app, name="maintenance")
 app.add_typer(processor.plans_app, name="plans")
 app.add_typer(processor.filters_app, name="filters")
 app.add_typer(destinations.destinations_app, name="destinations")
+app.add_typer(profiles.profiles_app, name="profiles")
 app.command()(status.status)
 app.command()(status.watch)
 app.command()(delivery.replay)

@@ -24,6 +24,7 @@ from headwater.processor.filters import FilterList
 from headwater.processor.protocols.plans import TrackingPlanConfig, check_tracking_plans
 from headwater.processor.transforms import TransformationConfig
 from headwater.status.config import AlertsConfig
+from headwater.unify.config import SpaceConfig
 
 WRITE_KEY_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
 RESERVED_NAME = "headwater-canary"  # the canary's source and built-in destination
@@ -346,6 +347,8 @@ class Workspace(_Model):
 
     warehouses: list[WarehouseConfig] = []
     """Warehouses loaded from the log in Segment's schema (docs/warehouses.md)."""
+    spaces: list[SpaceConfig] = []
+    """Unify spaces: identity resolution, profiles and computed traits (docs/unify.md)."""
 
     @model_validator(mode="after")
     def _check_unique(self) -> Workspace:
@@ -365,6 +368,7 @@ class Workspace(_Model):
         check_tracking_plans(self.tracking_plans, names)
         _check_transformations(self.transformations, names, {d.name for d in self.destinations})
         _check_warehouses(self.warehouses, names)
+        _check_spaces(self.spaces, names)
         named = (("sources", [s.name for s in self.sources]),
                  ("destinations", [d.name for d in self.destinations]))  # fmt: skip
         for kind, names_of in named:
@@ -470,6 +474,16 @@ def _check_transformations(
                         destinations)  # fmt: skip
 
 
+def _check_spaces(spaces: list[SpaceConfig], sources: set[str]) -> None:
+    seen: set[str] = set()
+    for i, space in enumerate(spaces):
+        if space.name in seen:
+            raise ValueError(f"spaces[{i}].name: {space.name!r} is used by two spaces")
+        seen.add(space.name)
+        for j, source in enumerate(space.sources):
+            check_known(f"spaces[{i}].sources[{j}]", "source", source, sources)
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     return field_path(loc) or "(top level)"
 
@@ -485,7 +499,7 @@ def format_validation_error(origin: str, exc: ValidationError) -> str:
         elif err["type"] == "missing":
             message = "required field is missing"
         field = _field_path(loc)
-        prefixes = ("sources[", "destinations[", "log.", "gateway.", "status.", "alerts.")
+        prefixes = ("sources[", "destinations[", "spaces[", "log.", "gateway.", "status.", "alerts.")
         if message.startswith(prefixes):
             lines.extend(f"{origin}: {line}" for line in message.splitlines())
         else:

@@ -40,6 +40,7 @@ from headwater.observe.service import WINDOWS, ObserveError, Observer
 from headwater.observe.tester import Tester
 from headwater.processor.admin import AdminError, ProcessorAdmin
 from headwater.processor.protocols_store import RETENTION_MS
+from headwater.unify.api import Profiles, ProfileError
 
 HOME = f"{PREFIX}/"
 LOGIN = f"{PREFIX}/login"
@@ -84,8 +85,10 @@ class Console:
         token: AdminToken,
         sessions: Sessions,
         admin: Callable[[], ProcessorAdmin | None],
+        profiles: Profiles | None = None,
     ) -> None:
         self.workspace = workspace
+        self.profiles = profiles
         self.observer = observer
         self.token = token
         self.sessions = sessions
@@ -108,6 +111,7 @@ class Console:
             ("/trace", self._trace),
             ("/event-tester", self._event_tester),
             ("/diagnose", self._diagnose),
+            ("/profiles", self._profile),
         ]
         # forms that act: (path, action, the page they belong to, the largest body taken)
         actions: list[tuple[str, Action, str, int]] = [
@@ -608,6 +612,27 @@ class Console:
         return self._render(
             request, "trace.html", session, status, section="trace", message_id=message_id,
             trace=trace, error=error,
+        )  # fmt: skip
+
+    async def _profile(self, request: Request, session: Session) -> Response:
+        """A profile of a space: identifiers, traits, computed traits, events and the merge
+        history as a timeline (``?space=main&id=user_id:u-42``)."""
+        spaces = [s.name for s in self.workspace.spaces]
+        space = request.query_params.get("space") or (spaces[0] if spaces else "")
+        name = (request.query_params.get("id") or "").strip()
+        profile: dict[str, Any] | None = None
+        error: str | None = None
+        status = 200
+        if name and self.profiles is not None:
+            try:
+                profile = await self.profiles.profile(space, name)
+            except ProfileError as exc:
+                error, status = exc.message, exc.status
+                if exc.message == "Profile was not found.":
+                    error = f"No profile {name!r} in space {space!r}."
+        return self._render(
+            request, "profile.html", session, status, section="profiles", spaces=spaces,
+            space=space, name=name, profile=profile, error=error,
         )  # fmt: skip
 
     async def _diagnose(self, request: Request, session: Session) -> Response:

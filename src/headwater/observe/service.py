@@ -132,8 +132,9 @@ class Observer:
         """Later stages (the processor) add what they decided about an event to its trace."""
         self.unstored: list[Callable[[str], Awaitable[dict[str, Any] | None]]] = []
         """Where to look for an event the log does not have (blocked by a plan)."""
-        self.findings: list[Callable[[], Awaitable[list[Finding]]]] = []
-        """Findings of parts that keep their own evidence (the warehouses' syncs)."""
+        self.findings: list[Callable[[int], Awaitable[list[Finding]]]] = []
+        """More of diagnose's findings since a time, from parts that keep their own evidence
+        (the warehouses' syncs, identity resolution per space)."""
 
     async def start(self, log: EventLog, delivery: DeliveryView) -> None:
         self.log, self.delivery = log, delivery
@@ -356,7 +357,7 @@ class Observer:
         findings = diagnose(evidence)
         if destination is None:
             for more in self.findings:
-                findings.extend(await more())
+                findings.extend(await more(window.since_ms))
             findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], -f.events))
         if source is not None:
             findings = [

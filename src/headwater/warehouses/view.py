@@ -164,7 +164,8 @@ class WarehouseView:
 
     # ------------------------------------------------------------------ diagnose
 
-    async def findings(self) -> list[Finding]:
+    async def findings(self, since_ms: int = 0) -> list[Finding]:
+        """A sync's state now (its failures, discards, retention risk): not windowed."""
         found: list[Finding] = []
         for config in self.workspace.warehouses:
             if config.enabled:

@@ -1,0 +1,279 @@
+"""Identity processing as a follower of the log: one consumer per space, in log order.
+
+Each space's consumer reads the log after its position, applies the events of its sources
+to its store (identifiers → graph → traits → event reference → computed traits) in one
+transaction per batch, and commits the new position in that same transaction: a crash or
+``kill -9`` replays nothing twice and skips nothing. The work is synchronous SQLite, so it
+runs on a thread of its own (one per space), never on the event loop that delivers (the
+worker process's, or the gateway's in inline mode). Between batches it waits on the log
+(``wait``: woken by each commit), and on its schedule recomputes traits whose window moved.
+
+An event that fails to apply (a bug, not bad input: bad identifier values are refused by
+the rules) is rolled back alone, counted under ``error`` with its messageId and logged; the
+batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from headwater.gateway.normalize import ItemError, parse_ms
+from headwater.log.base import EventLog, StoredRecord
+from headwater.unify.config import SpaceConfig
+from headwater.unify.graph import IdentityGraph
+from headwater.unify.identifiers import Extractor
+from headwater.unify.store import EventRef, SqliteProfileStore, store_path
+from headwater.unify.traits import Change, TraitEngine, event_name
+
+logger = logging.getLogger(__name__)
+
+BATCH = 500
+WAIT_SECS = 1.0
+MAX_TRAITS = 300
+"""Segment refuses identify calls with 300 traits or more; their traits are not applied."""
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class SpaceCounts:
+    """What a consumer did since it started (status and metrics read it)."""
+
+    events: int = 0
+    created: int = 0
+    merged: int = 0
+    refused: int = 0
+    limited: int = 0
+    blocked: int = 0
+    errors: int = 0
+
+
+class SpaceProcessor:
+    """The synchronous part: applies records to one space's store. Used by the consumer's
+    thread, the benchmark and tests."""
+
+    def __init__(self, space: SpaceConfig, store: SqliteProfileStore,
+                 now_ms: Callable[[], int] = wall_ms) -> None:  # fmt: skip
+        self.space = space
+        self.store = store
+        self.sources = frozenset(space.sources)
+        self.extractor = Extractor(space.identity)
+        self.graph = IdentityGraph(store, space.identity)
+        self.traits = TraitEngine(space.computed_traits, now_ms)
+        self.counts = SpaceCounts()
+        self._events: list[tuple[str, EventRef]] = []  # written once per batch
+
+    def apply(self, records: list[StoredRecord]) -> list[Change]:
+        """One transaction: the records of this space's sources, then the position. If an
+        event fails, the batch is applied again with each event in a savepoint of its own,
+        so that only the failing one is skipped (and counted)."""
+        if not records:
+            return []
+        try:
+            return self._apply(records, guarded=False)
+        except Exception:
+            logger.warning("space %s: a batch failed; applying its events one by one",
+                           self.space.name)  # fmt: skip
+            return self._apply(records, guarded=True)
+
+    def _apply(self, records: list[StoredRecord], guarded: bool) -> list[Change]:
+        store = self.store
+        changes: list[Change] = []
+        one = self._one_guarded if guarded else self._one
+        store.begin()
+        try:
+            for record in records:
+                if record.source in self.sources:
+                    changes.extend(one(record))
+            self.graph.flush()
+            self.traits.flush(store)
+            store.add_events(self._events)
+            self._events.clear()
+            store.set_position(records[-1].offset)
+            store.commit()
+        except BaseException:
+            self.graph.reset()
+            self._events.clear()
+            self.traits.reset()
+            store.rollback()
+            raise
+        return changes
+
+    def _one_guarded(self, record: StoredRecord) -> list[Change]:
+        db = self.store._db
+        db.execute("SAVEPOINT event")
+        try:
+            changes = self._one(record)
+        except Exception:
+            db.execute("ROLLBACK TO event")
+            db.execute("RELEASE event")
+            logger.exception("space %s: event %s not applied", self.space.name,
+                             record.message_id)  # fmt: skip
+            self.counts.errors += 1
+            self.store.count("error", "", "", record.message_id, record.received_at_ms)
+            return []
+        db.execute("RELEASE event")
+        return changes
+
+    def _one(self, record: StoredRecord) -> list[Change]:
+        event = orjson.loads(record.payload)
+        ts = _event_ms(event, record.received_at_ms)
+        mid, source, store = record.message_id, record.source, self.store
+        extracted = self.extractor.extract(event)
+        for skipped in extracted.skipped:
+            store.count(skipped.reason, skipped.type, skipped.value, mid, ts)
+            self.counts.blocked += 1
+        if not extracted.identifiers:
+            store.count("no_identifiers", "", "", mid, ts)
+            return []
+        result = self.graph.resolve(extracted.identifiers, mid, record.offset, source, ts)
+        segment_id = result.segment_id
+        if segment_id is None:
+            return []
+        counts = self.counts
+        counts.events += 1
+        counts.created += result.created
+        counts.merged += len(result.merged)
+        for _, kind in result.dropped:
+            if kind == "refused":
+                counts.refused += 1
+            else:
+                counts.limited += 1
+        changes: list[Change] = []
+        traits = self.traits
+        for loser in result.merged:
+            changes.extend(traits.merge(store, segment_id, traits.states(store, segment_id),
+                                        traits.states(store, loser), mid))  # fmt: skip
+            traits.drop(store, loser)
+        given = _traits_of(event)
+        if given:
+            if len(given) >= MAX_TRAITS:
+                store.count("too_many_traits", "", str(len(given)), mid, ts)
+            else:
+                store.set_traits(segment_id, given, ts, source, mid)
+        changes.extend(self.traits.observe(store, segment_id, event, ts, mid, source))
+        self._events.append((segment_id, EventRef(record.offset, mid, record.type,
+                                                  event_name(event), ts, source)))  # fmt: skip
+        return changes
+
+    def expire(self) -> list[Change]:
+        """Recompute windowed traits that moved, in transactions of a bounded size."""
+        changes: list[Change] = []
+        while True:
+            self.store.begin()
+            try:
+                done = self.traits.expire(self.store, BATCH)
+                self.store.commit()
+            except BaseException:
+                self.traits.reset()
+                self.store.rollback()
+                raise
+            changes.extend(done)
+            if not done:
+                return changes
+
+
+def _event_ms(event: dict[str, Any], fallback: int) -> int:
+    try:
+        return parse_ms(event.get("timestamp"), "timestamp")
+    except ItemError:
+        return fallback
+
+
+def _traits_of(event: dict[str, Any]) -> dict[str, Any]:
+    """``context.traits`` of any event, and an identify's ``traits`` over them."""
+    found: dict[str, Any] = {}
+    context = event.get("context")
+    if isinstance(context, dict) and isinstance(context.get("traits"), dict):
+        found.update(context["traits"])
+    if event.get("type") == "identify" and isinstance(event.get("traits"), dict):
+        found.update(event["traits"])
+    return found
+
+
+class SpaceConsumer:
+    """Follows the log for one space on its own thread."""
+
+    def __init__(self, space: SpaceConfig, log: EventLog, data_dir: Path,
+                 now_ms: Callable[[], int] = wall_ms) -> None:  # fmt: skip
+        self.space = space
+        self.log = log
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"headwater-unify-{space.name}")
+        self._path = store_path(data_dir, space.name)
+        self._now_ms = now_ms
+        self.processor: SpaceProcessor | None = None
+        self.position = 0
+        self.on_change: list[Callable[[Change], None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.processor = await loop.run_in_executor(self._executor, self._open)
+        self.position = await loop.run_in_executor(self._executor, self.processor.store.position)
+        self.processor.traits.on_change.extend(self.on_change)
+        self._task = loop.create_task(self._run(), name=f"unify:{self.space.name}")
+
+    def _open(self) -> SpaceProcessor:
+        return SpaceProcessor(self.space, SqliteProfileStore(self._path), self._now_ms)
+
+    async def _run(self) -> None:
+        assert self.processor is not None
+        loop = asyncio.get_running_loop()
+        interval = self.space.recompute_interval_secs
+        next_expiry = time.monotonic()
+        while True:
+            try:
+                if time.monotonic() >= next_expiry:
+                    await loop.run_in_executor(self._executor, self.processor.expire)
+                    next_expiry = time.monotonic() + interval
+                records = await self.log.read(self.position, BATCH)
+                if records:
+                    await loop.run_in_executor(self._executor, self.processor.apply, records)
+                    self.position = records[-1].offset
+                    continue
+                await self.log.wait(self.position, min(WAIT_SECS, interval))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store or the log failed: try again, never spin
+                logger.exception("space %s: identity processing failed; retrying in 1 s",
+                                 self.space.name)  # fmt: skip
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.processor is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.processor.store.close
+            )
+        self._executor.shutdown(wait=True)
+
+
+class Unify:
+    """Every enabled space's consumer (what the worker process, or an inline gateway, runs)."""
+
+    def __init__(self, spaces: list[SpaceConfig], log: EventLog, data_dir: Path,
+                 now_ms: Callable[[], int] = wall_ms) -> None:  # fmt: skip
+        self.consumers = [SpaceConsumer(s, log, data_dir, now_ms) for s in spaces if s.enabled]
+
+    async def start(self) -> None:
+        for consumer in self.consumers:
+            await consumer.start()
+
+    async def stop(self) -> None:
+        for consumer in self.consumers:
+            await consumer.stop()

@@ -1,0 +1,502 @@
+"""The profile store of one space: the identity graph, traits, event references, history.
+
+The interface (:class:`ProfileStore`) is what the graph, the traits engine, the consumer and
+the Profile API use; :class:`SqliteProfileStore` is the embedded backend (one file per
+space, ``<data-dir>/unify/<space>.sqlite``, WAL: one writer — the consumer — and readers in
+the gateway and the CLI). A PostgreSQL backend implements the same methods on the same
+tables.
+
+Layout:
+
+- ``profiles``: one row per ``segment_id`` ever made. ``canonical`` is NULL for a live
+  profile and names the survivor for one merged away (always the final survivor: a merge
+  re-points the rows that pointed at the loser), so any old id still resolves.
+- ``identifiers``: (type, value) → segment_id of the live profile, with when, where and by
+  which message it was first seen. ``id_counts`` keeps the count per type per profile, so a
+  limit check reads one row, never counts a thousand.
+- ``traits``: per profile and name the latest value (JSON), its time, source and message;
+  ``computed`` marks computed traits. ``trait_state``: each computed trait's partial
+  aggregates (traits.py), with the hour its window next drops a bucket (``expires_hour``).
+- ``events``: references into the log (offset, messageId, type, name, time), not copies.
+- ``history``: created / merged / refused / limit rows with the messageId and offset that
+  caused them and the identifiers involved (JSON ``detail``). ``counters``: blocked values
+  and refusals per kind, identifier type and value.
+- ``position``: the last log offset applied, committed with the batch it ends.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from headwater.sqlite_files import open_store
+from headwater.unify.identifiers import Identifier
+
+SCHEMA_VERSION = 1
+UNIFY_DIR = "unify"
+_ALPHABET = string.ascii_letters + string.digits
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (
+    segment_id TEXT PRIMARY KEY, canonical TEXT, created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL, first_message_id TEXT, first_source TEXT,
+    last_message_id TEXT, last_source TEXT, merges INTEGER NOT NULL DEFAULT 0,
+    identifiers INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS profiles_canonical ON profiles (canonical) WHERE canonical IS NOT NULL;
+CREATE TABLE IF NOT EXISTS identifiers (
+    type TEXT NOT NULL, value TEXT NOT NULL, segment_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, source TEXT, first_message_id TEXT,
+    PRIMARY KEY (type, value)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS identifiers_profile ON identifiers (segment_id, type);
+CREATE TABLE IF NOT EXISTS id_counts (
+    segment_id TEXT NOT NULL, type TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (segment_id, type)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS traits (
+    segment_id TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL, source TEXT, message_id TEXT, computed INTEGER NOT NULL,
+    PRIMARY KEY (segment_id, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trait_state (
+    segment_id TEXT NOT NULL, trait TEXT NOT NULL, state BLOB NOT NULL, expires_hour INTEGER,
+    PRIMARY KEY (segment_id, trait)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trait_state_expiry ON trait_state (expires_hour)
+    WHERE expires_hour IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    offset INTEGER PRIMARY KEY, segment_id TEXT NOT NULL, message_id TEXT NOT NULL,
+    type TEXT NOT NULL, name TEXT, ts_ms INTEGER NOT NULL, source TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_profile ON events (segment_id, offset);
+CREATE INDEX IF NOT EXISTS events_message ON events (message_id);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+    segment_id TEXT, other_id TEXT, message_id TEXT, offset INTEGER, detail BLOB);
+CREATE INDEX IF NOT EXISTS history_profile ON history (segment_id);
+CREATE INDEX IF NOT EXISTS history_other ON history (other_id) WHERE other_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS history_message ON history (message_id);
+CREATE INDEX IF NOT EXISTS history_kind ON history (kind, id);
+CREATE TABLE IF NOT EXISTS counters (
+    kind TEXT NOT NULL, type TEXT NOT NULL, value TEXT NOT NULL, n INTEGER NOT NULL,
+    last_message_id TEXT, last_ms INTEGER, PRIMARY KEY (kind, type, value)) WITHOUT ROWID;
+"""
+
+
+_OWNERS: dict[int, str] = {}  # the lookup of n identifiers at once, by n
+
+
+def new_segment_id() -> str:
+    """``use_`` and 27 random letters and digits, like Segment's profile ids."""
+    number = int.from_bytes(secrets.token_bytes(21))  # 168 random bits; 27 digits hold 160
+    digits = []
+    for _ in range(27):
+        number, digit = divmod(number, 62)
+        digits.append(_ALPHABET[digit])
+    return "use_" + "".join(digits)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    segment_id: str
+    created_ms: int
+    updated_ms: int
+    first_message_id: str | None
+    first_source: str | None
+    last_message_id: str | None
+    last_source: str | None
+    merges: int
+    identifiers: int
+    seq: int  # the order profiles were made in (the oldest survives a merge)
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalId:
+    type: str
+    value: str
+    created_ms: int
+    source: str | None
+    first_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Trait:
+    name: str
+    value: Any
+    updated_ms: int
+    source: str | None
+    message_id: str | None
+    computed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventRef:
+    offset: int
+    message_id: str
+    type: str
+    name: str | None
+    ts_ms: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    id: int
+    at_ms: int
+    kind: str  # created | merged | refused | limit
+    segment_id: str | None
+    other_id: str | None
+    message_id: str | None
+    offset: int | None
+    detail: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "at_ms": self.at_ms, "segment_id": self.segment_id,
+            "other_id": self.other_id, "message_id": self.message_id, "offset": self.offset,
+            **self.detail,
+        }  # fmt: skip
+
+
+class ProfileStore(Protocol):
+    """What the graph, the traits engine, the consumer and the Profile API need of a store.
+
+    Writes happen between ``begin()`` and ``commit()``, from one writer (the consumer);
+    reads may come from any process."""
+
+    def begin(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def position(self) -> int: ...
+    def set_position(self, offset: int) -> None: ...
+    def owners(self, identifiers: Sequence[Identifier]) -> dict[Identifier, str]: ...
+    def id_counts(self, segment_id: str) -> dict[str, int]: ...
+    def profile(self, segment_id: str) -> Profile | None: ...
+    def create(self, segment_id: str, at_ms: int, message_id: str, source: str) -> None: ...
+    def attach(self, segment_id: str, identifiers: Sequence[Identifier], at_ms: int,
+               message_id: str, source: str) -> None: ...  # fmt: skip
+    def merge(self, survivor: str, loser: str, at_ms: int) -> None: ...
+    def touch(self, touched: Sequence[tuple[str, int, str, str]]) -> None: ...
+    def record(self, kind: str, segment_id: str | None, other_id: str | None, message_id: str,
+               offset: int, at_ms: int, detail: dict[str, Any]) -> None: ...  # fmt: skip
+    def count(self, kind: str, id_type: str, value: str, message_id: str, at_ms: int) -> None: ...
+    def set_traits(self, segment_id: str, traits: dict[str, Any], at_ms: int, source: str,
+                   message_id: str, computed: bool = False) -> None: ...  # fmt: skip
+    def add_events(self, refs: Sequence[tuple[str, EventRef]]) -> None: ...
+    def set_computed(self, rows: Sequence[tuple[str, str, Any, int, str, str]]) -> None: ...
+    def trait_states(self, segment_id: str) -> dict[str, tuple[Any, int | None]]: ...
+    def put_trait_states(self, rows: Sequence[tuple[str, str, Any, int | None]]) -> None: ...
+    def drop_trait_states(self, segment_id: str) -> None: ...
+    def expiring(self, hour: int, limit: int) -> list[str]: ...
+    def resolve(self, segment_id: str) -> str | None: ...
+    def find(self, identifier: Identifier) -> str | None: ...
+    def external_ids(self, segment_id: str) -> list[ExternalId]: ...
+    def traits(self, segment_id: str) -> list[Trait]: ...
+    def events(self, segment_id: str, limit: int, before: int | None,
+               after: int | None) -> list[EventRef]: ...  # fmt: skip
+    def history(self, segment_id: str) -> list[HistoryEntry]: ...
+    def history_of_message(self, message_id: str) -> list[HistoryEntry]: ...
+    def profile_of_message(self, message_id: str) -> str | None: ...
+    def problems(self, since_ms: int, limit: int) -> list[HistoryEntry]: ...
+    def counters(self) -> list[tuple[str, str, str, int, str | None]]: ...
+    def delete(self, segment_id: str) -> int: ...
+    def close(self) -> None: ...
+
+
+def store_path(data_dir: Path, space: str) -> Path:
+    return data_dir / UNIFY_DIR / f"{space}.sqlite"
+
+
+class SqliteProfileStore:
+    """The embedded backend. Not thread-safe: each thread (the consumer's, a reader's) opens
+    its own."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = open_store(path, SCHEMA, what="profile store", version=SCHEMA_VERSION)
+
+    # -------------------------------------------------------------- transactions, position
+
+    def begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def position(self) -> int:
+        row = self._db.execute("SELECT offset FROM position WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_position(self, offset: int) -> None:
+        self._db.execute("INSERT INTO position VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET "
+                         "offset = excluded.offset", (offset,))  # fmt: skip
+
+    # -------------------------------------------------------------- the graph
+
+    def owners(self, identifiers: Sequence[Identifier]) -> dict[Identifier, str]:
+        if len(identifiers) == 1:
+            row = self._db.execute("SELECT segment_id FROM identifiers WHERE type = ? AND "
+                                   "value = ?", identifiers[0]).fetchone()  # fmt: skip
+            return {identifiers[0]: row[0]} if row else {}
+        sql = _OWNERS.get(len(identifiers))
+        if sql is None:
+            one = "SELECT type, value, segment_id FROM identifiers WHERE type = ? AND value = ?"
+            sql = _OWNERS[len(identifiers)] = " UNION ALL ".join([one] * len(identifiers))
+        args = [part for ident in identifiers for part in ident]
+        return {(t, v): s for t, v, s in self._db.execute(sql, args)}
+
+    def id_counts(self, segment_id: str) -> dict[str, int]:
+        rows = self._db.execute("SELECT type, n FROM id_counts WHERE segment_id = ?",
+                                (segment_id,))  # fmt: skip
+        return dict(rows.fetchall())
+
+    def profile(self, segment_id: str) -> Profile | None:
+        row = self._db.execute(
+            "SELECT segment_id, created_ms, updated_ms, first_message_id, first_source, "
+            "last_message_id, last_source, merges, identifiers, rowid FROM profiles "
+            "WHERE segment_id = ? AND canonical IS NULL", (segment_id,)
+        ).fetchone()  # fmt: skip
+        return Profile(*row) if row else None
+
+    def create(self, segment_id: str, at_ms: int, message_id: str, source: str) -> None:
+        self._db.execute(
+            "INSERT INTO profiles (segment_id, created_ms, updated_ms, first_message_id, "
+            "first_source, last_message_id, last_source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (segment_id, at_ms, at_ms, message_id, source, message_id, source),
+        )
+
+    def attach(self, segment_id: str, identifiers: Sequence[Identifier], at_ms: int,
+               message_id: str, source: str) -> None:  # fmt: skip
+        db = self._db
+        db.executemany(
+            "INSERT INTO identifiers VALUES (?, ?, ?, ?, ?, ?)",
+            [(t, v, segment_id, at_ms, source, message_id) for t, v in identifiers],
+        )
+        db.executemany(
+            "INSERT INTO id_counts VALUES (?, ?, 1) ON CONFLICT (segment_id, type) "
+            "DO UPDATE SET n = n + 1", [(segment_id, t) for t, _ in identifiers],
+        )  # fmt: skip
+        db.execute("UPDATE profiles SET identifiers = identifiers + ? WHERE segment_id = ?",
+                   (len(identifiers), segment_id))  # fmt: skip
+
+    def merge(self, survivor: str, loser: str, at_ms: int) -> None:
+        db = self._db
+        db.execute("UPDATE identifiers SET segment_id = ? WHERE segment_id = ?", (survivor, loser))
+        db.execute(
+            "INSERT INTO id_counts SELECT ?, type, n FROM id_counts WHERE segment_id = ? AND 1 "
+            "ON CONFLICT (segment_id, type) DO UPDATE SET n = n + excluded.n", (survivor, loser)
+        )  # fmt: skip
+        db.execute("DELETE FROM id_counts WHERE segment_id = ?", (loser,))
+        db.execute(
+            "INSERT INTO traits SELECT ?, name, value, updated_ms, source, message_id, computed "
+            "FROM traits WHERE segment_id = ? AND computed = 0 AND 1 "
+            "ON CONFLICT (segment_id, name) DO UPDATE SET value = excluded.value, "
+            "updated_ms = excluded.updated_ms, source = excluded.source, "
+            "message_id = excluded.message_id WHERE excluded.updated_ms > traits.updated_ms",
+            (survivor, loser),
+        )
+        db.execute("DELETE FROM traits WHERE segment_id = ?", (loser,))
+        db.execute("UPDATE events SET segment_id = ? WHERE segment_id = ?", (survivor, loser))
+        row = db.execute("SELECT merges, identifiers, created_ms, first_message_id, first_source "
+                         "FROM profiles WHERE segment_id = ?", (loser,)).fetchone()  # fmt: skip
+        db.execute(
+            "UPDATE profiles SET merges = merges + ? + 1, identifiers = identifiers + ?, "
+            "updated_ms = max(updated_ms, ?) WHERE segment_id = ?",
+            (row[0], row[1], at_ms, survivor),
+        )
+        db.execute("UPDATE profiles SET canonical = ? WHERE canonical = ? OR segment_id = ?",
+                   (survivor, loser, loser))  # fmt: skip
+
+    def touch(self, touched: Sequence[tuple[str, int, str, str]]) -> None:
+        """(segment_id, time, messageId, source) of the last event each profile took, oldest
+        first; a profile merged away since hands them to its survivor."""
+        self._db.executemany(
+            "UPDATE profiles SET updated_ms = max(updated_ms, ?2), last_message_id = ?3, "
+            "last_source = ?4 WHERE segment_id = (SELECT coalesce(canonical, segment_id) FROM "
+            "profiles WHERE segment_id = ?1)", touched,
+        )  # fmt: skip
+
+    def record(self, kind: str, segment_id: str | None, other_id: str | None, message_id: str,
+               offset: int, at_ms: int, detail: dict[str, Any]) -> None:  # fmt: skip
+        self._db.execute(
+            "INSERT INTO history (at_ms, kind, segment_id, other_id, message_id, offset, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at_ms, kind, segment_id, other_id, message_id, offset, orjson.dumps(detail)),
+        )
+
+    def count(self, kind: str, id_type: str, value: str, message_id: str, at_ms: int) -> None:
+        self._db.execute(
+            "INSERT INTO counters VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (kind, type, value) "
+            "DO UPDATE SET n = n + 1, last_message_id = excluded.last_message_id, "
+            "last_ms = excluded.last_ms", (kind, id_type, value, message_id, at_ms)
+        )  # fmt: skip
+
+    # -------------------------------------------------------------- traits and events
+
+    def set_traits(self, segment_id: str, traits: dict[str, Any], at_ms: int, source: str,
+                   message_id: str, computed: bool = False) -> None:  # fmt: skip
+        """Each trait is replaced unless the stored one is newer; ``None`` removes it (an
+        identify with the trait set to null, as Segment does)."""
+        db = self._db
+        removed = [(segment_id, k, at_ms) for k, v in traits.items() if v is None]
+        kept = [
+            (segment_id, k, orjson.dumps(v), at_ms, source, message_id, int(computed))
+            for k, v in traits.items() if v is not None
+        ]  # fmt: skip
+        if removed:
+            db.executemany("DELETE FROM traits WHERE segment_id = ? AND name = ? AND "
+                           "updated_ms <= ?", removed)  # fmt: skip
+        db.executemany(
+            "INSERT INTO traits VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (segment_id, name) "
+            "DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms, "
+            "source = excluded.source, message_id = excluded.message_id, "
+            "computed = excluded.computed WHERE excluded.updated_ms >= traits.updated_ms",
+            kept,
+        )
+
+    def set_computed(self, rows: Sequence[tuple[str, str, Any, int, str, str]]) -> None:
+        """Computed values: (segment_id, key, value, time, source, messageId); None removes."""
+        db = self._db
+        gone = [(seg, key) for seg, key, value, *_ in rows if value is None]
+        if gone:
+            db.executemany("DELETE FROM traits WHERE segment_id = ? AND name = ?", gone)
+        db.executemany(
+            "INSERT OR REPLACE INTO traits VALUES (?, ?, ?, ?, ?, ?, 1)",
+            [(seg, key, orjson.dumps(value), at, source, mid)
+             for seg, key, value, at, source, mid in rows if value is not None],
+        )  # fmt: skip
+
+    def add_events(self, refs: Sequence[tuple[str, EventRef]]) -> None:
+        """(segment_id, reference) pairs; a profile merged away since hands its events to
+        its survivor."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO events VALUES (?1, (SELECT coalesce(canonical, segment_id) "
+            "FROM profiles WHERE segment_id = ?2), ?3, ?4, ?5, ?6, ?7)",
+            [(r.offset, s, r.message_id, r.type, r.name, r.ts_ms, r.source) for s, r in refs],
+        )
+
+    def trait_states(self, segment_id: str) -> dict[str, tuple[Any, int | None]]:
+        rows = self._db.execute("SELECT trait, state, expires_hour FROM trait_state "
+                                "WHERE segment_id = ?", (segment_id,))  # fmt: skip
+        return {t: (orjson.loads(s), e) for t, s, e in rows}
+
+    def put_trait_states(self, rows: Sequence[tuple[str, str, Any, int | None]]) -> None:
+        """(segment_id, trait, state, the hour it next drops a bucket) for each row."""
+        self._db.executemany("INSERT OR REPLACE INTO trait_state VALUES (?, ?, ?, ?)",
+                             [(g, t, orjson.dumps(s), e) for g, t, s, e in rows])  # fmt: skip
+
+    def drop_trait_states(self, segment_id: str) -> None:
+        self._db.execute("DELETE FROM trait_state WHERE segment_id = ?", (segment_id,))
+
+    def expiring(self, hour: int, limit: int) -> list[str]:
+        rows = self._db.execute(
+            "SELECT DISTINCT segment_id FROM trait_state WHERE expires_hour <= ? LIMIT ?",
+            (hour, limit),
+        )
+        return [r[0] for r in rows]
+
+    # -------------------------------------------------------------- reads
+
+    def resolve(self, segment_id: str) -> str | None:
+        row = self._db.execute("SELECT coalesce(canonical, segment_id) FROM profiles "
+                               "WHERE segment_id = ?", (segment_id,)).fetchone()  # fmt: skip
+        return row[0] if row else None
+
+    def find(self, identifier: Identifier) -> str | None:
+        row = self._db.execute("SELECT segment_id FROM identifiers WHERE type = ? AND value = ?",
+                               identifier).fetchone()  # fmt: skip
+        return row[0] if row else None
+
+    def external_ids(self, segment_id: str) -> list[ExternalId]:
+        rows = self._db.execute(
+            "SELECT type, value, created_ms, source, first_message_id FROM identifiers "
+            "WHERE segment_id = ? ORDER BY created_ms, type, value", (segment_id,)
+        )  # fmt: skip
+        return [ExternalId(*r) for r in rows]
+
+    def traits(self, segment_id: str) -> list[Trait]:
+        rows = self._db.execute(
+            "SELECT name, value, updated_ms, source, message_id, computed FROM traits "
+            "WHERE segment_id = ? ORDER BY name", (segment_id,)
+        )  # fmt: skip
+        return [Trait(n, orjson.loads(v), u, s, m, bool(c)) for n, v, u, s, m, c in rows]
+
+    def events(self, segment_id: str, limit: int, before: int | None = None,
+               after: int | None = None) -> list[EventRef]:  # fmt: skip
+        """Newest first below ``before``, or oldest first above ``after``."""
+        if after is not None:
+            sql = ("SELECT offset, message_id, type, name, ts_ms, source FROM events WHERE "
+                   "segment_id = ? AND offset > ? ORDER BY offset LIMIT ?")  # fmt: skip
+            args: tuple[Any, ...] = (segment_id, after, limit)
+        else:
+            sql = ("SELECT offset, message_id, type, name, ts_ms, source FROM events WHERE "
+                   "segment_id = ? AND offset < ? ORDER BY offset DESC LIMIT ?")  # fmt: skip
+            args = (segment_id, before if before is not None else 2**62, limit)
+        return [EventRef(*r) for r in self._db.execute(sql, args)]
+
+    def _entries(self, sql: str, args: Iterable[Any]) -> list[HistoryEntry]:
+        rows = self._db.execute(sql, tuple(args))
+        return [HistoryEntry(i, a, k, s, o, m, off, orjson.loads(d) if d else {})
+                for i, a, k, s, o, m, off, d in rows]  # fmt: skip
+
+    def history(self, segment_id: str) -> list[HistoryEntry]:
+        """Every entry of the profile and of the profiles merged into it, oldest first."""
+        ids = [segment_id, *(r[0] for r in self._db.execute(
+            "SELECT segment_id FROM profiles WHERE canonical = ?", (segment_id,)))]  # fmt: skip
+        marks = ",".join("?" * len(ids))
+        return self._entries(
+            "SELECT id, at_ms, kind, segment_id, other_id, message_id, offset, detail FROM "
+            f"history WHERE segment_id IN ({marks}) OR other_id IN ({marks}) ORDER BY id",
+            [*ids, *ids],
+        )
+
+    def history_of_message(self, message_id: str) -> list[HistoryEntry]:
+        return self._entries("SELECT id, at_ms, kind, segment_id, other_id, message_id, offset, "
+                             "detail FROM history WHERE message_id = ? ORDER BY id",
+                             (message_id,))  # fmt: skip
+
+    def profile_of_message(self, message_id: str) -> str | None:
+        row = self._db.execute("SELECT segment_id FROM events WHERE message_id = ? LIMIT 1",
+                               (message_id,)).fetchone()  # fmt: skip
+        return row[0] if row else None
+
+    def problems(self, since_ms: int, limit: int) -> list[HistoryEntry]:
+        return self._entries(
+            "SELECT id, at_ms, kind, segment_id, other_id, message_id, offset, detail FROM "
+            "history WHERE kind IN ('refused', 'limit') AND at_ms >= ? ORDER BY id DESC LIMIT ?",
+            (since_ms, limit),
+        )
+
+    def counters(self) -> list[tuple[str, str, str, int, str | None]]:
+        rows = self._db.execute("SELECT kind, type, value, n, last_message_id FROM counters "
+                                "ORDER BY n DESC")  # fmt: skip
+        return [tuple(r) for r in rows]
+
+    # -------------------------------------------------------------- deletion
+
+    def delete(self, segment_id: str) -> int:
+        """Remove a live profile, the profiles merged into it, their identifiers, traits
+        (computed ones too), trait states, event references and history. The events stay
+        in the log. Returns how many identifiers went."""
+        db = self._db
+        ids = [segment_id, *(r[0] for r in db.execute(
+            "SELECT segment_id FROM profiles WHERE canonical = ?", (segment_id,)))]  # fmt: skip
+        marks = ",".join("?" * len(ids))
+        gone = db.execute(f"DELETE FROM identifiers WHERE segment_id IN ({marks})", ids).rowcount
+        for table in ("id_counts", "traits", "trait_state", "events"):
+            db.execute(f"DELETE FROM {table} WHERE segment_id IN ({marks})", ids)
+        db.execute(f"DELETE FROM history WHERE segment_id IN ({marks}) OR other_id IN ({marks})",
+                   [*ids, *ids])  # fmt: skip
+        db.execute(f"DELETE FROM profiles WHERE segment_id IN ({marks})", ids)
+        return int(gone)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,329 @@
+"""Computed traits, kept up to date as events arrive (not in a nightly batch).
+
+Each trait keeps, per profile, partial aggregates in hourly buckets (Segment's lookback
+precision is hourly): a counter's count, a sum, ``[sum, n]`` for an average, a minimum or
+maximum, value counts for most-frequent, ``[time, value]`` for first and last, a set for the
+unique lists. An event adds to its hour's bucket; the trait's value combines the buckets
+still inside the window (all of them without a window). Partials combine, so merging two
+profiles merges their states without reading any event again, and a window that moves past
+a bucket is recomputed from the buckets alone (:meth:`TraitEngine.expire`, on a schedule;
+the store indexes the hour each state next drops a bucket).
+
+The engine is written to be reused (Engage's audiences build on it): a
+:class:`Computation` is one thing evaluated per profile from events, and every change of a
+value is announced to the listeners in ``on_change`` with the old and new value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from headwater.processor.fql import compile_condition, compile_value
+from headwater.unify.config import ComputedTraitConfig
+from headwater.unify.store import ProfileStore
+
+HOUR_MS = 3_600_000
+MAX_DISTINCT_VALUES = 1000
+"""Distinct values a most-frequent or unique-list trait keeps per profile; new ones past it
+are not counted (Segment keeps 10,000 per trait; a profile never grows without bound)."""
+
+Partial = Any
+State = dict[str, Any]  # {"b": {hour: partial}, "v": current value}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A computed value that changed on a profile."""
+
+    segment_id: str
+    key: str
+    old: Any
+    new: Any
+    message_id: str | None  # the event that changed it (None: a window moved, a merge)
+
+
+Listener = Callable[[Change], None]
+
+
+def event_name(event: dict[str, Any]) -> str | None:
+    """The name audiences and traits know an event by (Segment: pages are ``Page Viewed``)."""
+    kind = event.get("type")
+    if kind == "track":
+        name = event.get("event")
+        return name if isinstance(name, str) else None
+    return {"page": "Page Viewed", "screen": "Screen Viewed", "identify": "Identify"}.get(
+        str(kind)
+    )
+
+
+def _key(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _tidy(x: float) -> float | int:
+    return int(x) if x.is_integer() else x
+
+
+class Computation:
+    """One computed trait: which events count, what each adds, how partials combine."""
+
+    def __init__(self, config: ComputedTraitConfig) -> None:
+        self.config = config
+        self.key = config.key
+        self.kind = config.type if config.type != "aggregation" else config.aggregation or "sum"
+        self._event = config.event
+        self._condition = compile_condition(config.condition) if config.condition else None
+        prop = config.property
+        self._read: Callable[[dict[str, Any]], Any] | None = None
+        if prop:
+            if "." in prop:
+                self._read = compile_value(prop)
+            else:
+                self._read = lambda e: (e.get("properties") or {}).get(prop)
+        self.window_hours = config.window // 3600 if config.window else None
+
+    def matches(self, event: dict[str, Any], name: str | None) -> bool:
+        return name == self._event and (self._condition is None or self._condition(event))
+
+    def partial(self, event: dict[str, Any], ts_ms: int) -> Partial | None:
+        """What one event adds (None: it adds nothing, e.g. the property is missing)."""
+        if self.kind == "event_counter":
+            return 1
+        assert self._read is not None
+        value = self._read(event)
+        if value is None:
+            return None
+        if self.kind in ("sum", "avg", "min", "max"):
+            number = _number(value)
+            if number is None:
+                return None
+            return [number, 1] if self.kind == "avg" else number
+        if self.kind in ("first", "last"):
+            return [ts_ms, value]
+        return {_key(value): 1}  # most_frequent, unique_list, unique_list_count
+
+    def combine(self, a: Partial, b: Partial) -> Partial:
+        kind = self.kind
+        if kind in ("event_counter", "sum"):
+            return a + b
+        if kind == "avg":
+            return [a[0] + b[0], a[1] + b[1]]
+        if kind == "min":
+            return min(a, b)
+        if kind == "max":
+            return max(a, b)
+        if kind == "first":
+            return a if a[0] <= b[0] else b
+        if kind == "last":
+            return b if b[0] >= a[0] else a
+        merged = dict(a)
+        for value, n in b.items():
+            if value in merged:
+                merged[value] += n
+            elif len(merged) < MAX_DISTINCT_VALUES:
+                merged[value] = n
+        return merged
+
+    def hour_of(self, ts_ms: int) -> int:
+        return ts_ms // HOUR_MS if self.window_hours else 0
+
+    def live(self, state: State, now_ms: int) -> list[Partial]:
+        buckets = state.get("b", {})
+        if not self.window_hours:
+            return list(buckets.values())
+        oldest = now_ms // HOUR_MS - self.window_hours
+        return [p for h, p in buckets.items() if int(h) > oldest]
+
+    def value(self, state: State, now_ms: int) -> Any:
+        parts = self.live(state, now_ms)
+        if not parts:
+            return 0 if self.kind in ("event_counter", "unique_list_count") else None
+        total = parts[0]
+        for p in parts[1:]:
+            total = self.combine(total, p)
+        kind = self.kind
+        if kind == "event_counter":
+            return total
+        if kind in ("sum", "min", "max"):
+            return _tidy(total)
+        if kind == "avg":
+            return _tidy(total[0] / total[1])
+        if kind in ("first", "last"):
+            return total[1]
+        if kind == "most_frequent":
+            best, count = min(total.items(), key=lambda kv: (-kv[1], kv[0]))
+            return orjson.loads(best) if count >= 2 else None
+        values = sorted((orjson.loads(k) for k in total), key=lambda v: (str(type(v)), v))
+        return values if kind == "unique_list" else len(values)
+
+    def expires_hour(self, state: State) -> int | None:
+        """The hour at which the oldest bucket leaves the window (None: never)."""
+        if not self.window_hours or not state.get("b"):
+            return None
+        return min(int(h) for h in state["b"]) + self.window_hours
+
+    def prune(self, state: State, now_ms: int) -> None:
+        if self.window_hours:
+            oldest = now_ms // HOUR_MS - self.window_hours
+            state["b"] = {h: p for h, p in state.get("b", {}).items() if int(h) > oldest}
+
+
+class TraitEngine:
+    """The computations of a space, applied to its profiles in the store."""
+
+    def __init__(self, configs: list[ComputedTraitConfig],
+                 now_ms: Callable[[], int]) -> None:  # fmt: skip
+        self.computations = [Computation(c) for c in configs]
+        self.now_ms = now_ms
+        self.on_change: list[Listener] = []
+        # what this transaction read and changed, written once at flush(): a profile's
+        # events tend to come together, and each would otherwise rewrite the same rows
+        self._states: dict[str, dict[str, tuple[State, int | None]]] = {}
+        self._dirty: dict[tuple[str, str], tuple[State, int | None]] = {}
+        self._values: dict[str, dict[str, tuple[Any, int, str, str]]] = {}
+
+    def states(self, store: ProfileStore, segment_id: str) -> dict[str, tuple[State, int | None]]:
+        found = self._states.get(segment_id)
+        if found is None:
+            found = self._states[segment_id] = store.trait_states(segment_id)
+        return found
+
+    def drop(self, store: ProfileStore, segment_id: str) -> None:
+        """A profile merged away: its states are gone."""
+        self._states.pop(segment_id, None)
+        self._values.pop(segment_id, None)
+        for key in [k for k in self._dirty if k[0] == segment_id]:
+            del self._dirty[key]
+        store.drop_trait_states(segment_id)
+
+    def flush(self, store: ProfileStore) -> None:
+        """Write what this transaction changed (call before committing)."""
+        if self._dirty:
+            store.put_trait_states([(seg, key, state, exp)
+                                    for (seg, key), (state, exp) in self._dirty.items()])  # fmt: skip
+        if self._values:
+            store.set_computed([(seg, key, *v) for seg, values in self._values.items()
+                                for key, v in values.items()])  # fmt: skip
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget this transaction's reads and writes (after a flush or a rollback)."""
+        self._states.clear()
+        self._dirty.clear()
+        self._values.clear()
+
+    def observe(self, store: ProfileStore, segment_id: str, event: dict[str, Any], ts_ms: int,
+                message_id: str, source: str) -> list[Change]:  # fmt: skip
+        """Add an event to the profile's traits; the values that changed."""
+        name = event_name(event)
+        hits = [c for c in self.computations if c.matches(event, name)]
+        if not hits:
+            return []
+        now = self.now_ms()
+        states = self.states(store, segment_id)
+        writes = _Writes(segment_id)
+        for comp in hits:
+            part = comp.partial(event, ts_ms)
+            if part is None:
+                continue
+            hour = comp.hour_of(ts_ms)
+            if comp.window_hours and hour <= now // HOUR_MS - comp.window_hours:
+                continue  # a late event already outside the window
+            if comp.key not in states:
+                states[comp.key] = ({"b": {}}, None)
+            state = states[comp.key][0]
+            buckets = state.setdefault("b", {})
+            slot = str(hour)
+            buckets[slot] = comp.combine(buckets[slot], part) if slot in buckets else part
+            writes.add(comp, state, now, message_id)
+        return self._flush(store, writes, now, message_id, source)
+
+    def _flush(self, store: ProfileStore, writes: _Writes, now: int, message_id: str | None,
+               source: str) -> list[Change]:  # fmt: skip
+        """Note the states and changed values for :meth:`flush`; tell the listeners."""
+        seg = writes.segment_id
+        cached = self._states.setdefault(seg, {})
+        for key, state, expires in writes.states:
+            cached[key] = self._dirty[(seg, key)] = (state, expires)
+        if writes.changes:
+            values = self._values.setdefault(seg, {})
+            for change in writes.changes:
+                values[change.key] = (change.new, now, source, message_id or "")
+                for listener in self.on_change:
+                    listener(change)
+        return writes.changes
+
+    def merge(self, store: ProfileStore, survivor: str, survivor_states: dict[str, Any],
+              loser_states: dict[str, Any], message_id: str) -> list[Change]:  # fmt: skip
+        """Combine the states of two profiles merged into ``survivor`` (read both before the
+        store's merge: it drops the loser's)."""
+        now = self.now_ms()
+        writes = _Writes(survivor)
+        for comp in self.computations:
+            mine = survivor_states.get(comp.key, ({"b": {}}, None))[0]
+            theirs = loser_states.get(comp.key, ({"b": {}}, None))[0]
+            if not theirs.get("b"):
+                continue
+            buckets = mine.setdefault("b", {})
+            for hour, part in theirs["b"].items():
+                buckets[hour] = comp.combine(buckets[hour], part) if hour in buckets else part
+            writes.add(comp, mine, now, message_id)
+        return self._flush(store, writes, now, message_id, "merge")
+
+    def expire(self, store: ProfileStore, batch: int = 500) -> list[Change]:
+        """Recompute the traits whose window moved past a bucket (called on a schedule)."""
+        now = self.now_ms()
+        windowed = [c for c in self.computations if c.window_hours]
+        changes: list[Change] = []
+        if not windowed:
+            return changes
+        for segment_id in store.expiring(now // HOUR_MS, batch):
+            states = store.trait_states(segment_id)
+            known = {c.key for c in self.computations}
+            for key, (state, _) in states.items():
+                if key not in known:  # a trait no longer declared: its state stops expiring
+                    store.put_trait_states([(segment_id, key, state, None)])
+            writes = _Writes(segment_id)
+            for comp in windowed:
+                if comp.key not in states:
+                    continue
+                state = states[comp.key][0]
+                comp.prune(state, now)
+                writes.add(comp, state, now, None)
+            changes.extend(self._flush(store, writes, now, None, "window"))
+        self.flush(store)
+        return changes
+
+
+class _Writes:
+    """What one profile's traits need written: states, and the values that changed."""
+
+    def __init__(self, segment_id: str) -> None:
+        self.segment_id = segment_id
+        self.states: list[tuple[str, State, int | None]] = []
+        self.changes: list[Change] = []
+
+    def add(self, comp: Computation, state: State, now: int, message_id: str | None) -> None:
+        had, old = "v" in state, state.get("v")
+        new = comp.value(state, now)
+        state["v"] = new
+        self.states.append((comp.key, state, comp.expires_hour(state)))
+        if not (had and new == old):
+            self.changes.append(Change(self.segment_id, comp.key, old, new, message_id))
