@@ -43,7 +43,7 @@ HANDLERS = {
 LOG_LIMIT_CHARS = 8192  # per call, like Segment's 4 KB console cap, a little more generous
 
 
-class FunctionTimeout(BaseException):  # noqa: N818 - a BaseException: `except Exception` in user code does not swallow it
+class FunctionTimeout(BaseException):
     """Raised in the handler when its wall-clock limit passes."""
 
 
@@ -104,7 +104,7 @@ class Runtime:
         compiled = compile(code, self.file, "exec")
         sys.modules[self.module.__name__] = self.module
         logs: list[str] = []
-        self._run(lambda: exec(compiled, namespace), logs)  # noqa: S102 - running it is the point
+        self._run(lambda: exec(compiled, namespace), logs)
         missing = self.missing_handlers()
         if missing:
             raise LookupError(missing)
@@ -207,7 +207,7 @@ class Runtime:
         except SystemExit as exc:
             return {"s": "err", "k": "Exception", "m": f"the function called sys.exit({exc.code!r})",
                     "tb": _traceback()}  # fmt: skip
-        except BaseException as exc:  # noqa: BLE001 - user code: every fault is an answer
+        except BaseException as exc:
             return {"s": "err", "k": "Exception", "m": f"{type(exc).__name__}: {exc}",
                     "tb": _traceback()}  # fmt: skip
         return {"s": "ok", "v": value}
@@ -250,7 +250,7 @@ def _traceback() -> str:
     return "".join(lines)[-4000:]
 
 
-class _suppress:  # noqa: N801 - a tiny context manager, named like contextlib's
+class _suppress:
     def __enter__(self) -> None:
         return None
 
@@ -298,7 +298,7 @@ def drop_privileges(owner: list[int] | None) -> None:
     os.setuid(owner[0])
 
 
-class _suppress_import:  # noqa: N801
+class _suppress_import:
     def __enter__(self) -> None:
         return None
 
@@ -329,7 +329,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     try:
         apply_limits(first.get("memory_bytes"))
         runtime.load(first["code"])
-    except BaseException as exc:  # noqa: BLE001 - every fault in user code is an answer
+    except BaseException as exc:
         out.write(frame({"ok": False, "error": load_error(runtime.file, exc)}))
         out.flush()
         return
