@@ -9,6 +9,8 @@ Every option is declared once here, with its type, default and description; the 
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -184,8 +186,8 @@ class DestinationConfig(_Model):
 
     type: str
     """The kind of destination: ``webhook``, ``segment``, ``devsink``, ``http``, ``amplitude``,
-    ``mixpanel``, ``ga4``, ``braze``, ``customerio``, ``hubspot``, ``intercom`` or ``slack``
-    (docs/destinations.md)."""
+    ``mixpanel``, ``ga4``, ``braze``, ``customerio``, ``hubspot``, ``intercom``, ``slack``
+    (docs/destinations.md) or ``function`` (a destination function, docs/functions.md)."""
 
     sources: Annotated[list[str], Field(min_length=1)]
     """The sources whose events go to this destination."""
@@ -264,6 +266,75 @@ def _dsn_has_password(dsn: str) -> bool:
         userinfo = dsn.split("://", 1)[1].split("@", 1)
         return len(userinfo) == 2 and ":" in userinfo[0]
     return "password=" in dsn.replace(" ", "")
+
+
+class FunctionLimits(_Model):
+    """What one call of a function may take (docs/functions.md)."""
+
+    timeout_secs: float = Field(default=5.0, gt=0, le=300)
+    """Wall-clock limit per call (per event, or per ``on_batch`` call): past it the call is
+    stopped and counts as a retryable failure, as Segment's timeouts do."""
+
+    cpu_secs: float | None = Field(default=None, gt=0, le=300)
+    """CPU seconds per call (setrlimit; the worker is killed and replaced past it).
+    Default: ``timeout_secs``."""
+
+    memory_bytes: ByteSize = Field(default=512 * 1024**2, ge=64 * 1024**2)
+    """Address space of each worker process (setrlimit): an allocation past it fails with
+    MemoryError in the function."""
+
+    workers: int = Field(default=1, ge=1, le=32)
+    """Worker processes running this function; calls beyond them wait their turn."""
+
+
+class FunctionConfig(_Model):
+    """A function: Python code in a file beside the workspace (docs/functions.md)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    """Lower-case name, unique among functions (and, for destination functions, among
+    destinations: it is the destination's name)."""
+
+    kind: Literal["source", "destination", "insert"]
+    """``source``: turns HTTP requests into events; ``destination``: receives events;
+    ``insert``: changes or drops events before one destination's mapping."""
+
+    file: str
+    """The Python file, relative to the workspace file."""
+
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """Passed to every handler as ``settings``; a value ``{env: NAME}`` is read from the
+    server's environment variable NAME (for secrets), never from the workspace file."""
+
+    source: str | None = None
+    """Source functions: the source whose events they emit (its tracking plan and
+    destinations apply)."""
+
+    sources: list[str] = []
+    """Destination functions: the sources whose events they receive."""
+
+    destination: str | None = None
+    """Insert functions: the destination they run before."""
+
+    limits: FunctionLimits = FunctionLimits()
+
+    delivery: DeliveryConfig | None = None
+    """Destination functions: how the delivery engine treats them (retries, batching,
+    concurrency), as for any destination."""
+
+    def resolved_settings(self, environ: Mapping[str, str]) -> dict[str, Any]:
+        """The settings with each ``{env: NAME}`` replaced by the variable's value."""
+        out: dict[str, Any] = {}
+        for key, value in self.settings.items():
+            if isinstance(value, dict) and set(value) == {"env"}:
+                var = str(value["env"])
+                if var not in environ:
+                    raise ConfigError(
+                        f"functions {self.name!r}: settings.{key}: environment variable {var} "
+                        "is not set; set it where Headwater runs"
+                    )
+                value = environ[var]
+            out[key] = value
+        return out
 
 
 class StatusConfig(_Model):
@@ -350,6 +421,18 @@ class Workspace(_Model):
     spaces: list[SpaceConfig] = []
     """Unify spaces: identity resolution, profiles and computed traits (docs/unify.md)."""
 
+    functions: list[FunctionConfig] = []
+    """Source, destination and insert functions in Python (docs/functions.md)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _function_destinations(cls, data: Any) -> Any:
+        """A destination function is a destination of type ``function``: it gets one here,
+        so routing, delivery, the ledger and the trace treat it as any other."""
+        if isinstance(data, dict) and isinstance(data.get("functions"), list):
+            return with_function_destinations(data)
+        return data
+
     @model_validator(mode="after")
     def _check_unique(self) -> Workspace:
         names: set[str] = set()
@@ -378,6 +461,7 @@ class Workspace(_Model):
                         f"{kind}[{i}].name: {RESERVED_NAME!r} is reserved for Headwater's "
                         "canary; choose another name"
                     )
+        _check_functions(self.functions, names, {d.name for d in self.destinations})
         canary = self.status.canary_destination
         if canary is not None and not any(d.name == canary for d in self.destinations):
             raise ValueError(
@@ -463,6 +547,54 @@ def _check_actions(kind: Any, settings: Any, dest: DestinationConfig, where: str
         raise ValueError(str(exc)) from None
 
 
+def with_function_destinations(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with a ``function`` destination for each destination function not yet
+    declared (a workspace passed on as JSON already has them)."""
+    destinations = list(data.get("destinations") or [])
+    have = {d.get("name") for d in destinations if isinstance(d, dict)}
+    for f in data["functions"]:
+        if not isinstance(f, dict) or f.get("kind") != "destination" or f.get("name") in have:
+            continue
+        destinations.append({"name": f.get("name"), "type": "function",
+                             "sources": f.get("sources") or [],
+                             "settings": {"function": f.get("name")},
+                             **({"delivery": f["delivery"]} if f.get("delivery") else {})})  # fmt: skip
+    return {**data, "destinations": destinations}
+
+
+def _check_functions(
+    functions: list[FunctionConfig], sources: set[str], destinations: set[str]
+) -> None:
+    seen: set[str] = set()
+    for i, f in enumerate(functions):
+        where = f"functions[{i}]"
+        if f.name in seen:
+            raise ValueError(f"{where}.name: {f.name!r} is used by two functions")
+        seen.add(f.name)
+        needs = {"source": "source", "destination": "sources", "insert": "destination"}[f.kind]
+        if f.delivery is not None and f.kind != "destination":
+            raise ValueError(f"{where}.delivery: only destination functions are delivered to")
+        for field in ("source", "sources", "destination"):
+            given = getattr(f, field)
+            if field != needs and given:
+                raise ValueError(f"{where}.{field}: a {f.kind} function takes {needs}, not {field}")
+        if f.kind == "source":
+            if f.source is None:
+                raise ValueError(f"{where}.source: a source function names the source it emits into")
+            check_known(f"{where}.source", "source", f.source, sources)
+        elif f.kind == "destination":
+            if not f.sources:
+                raise ValueError(f"{where}.sources: a destination function names its sources")
+            for j, source in enumerate(f.sources):
+                check_known(f"{where}.sources[{j}]", "source", source, sources)
+        else:
+            if f.destination is None:
+                raise ValueError(
+                    f"{where}.destination: an insert function names the destination it runs before"
+                )
+            check_known(f"{where}.destination", "destination", f.destination, destinations)
+
+
 def _check_transformations(
     transformations: list[TransformationConfig], sources: set[str], destinations: set[str]
 ) -> None:
@@ -499,7 +631,8 @@ def format_validation_error(origin: str, exc: ValidationError) -> str:
         elif err["type"] == "missing":
             message = "required field is missing"
         field = _field_path(loc)
-        prefixes = ("sources[", "destinations[", "spaces[", "log.", "gateway.", "status.", "alerts.")
+        prefixes = ("sources[", "destinations[", "spaces[", "functions[", "log.", "gateway.",
+                    "status.", "alerts.")
         if message.startswith(prefixes):
             lines.extend(f"{origin}: {line}" for line in message.splitlines())
         else:
@@ -532,4 +665,9 @@ def load_workspace(path: Path) -> Workspace:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from exc
-    return parse_workspace(data, str(path))
+    workspace = parse_workspace(data, str(path))
+    if workspace.functions:
+        from headwater.functions.check import check_files  # no function code runs here
+
+        workspace = check_files(workspace, path.parent, os.environ)
+    return workspace

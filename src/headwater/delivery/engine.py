@@ -23,6 +23,9 @@ from headwater.delivery.worker import Worker
 from headwater.destinations import TYPES
 from headwater.destinations.base import Context, Destination
 from headwater.destinations.devsink import Devsink
+from headwater.destinations.function import FunctionDestination
+from headwater.functions.host import STATS_DIR, FunctionHost
+from headwater.functions.insert import InsertedDestination
 from headwater.log.base import EventLog, StoredRecord
 from headwater.processor.fanout import DestinationStage
 from headwater.processor.routing import NotMine, Route
@@ -85,8 +88,11 @@ class DeliveryEngine:
         self.http = HttpClient()
         self.workers: dict[str, Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.functions = FunctionHost(workspace.functions, ("destination", "insert"),
+                                      data_dir.parent / STATS_DIR, "delivery")  # fmt: skip
 
     async def start(self) -> None:
+        await self.functions.start()  # a function that cannot load stops start-up
         await self.store.open()
         cursors = await self.store.run(lambda db: db.cursors())
         end = self.log.stats().last_offset or 0
@@ -96,7 +102,7 @@ class DeliveryEngine:
             if start is None:  # a new destination starts with the events arriving from now on
                 start = end
                 fresh.append(SetCursor(config.name, end))
-            destination = build_destination(config, self.http)
+            destination = self._with_functions(build_destination(config, self.http))
             stage = DestinationStage(config.name, config.filters, self.workspace.transformations)
             worker = Worker(route_of(config), destination, config.delivery, self.log, self.store,
                             start, stage)  # fmt: skip
@@ -111,6 +117,16 @@ class DeliveryEngine:
             loop.create_task(self._prune(), name="delivery:prune"),
         ]
 
+    def _with_functions(self, destination: Destination[Any]) -> Destination[Any]:
+        """Give a function destination its pool; put a destination's insert functions
+        before it."""
+        if isinstance(destination, FunctionDestination):
+            destination.pool = self.functions.pool(destination.settings.function)
+        inserts = self.functions.inserts_for(destination.name)
+        if inserts:
+            return InsertedDestination(destination, inserts)  # type: ignore[return-value]
+        return destination
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -120,6 +136,7 @@ class DeliveryEngine:
             await worker.destination.close()
         await self.http.close()
         await self.store.close()
+        await self.functions.close()
 
     async def states(self, message_id: str) -> tuple[StoredRecord, list[DestinationState]] | None:
         """The event with this id and its state with each destination it is routed to (or
@@ -131,9 +148,10 @@ class DeliveryEngine:
 
     def devsink(self, name: str) -> Devsink | None:
         worker = self.workers.get(name)
-        if worker is None or not isinstance(worker.destination, Devsink):
+        if worker is None:
             return None
-        return worker.destination
+        found = getattr(worker.destination, "inner", worker.destination)
+        return found if isinstance(found, Devsink) else None
 
     async def devsink_page(self, name: str, limit: int) -> dict[str, Any] | None:
         sink = self.devsink(name)

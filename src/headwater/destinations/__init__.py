@@ -12,6 +12,7 @@ from headwater.destinations.base import Destination
 from headwater.destinations.braze import Braze
 from headwater.destinations.customerio import Customerio
 from headwater.destinations.devsink import Devsink
+from headwater.destinations.function import FunctionDestination
 from headwater.destinations.ga4 import Ga4
 from headwater.destinations.http import Http
 from headwater.destinations.hubspot import Hubspot
@@ -36,6 +37,7 @@ TYPES: dict[str, type[Destination[Any]]] = {
         Hubspot,
         Intercom,
         Slack,
+        FunctionDestination,
     )
 }
 

@@ -1,0 +1,175 @@
+"""The functions of one process: their pools, their stats on disk, their reloads.
+
+The gateway hosts the source functions (they answer HTTP); the delivery engine hosts the
+destination and insert functions (they run in the destination's worker). Each host writes
+its functions' stats to ``<data>/functions/<role>.json`` every second, which the API, the
+console, ``/metrics`` and the CLI read (:func:`read_stats`), whichever process runs them.
+
+Reloads without a restart: a host checks each function's file every second and loads a
+changed one in fresh workers; ``headwater functions reload`` (the API) touches
+``<data>/functions/reload``, which makes every host reload every function. A version that
+fails to load is reported (``loadError``) and the previous one keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from headwater.config.workspace import FunctionConfig
+from headwater.errors import ConfigError
+from headwater.functions.pool import FunctionPool, FunctionSpec, LoadFailed
+
+logger = logging.getLogger(__name__)
+
+WATCH_SECS = 1.0
+STATS_DIR = "functions"
+RELOAD_FILE = "reload"
+
+
+def spec_of(config: FunctionConfig, environ: Mapping[str, str]) -> FunctionSpec:
+    limits = config.limits
+    return FunctionSpec(config.name, config.kind, config.file,
+                        config.resolved_settings(environ), limits.timeout_secs, limits.cpu_secs,
+                        int(limits.memory_bytes), limits.workers)  # fmt: skip
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+class FunctionHost:
+    """Pools for the functions of ``kinds``; ``state_dir`` (``<data>/functions``) for the
+    stats file ``<role>.json`` and the reload request, None for neither (tests, the CLI)."""
+
+    def __init__(
+        self,
+        functions: Iterable[FunctionConfig],
+        kinds: Iterable[str],
+        state_dir: Path | None = None,
+        role: str = "gateway",
+    ) -> None:
+        wanted = set(kinds)
+        self.configs = {f.name: f for f in functions if f.kind in wanted}
+        self.pools: dict[str, FunctionPool] = {}
+        self.state_dir = state_dir
+        self.role = role
+        self._mtimes: dict[str, int] = {}
+        self._reload_seen = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.configs)
+
+    async def start(self) -> None:
+        """Start every pool; ConfigError with the file and line when one cannot load."""
+        try:
+            for name, config in self.configs.items():
+                pool = FunctionPool(spec_of(config, os.environ))
+                self._mtimes[name] = _mtime(Path(config.file))
+                await pool.start()
+                self.pools[name] = pool
+        except LoadFailed as exc:
+            await self.close()
+            raise ConfigError(f"function {name!r} cannot be loaded: {exc}") from None
+        if self.state_dir is not None and self.configs:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._reload_seen = _mtime(self.state_dir / RELOAD_FILE)
+            self._write_stats()
+            self._task = asyncio.get_running_loop().create_task(self._watch(), name="functions")
+
+    def pool(self, name: str) -> FunctionPool | None:
+        return self.pools.get(name)
+
+    def inserts_for(self, destination: str) -> list[FunctionPool]:
+        return [self.pools[n] for n, c in self.configs.items()
+                if c.kind == "insert" and c.destination == destination and n in self.pools]  # fmt: skip
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [pool.stats.snapshot() for pool in self.pools.values()]
+
+    async def reload(self, names: Iterable[str] | None = None) -> dict[str, str]:
+        """Reload these functions (all by default): ``reloaded``, ``unchanged`` or the
+        load error (the previous version keeps running)."""
+        outcome: dict[str, str] = {}
+        for name in list(names or self.pools):
+            pool = self.pools.get(name)
+            if pool is None:
+                continue
+            try:
+                changed = await pool.reload()
+            except LoadFailed as exc:
+                logger.error("function %s: the new version cannot be loaded, the previous one "
+                             "keeps running: %s", name, exc)  # fmt: skip
+                outcome[name] = f"error: {exc}"
+                continue
+            if changed:
+                logger.info("function %s: reloaded (version %s)", name, pool.stats.version)
+            outcome[name] = "reloaded" if changed else "unchanged"
+        self._write_stats()
+        return outcome
+
+    async def _watch(self) -> None:
+        assert self.state_dir is not None
+        while True:
+            await asyncio.sleep(WATCH_SECS)
+            try:
+                requested = _mtime(self.state_dir / RELOAD_FILE)
+                changed = [n for n, c in self.configs.items()
+                           if _mtime(Path(c.file)) != self._mtimes.get(n)]  # fmt: skip
+                for name in changed:
+                    self._mtimes[name] = _mtime(Path(self.configs[name].file))
+                if requested != self._reload_seen:
+                    self._reload_seen = requested
+                    changed = list(self.pools)
+                if changed:
+                    await self.reload(changed)
+                self._write_stats()
+            except Exception:
+                logger.exception("functions: the reload check failed; going on")
+
+    def _write_stats(self) -> None:
+        if self.state_dir is None:
+            return
+        path = self.state_dir / f"{self.role}.json"
+        tmp = path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_bytes(orjson.dumps(self.snapshot()))
+            os.replace(tmp, path)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._write_stats()
+        await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
+        self.pools.clear()
+
+
+def request_reload(state_dir: Path) -> None:
+    """Ask every host on this data directory to reload every function."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / RELOAD_FILE).write_text(str(os.getpid()))
+    os.utime(state_dir / RELOAD_FILE)
+
+
+def read_stats(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every host's stats on this data directory, by function name."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(state_dir.glob("*.json")):
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            for item in orjson.loads(path.read_bytes()):
+                found[item["name"]] = item
+    return found

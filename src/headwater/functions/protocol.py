@@ -1,0 +1,17 @@
+"""The frames between the pool and a function's worker process: a 4-byte big-endian length,
+then one JSON document. Shared by both sides; nothing else is said on the pipes."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import orjson
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 64 * 1024 * 1024
+
+
+def frame(message: Any) -> bytes:
+    body = orjson.dumps(message, default=str)
+    return HEADER.pack(len(body)) + body
