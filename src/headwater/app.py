@@ -30,7 +30,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from headwater.api.app import build_api
-from headwater.api.auth import AdminToken, load_admin_token
+from headwater.api.auth import AdminToken, Authenticator, load_admin_token
+from headwater.api.permissions import PUBLIC, Principal, declare_routes
 from headwater.config.workspace import Workspace
 from headwater.console.app import Console
 from headwater.console.sessions import COOKIE, Sessions
@@ -49,6 +50,9 @@ from headwater.observe.service import Observer
 from headwater.processor.admin import ProcessorAdmin, effective_plans
 from headwater.processor.ingest import IngestPipeline
 from headwater.processor.protocols_store import ProtocolsStore
+from headwater.state.audit import AuditLog
+from headwater.state.tokens import TokenStore
+from headwater.state.workspace_history import record_workspace_load
 from headwater.status.metrics import CONTENT_TYPE, Metrics
 from headwater.status.model import ProcessSignal
 from headwater.status.service import StatusService, with_canary
@@ -89,12 +93,16 @@ class Headwater:
         self.observer = Observer(workspace, data_dir, self.stats)
         self.stats.on_refuse = self.observer.recorder.refused
         self.token = admin_token or load_admin_token(data_dir)
+        self.tokens = TokenStore.for_data_dir(data_dir)
+        self.auth = Authenticator(self.token, self.tokens)
+        self.audit = AuditLog.for_data_dir(data_dir)
         self.sessions = Sessions()
         self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR)
         self.admin: ProcessorAdmin | None = None
         self._api = build_api(
-            workspace, self.observer, self.token, self._session_ok, lambda: self.admin
-        )
+            workspace, self.observer, self.auth, self._session_principal, lambda: self.admin,
+            self.audit,
+        )  # fmt: skip
         self.log: EventLog | None = None
         self.delivery: DeliveryView | None = None
         self._engine: DeliveryEngine | RemoteEngine | None = None
@@ -106,17 +114,29 @@ class Headwater:
         self.metrics.canary = self.status.canary_state
         self._web = Starlette(
             routes=[
-                Route("/healthz", self._healthz),
-                Route("/readyz", self._readyz),
-                Route("/metrics", self._metrics),
-                *self.status.routes(),
+                # unauthenticated like any exporter's and status page's (docs/access.md)
+                *declare_routes(
+                    PUBLIC,
+                    [
+                        Route("/healthz", self._healthz),
+                        Route("/readyz", self._readyz),
+                        Route("/metrics", self._metrics),
+                        *self.status.routes(),
+                    ],
+                ),
                 *Console(
-                    workspace, self.observer, self.token, self.sessions, lambda: self.admin
+                    workspace,
+                    self.observer,
+                    self.auth,
+                    self.sessions,
+                    lambda: self.admin,
+                    self.audit,
                 ).routes(),
             ]
         )
 
     async def start(self) -> None:
+        record_workspace_load(self.audit, self.workspace, self.data_dir)
         config = self.workspace.log
         backend = ProcessLog if config.writer == "process" else SqliteLog
         self.log = log = backend(self.data_dir / LOG_DIR, config)
@@ -303,15 +323,18 @@ class Headwater:
         """Prometheus text exposition (docs/metrics.md)."""
         return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
-    async def _session_ok(self, request: Request) -> bool:
-        """A console session may use the API too (the console's live views do); requests
-        that change something must carry its CSRF token."""
+    async def _session_principal(self, request: Request) -> Principal | None:
+        """A console session may use the API too (the console's live views do), as the
+        token it signed in with; requests that change something must carry its CSRF
+        token."""
         session = self.sessions.get(request.cookies.get(COOKIE))
-        if session is None:
-            return False
-        if request.method in UNSAFE_METHODS:
-            return self.sessions.csrf_ok(session, request.headers.get("x-csrf-token"))
-        return True
+        if session is None or not self.auth.active(session.principal):
+            return None
+        if request.method in UNSAFE_METHODS and not self.sessions.csrf_ok(
+            session, request.headers.get("x-csrf-token")
+        ):
+            return None
+        return session.principal
 
 
 async def _not_ready(send: Send) -> None:
