@@ -164,7 +164,12 @@ class AuditEntry:
         what = f"{kind.rstrip('s')} {name}" if name else kind
         verb = _PAST.get(self.action, self.action)
         clock = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.at_ms / 1000))
-        who = "the workspace file" if self.origin == "workspace" else f"token {self.actor}"
+        if self.origin == "workspace":
+            who = "the workspace file"
+        elif self.actor.startswith("local:"):
+            who = f"local user {self.actor.removeprefix('local:')}"
+        else:
+            who = f"token {self.actor}"
         return f"{what} was {verb} at {clock} by {who} ({self.origin})"
 
 
