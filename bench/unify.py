@@ -99,7 +99,7 @@ def records(profiles: int, seed: int = 7) -> list[list[StoredRecord]]:
             event["messageId"] = mid
             flat.append(StoredRecord(offset, mid, "website", event["type"], T0,
                                      orjson.dumps(event)))  # fmt: skip
-    return [flat[i:i + BATCH] for i in range(0, len(flat), BATCH)]
+    return [flat[i : i + BATCH] for i in range(0, len(flat), BATCH)]
 
 
 def run_floor(batches: list[list[StoredRecord]], tmp: Path) -> float:
@@ -126,7 +126,9 @@ def run_unify(batches: list[list[StoredRecord]], data_dir: Path) -> tuple[float,
     return time.perf_counter() - start, processor
 
 
-async def api_latency(data_dir: Path, profiles: int, samples: int) -> dict[str, tuple[float, float]]:
+async def api_latency(
+    data_dir: Path, profiles: int, samples: int
+) -> dict[str, tuple[float, float]]:
     space = SpaceConfig.model_validate(SPACE)
 
     async def no_event(message_id: str) -> None:

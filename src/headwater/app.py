@@ -30,7 +30,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from headwater.api.app import build_api
-from headwater.api.auth import AdminToken, load_admin_token
+from headwater.api.auth import AdminToken, Authenticator, load_admin_token
+from headwater.api.permissions import PUBLIC, Principal, declare_routes
 from headwater.config.workspace import Workspace
 from headwater.console.app import Console
 from headwater.console.sessions import COOKIE, Sessions
@@ -50,14 +51,17 @@ from headwater.observe.service import Observer
 from headwater.processor.admin import ProcessorAdmin, effective_plans
 from headwater.processor.ingest import IngestPipeline
 from headwater.processor.protocols_store import ProtocolsStore
+from headwater.state.audit import AuditLog
+from headwater.state.tokens import TokenStore
+from headwater.state.workspace_history import record_workspace_load
 from headwater.status.metrics import CONTENT_TYPE, Metrics
 from headwater.status.model import ProcessSignal
 from headwater.status.service import StatusService, with_canary
 from headwater.supervisor import Child, ProcessInfo, control_socket, wake_socket, writer_info
-from headwater.warehouses.loader import Warehouses
-from headwater.warehouses.view import WarehouseView
 from headwater.unify import api as profile_api
 from headwater.unify.consumer import Unify
+from headwater.warehouses.loader import Warehouses
+from headwater.warehouses.view import WarehouseView
 
 logger = logging.getLogger("headwater")
 
@@ -94,6 +98,9 @@ class Headwater:
         self.observer = Observer(workspace, data_dir, self.stats)
         self.stats.on_refuse = self.observer.recorder.refused
         self.token = admin_token or load_admin_token(data_dir)
+        self.tokens = TokenStore.for_data_dir(data_dir)
+        self.auth = Authenticator(self.token, self.tokens)
+        self.audit = AuditLog.for_data_dir(data_dir)
         self.sessions = Sessions()
         self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR)
         self.admin: ProcessorAdmin | None = None
@@ -105,9 +112,9 @@ class Headwater:
         self.observer.findings.append(self.warehouses.findings)
         self.profiles = profile_api.Profiles(workspace.spaces, data_dir, self._fetch_event)
         self._api = build_api(
-            workspace, self.observer, self.token, self._session_ok, lambda: self.admin,
-            self.warehouses,
-        )
+            workspace, self.observer, self.auth, self._session_principal, lambda: self.admin,
+            audit=self.audit, warehouse_view=self.warehouses,
+        )  # fmt: skip
         self.log: EventLog | None = None
         self.delivery: DeliveryView | None = None
         self._engine: DeliveryEngine | RemoteEngine | None = None
@@ -126,18 +133,30 @@ class Headwater:
         self.metrics.registry.register(self.warehouses)  # type: ignore[arg-type]
         self._web = Starlette(
             routes=[
-                Route("/healthz", self._healthz),
-                Route("/readyz", self._readyz),
-                Route("/metrics", self._metrics),
-                *self.status.routes(),
+                # unauthenticated like any exporter's and status page's (docs/access.md)
+                *declare_routes(
+                    PUBLIC,
+                    [
+                        Route("/healthz", self._healthz),
+                        Route("/readyz", self._readyz),
+                        Route("/metrics", self._metrics),
+                        *self.status.routes(),
+                    ],
+                ),
                 *Console(
-                    workspace, self.observer, self.token, self.sessions, lambda: self.admin,
-                    self.profiles,
+                    workspace,
+                    self.observer,
+                    self.auth,
+                    self.sessions,
+                    lambda: self.admin,
+                    profiles=self.profiles,
+                    audit=self.audit,
                 ).routes(),
             ]
         )
 
     async def start(self) -> None:
+        record_workspace_load(self.audit, self.workspace, self.data_dir)
         config = self.workspace.log
         backend = ProcessLog if config.writer == "process" else SqliteLog
         self.log = log = backend(self.data_dir / LOG_DIR, config)
@@ -340,10 +359,11 @@ class Headwater:
             logger.warning("metrics: cannot read the warehouses' state", exc_info=True)
         return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
-    def _profiles_read_ok(self, presented: str) -> bool:
-        """Who may read the Profile API: the admin token today; the one place a
-        ``profiles_read`` token role plugs in."""
-        return self.token.check(presented)
+    def _profiles_read_ok(self, presented: str, permission: str) -> bool:
+        """Who may use the Profile API: a token whose role holds ``permission``
+        (``profiles_read`` tokens, and the roles that hold every permission)."""
+        principal = self.auth.principal(presented)
+        return principal is not None and principal.allows(permission)
 
     async def _fetch_event(self, message_id: str) -> StoredRecord | None:
         return await self.log.get(message_id) if self.log is not None else None
@@ -364,15 +384,18 @@ class Headwater:
             found.extend(identity_findings(space.name, summary["problems"], summary["counters"]))
         return found
 
-    async def _session_ok(self, request: Request) -> bool:
-        """A console session may use the API too (the console's live views do); requests
-        that change something must carry its CSRF token."""
+    async def _session_principal(self, request: Request) -> Principal | None:
+        """A console session may use the API too (the console's live views do), as the
+        token it signed in with; requests that change something must carry its CSRF
+        token."""
         session = self.sessions.get(request.cookies.get(COOKIE))
-        if session is None:
-            return False
-        if request.method in UNSAFE_METHODS:
-            return self.sessions.csrf_ok(session, request.headers.get("x-csrf-token"))
-        return True
+        if session is None or not self.auth.active(session.principal):
+            return None
+        if request.method in UNSAFE_METHODS and not self.sessions.csrf_ok(
+            session, request.headers.get("x-csrf-token")
+        ):
+            return None
+        return session.principal
 
 
 async def _not_ready(send: Send) -> None:

@@ -26,8 +26,8 @@ from headwater.errors import LogError
 from headwater.log.follow import FollowerLog
 from headwater.status.service import with_canary
 from headwater.supervisor import control_socket, die_with_parent, wake_socket
-from headwater.warehouses.loader import Warehouses
 from headwater.unify.consumer import Unify
+from headwater.warehouses.loader import Warehouses
 
 logger = logging.getLogger("headwater.worker")
 

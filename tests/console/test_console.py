@@ -191,7 +191,7 @@ async def test_wrong_token_is_401_with_the_form_and_no_cookie(console: Console) 
     response = await login(console.client, token="hwa_not_the_token_at_all")
     assert response.status_code == 401
     assert _set_cookies(response, "hw_session") == []
-    assert "That is not the admin token" in response.text
+    assert "That is not a valid token" in response.text
     assert 'type="password"' in response.text
     assert (await console.client.get("/console/")).status_code == 303  # still signed out
 

@@ -67,8 +67,9 @@ def test_profiles_through_the_worker_process(make_server: Any) -> None:
          ("track", {"user_id": "u-42", "event": "Order Completed", "message_id": "m-o2",
                     "properties": {"revenue": 22.5}}))  # fmt: skip
 
-    traits = found(server, "user_id:u-42/traits",
-                   lambda a: a["traits"].get("orders_last_30_days") == 2)
+    traits = found(
+        server, "user_id:u-42/traits", lambda a: a["traits"].get("orders_last_30_days") == 2
+    )
     assert traits["traits"] == {"email": "Jane@Example.com", "name": "Jane",
                                 "orders_last_30_days": 2, "revenue": 42.5}  # fmt: skip
     cursor = traits["cursor"]
@@ -89,7 +90,10 @@ def test_profiles_through_the_worker_process(make_server: Any) -> None:
 
     ids = profile_api(server, "anonymous_id:anon-1/external_ids").json()
     assert {(d["type"], d["id"]) for d in ids["data"]} == {
-        ("anonymous_id", "anon-1"), ("user_id", "u-42"), ("email", "jane@example.com")}
+        ("anonymous_id", "anon-1"),
+        ("user_id", "u-42"),
+        ("email", "jane@example.com"),
+    }
     first = ids["data"][0]
     assert set(first) == {"source_id", "collection", "id", "type", "created_at", "encoding",
                           "first_message_id"}  # fmt: skip
@@ -116,8 +120,9 @@ def test_profiles_through_the_worker_process(make_server: Any) -> None:
     assert missing.json() == {"error": {"code": "not_found", "message": "Profile was not found."}}
     assert "request-id" in missing.headers
     bad = profile_api(server, "phone:123/traits")
-    assert bad.status_code == 400 and "user_id, email, anonymous_id" in bad.json()["error"][
-        "message"]
+    assert (
+        bad.status_code == 400 and "user_id, email, anonymous_id" in bad.json()["error"]["message"]
+    )
     anonymous = httpx.get(f"{server.url}{BASE}/user_id:u-42/traits")
     assert anonymous.status_code == 401
     wrong = httpx.get(f"{server.url}{BASE}/user_id:u-42/traits", auth=("wrong-token", ""))
@@ -160,8 +165,9 @@ def test_refusals_are_explained_and_the_graph_survives_kill_9(make_server: Any) 
     server.kill()
     server.start()
     send(server, ("identify", {"user_id": "u1", "anonymous_id": "web-9", "message_id": "w-2"}))
-    merged = found(server, "anonymous_id:web-9/merges",
-                   lambda a: any(e["kind"] == "merged" for e in a["data"]))
+    merged = found(
+        server, "anonymous_id:web-9/merges", lambda a: any(e["kind"] == "merged" for e in a["data"])
+    )
     linking = next(e for e in merged["data"] if e["kind"] == "merged")
     assert linking["message_id"] == "w-2"
     after = profile_api(server, "user_id:u1/external_ids").json()["data"]

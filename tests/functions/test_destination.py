@@ -28,7 +28,8 @@ def on_track(event, settings):
 
 
 async def test_a_destination_function_posts_to_an_api(
-    make_fn_pipeline: Callable[..., Any], code_dir: Callable[[str, str], str],
+    make_fn_pipeline: Callable[..., Any],
+    code_dir: Callable[[str, str], str],
     fake: FakeDestination,
 ) -> None:
     fn = {"name": "crm", "kind": "destination", "file": code_dir("crm", POSTS),
@@ -44,7 +45,8 @@ async def test_a_destination_function_posts_to_an_api(
 
 
 async def test_each_error_class_gets_segments_outcome(
-    make_fn_pipeline: Callable[..., Any], code_dir: Callable[[str, str], str],
+    make_fn_pipeline: Callable[..., Any],
+    code_dir: Callable[[str, str], str],
     fake: FakeDestination,
 ) -> None:
     fn = {"name": "crm", "kind": "destination", "file": code_dir("crm", POSTS),

@@ -38,7 +38,9 @@ def test_two_devices_then_login_merges_with_the_message_that_linked_them(feed: F
     feed.send({"type": "identify", "anonymousId": "app-1", "userId": "u1", "messageId": "login-app"},
               source="mobile")  # fmt: skip
     assert feed.profile_of("user_id", "u1") == app
-    feed.send({"type": "identify", "anonymousId": "web-1", "userId": "u1", "messageId": "login-web"})
+    feed.send(
+        {"type": "identify", "anonymousId": "web-1", "userId": "u1", "messageId": "login-web"}
+    )
     survivor = feed.profile_of("user_id", "u1")
     assert survivor == web, "the older profile survives"
     assert feed.profile_of("anonymous_id", "app-1") == web
@@ -47,7 +49,10 @@ def test_two_devices_then_login_merges_with_the_message_that_linked_them(feed: F
     merges = [h for h in feed.store.history(web) if h.kind == "merged"]
     assert len(merges) == 1
     assert (merges[0].segment_id, merges[0].other_id, merges[0].message_id) == (
-        web, app, "login-web")
+        web,
+        app,
+        "login-web",
+    )
     assert set(merges[0].detail["identifiers"]) == {"anonymous_id:web-1", "user_id:u1"}
     assert len(feed.store.events(web, 10)) == 4
     assert feed.store.profile(web).merges == 1  # type: ignore[union-attr]
@@ -157,7 +162,9 @@ def test_custom_identifier_by_fql_path_and_external_ids(tmp_path: Path) -> None:
 def test_merge_keeps_the_newest_value_of_each_trait(feed: Feeder) -> None:
     feed.send({"type": "identify", "anonymousId": "a", "traits": {"plan": "free", "city": "Oslo"},
                "at": 1_000_000_000_000})  # fmt: skip
-    feed.send({"type": "identify", "userId": "u", "traits": {"plan": "pro"}, "at": 1_000_000_500_000})
+    feed.send(
+        {"type": "identify", "userId": "u", "traits": {"plan": "pro"}, "at": 1_000_000_500_000}
+    )
     feed.send({"type": "identify", "userId": "u", "anonymousId": "a", "traits": {},
                "at": 1_000_000_900_000})  # fmt: skip
     p = feed.profile_of("user_id", "u")

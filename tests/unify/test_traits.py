@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from headwater.errors import ConfigError
 from headwater.config.workspace import parse_workspace
+from headwater.errors import ConfigError
 from tests.unify.helpers import T0, Feeder, space
 
 DAY = 86_400_000

@@ -54,13 +54,16 @@ async def test_every_call_type_has_its_table(target: Target) -> None:
     ])  # fmt: skip
     assert (await target.loader(log).sync()).status == "success"
     assert target.query("SELECT name, category, title FROM website.pages") == [
-        ("Cart", "Shop", "Your cart")]
+        ("Cart", "Shop", "Your cart")
+    ]
     assert target.query("SELECT name, variant FROM website.screens") == [("Home", "b")]
     assert target.query("SELECT group_id, company, seats FROM website.groups") == [
-        ("g1", "ACME", 12)]
+        ("g1", "ACME", 12)
+    ]
     assert target.query("SELECT user_id, previous_id FROM website.aliases") == [("u1", "anon-1")]
     assert target.query("SELECT user_id, email FROM website.identifies") == [
-        ("u1", "a@example.com")]
+        ("u1", "a@example.com")
+    ]
 
 
 async def test_users_holds_the_latest_traits_per_user(target: Target) -> None:
@@ -78,7 +81,9 @@ async def test_users_holds_the_latest_traits_per_user(target: Target) -> None:
     assert target.query("SELECT count(*) FROM website.identifies") == [(4,)]
 
 
-async def test_a_type_conflict_goes_to_discards_and_the_column_keeps_its_type(target: Target) -> None:
+async def test_a_type_conflict_goes_to_discards_and_the_column_keeps_its_type(
+    target: Target,
+) -> None:
     log = memory_log()
     loader = target.loader(log)
     await append(log, [event("track", event="Signed Up", properties={"age": 31})])
@@ -89,7 +94,10 @@ async def test_a_type_conflict_goes_to_discards_and_the_column_keeps_its_type(ta
     assert record.status == "success" and record.discards == 1
     assert target.columns("website", "signed_up")["age"] == "bigint"
     assert target.query("SELECT age FROM website.signed_up ORDER BY received_at") == [
-        (31,), (None,), (40,)]
+        (31,),
+        (None,),
+        (40,),
+    ]
     discards = target.query("SELECT table_name, column_name, column_value, row_id, reason "
                             "FROM website._discards")  # fmt: skip
     assert discards == [("signed_up", "age", "thirty-one", bad["messageId"],
@@ -103,7 +111,8 @@ async def test_reserved_property_names_are_discarded_not_lost(target: Target) ->
     await target.loader(log).sync()
     assert target.query("SELECT user_id, ok FROM website.clicked") == [("real", 1)]
     assert target.query("SELECT column_name, column_value, reason FROM website._discards") == [
-        ("user_id", "fake", "reserved column name")]
+        ("user_id", "fake", "reserved column name")
+    ]
 
 
 async def test_hostile_names_cannot_inject_or_break_a_sync(target: Target) -> None:
@@ -143,7 +152,9 @@ async def test_selective_sync(target_factory) -> None:  # type: ignore[no-untype
                        event("identify", userId="u1", traits={"c": 3})])  # fmt: skip
     await target.loader(log).sync()
     assert sorted(flat(target.query("SELECT event FROM website.tracks"))) == [
-        "order_completed", "viewed"]
+        "order_completed",
+        "viewed",
+    ]
     tables = set(flat(target.query("SELECT table_name FROM information_schema.tables "
                                    "WHERE table_schema = 'website'")))  # fmt: skip
     assert tables == {"tracks", "order_completed"}

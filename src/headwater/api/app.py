@@ -1,9 +1,12 @@
 """The management API under ``/api/v1``, and its OpenAPI document at ``/api/openapi.json``.
 
-Every route needs the admin token (``Authorization: Bearer``, :mod:`headwater.api.auth`) or
-a console session (a cookie; then any method but GET also needs the session's CSRF token in
-``X-CSRF-Token``). Errors are ``{"code", "message"}`` like the Tracking API's, with a message
-that says what to do. Secrets in destination settings are never returned.
+Every route needs a token (``Authorization: Bearer``: the admin token or a scoped one,
+:mod:`headwater.api.auth`) or a console session (a cookie; then any method but GET also needs
+the session's CSRF token in ``X-CSRF-Token``), and declares the permission it needs
+(:func:`~headwater.api.auth.requires`, docs/access.md): a token whose role lacks it is
+answered 403 naming the permission. Errors are ``{"code", "message"}`` like the Tracking
+API's, with a message that says what to do. Secrets in destination settings are never
+returned.
 
 The OpenAPI document itself is public: it describes the routes, the same in every
 installation, and holds no data or secret of this one (tests/api/test_management_api.py).
@@ -25,22 +28,32 @@ from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headwater import __version__
-from headwater.api import processing, testing, warehouses
-from headwater.api.auth import AdminToken
+from headwater.api import audit_routes, processing, testing, warehouses
+from headwater.api.auth import Authenticator, current_principal, requires
 from headwater.api.params import WindowParam
+from headwater.api.permissions import (
+    ADMIN,
+    PUBLIC,
+    PermissionDenied,
+    Principal,
+    declare,
+    route_need,
+)
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
 from headwater.gateway.stats import redact_key
 from headwater.observe.debugger import UNATTRIBUTED
 from headwater.observe.service import ObserveError, Observer
 from headwater.observe.tester import Tester
 from headwater.processor.admin import AdminError, ProcessorAdmin
+from headwater.state.audit import AuditLog
 from headwater.warehouses.view import WarehouseView
 
 MASK = "**********"
 DEVSINK_LIMIT_MAX = 10_000
 
-SessionCheck = Callable[[Request], Awaitable[bool]]
-"""Whether a request carries a valid console session (and CSRF token when it must)."""
+SessionCheck = Callable[[Request], Awaitable[Principal | None]]
+"""The principal of the request's console session (None without a valid session, or
+without its CSRF token when the method needs one)."""
 
 
 class ApiError(Exception):
@@ -56,7 +69,11 @@ class ErrorBody(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The request is malformed; the message says how."},
-    401: {"model": ErrorBody, "description": "No admin token, or a wrong one."},
+    401: {"model": ErrorBody, "description": "No token, or a wrong one."},
+    403: {
+        "model": ErrorBody,
+        "description": "The token's role lacks the permission the route needs (named).",
+    },
     404: {"model": ErrorBody, "description": "No such source, destination or event."},
 }
 
@@ -64,28 +81,41 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def build_api(
     workspace: Workspace,
     observer: Observer,
-    token: AdminToken,
+    auth: Authenticator,
     session_check: SessionCheck | None = None,
     admin: Callable[[], ProcessorAdmin | None] = lambda: None,
     warehouse_view: WarehouseView | None = None,
+    audit: AuditLog | None = None,
 ) -> FastAPI:
     async def authorize(request: Request) -> None:
-        if token.check_header(request.headers.get("authorization")):
+        """Who is asking (``request.state.principal``); each route's own dependency then
+        checks its permission. A route that declared none is for owners only."""
+        need = route_need(request.scope["route"]) if "route" in request.scope else None
+        if need is not None and need.permission == PUBLIC:
             return
-        if session_check is not None and await session_check(request):
-            return
-        raise ApiError(
-            "unauthorized",
-            "this endpoint needs the admin token: send 'Authorization: Bearer <token>' (printed "
-            "at first start, or set through HEADWATER_ADMIN_TOKEN)",
-            401,
-        )
+        principal = auth.from_bearer(request.headers.get("authorization"))
+        request.state.origin = "api"
+        if principal is None and session_check is not None:
+            principal = await session_check(request)
+            request.state.origin = "console"
+        if principal is None:
+            raise ApiError(
+                "unauthorized",
+                "this endpoint needs a token: send 'Authorization: Bearer <token>' (the admin "
+                "token printed at first start or set through HEADWATER_ADMIN_TOKEN, or one "
+                "from `headwater tokens create`)",
+                401,
+            )
+        request.state.principal = principal
+        if need is None and principal.role != ADMIN.role:
+            raise PermissionDenied(principal, "owner", " (the route declares no permission)")
 
     app = FastAPI(
         title="Headwater management API",
         version=__version__,
         description="Sources, destinations, the debugger, Event Delivery, traces and diagnose. "
-        "Authenticate with `Authorization: Bearer <admin token>`.",
+        "Authenticate with `Authorization: Bearer <token>`; each route needs a permission "
+        "(docs/access.md).",
         openapi_url="/api/openapi.json",
         docs_url=None,  # the bundled UIs load assets from CDNs; the machine may be offline
         redoc_url=None,
@@ -96,12 +126,22 @@ def build_api(
     _sources(app, workspace, observer)
     _destinations(app, workspace, observer)
     _events(app, observer)
-    processing.register(app, observer, admin)
+    processing.register(app, observer, admin, audit)
     testing.register(app, Tester(observer, admin))
     if warehouse_view is not None:
         warehouses.register(app, warehouse_view)
+    if audit is not None:
+        audit_routes.register(app, audit)
     _document(app)
+    _public_document(app)
     return app
+
+
+def _public_document(app: FastAPI) -> None:
+    """The OpenAPI document's own route is FastAPI's: mark it public for the route walk."""
+    for route in app.routes:
+        if getattr(route, "path", None) == app.openapi_url:
+            declare(PUBLIC)(route)
 
 
 def _document(app: FastAPI) -> None:
@@ -116,7 +156,8 @@ def _document(app: FastAPI) -> None:
         components = doc.setdefault("components", {})
         components.setdefault("securitySchemes", {})["adminToken"] = {
             "type": "http", "scheme": "bearer",
-            "description": "the admin token (printed at first start, or HEADWATER_ADMIN_TOKEN)",
+            "description": "the admin token (printed at first start, or HEADWATER_ADMIN_TOKEN) "
+            "or a scoped token (`headwater tokens create`)",
         }  # fmt: skip
         doc["security"] = [{"adminToken": []}]
         for operations in doc.get("paths", {}).values():
@@ -153,6 +194,11 @@ def _errors(app: FastAPI) -> None:
     app.add_exception_handler(ObserveError, refused)
     app.add_exception_handler(AdminError, refused)
 
+    @app.exception_handler(PermissionDenied)
+    async def forbidden(request: Request, exc: PermissionDenied) -> JSONResponse:
+        body = {"code": "forbidden", "message": exc.message, "permission": exc.permission}
+        return JSONResponse(body, status_code=403)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         faults = "; ".join(
@@ -180,11 +226,22 @@ def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
             "destinations": [d.name for d in workspace.destinations if source.name in d.sources],
         }
 
-    @app.get("/api/v1/sources", tags=["sources"], summary="List the sources")
-    async def list_sources() -> dict[str, Any]:
-        return {"sources": [source_doc(s) for s in workspace.sources]}
+    @app.get(
+        "/api/v1/sources",
+        tags=["sources"],
+        summary="List the sources (a source_admin token sees its own)",
+        dependencies=[requires("sources:read", lists_sources=True)],
+    )
+    async def list_sources(request: Request) -> dict[str, Any]:
+        who = current_principal(request)
+        return {"sources": [source_doc(s) for s in workspace.sources if who.sees_source(s.name)]}
 
-    @app.get("/api/v1/sources/{name}", tags=["sources"], summary="One source")
+    @app.get(
+        "/api/v1/sources/{name}",
+        tags=["sources"],
+        summary="One source",
+        dependencies=[requires("sources:read", source_param="name")],
+    )
     async def get_source(name: str) -> dict[str, Any]:
         return source_doc(observer.require_source(name))
 
@@ -192,6 +249,7 @@ def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
         "/api/v1/sources/{name}/debugger",
         tags=["sources"],
         summary="The source's newest events and refusals (newest first)",
+        dependencies=[requires("debugger:read", source_param="name")],
     )
     async def debugger(
         name: str, limit: Annotated[int, Query(ge=1, le=500)] = 100
@@ -213,6 +271,7 @@ def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
         summary="Live debugger (Server-Sent Events: `event: entry`, `event: missed`)",
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
+        dependencies=[requires("debugger:read", source_param="name")],
     )
     async def debugger_stream(name: str) -> StreamingResponse:
         observer.require_source(name)
@@ -226,17 +285,30 @@ def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
         "/api/v1/sources/{name}/overview",
         tags=["sources"],
         summary="Delivery Overview: received → failed on ingest → filtered → failed → delivered",
+        dependencies=[requires("sources:read", source_param="name")],
     )
     async def overview(name: str, window: WindowParam = "1h") -> dict[str, Any]:
         return await observer.overview(name, observer.window(window))
 
 
 def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
-    @app.get("/api/v1/destinations", tags=["destinations"], summary="List the destinations")
+    read = [requires("destinations:read")]
+
+    @app.get(
+        "/api/v1/destinations",
+        tags=["destinations"],
+        summary="List the destinations",
+        dependencies=read,
+    )
     async def list_destinations() -> dict[str, Any]:
         return {"destinations": [destination_doc(d) for d in workspace.destinations]}
 
-    @app.get("/api/v1/destinations/{name}", tags=["destinations"], summary="One destination")
+    @app.get(
+        "/api/v1/destinations/{name}",
+        tags=["destinations"],
+        summary="One destination",
+        dependencies=read,
+    )
     async def get_destination(name: str) -> dict[str, Any]:
         doc = destination_doc(observer.require_destination(name))
         engine = observer.delivery
@@ -252,6 +324,7 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
         "/api/v1/destinations/{name}/delivery",
         tags=["destinations"],
         summary="Event Delivery: outcomes, latency, errors with samples",
+        dependencies=read,
     )
     async def delivery(name: str, window: WindowParam = "1h") -> dict[str, Any]:
         return await observer.delivery_report(name, observer.window(window))
@@ -260,6 +333,7 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
         "/api/v1/devsink/{name}",
         tags=["destinations"],
         summary="The newest events a devsink destination received (newest first)",
+        dependencies=read,
     )
     async def devsink(
         name: str, limit: Annotated[int, Query(ge=1, le=DEVSINK_LIMIT_MAX)] = 100
@@ -282,6 +356,7 @@ def _events(app: FastAPI, observer: Observer) -> None:
         "/api/v1/events/{message_id:path}",  # a messageId is any string, slashes included
         tags=["events"],
         summary="Trace one event: where it came from, what each stage decided, its delivery",
+        dependencies=[requires("events:read")],
     )
     async def trace(message_id: str) -> dict[str, Any]:
         return await observer.trace(message_id)
@@ -290,6 +365,7 @@ def _events(app: FastAPI, observer: Observer) -> None:
         "/api/v1/diagnose",
         tags=["diagnose"],
         summary="The most likely causes of missing events, with evidence and fixes",
+        dependencies=[requires("diagnose:read")],
     )
     async def diagnose(
         since: WindowParam = "1h", source: str | None = None, destination: str | None = None

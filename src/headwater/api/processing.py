@@ -1,4 +1,7 @@
-"""Management API routes for tracking plans, violations, blocked events and filters."""
+"""Management API routes for tracking plans, violations, blocked events and filters.
+
+Saving a plan and resending blocked events change state: both are recorded in the audit
+trail (:mod:`headwater.state.audit`) with the token's name."""
 
 from __future__ import annotations
 
@@ -6,27 +9,56 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query
+from fastapi import Body, FastAPI, Query, Request
 
+from headwater.api.auth import current_principal, requires
 from headwater.api.params import WindowParam
 from headwater.observe.service import ObserveError, Observer, duration_secs
 from headwater.processor.admin import AdminError, ProcessorAdmin
+from headwater.state.audit import AuditLog, diff_of
 
 JsonObject = Annotated[dict[str, Any], Body()]
 
 
-def register(app: FastAPI, observer: Observer, admin: Callable[[], ProcessorAdmin | None]) -> None:
+def record(
+    audit: AuditLog | None, request: Request, action: str, resource: str, diff: dict[str, Any]
+) -> None:
+    """One audit entry for a change made through the API (or the console's live views)."""
+    if audit is None:
+        return
+    origin = getattr(request.state, "origin", "api")
+    audit.record(current_principal(request).name, action, resource, diff, origin)
+
+
+def register(
+    app: FastAPI,
+    observer: Observer,
+    admin: Callable[[], ProcessorAdmin | None],
+    audit: AuditLog | None = None,
+) -> None:
     def require() -> ProcessorAdmin:
         found = admin()
         if found is None:
             raise ObserveError("starting", "Headwater is starting; try again", 503)
         return found
 
-    @app.get("/api/v1/tracking-plans", tags=["tracking plans"], summary="List tracking plans")
+    read = [requires("tracking-plans:read")]
+
+    @app.get(
+        "/api/v1/tracking-plans",
+        tags=["tracking plans"],
+        summary="List tracking plans",
+        dependencies=read,
+    )
     async def list_plans() -> dict[str, Any]:
         return {"trackingPlans": require().plans()}
 
-    @app.get("/api/v1/tracking-plans/{name}", tags=["tracking plans"], summary="One tracking plan")
+    @app.get(
+        "/api/v1/tracking-plans/{name}",
+        tags=["tracking plans"],
+        summary="One tracking plan",
+        dependencies=read,
+    )
     async def get_plan(name: str) -> dict[str, Any]:
         return require().plan(name)
 
@@ -35,14 +67,24 @@ def register(app: FastAPI, observer: Observer, admin: Callable[[], ProcessorAdmi
         tags=["tracking plans"],
         summary="Create or replace a tracking plan (applied to the next event, kept in the "
         "data directory)",
+        dependencies=[requires("tracking-plans:write")],
     )
-    async def put_plan(name: str, plan: JsonObject) -> dict[str, Any]:
-        return require().put_plan(name, plan)
+    async def put_plan(request: Request, name: str, plan: JsonObject) -> dict[str, Any]:
+        processor = require()
+        try:
+            before: dict[str, Any] | None = processor.plan(name)
+        except AdminError:
+            before = None
+        saved = processor.put_plan(name, plan)
+        action = "create" if before is None else "update"
+        record(audit, request, action, f"tracking-plans/{name}", diff_of(before, saved))
+        return saved
 
     @app.get(
         "/api/v1/sources/{name}/violations",
         tags=["tracking plans"],
         summary="Violations of the source's tracking plan, by event and field, with samples",
+        dependencies=[requires("tracking-plans:read", source_param="name")],
     )
     async def violations(name: str, window: WindowParam = "1d") -> dict[str, Any]:
         observer.require_source(name)
@@ -54,8 +96,10 @@ def register(app: FastAPI, observer: Observer, admin: Callable[[], ProcessorAdmi
         "/api/v1/sources/{name}/blocked/resend",
         tags=["tracking plans"],
         summary="Re-check the source's blocked events with today's plan; store those that pass",
+        dependencies=[requires("delivery:write", source_param="name")],
     )
     async def resend(
+        request: Request,
         name: str,
         since: WindowParam = "30d",
         until_ms: Annotated[int | None, Query(ge=0, le=2**53)] = None,
@@ -65,13 +109,16 @@ def register(app: FastAPI, observer: Observer, admin: Callable[[], ProcessorAdmi
         if secs > 31 * 86400:
             raise AdminError("invalid_window", "blocked events are kept 30 days; use since ≤ 30d")
         now_ms = time.time_ns() // 1_000_000
-        return await require().resend_blocked(name, now_ms - secs * 1000, until_ms)
+        result = await require().resend_blocked(name, now_ms - secs * 1000, until_ms)
+        record(audit, request, "resend", f"sources/{name}/blocked", {"since": since, **result})
+        return result
 
     @app.post(
         "/api/v1/destinations/{name}/filters/preview",
         tags=["destinations"],
         summary="What the destination's filters (or proposed ones) and transformations do "
         "to a sample event",
+        dependencies=[requires("destinations:read")],
     )
     async def preview(name: str, body: JsonObject) -> dict[str, Any]:
         return require().preview(name, body)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from headwater.api.auth import requires
 from headwater.observe.tester import Tester
 
 NOT_ROUTED = {
@@ -52,6 +53,7 @@ def register(app: FastAPI, tester: Tester) -> None:
         tags=["destinations"],
         summary="Test a destination: one event through its filters, transformations and "
         "mapping; the exact request and, when sent, the vendor's answer (not stored)",
+        dependencies=[requires("tester:run")],
     )
     async def test_destination(
         name: str, body: Annotated[DestinationTestBody | None, Body()] = None
@@ -65,6 +67,7 @@ def register(app: FastAPI, tester: Tester) -> None:
         summary="Event tester: what the tracking plan, transformations, routing, filters "
         "and mappings make of a pasted event; on request, one destination's answer",
         responses=NOT_ROUTED,  # type: ignore[arg-type]
+        dependencies=[requires("tester:run")],
     )
     async def event_tester(body: Annotated[EventTesterBody, Body()]) -> dict[str, Any]:
         return await tester.test_event(body.source, body.event, body.send)

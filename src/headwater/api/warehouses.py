@@ -7,19 +7,24 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from headwater.api.auth import requires
 from headwater.gateway.normalize import ItemError, parse_ms
 from headwater.observe.service import ObserveError
 from headwater.warehouses.view import WarehouseView
 
 
 def register(app: FastAPI, view: WarehouseView) -> None:
+    read = [requires("warehouses:read")]
+    write = [requires("warehouses:write")]
+
     def known(name: str) -> None:
         try:
             view.require(name)
         except KeyError as exc:
             raise ObserveError("not_found", str(exc.args[0]), 404) from exc
 
-    @app.get("/api/v1/warehouses", tags=["warehouses"], summary="List the warehouses")
+    @app.get("/api/v1/warehouses", tags=["warehouses"], summary="List the warehouses",
+             dependencies=read)  # fmt: skip
     async def list_warehouses() -> dict[str, Any]:
         return {"warehouses": await view.statuses()}
 
@@ -27,12 +32,14 @@ def register(app: FastAPI, view: WarehouseView) -> None:
         "/api/v1/warehouses/{name}",
         tags=["warehouses"],
         summary="One warehouse: last sync, rows per table, lag, duration, errors, discards",
+        dependencies=read,
     )
     async def get_warehouse(name: str) -> dict[str, Any]:
         known(name)
         return await view.status(name)
 
-    @app.post("/api/v1/warehouses/{name}/sync", tags=["warehouses"], summary="Sync now")
+    @app.post("/api/v1/warehouses/{name}/sync", tags=["warehouses"], summary="Sync now",
+              dependencies=write)  # fmt: skip
     async def sync(name: str) -> dict[str, Any]:
         known(name)
         return {"warehouse": name, "request": await view.request(name, "sync")}
@@ -42,6 +49,7 @@ def register(app: FastAPI, view: WarehouseView) -> None:
         tags=["warehouses"],
         summary="Reload from the log every event received since `since` (ISO-8601); rows "
         "already loaded are skipped by id",
+        dependencies=write,
     )
     async def backfill(name: str, since: str) -> dict[str, Any]:
         known(name)
@@ -56,6 +64,7 @@ def register(app: FastAPI, view: WarehouseView) -> None:
         "/api/v1/warehouses/{name}/requests/{request_id}",
         tags=["warehouses"],
         summary="Whether a sync or backfill request has been carried out",
+        dependencies=read,
     )
     async def request_state(name: str, request_id: str) -> dict[str, Any]:
         known(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import getpass
 import os
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from rich.markup import escape
 
 from headwater.api.auth import ENV_VAR
 from headwater.config.units import parse_seconds
+from headwater.state.audit import AuditLog
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -155,3 +157,23 @@ def server_running(data_dir: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def local_actor() -> str:
+    """Who acts when a command writes to the data directory itself (no token involved): the
+    operating-system user, as ``local:<user>``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"local:{user}"
+
+
+def record_change(data_dir: Path, action: str, resource: str, diff: dict[str, Any]) -> None:
+    """An audit entry for a change this command made on the data directory (origin
+    ``cli``); the running server reads the same file."""
+    log = AuditLog.for_data_dir(data_dir)
+    try:
+        log.record(local_actor(), action, resource, diff, "cli")
+    finally:
+        log.close()

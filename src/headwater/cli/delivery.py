@@ -28,6 +28,7 @@ from headwater.cli.common import (
     err,
     out,
     parse_when,
+    record_change,
     refuse,
     server_running,
 )
@@ -141,6 +142,8 @@ def deadletter_retry(
         orphans = set(db.dead_letter_counts()) - set(windows)
         moved = db.redrive(windows, batches, destination, ids or None)
     for name, n in sorted(moved.items()):
+        record_change(data_dir, "retry", f"destinations/{name}/deadletters",
+                      {"events": n, "ids": ids or None})  # fmt: skip
         out.print(f"{name}: {n} event(s) queued for delivery again", highlight=False)
     if not moved:
         out.print("Nothing to re-drive.")
@@ -177,6 +180,9 @@ def deadletter_purge(
         if not yes and not typer.confirm(f"Delete {count} dead letter(s) for good?"):
             raise typer.Exit(1)
         purged = db.purge(destination, ids or None, before_ms)
+    resource = f"destinations/{destination}/deadletters" if destination else "deadletters"
+    record_change(data_dir, "purge", resource, {"events": purged, "ids": ids or None,
+                                                "before_ms": before_ms})  # fmt: skip
     out.print(f"Purged {purged} dead letter(s).")
 
 

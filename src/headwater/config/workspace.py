@@ -489,6 +489,7 @@ def _check_warehouses(warehouses: list[WarehouseConfig], sources: set[str]) -> N
         for j, source in enumerate(warehouse.sources):
             check_known(f"warehouses[{i}].sources[{j}]", "source", source, sources)
 
+
 def _check_destinations(destinations: list[DestinationConfig], sources: set[str]) -> None:
     """Names unique, sources known, the type known and its settings valid."""
     from headwater.destinations import TYPES  # the registry imports delivery code: load late
@@ -580,7 +581,9 @@ def _check_functions(
                 raise ValueError(f"{where}.{field}: a {f.kind} function takes {needs}, not {field}")
         if f.kind == "source":
             if f.source is None:
-                raise ValueError(f"{where}.source: a source function names the source it emits into")
+                raise ValueError(
+                    f"{where}.source: a source function names the source it emits into"
+                )
             check_known(f"{where}.source", "source", f.source, sources)
         elif f.kind == "destination":
             if not f.sources:
@@ -631,8 +634,16 @@ def format_validation_error(origin: str, exc: ValidationError) -> str:
         elif err["type"] == "missing":
             message = "required field is missing"
         field = _field_path(loc)
-        prefixes = ("sources[", "destinations[", "spaces[", "functions[", "log.", "gateway.",
-                    "status.", "alerts.")
+        prefixes = (
+            "sources[",
+            "destinations[",
+            "spaces[",
+            "functions[",
+            "log.",
+            "gateway.",
+            "status.",
+            "alerts.",
+        )
         if message.startswith(prefixes):
             lines.extend(f"{origin}: {line}" for line in message.splitlines())
         else:

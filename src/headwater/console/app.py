@@ -2,11 +2,13 @@
 tracking plan's Violations), Destinations (Event Delivery, Filters), Plans, Trace and
 Diagnose — server-rendered pages of the documents the API gives, from
 :class:`~headwater.observe.service.Observer` and
-:class:`~headwater.processor.admin.ProcessorAdmin`, behind a login with the admin token
-(docs/console.md).
+:class:`~headwater.processor.admin.ProcessorAdmin`, behind a login with a token (the admin
+token or a scoped one; docs/console.md, docs/access.md).
 
-Who may see a page: the holder of a session (:mod:`headwater.console.sessions`); anyone else
-is sent to ``/console/login?next=<the page>``. ``next`` must be a path of the console, so
+Who may see a page: the holder of a session (:mod:`headwater.console.sessions`) whose role
+has the permission the page declares (else 403 naming it); anyone else is sent to
+``/console/login?next=<the page>``. Pages hide the links and buttons the role cannot use;
+the routes behind them refuse it anyway. ``next`` must be a path of the console, so
 the login cannot be used to send someone elsewhere. The login form is protected against
 cross-site posting by a cookie of its own (``hw_login``, double-submit: the form must carry
 the same random value); every other form carries the session's CSRF token. A request that
@@ -29,7 +31,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from headwater.api.auth import AdminToken
+from headwater.api.auth import Authenticator
+from headwater.api.permissions import PUBLIC, Need, PermissionDenied, Principal, declare
 from headwater.config.workspace import Workspace
 from headwater.console.charts import delivery_chart
 from headwater.console.processing import rule_view, violation_types
@@ -40,7 +43,8 @@ from headwater.observe.service import WINDOWS, ObserveError, Observer
 from headwater.observe.tester import Tester
 from headwater.processor.admin import AdminError, ProcessorAdmin
 from headwater.processor.protocols_store import RETENTION_MS
-from headwater.unify.api import Profiles, ProfileError
+from headwater.state.audit import AuditLog
+from headwater.unify.api import ProfileError, Profiles
 
 HOME = f"{PREFIX}/"
 LOGIN = f"{PREFIX}/login"
@@ -58,6 +62,12 @@ SAMPLE_EVENT = {
     "userId": "user-1",
     "properties": {"order_id": "5031", "revenue": 42.5, "currency": "USD"},
 }
+
+# what a role needs to use the console at all, and where each kind of role lands first
+CONSOLE_PERMISSIONS = ("sources:read", "destinations:read", "events:read", "audit:read")
+FIRST_PAGES = (("destinations:read", "/destinations"), ("events:read", "/trace"),
+               ("audit:read", "/audit"))  # fmt: skip
+AUDIT_PAGE_ENTRIES = 100
 
 Page = Callable[[Request, Session], Awaitable[Response]]
 Action = Callable[[Request, Session, dict[str, str]], Awaitable[Response]]
@@ -82,15 +92,17 @@ class Console:
         self,
         workspace: Workspace,
         observer: Observer,
-        token: AdminToken,
+        auth: Authenticator,
         sessions: Sessions,
         admin: Callable[[], ProcessorAdmin | None],
         profiles: Profiles | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.workspace = workspace
         self.profiles = profiles
         self.observer = observer
-        self.token = token
+        self.auth = auth
+        self.audit = audit
         self.sessions = sessions
         self.admin = admin  # None until the server has started
         self.tester = Tester(observer, admin)
@@ -99,44 +111,57 @@ class Console:
         self.env.globals["static"] = self._static_url
 
     def routes(self) -> list[BaseRoute]:
-        pages: list[tuple[str, Page]] = [
-            ("/", self._overview),
-            ("/sources", self._sources),
-            ("/sources/{name}", self._source),
-            ("/sources/{name}/violations", self._violations),
-            ("/destinations", self._destinations),
-            ("/destinations/{name}", self._destination),
-            ("/plans", self._plans),
-            ("/plans/{name}", self._plan),
-            ("/trace", self._trace),
-            ("/event-tester", self._event_tester),
-            ("/diagnose", self._diagnose),
-            ("/profiles", self._profile),
-        ]
-        # forms that act: (path, action, the page they belong to, the largest body taken)
-        actions: list[tuple[str, Action, str, int]] = [
-            ("/sources/{name}/blocked/resend", self._resend, "/sources/{name}/violations",
-             MAX_FORM_BYTES),
-            ("/destinations/{name}/filters/preview", self._preview, "/destinations/{name}",
-             MAX_SAMPLE_BYTES),
-            ("/destinations/{name}/test", self._test_destination, "/destinations/{name}",
-             MAX_SAMPLE_BYTES),
-            ("/event-tester", self._run_event_tester, "/event-tester", MAX_SAMPLE_BYTES),
+        listing = Need("sources:read", lists_sources=True)
+        one_source = Need("sources:read", source_param="name")
+        pages: list[tuple[str, Page, Need]] = [
+            ("/", self._overview, listing),
+            ("/sources", self._sources, listing),
+            ("/sources/{name}", self._source, one_source),
+            ("/sources/{name}/violations", self._violations,
+             Need("tracking-plans:read", source_param="name")),
+            ("/destinations", self._destinations, Need("destinations:read")),
+            ("/destinations/{name}", self._destination, Need("destinations:read")),
+            ("/plans", self._plans, Need("tracking-plans:read")),
+            ("/plans/{name}", self._plan, Need("tracking-plans:read")),
+            ("/trace", self._trace, Need("events:read")),
+            ("/event-tester", self._event_tester, Need("tester:run")),
+            ("/diagnose", self._diagnose, Need("diagnose:read")),
+            ("/audit", self._audit, Need("audit:read")),
+            ("/profiles", self._profile, Need("profiles:read")),
         ]  # fmt: skip
+        # forms that act: (path, action, the page they belong to, the largest body taken)
+        actions: list[tuple[str, Action, str, int, Need]] = [
+            ("/sources/{name}/blocked/resend", self._resend, "/sources/{name}/violations",
+             MAX_FORM_BYTES, Need("delivery:write", source_param="name")),
+            ("/destinations/{name}/filters/preview", self._preview, "/destinations/{name}",
+             MAX_SAMPLE_BYTES, Need("destinations:read")),
+            ("/destinations/{name}/test", self._test_destination, "/destinations/{name}",
+             MAX_SAMPLE_BYTES, Need("tester:run")),
+            ("/event-tester", self._run_event_tester, "/event-tester", MAX_SAMPLE_BYTES,
+             Need("tester:run")),
+        ]  # fmt: skip
+        public = declare(PUBLIC)
         console = [
-            Route("/login", self._login_form, methods=["GET"]),
-            Route("/login", self._login, methods=["POST"]),
-            Route("/logout", self._logout, methods=["POST"]),
-            Route("/static/{file}", self._static_file, methods=["GET"]),
-            *(Route(path, self._signed_in(page), methods=["GET"]) for path, page in pages),
+            public(Route("/login", self._login_form, methods=["GET"])),
+            public(Route("/login", self._login, methods=["POST"])),
+            public(Route("/logout", self._logout, methods=["POST"])),
+            public(Route("/static/{file}", self._static_file, methods=["GET"])),
             *(
-                Route(path, self._form_action(action, page, limit), methods=["POST"])
-                for path, action, page, limit in actions
+                _declared(Route(path, self._signed_in(page, need), methods=["GET"]), need)
+                for path, page, need in pages
             ),
-            Route("/{rest:path}", self._signed_in(self._not_found), methods=["GET"]),
+            *(
+                _declared(
+                    Route(path, self._form_action(action, page, limit, need), methods=["POST"]),
+                    need,
+                )
+                for path, action, page, limit, need in actions
+            ),
+            # any signed-in role may be told that a page does not exist
+            public(Route("/{rest:path}", self._signed_in(self._not_found, None), methods=["GET"])),
         ]
         return [
-            Route("/", _to_console, methods=["GET"]),
+            public(Route("/", _to_console, methods=["GET"])),
             Mount(PREFIX, routes=console, middleware=[Middleware(SecurityHeaders)]),
         ]
 
@@ -162,23 +187,51 @@ class Console:
         status: int = 200,
         **context: Any,
     ) -> HTMLResponse:
+        principal = session.principal if session else None
         html = self.env.get_template(template).render(
             csrf=session.csrf if session else None,
             signed_in=session is not None,
+            principal=principal,
+            can=lambda permission: principal is not None and principal.has(permission),
             section=context.pop("section", None),
             path=request.url.path,
             **context,
         )
         return HTMLResponse(html, status_code=status)
 
-    def _signed_in(self, page: Page) -> Callable[[Request], Awaitable[Response]]:
-        """Pages need a session; without one, the login page (and back here after)."""
+    def _session(self, request: Request) -> Session | None:
+        """The request's session, ended when its token has been revoked since sign-in."""
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is not None and not self.auth.active(session.principal):
+            self.sessions.end(session.id)
+            return None
+        return session
+
+    def _refused(self, request: Request, session: Session, need: Need | None) -> Response | None:
+        """403 naming the permission when the session's role lacks what the route needs."""
+        if need is None:
+            return None
+        source = request.path_params.get(need.source_param) if need.source_param else None
+        try:
+            session.principal.check(need.permission, source, lists_sources=need.lists_sources)
+        except PermissionDenied as exc:
+            return self._render(
+                request, "error.html", session, 403, code="forbidden", message=exc.message
+            )
+        return None
+
+    def _signed_in(self, page: Page, need: Need | None) -> Callable[[Request], Awaitable[Response]]:
+        """Pages need a session (without one, the login page and back here after) whose
+        role has the page's permission."""
 
         async def endpoint(request: Request) -> Response:
-            session = self.sessions.get(request.cookies.get(COOKIE))
+            session = self._session(request)
             if session is None:
                 here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"{LOGIN}?next={quote(here, safe='')}", 303)
+            refused = self._refused(request, session, need)
+            if refused is not None:
+                return refused
             try:
                 return await page(request, session)
             except (ObserveError, AdminError) as exc:
@@ -187,18 +240,21 @@ class Console:
         return endpoint
 
     def _form_action(
-        self, action: Action, page: str, limit: int
+        self, action: Action, page: str, limit: int, need: Need
     ) -> Callable[[Request], Awaitable[Response]]:
         """A form that changes something or runs something: it needs a session (else the
-        login, and back to ``page`` after), a body of at most ``limit`` bytes and the
-        session's CSRF token (else 403, and nothing is done)."""
+        login, and back to ``page`` after), the permission ``need`` (else 403), a body of at
+        most ``limit`` bytes and the session's CSRF token (else 403, and nothing is done)."""
 
         async def endpoint(request: Request) -> Response:
-            session = self.sessions.get(request.cookies.get(COOKIE))
+            session = self._session(request)
             if session is None:  # checked before reading the body
                 params = {k: quote(v, safe="") for k, v in request.path_params.items()}
                 here = PREFIX + page.format(**params)
                 return RedirectResponse(f"{LOGIN}?next={quote(here, safe='')}", 303)
+            refused = self._refused(request, session, need)
+            if refused is not None:
+                return refused
             form = await _read_form(request, limit)
             if form is None:
                 return self._render(
@@ -278,7 +334,7 @@ class Console:
 
     async def _login_form(self, request: Request) -> Response:
         target = safe_next(request.query_params.get("next"))
-        if self.sessions.get(request.cookies.get(COOKIE)) is not None:
+        if self._session(request) is not None:
             return RedirectResponse(target, 303)
         notice = "You are signed out." if request.query_params.get("signed_out") else None
         return self._login_page(request, target, notice=notice)
@@ -328,15 +384,24 @@ class Console:
             )  # fmt: skip
             response.headers["retry-after"] = "60"
             return response
-        if not self.token.check(form.get("token")):
+        principal = self.auth.principal(form.get("token"))
+        if principal is None:
             self.sessions.login_failed(client)
             return self._login_page(
                 request, target, 401, login_csrf=expected,
-                error="That is not the admin token; check it and try again (see below where "
-                "it comes from).",
+                error="That is not a valid token (or it was revoked); check it and try "
+                "again (see below where tokens come from).",
+            )  # fmt: skip
+        if not any(principal.has(need) for need in CONSOLE_PERMISSIONS):
+            return self._login_page(
+                request, target, 403, login_csrf=expected,
+                error=f"Token {principal.name!r} has the role {principal.role}, which can use "
+                "no page of the console (it is for the Profile API); sign in with another.",
             )  # fmt: skip
         self.sessions.end(request.cookies.get(COOKIE))  # never reuse an id from before login
-        session = self.sessions.create()
+        session = self.sessions.create(principal)
+        if target == HOME and not principal.has("sources:read"):
+            target = self._first_page(principal)
         response = RedirectResponse(target, 303)
         response.set_cookie(
             COOKIE, session.id, max_age=int(self.sessions.ttl_secs), path="/", httponly=True,
@@ -345,8 +410,15 @@ class Console:
         response.delete_cookie(LOGIN_COOKIE, path=LOGIN)
         return response
 
+    def _first_page(self, principal: Principal) -> str:
+        """Where a role without the Overview lands after signing in."""
+        for permission, path in FIRST_PAGES:
+            if principal.has(permission):
+                return PREFIX + path
+        return HOME
+
     async def _logout(self, request: Request) -> Response:
-        session = self.sessions.get(request.cookies.get(COOKIE))
+        session = self._session(request)
         form = await _read_form(request)
         if form is None:
             return _plain(413, "The form is too large.")
@@ -374,8 +446,12 @@ class Console:
     async def _overview(self, request: Request, session: Session) -> Response:
         window_text, choices = self._window(request)
         window = self.observer.window(window_text)
-        overviews = [await self.observer.overview(s.name, window) for s in self.workspace.sources]
-        report = await self.observer.diagnose(window)
+        who = session.principal
+        visible = [s for s in self.workspace.sources if who.sees_source(s.name)]
+        overviews = [await self.observer.overview(s.name, window) for s in visible]
+        report: dict[str, Any] = {"findings": []}
+        if who.allows("diagnose:read"):
+            report = await self.observer.diagnose(window)
         severities = {"critical": 0, "warning": 0, "info": 0}
         for finding in report["findings"]:
             severities[finding["severity"]] += 1
@@ -391,6 +467,8 @@ class Console:
         window = self.observer.window(window_text)
         rows = []
         for source in self.workspace.sources:
+            if not session.principal.sees_source(source.name):
+                continue
             overview = await self.observer.overview(source.name, window)
             rows.append(
                 {
@@ -451,6 +529,11 @@ class Console:
         self._window(request)  # a bad window is refused before anything is re-sent
         since_ms = time.time_ns() // 1_000_000 - RETENTION_MS
         result = await self._admin().resend_blocked(name, since_ms, None)
+        if self.audit is not None:
+            self.audit.record(
+                session.principal.name, "resend", f"sources/{name}/blocked",
+                {"since": "30d", **result}, "console",
+            )  # fmt: skip
         return await self._violations_page(request, session, resend=result)
 
     async def _destinations(self, request: Request, session: Session) -> Response:
@@ -635,6 +718,21 @@ class Console:
             space=space, name=name, profile=profile, error=error,
         )  # fmt: skip
 
+    async def _audit(self, request: Request, session: Session) -> Response:
+        """The audit trail, newest first, a page at a time (``?resource=``, ``?cursor=``)."""
+        if self.audit is None:
+            raise ObserveError("starting", "the audit trail is not open yet; reload", 503)
+        resource = (request.query_params.get("resource") or "").strip() or None
+        cursor = request.query_params.get("cursor") or None
+        try:
+            page = self.audit.entries(resource, None, AUDIT_PAGE_ENTRIES, cursor)
+        except ValueError as exc:
+            raise ObserveError("invalid_cursor", str(exc), 400) from None
+        return self._render(
+            request, "audit.html", session, section="audit", resource=resource,
+            entries=[e.to_json() for e in page.entries], next_cursor=page.next_cursor,
+        )  # fmt: skip
+
     async def _diagnose(self, request: Request, session: Session) -> Response:
         window_text, choices = self._window(request)
         source = request.query_params.get("source") or None
@@ -648,6 +746,13 @@ class Console:
             sources=[s.name for s in self.workspace.sources],
             destinations=[d.name for d in self.workspace.destinations],
         )  # fmt: skip
+
+
+def _declared(route: Route, need: Need) -> Route:
+    declare(need.permission, source_param=need.source_param, lists_sources=need.lists_sources)(
+        route
+    )
+    return route
 
 
 def pasted_event(text: str, optional: bool) -> tuple[dict[str, Any] | None, str | None]:

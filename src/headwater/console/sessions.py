@@ -1,4 +1,8 @@
-"""Console sessions: the admin token, presented once at the login page, becomes a cookie.
+"""Console sessions: a token, presented once at the login page, becomes a cookie.
+
+The session remembers who signed in (the token's :class:`~headwater.api.permissions.Principal`,
+never the token); pages check its role on every request, and a session whose token has been
+revoked ends at its next request (:meth:`headwater.api.auth.Authenticator.active`).
 
 A session is a random id in an ``HttpOnly``, ``SameSite=Strict`` cookie (``Secure`` when the
 console is served over HTTPS), known to this process only: restarting the server signs
@@ -16,6 +20,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from headwater.api.permissions import ADMIN, Principal
+
 COOKIE = "hw_session"
 TTL_SECS = 12 * 3600
 IDLE_SECS = 2 * 3600
@@ -29,6 +35,7 @@ class Session:
     csrf: str
     created: float
     last_seen: float
+    principal: Principal = ADMIN
 
 
 class Sessions:
@@ -38,13 +45,13 @@ class Sessions:
         self._sessions: dict[str, Session] = {}
         self._failures: dict[str, list[float]] = {}
 
-    def create(self) -> Session:
+    def create(self, principal: Principal = ADMIN) -> Session:
         now = time.monotonic()
         self._expire(now)
         if len(self._sessions) >= MAX_SESSIONS:  # the oldest goes
             oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
             del self._sessions[oldest.id]
-        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(24), now, now)
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(24), now, now, principal)
         self._sessions[session.id] = session
         return session
 

@@ -46,7 +46,9 @@ EVENTS_LIMIT, EVENTS_MAX = 10, 100
 LINKS_LIMIT = 20
 MERGES_MAX = 1000
 
-Authorize = Callable[[str], bool]
+Authorize = Callable[[str, str], bool]
+"""Whether a token (the Basic user name) holds a permission (``profiles:read``,
+``profiles:write`` for deletion)."""
 """Whether a presented token may read profiles."""
 FetchEvent = Callable[[str], Awaitable[StoredRecord | None]]
 """The log's record of a messageId (events are references into the log)."""
@@ -156,7 +158,7 @@ class Profiles:
         rows = [e for e in ids if not include or e.type in include]
         limit = _limit(q, IDS_LIMIT, IDS_MAX)
         start = _int(q.get("next"), "next")
-        page, more = rows[start:start + limit], len(rows) > start + limit
+        page, more = rows[start : start + limit], len(rows) > start + limit
         data = [{"source_id": e.source, "collection": "users", "id": e.value, "type": e.type,
                  "created_at": iso_ms(e.created_ms), "encoding": "none",
                  "first_message_id": e.first_message_id} for e in page]  # fmt: skip
@@ -399,7 +401,8 @@ def routes(profiles: Profiles, authorize: Authorize) -> list[Route]:
     def endpoint(what: str) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             token = _token(request.headers.get("authorization"))
-            if not token or not authorize(token):
+            need = "profiles:write" if request.method == "DELETE" else "profiles:read"
+            if not token or not authorize(token, need):
                 return _error(ProfileError(401, "authentication_error", "send a token as the "
                               "user name of HTTP Basic auth (curl -u TOKEN:); the admin token "
                               "may read profiles"))  # fmt: skip

@@ -27,7 +27,6 @@ Layout:
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass

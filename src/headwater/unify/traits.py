@@ -55,9 +55,7 @@ def event_name(event: dict[str, Any]) -> str | None:
     if kind == "track":
         name = event.get("event")
         return name if isinstance(name, str) else None
-    return {"page": "Page Viewed", "screen": "Screen Viewed", "identify": "Identify"}.get(
-        str(kind)
-    )
+    return {"page": "Page Viewed", "screen": "Screen Viewed", "identify": "Identify"}.get(str(kind))
 
 
 def _key(value: Any) -> str:

@@ -140,9 +140,7 @@ class DuckDBWarehouse:
         """The users already there take the batch's traits (a trait it lacks is kept), unless
         the batch's identify is older than what the row holds (a backfill)."""
         sets = ", ".join(
-            f"{quote(n)} = coalesce(s._c{i}, {quote(n)})"
-            for i, n in enumerate(names)
-            if n != "id"
+            f"{quote(n)} = coalesce(s._c{i}, {quote(n)})" for i, n in enumerate(names) if n != "id"
         )
         idx, rec = names.index("id"), names.index("received_at")
         conn.execute(f"UPDATE {target} SET {sets} FROM {_STAGE} s WHERE {target}.id = s._c{idx}"

@@ -217,7 +217,8 @@ class Loader:
             raise
         for plan in plans:
             self._columns.setdefault(plan.schema, {}).setdefault(plan.table, {}).update(
-                plan.columns)
+                plan.columns
+            )
         counts = {f"{p.schema}.{p.table}": p.rows for p in plans}
         return counts, events, n_discards
 

@@ -59,7 +59,9 @@ class PostgresWarehouse:
         try:
             self._conn = psycopg.connect(self.dsn, autocommit=True, **extra)
         except psycopg.Error as exc:
-            raise WarehouseError(f"cannot connect to PostgreSQL: {exc}", classify(str(exc))) from exc
+            raise WarehouseError(
+                f"cannot connect to PostgreSQL: {exc}", classify(str(exc))
+            ) from exc
         state = _ident(STATE_SCHEMA, STATE_TABLE)
         self._run(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(STATE_SCHEMA)))
         self._run(sql.SQL("CREATE TABLE IF NOT EXISTS {} (warehouse text PRIMARY KEY, "

@@ -286,8 +286,19 @@ class Shaper:
             shaped.rows.append(Row(schema, TRACKS, row_id, common, fixed, offset))
         table = event_table(str(common.get("event_text") or ""))
         if table is None:
-            shaped.discards.append((schema, Discard(TRACKS, "event", str(event.get("event")),
-                                    row_id, "event name has no usable table name", received)))
+            shaped.discards.append(
+                (
+                    schema,
+                    Discard(
+                        TRACKS,
+                        "event",
+                        str(event.get("event")),
+                        row_id,
+                        "event name has no usable table name",
+                        received,
+                    ),
+                )
+            )
             return  # fmt: skip
         values = self._custom(shaped, schema, table, event.get("properties"), fixed, common,
                               row_id, received)  # fmt: skip

@@ -171,7 +171,8 @@ class WarehouseState:
         """The sync that loaded the event at ``offset`` (the latest, after a backfill)."""
         row = self.conn.execute(
             "SELECT * FROM syncs WHERE warehouse=? AND after_offset < ? AND last_offset >= ? "
-            "AND status != 'failed' ORDER BY id DESC LIMIT 1", (warehouse, offset, offset)
+            "AND status != 'failed' ORDER BY id DESC LIMIT 1",
+            (warehouse, offset, offset),
         ).fetchone()
         return None if row is None else _record(row)
 

@@ -52,7 +52,9 @@ def target_of(config: WarehouseConfig, data_dir: Path) -> str:
     if "://" not in dsn:
         return dsn
     parts = urlsplit(dsn)
-    return f"{parts.scheme}://{parts.username or ''}@{parts.hostname}:{parts.port or 5432}{parts.path}"
+    return (
+        f"{parts.scheme}://{parts.username or ''}@{parts.hostname}:{parts.port or 5432}{parts.path}"
+    )
 
 
 class WarehouseView:
@@ -257,8 +259,11 @@ class WarehouseView:
         last = GaugeMetricFamily("headwater_warehouse_last_success_timestamp_seconds",
                                  "When the last successful sync finished.",
                                  labels=["warehouse"])  # fmt: skip
-        duration = GaugeMetricFamily("headwater_warehouse_last_sync_duration_seconds",
-                                     "How long the last sync took.", labels=["warehouse"])
+        duration = GaugeMetricFamily(
+            "headwater_warehouse_last_sync_duration_seconds",
+            "How long the last sync took.",
+            labels=["warehouse"],
+        )
         failing = GaugeMetricFamily("headwater_warehouse_sync_failing",
                                     "1 when the last sync failed or was partial.",
                                     labels=["warehouse", "kind"])  # fmt: skip
@@ -279,4 +284,3 @@ class WarehouseView:
 
     def close(self) -> None:
         self.state.close()
-

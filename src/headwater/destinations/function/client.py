@@ -57,8 +57,10 @@ def attempt_of(
     def exchange() -> Exchange:
         return Exchange(
             {"function": function, "events": len(events)},
-            {"results": result.results[:20], "logs": "".join(result.logs).splitlines()[
-                -LOG_LINES_KEPT:]},
+            {
+                "results": result.results[:20],
+                "logs": "".join(result.logs).splitlines()[-LOG_LINES_KEPT:],
+            },
         )
 
     return Attempt(main, exchange, result.ms, per_event)

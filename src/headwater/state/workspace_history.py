@@ -1,0 +1,104 @@
+"""What the workspace file changed since the previous start, as audit entries.
+
+At each start the server compares the workspace it loads with a snapshot of the one the
+previous start loaded (``<data-dir>/state/workspace.last.json``) and records, per resource,
+``create``, ``update``, ``enable``, ``disable`` or ``delete`` (actor ``workspace``, origin
+``workspace``). So "who turned amplitude off?" has an answer when the answer is "someone
+edited the file and restarted".
+
+The snapshot is masked (:func:`~headwater.state.audit.mask_secrets`) before it is written:
+no secret is kept on disk twice. The price: a change of a secret alone (a rotated API key in
+the file) is not seen as a change. Environment references (``${NAME}``) are kept, so moving
+a key to another variable is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from headwater.config.workspace import Workspace
+from headwater.state.audit import STATE_DIR, AuditEntry, AuditLog, diff_of, mask_secrets
+
+SNAPSHOT_FILE = "workspace.last.json"
+ACTOR = "workspace"
+
+# workspace list fields that hold named resources, and the audit resource kind of each
+_NAMED = {
+    "sources": "sources",
+    "destinations": "destinations",
+    "tracking_plans": "tracking-plans",
+    "transformations": "transformations",
+    "watch": "watch",
+}
+
+
+def resources(workspace: Workspace) -> dict[str, dict[str, Any]]:
+    """The workspace as ``{"destinations/amplitude": {...}, "workspace/log": {...}}``,
+    masked."""
+    dump = workspace.model_dump(mode="json", by_alias=True)
+    out: dict[str, dict[str, Any]] = {}
+    for field, value in dump.items():
+        kind = _NAMED.get(field)
+        if kind is not None and isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict) and "name" in item:
+                    out[f"{kind}/{item['name']}"] = item
+        elif isinstance(value, dict):
+            out[f"workspace/{field}"] = value
+        else:
+            out[f"workspace/{field}"] = {"value": value}
+    return mask_secrets(out)  # type: ignore[no-any-return]
+
+
+def _action(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    if before is None:
+        return "create"
+    if after is None:
+        return "delete"
+    if before.get("enabled", True) and not after.get("enabled", True):
+        return "disable"
+    if not before.get("enabled", True) and after.get("enabled", True):
+        return "enable"
+    return "update"
+
+
+def record_workspace_load(
+    audit: AuditLog, workspace: Workspace, data_dir: Path
+) -> list[AuditEntry]:
+    """Record what changed since the previous start and keep this start's snapshot."""
+    path = data_dir / STATE_DIR / SNAPSHOT_FILE
+    current = resources(workspace)
+    previous = _read(path)
+    recorded: list[AuditEntry] = []
+    for resource in sorted(current.keys() | previous.keys()):
+        before, after = previous.get(resource), current.get(resource)
+        if before == after:
+            continue
+        diff = diff_of(before, after)
+        recorded.append(audit.record(ACTOR, _action(before, after), resource, diff, "workspace"))
+    _write(path, current)
+    return recorded
+
+
+def _read(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        loaded = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except orjson.JSONDecodeError:
+        return {}  # a torn snapshot: this start is recorded as if it were the first
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _write(path: Path, snapshot: dict[str, dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(orjson.dumps(snapshot, option=orjson.OPT_SORT_KEYS))
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
