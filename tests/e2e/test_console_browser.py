@@ -91,13 +91,13 @@ def test_console_in_a_real_browser(make_server: Any, destinations: Any) -> None:
         # sign in: the console sends a stranger to the login page, and back after
         page.goto(f"{server.url}/")
         expect(page).to_have_url(f"{server.url}/console/login?next=%2Fconsole%2F")
-        expect(page.get_by_label("Admin token")).to_be_focused()  # autofocus
-        page.get_by_label("Admin token").fill("not-the-token-at-all")
+        expect(page.get_by_label("Token", exact=True)).to_be_focused()  # autofocus
+        page.get_by_label("Token", exact=True).fill("not-the-token-at-all")
         page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_role("alert")).to_contain_text("That is not the admin token")
+        expect(page.get_by_role("alert")).to_contain_text("That is not a valid token")
         _shot(page, "1-login-refused")
-        page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-        page.get_by_label("Admin token").press("Enter")
+        page.get_by_label("Token", exact=True).fill(ADMIN_TOKEN)
+        page.get_by_label("Token", exact=True).press("Enter")
         expect(page).to_have_url(f"{server.url}/console/")
         expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
         page.keyboard.press("Tab")  # keyboard users first meet the skip link
