@@ -6,7 +6,8 @@
 - :mod:`.observe`: ``tail``, ``trace``, ``diagnose``, ``admin-token``;
 - :mod:`.processor`: ``plans``, ``filters``;
 - :mod:`.status`: ``status``, ``watch``, ``maintenance``;
-- :mod:`.profiles`: ``profiles get | merges | delete``.
+- :mod:`.profiles`: ``profiles get | merges | delete``;
+- :mod:`.tokens`: ``tokens create | list | revoke``; :mod:`.audit`: ``audit``.
 
 What they share (consoles, options, the API client, errors) is in :mod:`.common`.
 """
@@ -17,6 +18,7 @@ import typer
 
 from headwater import __version__
 from headwater.cli import (
+    audit,
     delivery,
     destinations,
     observe,
@@ -25,6 +27,7 @@ from headwater.cli import (
     send,
     serve,
     status,
+    tokens,
 )
 from headwater.cli.common import out
 
@@ -42,6 +45,8 @@ app.add_typer(processor.plans_app, name="plans")
 app.add_typer(processor.filters_app, name="filters")
 app.add_typer(destinations.destinations_app, name="destinations")
 app.add_typer(profiles.profiles_app, name="profiles")
+app.add_typer(tokens.tokens_app, name="tokens")
+app.command()(audit.audit)
 app.command()(status.status)
 app.command()(status.watch)
 app.command()(delivery.replay)

@@ -269,6 +269,9 @@ def replay(
         return
     with closing(_store(data_dir)) as db:
         replay_id = db.create_replay(destination, since_ms, until_ms, last, after)
+    record_change(data_dir, "replay", f"destinations/{destination}",
+                  {"replay": replay_id, "since_ms": since_ms, "until_ms": until_ms,
+                   "events": counts["sent"]})  # fmt: skip
     out.print(f"Replay {replay_id} queued.", highlight=False)
     if not server_running(data_dir):
         out.print("Headwater is not running here: the replay runs when it starts.")

@@ -95,8 +95,12 @@ def merges(profile: ProfileArg, space: SpaceOption = "main", url: UrlOption = DE
 
 
 @profiles_app.command("delete")
-def delete(profile: ProfileArg, space: SpaceOption = "main", url: UrlOption = DEFAULT_URL,
-           yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:  # fmt: skip
+def delete(
+    profile: ProfileArg,
+    space: SpaceOption = "main",
+    url: UrlOption = DEFAULT_URL,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
     """Delete a profile with its identifiers and traits (its events stay in the log)."""
     if not yes:
         typer.confirm(f"delete profile {profile} of space {space}?", abort=True)

@@ -13,7 +13,15 @@ import httpx
 import typer
 from rich.table import Table
 
-from headwater.cli.common import DEFAULT_DATA_DIR, DataDirOption, fail, out, parse_when, refuse
+from headwater.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDirOption,
+    fail,
+    out,
+    parse_when,
+    record_change,
+    refuse,
+)
 from headwater.config.units import parse_seconds
 from headwater.config.workspace import WatchTarget, load_workspace
 from headwater.delivery.http import HttpClient
@@ -101,6 +109,9 @@ def maintenance_add(
     assert isinstance(secs, int)  # parse_seconds returns int for strings
     with closing(_store(data_dir)) as store:
         mid = store.add_maintenance(name, components, starts, starts + secs * 1000)
+    record_change(data_dir, "create", f"maintenance/mnt-{mid}",
+                  {"name": name, "components": components, "starts_ms": starts,
+                   "ends_ms": starts + secs * 1000})  # fmt: skip
     out.print(
         f"Maintenance mnt-{mid}: {', '.join(components)} under maintenance from {iso(starts)} "
         f"for {duration}; alerts for them are silent.",
@@ -135,6 +146,7 @@ def maintenance_end(
     with closing(_store(data_dir)) as store:
         if not store.end_maintenance(int(raw), int(time.time() * 1000)):
             raise fail(f"no maintenance {maintenance_id}", 1)
+    record_change(data_dir, "end", f"maintenance/mnt-{raw}", {})
     out.print(f"Maintenance {maintenance_id} ended.")
 
 

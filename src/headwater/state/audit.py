@@ -185,6 +185,7 @@ _PAST = {
     "purge": "purged",
     "replay": "replayed",
     "reload": "reloaded",
+    "end": "ended",
 }
 
 
