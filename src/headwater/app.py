@@ -130,7 +130,7 @@ class Headwater:
         self.observer.findings.append(self._identity_findings)
         self.metrics = Metrics(self.stats, lambda: self.log, lambda: self.delivery)
         self.metrics.canary = self.status.canary_state
-        self.metrics.registry.register(self.warehouses)  # type: ignore[arg-type]
+        self.metrics.registry.register(self.warehouses)
         self._web = Starlette(
             routes=[
                 # unauthenticated like any exporter's and status page's (docs/access.md)

@@ -360,7 +360,7 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)  # what user code writes to fd 1 must not corrupt the answers
     os.dup2(devnull, 2)
-    serve(sys.stdin.buffer, answers)  # type: ignore[arg-type]
+    serve(sys.stdin.buffer, answers)
 
 
 if __name__ == "__main__":

@@ -69,13 +69,14 @@ def plan_table(
     for index, row in enumerate(rows):
         for name, value in row.values.items():
             if name not in columns:
-                kind = existing.get(name) or row.fixed.get(name)
-                if kind is None:
+                found = existing.get(name) or row.fixed.get(name)
+                if found is None:
                     if len(existing) + len(new) >= MAX_COLUMNS:
                         discards.append(_discard(table, name, value, row, "column limit "
                                                  f"({MAX_COLUMNS} columns per table)"))  # fmt: skip
                         continue
-                    kind = infer(value)
+                    found = infer(value)
+                kind = found
                 if name not in existing:
                     new[name] = kind
                 columns[name] = kind

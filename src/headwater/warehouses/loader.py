@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import orjson
 
@@ -120,7 +121,7 @@ class Loader:
         finally:
             lock.close()
 
-    def _lock(self) -> object:
+    def _lock(self) -> IO[str]:
         path = self.data_dir / "warehouses" / f"{self.name}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = path.open("a")

@@ -78,7 +78,7 @@ class PostgresWarehouse:
             raise WarehouseError("the PostgreSQL connection is not open")
         return self._conn
 
-    def _run(self, query: sql.Composable, params: Any = None) -> list[tuple[Any, ...]]:
+    def _run(self, query: sql.Composed | sql.SQL, params: Any = None) -> list[tuple[Any, ...]]:
         try:
             with self.conn.cursor() as cur:
                 cur.execute(query, params)

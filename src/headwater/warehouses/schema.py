@@ -51,7 +51,7 @@ TABLE_OF_TYPE = {"identify": "identifies", "page": "pages", "screen": "screens",
                  "group": "groups", "alias": "aliases"}  # fmt: skip
 FIXED_TABLES = frozenset({TRACKS, USERS, DISCARDS, "accounts", *TABLE_OF_TYPE.values()})
 
-_TS = "timestamp"
+_TS: ColumnType = "timestamp"
 COMMON: Final[dict[str, ColumnType]] = {
     "id": "text", "received_at": _TS, "sent_at": _TS, "timestamp": _TS,
     "original_timestamp": _TS, "uuid_ts": _TS, "user_id": "text", "anonymous_id": "text",

@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from headwater.config.workspace import WarehouseConfig, Workspace
 from headwater.log.base import EventLog, StoredRecord
-from headwater.observe.findings import Finding
+from headwater.observe.findings import Finding, Severity
 from headwater.warehouses.loader import duckdb_path
 from headwater.warehouses.names import schema_name
 from headwater.warehouses.schema import DISCARDS, Shaper
@@ -230,7 +230,7 @@ class WarehouseView:
         share = max(by_age, by_size)
         if share < RETENTION_WARN:
             return
-        severity = "critical" if share >= RETENTION_CRITICAL else "warning"
+        severity: Severity = "critical" if share >= RETENTION_CRITICAL else "warning"
         hours = max(0.0, (age_limit - lag) / 3600)
         yield Finding(severity, f"warehouse {config.name}: retention will drop events it has not "
                       "synced", f"the oldest unsynced event has waited {lag / 3600:.1f} h of the "
