@@ -67,17 +67,29 @@ def events_for(n: int, rng: random.Random) -> list[dict[str, Any]]:
         anon = f"anon-{n - 1}"  # a shared device: the login must not merge the two users
     at = T0 - rng.randrange(60 * 86_400_000)
     out: list[dict[str, Any]] = []
-    for i in range(rng.randrange(1, 4)):
+    for _ in range(rng.randrange(1, 4)):
         out.append({"type": "page", "anonymousId": anon, "name": "Page",
                     "properties": {"path": f"/p/{rng.randrange(20)}"}})  # fmt: skip
-    out.append({"type": "track", "event": "Order Completed", "anonymousId": anon,
-                "properties": {"revenue": rng.randrange(5, 200), "category": rng.choice("abcd")}})  # fmt: skip
+    out.append(
+        {
+            "type": "track",
+            "event": "Order Completed",
+            "anonymousId": anon,
+            "properties": {"revenue": rng.randrange(5, 200), "category": rng.choice("abcd")},
+        }
+    )
     if n % 20 == 0:
         out.append({"type": "track", "event": "App Opened", "anonymousId": f"app-{n}"})
         out.append({"type": "identify", "userId": user, "anonymousId": f"app-{n}", "traits": {}})
-    out.append({"type": "identify", "userId": user, "anonymousId": anon,
-                "traits": {"email": f"{user}@example.com", "plan": rng.choice(["free", "pro"])}})  # fmt: skip
-    for i in range(rng.randrange(2, 6)):
+    out.append(
+        {
+            "type": "identify",
+            "userId": user,
+            "anonymousId": anon,
+            "traits": {"email": f"{user}@example.com", "plan": rng.choice(["free", "pro"])},
+        }
+    )
+    for _ in range(rng.randrange(2, 6)):
         out.append({"type": "track", "event": "Order Completed", "userId": user,
                     "properties": {"revenue": rng.randrange(5, 200),
                                    "category": rng.choice("abcd")}})  # fmt: skip

@@ -254,8 +254,10 @@ class WarehouseConfig(_Model):
                 raise ValueError("a postgres warehouse needs dsn, e.g. "
                                  "'postgresql://loader@127.0.0.1:5432/analytics'")  # fmt: skip
             if _dsn_has_password(self.dsn):
-                raise ValueError("dsn: remove the password; name the environment variable "
-                                 "holding it in password_env (or use PGPASSWORD / ~/.pgpass)")  # fmt: skip
+                raise ValueError(
+                    "dsn: remove the password; name the environment variable "
+                    "holding it in password_env (or use PGPASSWORD / ~/.pgpass)"
+                )
         elif self.dsn is not None:
             raise ValueError("dsn is for postgres warehouses; a duckdb warehouse takes path")
         return self
@@ -556,10 +558,15 @@ def with_function_destinations(data: dict[str, Any]) -> dict[str, Any]:
     for f in data["functions"]:
         if not isinstance(f, dict) or f.get("kind") != "destination" or f.get("name") in have:
             continue
-        destinations.append({"name": f.get("name"), "type": "function",
-                             "sources": f.get("sources") or [],
-                             "settings": {"function": f.get("name")},
-                             **({"delivery": f["delivery"]} if f.get("delivery") else {})})  # fmt: skip
+        destinations.append(
+            {
+                "name": f.get("name"),
+                "type": "function",
+                "sources": f.get("sources") or [],
+                "settings": {"function": f.get("name")},
+                **({"delivery": f["delivery"]} if f.get("delivery") else {}),
+            }
+        )
     return {**data, "destinations": destinations}
 
 

@@ -92,8 +92,11 @@ class FunctionHost:
         return self.pools.get(name)
 
     def inserts_for(self, destination: str) -> list[FunctionPool]:
-        return [self.pools[n] for n, c in self.configs.items()
-                if c.kind == "insert" and c.destination == destination and n in self.pools]  # fmt: skip
+        return [
+            self.pools[n]
+            for n, c in self.configs.items()
+            if c.kind == "insert" and c.destination == destination and n in self.pools
+        ]
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [pool.stats.snapshot() for pool in self.pools.values()]

@@ -83,6 +83,9 @@ class InsertedDestination:
                 survivors.append(event)
             else:
                 pool.stats.changed += 1
-                survivors.append(OutboundEvent(event.offset, event.message_id,
-                                               event.received_at_ms, orjson.dumps(value)))  # fmt: skip
+                survivors.append(
+                    OutboundEvent(
+                        event.offset, event.message_id, event.received_at_ms, orjson.dumps(value)
+                    )
+                )
         return survivors, result.ms

@@ -269,8 +269,12 @@ class FunctionPool:
         logs = answer.get("logs") or []
         self.stats.called(n, float(answer.get("ms") or 0.0), logs)
         self._give_back(worker)
-        return CallResult(list(answer.get("results") or []), logs,
-                          list(answer.get("emitted") or []), float(answer.get("ms") or 0.0))  # fmt: skip
+        return CallResult(
+            list(answer.get("results") or []),
+            logs,
+            list(answer.get("emitted") or []),
+            float(answer.get("ms") or 0.0),
+        )
 
     def _give_back(self, worker: _Worker) -> None:
         if worker.generation == self._generation and not self._closed:

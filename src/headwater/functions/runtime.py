@@ -199,14 +199,17 @@ class Runtime:
         try:
             value = self._run(fn, logs)
         except FunctionTimeout:
-            return {"s": "err", "k": "Timeout",
-                    "m": f"function {self.name} ran past its {self.timeout_secs:g} s limit"}  # fmt: skip
+            return {
+                "s": "err",
+                "k": "Timeout",
+                "m": f"function {self.name} ran past its {self.timeout_secs:g} s limit",
+            }
         except api.FunctionError as exc:
             return {"s": "err", "k": type(exc).__name__ if type(exc).__name__ in api.ERRORS
                     else _base_error(exc), "m": str(exc) or type(exc).__name__}  # fmt: skip
         except SystemExit as exc:
-            return {"s": "err", "k": "Exception", "m": f"the function called sys.exit({exc.code!r})",
-                    "tb": _traceback()}  # fmt: skip
+            message = f"the function called sys.exit({exc.code!r})"
+            return {"s": "err", "k": "Exception", "m": message, "tb": _traceback()}
         except BaseException as exc:
             return {"s": "err", "k": "Exception", "m": f"{type(exc).__name__}: {exc}",
                     "tb": _traceback()}  # fmt: skip

@@ -176,9 +176,14 @@ class Profiles:
         include, exclude = _names(q.get("include")), _names(q.get("exclude"))
         start, end = _time(q.get("start"), "start"), _time(q.get("end"), "end")
         segment_id, refs = await self.run(_events, reader, name, asc, cursor)
-        picked = [r for r in refs if (not include or r.name in include)
-                  and not (exclude and r.name in exclude)
-                  and (start is None or r.ts_ms >= start) and (end is None or r.ts_ms <= end)]  # fmt: skip
+        picked = [
+            r
+            for r in refs
+            if (not include or r.name in include)
+            and not (exclude and r.name in exclude)
+            and (start is None or r.ts_ms >= start)
+            and (end is None or r.ts_ms <= end)
+        ]
         page = picked[:limit]
         more = len(picked) > limit or (len(refs) == _SCAN and bool(page))
         data = [await self._event(reader, segment_id, r) for r in page]
@@ -220,8 +225,10 @@ class Profiles:
 
     async def merges(self, space: str, name: str) -> dict[str, Any]:
         segment_id, entries = await self.run(_history, self.reader(space), name)
-        return {"segment_id": segment_id,
-                "data": [{**e.as_dict(), "at": iso_ms(e.at_ms)} for e in entries[-MERGES_MAX:]]}  # fmt: skip
+        return {
+            "segment_id": segment_id,
+            "data": [{**e.as_dict(), "at": iso_ms(e.at_ms)} for e in entries[-MERGES_MAX:]],
+        }
 
     async def profile(self, space: str, name: str) -> dict[str, Any]:
         """Everything about one profile at once (the console and ``headwater profiles get``)."""
@@ -422,7 +429,9 @@ def routes(profiles: Profiles, authorize: Authorize) -> list[Route]:
         return handle
 
     base = "/v1/spaces/{space}/collections/users/profiles/{id}"
-    found = [Route(f"{base}/{what}", endpoint(what), methods=["GET"])
-             for what in ("traits", "external_ids", "events", "links", "metadata", "merges")]  # fmt: skip
+    found = [
+        Route(f"{base}/{what}", endpoint(what), methods=["GET"])
+        for what in ("traits", "external_ids", "events", "links", "metadata", "merges")
+    ]
     found.append(Route(base, endpoint("profile"), methods=["GET", "DELETE"]))
     return found

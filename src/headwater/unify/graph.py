@@ -115,7 +115,7 @@ class IdentityGraph:
                                   "reason": fault.reason, "types": sorted(fault.types),
                                   "dropped": _describe(drop),
                                   "profiles": [p.segment_id for p in profiles],
-                                  "identifiers": [_describe(i) for i in ids + [drop]],
+                                  "identifiers": [_describe(i) for i in [*ids, drop]],
                               })  # fmt: skip
             self.store.count(kind, drop[0], drop[1], message_id, at_ms)
         return result
@@ -133,8 +133,9 @@ class IdentityGraph:
             names = ", ".join(f"{t} (limit {self.limits.get(t, 1)})" for t in sorted(over))
             return _Fault("limit", f"identifier value limit exceeded: {names}", over)
         if sum(counts.values()) > self.max_identifiers:
-            return _Fault("mappings", f"identifier mapping limit exceeded ({self.max_identifiers} per "
-                          "profile)", frozenset())  # fmt: skip
+            limit = self.max_identifiers
+            message = f"identifier mapping limit exceeded ({limit} per profile)"
+            return _Fault("mappings", message, frozenset())
         if len(profiles) > 1 and sum(p.merges for p in profiles) + len(profiles) - 1 > (
             self.max_merges
         ):

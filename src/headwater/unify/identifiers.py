@@ -8,9 +8,11 @@ Where each type comes from (Segment's defaults, docs/unify.md):
 | ``anonymous_id`` | ``anonymousId`` |
 | ``email`` | ``context.traits.email``, ``traits.email``, ``properties.email`` |
 | ``android.id`` / ``ios.id`` / ``device_id`` | ``context.device.id`` by ``context.device.type`` |
-| ``android.idfa`` / ``ios.idfa`` / ``advertising_id`` | ``context.device.advertisingId`` (not when ``adTrackingEnabled`` is false) |
-| ``ga_client_id`` | ``context.integrations["Google Analytics"].clientId``, ``context.ga_client_id`` |
+| ``android.idfa`` / ``ios.idfa`` / ``advertising_id`` | ``context.device.advertisingId`` (1) |
+| ``ga_client_id`` | ``context.integrations["Google Analytics"].clientId`` (2) |
 | custom | the rule's FQL ``path``; and ``context.externalIds`` entries of collection ``users`` |
+
+(1) not when ``context.device.adTrackingEnabled`` is false. (2) also ``context.ga_client_id``.
 
 Normalisation: values are strings (numbers are written in decimal), trimmed; emails are
 lower-cased. A value that is blocked (an exact value, case-insensitive, or a pattern) is
@@ -86,8 +88,11 @@ def _builtin(event: dict[str, Any]) -> list[tuple[str, Any]]:
             break
     if email is not None:
         found.append(("email", email))
-    ga = _get(context, "integrations", "Google Analytics", "clientId") or _get(
-        event, "integrations", "Google Analytics", "clientId") or context.get("ga_client_id")  # fmt: skip
+    ga = (
+        _get(context, "integrations", "Google Analytics", "clientId")
+        or _get(event, "integrations", "Google Analytics", "clientId")
+        or context.get("ga_client_id")
+    )
     if ga:
         found.append(("ga_client_id", ga))
     device = context.get("device")

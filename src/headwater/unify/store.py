@@ -44,7 +44,8 @@ _ALPHABET = string.ascii_letters + string.digits
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS position (
+    id INTEGER PRIMARY KEY CHECK (id = 1), offset INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS profiles (
     segment_id TEXT PRIMARY KEY, canonical TEXT, created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL, first_message_id TEXT, first_source TEXT,

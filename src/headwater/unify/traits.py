@@ -214,8 +214,9 @@ class TraitEngine:
     def flush(self, store: ProfileStore) -> None:
         """Write what this transaction changed (call before committing)."""
         if self._dirty:
-            store.put_trait_states([(seg, key, state, exp)
-                                    for (seg, key), (state, exp) in self._dirty.items()])  # fmt: skip
+            store.put_trait_states(
+                [(seg, key, state, exp) for (seg, key), (state, exp) in self._dirty.items()]
+            )
         if self._values:
             store.set_computed([(seg, key, *v) for seg, values in self._values.items()
                                 for key, v in values.items()])  # fmt: skip

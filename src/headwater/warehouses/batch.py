@@ -83,8 +83,11 @@ def plan_table(
                 data[name] = [None] * n
             converted = CONVERTERS[columns[name]](value)
             if converted is CONFLICT:
-                discards.append(_discard(table, name, value, row,
-                                         f"type conflict: the column is {columns[name]}"))  # fmt: skip
+                discards.append(
+                    _discard(
+                        table, name, value, row, f"type conflict: the column is {columns[name]}"
+                    )
+                )
                 continue
             data[name][index] = converted
     data["uuid_ts"] = [uuid_ts] * n

@@ -131,8 +131,10 @@ class DuckDBWarehouse:
             id_col = f"_c{names.index('id')}"
             if plan.upsert:
                 self._update_users(conn, target, names)
-            conn.execute(f"INSERT INTO {target} ({into}) SELECT {select} FROM {_STAGE} s "
-                         f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.id = s.{id_col})")  # fmt: skip
+            conn.execute(
+                f"INSERT INTO {target} ({into}) SELECT {select} FROM {_STAGE} s "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.id = s.{id_col})"
+            )
         finally:
             conn.unregister(_STAGE)
 
@@ -143,5 +145,7 @@ class DuckDBWarehouse:
             f"{quote(n)} = coalesce(s._c{i}, {quote(n)})" for i, n in enumerate(names) if n != "id"
         )
         idx, rec = names.index("id"), names.index("received_at")
-        conn.execute(f"UPDATE {target} SET {sets} FROM {_STAGE} s WHERE {target}.id = s._c{idx}"
-                     f" AND (s._c{rec} >= {target}.received_at OR {target}.received_at IS NULL)")  # fmt: skip
+        conn.execute(
+            f"UPDATE {target} SET {sets} FROM {_STAGE} s WHERE {target}.id = s._c{idx}"
+            f" AND (s._c{rec} >= {target}.received_at OR {target}.received_at IS NULL)"
+        )

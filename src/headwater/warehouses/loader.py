@@ -166,8 +166,13 @@ class Loader:
             logger.warning("warehouse %s: sync %s: %s", self.name, status, exc)
             await asyncio.to_thread(self.state.finish_sync, sync_id, status, str(exc), exc.kind)
         except Exception as exc:
-            await asyncio.to_thread(self.state.finish_sync, sync_id,
-                                    "partial" if loaded else "failed", str(exc), classify(str(exc)))  # fmt: skip
+            await asyncio.to_thread(
+                self.state.finish_sync,
+                sync_id,
+                "partial" if loaded else "failed",
+                str(exc),
+                classify(str(exc)),
+            )
             raise
         finally:
             await asyncio.to_thread(warehouse.close)

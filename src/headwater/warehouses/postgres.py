@@ -53,8 +53,11 @@ class PostgresWarehouse:
         if self.password_env:
             password = os.environ.get(self.password_env)
             if password is None:
-                raise WarehouseError(f"the environment variable {self.password_env} (the "
-                                     "warehouse's password_env) is not set", "authentication")  # fmt: skip
+                raise WarehouseError(
+                    f"the environment variable {self.password_env} (the "
+                    "warehouse's password_env) is not set",
+                    "authentication",
+                )
             extra["password"] = password
         try:
             self._conn = psycopg.connect(self.dsn, autocommit=True, **extra)
@@ -97,9 +100,13 @@ class PostgresWarehouse:
                   _ident(STATE_SCHEMA, STATE_TABLE)), [warehouse, position])  # fmt: skip
 
     def columns(self, schema: str) -> dict[str, dict[str, ColumnType]]:
-        rows = self._run(sql.SQL(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = %s ORDER BY table_name, ordinal_position"), [schema])  # fmt: skip
+        rows = self._run(
+            sql.SQL(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = %s ORDER BY table_name, ordinal_position"
+            ),
+            [schema],
+        )
         found: dict[str, dict[str, ColumnType]] = {}
         for table, column, kind in rows:
             found.setdefault(table, {})[column] = _FROM_SQL.get(kind, "text")  # type: ignore[assignment]

@@ -115,8 +115,11 @@ class WarehouseState:
 
     def begin_sync(self, warehouse: str, after: int) -> int:
         conn = self.conn
-        conn.execute("UPDATE syncs SET status='interrupted', finished_ms=coalesce(finished_ms, "
-                     "started_ms) WHERE warehouse=? AND status='running'", (warehouse,))  # fmt: skip
+        conn.execute(
+            "UPDATE syncs SET status='interrupted', finished_ms=coalesce(finished_ms, "
+            "started_ms) WHERE warehouse=? AND status='running'",
+            (warehouse,),
+        )
         cur = conn.execute(
             "INSERT INTO syncs(warehouse, started_ms, status, after_offset, last_offset, events,"
             " rows, discards) VALUES (?, ?, 'running', ?, ?, 0, '{}', 0)",
@@ -182,13 +185,18 @@ class WarehouseState:
         return None if row is None else int(row[0])
 
     def request(self, warehouse: str, kind: str, since_ms: int | None = None) -> int:
-        cur = self.conn.execute("INSERT INTO requests(warehouse, kind, since_ms, requested_ms) "
-                                "VALUES (?, ?, ?, ?)", (warehouse, kind, since_ms, now_ms()))  # fmt: skip
+        cur = self.conn.execute(
+            "INSERT INTO requests(warehouse, kind, since_ms, requested_ms) VALUES (?, ?, ?, ?)",
+            (warehouse, kind, since_ms, now_ms()),
+        )
         return int(cur.lastrowid or 0)
 
     def take_requests(self, warehouse: str) -> list[Request]:
-        rows = self.conn.execute("SELECT id, kind, since_ms FROM requests WHERE warehouse=? AND "
-                                 "taken_ms IS NULL ORDER BY id", (warehouse,)).fetchall()  # fmt: skip
+        rows = self.conn.execute(
+            "SELECT id, kind, since_ms FROM requests WHERE warehouse=? AND "
+            "taken_ms IS NULL ORDER BY id",
+            (warehouse,),
+        ).fetchall()
         if rows:
             self.conn.execute("UPDATE requests SET taken_ms=? WHERE warehouse=? AND taken_ms IS "
                               "NULL AND id <= ?", (now_ms(), warehouse, rows[-1][0]))  # fmt: skip
@@ -200,8 +208,11 @@ class WarehouseState:
                                 (request_id,)).fetchone()  # fmt: skip
         if row is None or row[1] is None:
             return False
-        done = self.conn.execute("SELECT 1 FROM syncs WHERE warehouse=? AND started_ms >= ? AND"
-                                 " status != 'running' LIMIT 1", (row[0], row[1])).fetchone()  # fmt: skip
+        done = self.conn.execute(
+            "SELECT 1 FROM syncs WHERE warehouse=? AND started_ms >= ? AND"
+            " status != 'running' LIMIT 1",
+            (row[0], row[1]),
+        ).fetchone()
         return done is not None
 
 

@@ -148,8 +148,11 @@ class WarehouseView:
         tables = sorted({f"{r.schema}.{r.table}" for r in shaped.rows})
         base = {"stage": "warehouse", "warehouse": config.name, "tables": tables}
         if not tables:
-            return base | {"decision": "not loaded", "detail": f"warehouse {config.name} loads "
-                           "no table for this event (selective sync: tables / exclude_events)"}  # fmt: skip
+            return base | {
+                "decision": "not loaded",
+                "detail": f"warehouse {config.name} loads "
+                "no table for this event (selective sync: tables / exclude_events)",
+            }
         sync = await self._run(lambda s: s.sync_of(config.name, record.offset))
         discarded = [d.column for _, d in shaped.discards]
         if sync is None:
