@@ -151,6 +151,7 @@ class Headwater:
                     lambda: self.admin,
                     profiles=self.profiles,
                     audit=self.audit,
+                    warehouses=self.warehouses,
                 ).routes(),
             ]
         )

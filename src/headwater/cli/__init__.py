@@ -7,7 +7,8 @@
 - :mod:`.processor`: ``plans``, ``filters``;
 - :mod:`.status`: ``status``, ``watch``, ``maintenance``;
 - :mod:`.profiles`: ``profiles get | merges | delete``;
-- :mod:`.tokens`: ``tokens create | list | revoke``; :mod:`.audit`: ``audit``.
+- :mod:`.tokens`: ``tokens create | list | revoke``; :mod:`.audit`: ``audit``;
+- :mod:`.warehouse`: ``warehouse status | sync | backfill``.
 
 What they share (consoles, options, the API client, errors) is in :mod:`.common`.
 """
@@ -28,6 +29,7 @@ from headwater.cli import (
     serve,
     status,
     tokens,
+    warehouse,
 )
 from headwater.cli.common import out
 
@@ -46,6 +48,7 @@ app.add_typer(processor.filters_app, name="filters")
 app.add_typer(destinations.destinations_app, name="destinations")
 app.add_typer(profiles.profiles_app, name="profiles")
 app.add_typer(tokens.tokens_app, name="tokens")
+app.add_typer(warehouse.warehouse_app, name="warehouse")
 app.command()(audit.audit)
 app.command()(status.status)
 app.command()(status.watch)

@@ -45,6 +45,7 @@ from headwater.processor.admin import AdminError, ProcessorAdmin
 from headwater.processor.protocols_store import RETENTION_MS
 from headwater.state.audit import AuditLog
 from headwater.unify.api import ProfileError, Profiles
+from headwater.warehouses.view import FIXES, WarehouseView
 
 HOME = f"{PREFIX}/"
 LOGIN = f"{PREFIX}/login"
@@ -97,8 +98,10 @@ class Console:
         admin: Callable[[], ProcessorAdmin | None],
         profiles: Profiles | None = None,
         audit: AuditLog | None = None,
+        warehouses: WarehouseView | None = None,
     ) -> None:
         self.workspace = workspace
+        self.warehouses = warehouses
         self.profiles = profiles
         self.observer = observer
         self.auth = auth
@@ -128,6 +131,8 @@ class Console:
             ("/diagnose", self._diagnose, Need("diagnose:read")),
             ("/audit", self._audit, Need("audit:read")),
             ("/profiles", self._profile, Need("profiles:read")),
+            ("/warehouses", self._warehouses, Need("warehouses:read")),
+            ("/warehouses/{name}", self._warehouse, Need("warehouses:read")),
         ]  # fmt: skip
         # forms that act: (path, action, the page they belong to, the largest body taken)
         actions: list[tuple[str, Action, str, int, Need]] = [
@@ -139,6 +144,8 @@ class Console:
              MAX_SAMPLE_BYTES, Need("tester:run")),
             ("/event-tester", self._run_event_tester, "/event-tester", MAX_SAMPLE_BYTES,
              Need("tester:run")),
+            ("/warehouses/{name}/sync", self._sync_warehouse, "/warehouses/{name}",
+             MAX_FORM_BYTES, Need("warehouses:write")),
         ]  # fmt: skip
         public = declare(PUBLIC)
         console = [
@@ -732,6 +739,51 @@ class Console:
             request, "audit.html", session, section="audit", resource=resource,
             entries=[e.to_json() for e in page.entries], next_cursor=page.next_cursor,
         )  # fmt: skip
+
+    def _warehouse_view(self) -> WarehouseView:
+        if self.warehouses is None:
+            raise ObserveError("starting", "the warehouses' state is not open yet; reload", 503)
+        return self.warehouses
+
+    async def _warehouses(self, request: Request, session: Session) -> Response:
+        """Every warehouse: its last sync, lag and discards."""
+        rows = await self._warehouse_view().statuses()
+        return self._render(request, "warehouses.html", session, section="warehouses", rows=rows)
+
+    async def _warehouse(self, request: Request, session: Session) -> Response:
+        return await self._warehouse_page(request, session)
+
+    async def _warehouse_page(
+        self, request: Request, session: Session, requested: int | None = None
+    ) -> Response:
+        """One warehouse: last syncs, rows per table, lag, errors with their fix, discards."""
+        view = self._warehouse_view()
+        name = request.path_params["name"]
+        try:
+            view.require(name)
+        except KeyError as exc:
+            raise ObserveError("not_found", str(exc.args[0]), 404) from exc
+        doc = await view.status(name, history=20)
+        last = doc["lastSync"]
+        fix = None
+        if last is not None and last["status"] in ("failed", "partial", "interrupted"):
+            fix = FIXES.get(last.get("errorKind") or "error", FIXES["error"])
+        return self._render(
+            request, "warehouse.html", session, section="warehouses", w=doc, fix=fix,
+            requested=requested,
+        )  # fmt: skip
+
+    async def _sync_warehouse(
+        self, request: Request, session: Session, form: dict[str, str]
+    ) -> Response:
+        """Ask the loader for a sync now (it takes the request within a second)."""
+        name = request.path_params["name"]
+        view = self._warehouse_view()
+        try:
+            requested = await view.request(name, "sync")
+        except KeyError as exc:
+            raise ObserveError("not_found", str(exc.args[0]), 404) from exc
+        return await self._warehouse_page(request, session, requested)
 
     async def _diagnose(self, request: Request, session: Session) -> Response:
         window_text, choices = self._window(request)

@@ -149,17 +149,17 @@ class Loader:
                     if not more:
                         break
                     records.extend(more)
-                counts, n_events, n_discards = await asyncio.to_thread(
+                counts, n_events, found = await asyncio.to_thread(
                     self._load_batch, warehouse, records, position
                 )
                 position = records[-1].offset
                 loaded += 1
                 events += n_events
-                discards += n_discards
+                discards += len(found)
                 for table, n in counts.items():
                     rows[table] += n
                 await asyncio.to_thread(self.state.progress, sync_id, self.name, position,
-                                        events, dict(rows), discards, counts)  # fmt: skip
+                                        events, dict(rows), discards, counts, found)  # fmt: skip
             await asyncio.to_thread(self.state.finish_sync, sync_id, "success")
         except WarehouseError as exc:
             status = "partial" if loaded else "failed"
@@ -186,7 +186,7 @@ class Loader:
 
     def _load_batch(
         self, warehouse: Warehouse, records: list[StoredRecord], after: int
-    ) -> tuple[dict[str, int], int, int]:
+    ) -> tuple[dict[str, int], int, list[Discard]]:
         """Shape, plan and load one batch (on a thread); rows per table, events, discards."""
         by_table: dict[tuple[str, str], list[Row]] = defaultdict(list)
         discards: dict[str, list[Discard]] = defaultdict(list)
@@ -209,10 +209,10 @@ class Loader:
             plans.append(plan)
             if lost:
                 discards[schema].extend(lost)
-        n_discards = 0
+        every: list[Discard] = []
         for schema, found in discards.items():
             plans.append(self._discards_plan(warehouse, schema, found, uuid_ts))
-            n_discards += len(found)
+            every.extend(found)
         try:
             warehouse.load(self.name, plans, after, records[-1].offset)
         except StalePosition:
@@ -226,7 +226,7 @@ class Loader:
                 plan.columns
             )
         counts = {f"{p.schema}.{p.table}": p.rows for p in plans}
-        return counts, events, n_discards
+        return counts, events, every
 
     def _known(self, warehouse: Warehouse, schema: str, table: str) -> dict[str, ColumnType] | None:
         if schema not in self._columns:

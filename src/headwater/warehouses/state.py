@@ -18,6 +18,10 @@ Storage layout, in ``<data-dir>/warehouses/state.sqlite`` (WAL):
     totals(warehouse, table_name, rows)
         rows loaded per ``schema.table`` since the warehouse was first synced (for status and
         ``headwater_warehouse_rows_loaded_total``).
+    discarded(warehouse, row_id, sync_id, table_name, column_name, reason)
+        the values each sync sent to ``_discards`` (at most ``DISCARDS_KEPT_PER_BATCH`` per
+        batch and ``DISCARDS_KEPT`` per warehouse, newest kept), so the trace of a messageId
+        can say which of its values went there and why without opening the warehouse.
     requests(id PRIMARY KEY, warehouse, kind, since_ms, requested_ms, taken_ms)
         ``sync`` (now) and ``backfill`` (from ``since_ms``) asked for by the CLI or the API;
         the loader takes them within a second.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +42,13 @@ from typing import Any
 import orjson
 
 from headwater.sqlite_files import open_store
+from headwater.warehouses.schema import Discard
 
 SCHEMA_VERSION = 1
 DB_FILE = "state.sqlite"
 HISTORY_KEPT = 500  # syncs kept per warehouse
+DISCARDS_KEPT = 20_000  # discarded values remembered per warehouse, for the trace
+DISCARDS_KEPT_PER_BATCH = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,6 +61,10 @@ CREATE TABLE IF NOT EXISTS positions(warehouse TEXT PRIMARY KEY, position INTEGE
     updated_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS totals(warehouse TEXT NOT NULL, table_name TEXT NOT NULL,
     rows INTEGER NOT NULL, PRIMARY KEY (warehouse, table_name));
+CREATE TABLE IF NOT EXISTS discarded(warehouse TEXT NOT NULL, row_id TEXT NOT NULL,
+    sync_id INTEGER NOT NULL, table_name TEXT NOT NULL, column_name TEXT NOT NULL,
+    reason TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS discarded_by_row ON discarded(warehouse, row_id);
 CREATE TABLE IF NOT EXISTS requests(id INTEGER PRIMARY KEY, warehouse TEXT NOT NULL,
     kind TEXT NOT NULL, since_ms INTEGER, requested_ms INTEGER NOT NULL, taken_ms INTEGER);
 """
@@ -136,9 +148,11 @@ class WarehouseState:
         self.set_position(warehouse, after)
 
     def progress(self, sync_id: int, warehouse: str, last: int, events: int,
-                 rows: dict[str, int], discards: int, batch: dict[str, int]) -> None:  # fmt: skip
+                 rows: dict[str, int], discards: int, batch: dict[str, int],
+                 discarded: Sequence[Discard] = ()) -> None:  # fmt: skip
         """After each committed batch: the sync's reach (``rows``, ``events`` and
-        ``discards`` so far), the committed position and the batch's rows per table."""
+        ``discards`` so far), the committed position, the batch's rows per table and the
+        values it sent to ``_discards``."""
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.execute("UPDATE syncs SET last_offset=?, events=?, rows=?, discards=? "
@@ -150,6 +164,26 @@ class WarehouseState:
                 "UPDATE SET rows = rows + excluded.rows",
                 [(warehouse, table, n) for table, n in batch.items()],
             )
+            if discarded:
+                self._remember(sync_id, warehouse, discarded[:DISCARDS_KEPT_PER_BATCH])
+
+    def _remember(self, sync_id: int, warehouse: str, discarded: Sequence[Discard]) -> None:
+        self.conn.executemany(
+            "INSERT INTO discarded VALUES (?, ?, ?, ?, ?, ?)",
+            [(warehouse, d.row_id, sync_id, d.table, d.column, d.reason) for d in discarded],
+        )
+        self.conn.execute(
+            "DELETE FROM discarded WHERE warehouse=? AND rowid <= (SELECT max(rowid) FROM "
+            "discarded) - ?", (warehouse, DISCARDS_KEPT))  # fmt: skip
+
+    def discarded(self, warehouse: str, row_id: str) -> list[dict[str, Any]]:
+        """What the syncs sent to ``_discards`` of one event (by messageId), newest first."""
+        rows = self.conn.execute(
+            "SELECT sync_id, table_name, column_name, reason FROM discarded"
+            " WHERE warehouse=? AND row_id=? ORDER BY rowid DESC LIMIT 100",
+            (warehouse, row_id),
+        ).fetchall()
+        return [{"sync": r[0], "table": r[1], "column": r[2], "reason": r[3]} for r in rows]
 
     def totals(self, warehouse: str) -> dict[str, int]:
         rows = self.conn.execute("SELECT table_name, rows FROM totals WHERE warehouse=? ORDER BY"

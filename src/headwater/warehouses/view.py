@@ -154,7 +154,6 @@ class WarehouseView:
                 "no table for this event (selective sync: tables / exclude_events)",
             }
         sync = await self._run(lambda s: s.sync_of(config.name, record.offset))
-        discarded = [d.column for _, d in shaped.discards]
         if sync is None:
             position = await self._run(lambda s: s.position(config.name))
             return base | {"decision": "waiting", "detail": f"not synced yet: warehouse "
@@ -162,10 +161,15 @@ class WarehouseView:
                            f"sync loads it (every {config.sync_interval} s)"}  # fmt: skip
         detail = (f"loaded into {', '.join(tables)} by sync #{sync.id} of warehouse "
                   f"{config.name} ({sync.status})")  # fmt: skip
+        found = await self._run(lambda s: s.discarded(config.name, record.message_id))
+        discarded = sorted({d["column"] for d in found})
         if discarded:
-            detail += f"; {', '.join(discarded)} went to {schema}.{DISCARDS}"
+            reasons = "; ".join(sorted({f"{d['table']}.{d['column']}: {d['reason']}"
+                                        for d in found}))  # fmt: skip
+            detail += f"; {', '.join(discarded)} went to {schema}.{DISCARDS} ({reasons})"
         return base | {"decision": "loaded", "sync": sync.id, "atMs": sync.finished_ms,
-                       "detail": detail, "discarded": discarded}  # fmt: skip
+                       "detail": detail, "discarded": discarded,
+                       "discards": found}  # fmt: skip
 
     # ------------------------------------------------------------------ diagnose
 
