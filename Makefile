@@ -6,7 +6,7 @@ NODE_SDK := tests/e2e/node
 # the suite runs in this many processes (pytest-xdist); every test is independent of the others
 TEST_WORKERS ?= 2
 
-.PHONY: run test test-stress lint check bench bench-delivery bench-destinations bench-processing bench-trace-cost bench-isolation clean
+.PHONY: run test test-stress lint check bench bench-delivery bench-destinations bench-processing bench-trace-cost bench-isolation bench-warehouse clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ bench-processing: $(VENV)/.installed-dev
 
 bench-isolation: $(VENV)/.installed-dev
 	$(BIN)/python bench/isolation.py
+
+bench-warehouse: $(VENV)/.installed-dev
+	$(BIN)/python bench/warehouse.py
 
 bench-trace-cost: $(VENV)/.installed-dev
 	$(BIN)/python bench/trace_cost.py

@@ -8,6 +8,7 @@ import pytest
 
 from headwater.delivery.http import HttpClient
 from tests.fakes import FakeDestination
+from tests.postgres import postgres  # noqa: F401  (the session's PostgreSQL cluster)
 
 
 @pytest.fixture

@@ -9,8 +9,26 @@ are its own business.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Literal
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. On a new file, two processes opening it at once (the server and its
+    worker) can get "database is locked" here without SQLite's busy handler being asked, so
+    this waits and tries again within the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def open_store(
@@ -27,8 +45,8 @@ def open_store(
     and a file written by another version is refused with a message naming ``what``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    _wal(conn)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.executescript(schema)
     if version is None:

@@ -21,6 +21,7 @@ spliced into a statement unquoted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -137,6 +138,7 @@ RESERVED_WORDS = frozenset(
 """PostgreSQL's reserved key words (its docs' appendix C) — DuckDB's are a subset."""
 
 
+@functools.lru_cache(maxsize=65536)  # names repeat in every event: shape each once
 def snake_case(name: str) -> str:
     """Rules 1-2: ``Order Completed`` → ``order_completed``; ``""`` when nothing is left."""
     text = unicodedata.normalize("NFKC", name)
@@ -149,6 +151,7 @@ def identifier(name: str) -> str | None:
     return fit(snake_case(name))
 
 
+@functools.lru_cache(maxsize=65536)
 def fit(name: str) -> str | None:
     """Rules 3-5 on an already snake-cased name (a flattened path's parts joined by ``_``)."""
     if not name:

@@ -25,6 +25,7 @@ there and the value goes to ``_discards`` with the reason.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -198,8 +199,7 @@ def flatten(
     keys without a usable name and the second of two keys with the same column name go to
     ``problems`` as (raw path, reason, value)."""
     for key, value in obj.items():
-        part = snake_case(str(key))
-        path = f"{prefix}_{part}" if prefix else part
+        part, path, name = _column_of(prefix, key)
         if isinstance(value, dict):
             if part:
                 flatten(value, path, out, problems)
@@ -208,7 +208,6 @@ def flatten(
             continue
         if value is None:
             continue
-        name = fit(path) if part else None
         if name is None:
             problems.append((f"{prefix}.{key}" if prefix else str(key), "no usable name", value))
         elif name in out:
@@ -217,6 +216,14 @@ def flatten(
             out[name] = orjson.dumps(value).decode()
         else:
             out[name] = value
+
+
+@functools.lru_cache(maxsize=65536)  # the same keys in every event: name each once
+def _column_of(prefix: str, key: str) -> tuple[str, str, str | None]:
+    """(key snake_cased, the flattened path, its column name or None)."""
+    part = snake_case(str(key))
+    path = f"{prefix}_{part}" if prefix else part
+    return part, path, fit(path) if part else None
 
 
 class Shaper:
@@ -244,9 +251,11 @@ class Shaper:
         if kind == "track" and event.get("event") in self.exclude_events:
             return shaped
         row_id = str(event.get("messageId") or "")
-        received = parse_timestamp(str(event.get("receivedAt", "")))
         fixed = dict(COMMON) | EXTRA[kind]
         common = _common_values(event, kind)
+        received = common.get("received_at")
+        if type(received) is not datetime:
+            received = None
         context = event.get("context")
         if isinstance(context, dict):
             problems: list[tuple[str, str, Any]] = []
@@ -375,7 +384,16 @@ def _common_values(event: dict[str, Any], kind: str) -> dict[str, Any]:
         values["group_id"] = event.get("groupId")
     elif kind == "alias":
         values["previous_id"] = event.get("previousId")
+    for key in _TIMESTAMPS:  # parsed once here, not again for each row the event makes
+        value = values[key]
+        if type(value) is str:
+            parsed = parse_timestamp(value)
+            if parsed is not None:
+                values[key] = parsed
     return {k: v for k, v in values.items() if v is not None}
+
+
+_TIMESTAMPS = ("received_at", "sent_at", "timestamp", "original_timestamp")
 
 
 def as_text(value: Any) -> str:
