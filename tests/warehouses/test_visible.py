@@ -4,6 +4,7 @@ between syncs (and holds during one)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -131,6 +132,10 @@ async def test_metrics_show_rows_lag_and_a_failing_sync(tmp_path: Path) -> None:
     assert 'headwater_warehouse_sync_failing{kind="none",warehouse="analytics"} 0.0' in text
     assert 'headwater_warehouse_last_success_timestamp_seconds{warehouse="analytics"}' in text
     assert 'headwater_warehouse_last_success_timestamp_seconds{warehouse="pg"}' not in text
+    docs = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(headwater_warehouse_\w+)`", docs, flags=re.M))
+    served = set(re.findall(r"^(headwater_warehouse_\w+)\{", text, flags=re.M))
+    assert served == documented
     view.close()
 
 

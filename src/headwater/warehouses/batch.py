@@ -9,10 +9,12 @@ converted to its column's type or sent to ``_discards`` (a conflict), and one ro
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from headwater.warehouses.schema import (
     CONFLICT,
@@ -68,7 +70,8 @@ def plan_table(
             new[name] = kind
     for index, row in enumerate(rows):
         for name, value in row.values.items():
-            if name not in columns:
+            column = data.get(name)
+            if column is None:
                 found = existing.get(name) or row.fixed.get(name)
                 if found is None:
                     if len(existing) + len(new) >= MAX_COLUMNS:
@@ -76,25 +79,60 @@ def plan_table(
                                                  f"({MAX_COLUMNS} columns per table)"))  # fmt: skip
                         continue
                     found = infer(value)
-                kind = found
                 if name not in existing:
-                    new[name] = kind
-                columns[name] = kind
-                data[name] = [None] * n
-            converted = CONVERTERS[columns[name]](value)
-            if converted is CONFLICT:
-                discards.append(
-                    _discard(
-                        table, name, value, row, f"type conflict: the column is {columns[name]}"
-                    )
-                )
-                continue
-            data[name][index] = converted
+                    new[name] = found
+                columns[name] = found
+                column = data[name] = [None] * n
+            column[index] = value
+    for name, values in data.items():
+        kind = columns[name]
+        for index, value in convert_column(kind, values):
+            discards.append(
+                _discard(table, name, value, rows[index], f"type conflict: the column is {kind}")
+            )
     data["uuid_ts"] = [uuid_ts] * n
     columns.setdefault("uuid_ts", "timestamp")
     plan = TablePlan(schema, table, columns, new, data, n, known is not None,
                      [r.offset for r in rows])  # fmt: skip
     return plan, discards
+
+
+_NOT_NONE = functools.partial(operator.is_not, None)
+_PLAIN: Final[dict[ColumnType, type]] = {"text": str, "bigint": int, "double": float,
+                                         "boolean": bool, "timestamp": datetime}  # fmt: skip
+_BIGINT = range(-(2**63), 2**63)
+
+
+def convert_column(kind: ColumnType, values: list[Any]) -> list[tuple[int, Any]]:
+    """``values`` converted in place to ``kind``; the (index, value) of each conflict, whose
+    place becomes None. A column whose values all have the column's Python type already (the
+    usual case) is checked in C-level passes, not value by value."""
+    types = set(map(type, values))
+    types.discard(type(None))
+    if not types:
+        return []
+    if types == {_PLAIN[kind]}:
+        if kind == "text":
+            if "\x00" not in "".join(filter(_NOT_NONE, values)):
+                return []
+        elif kind == "bigint":
+            present = list(filter(_NOT_NONE, values))
+            if min(present) in _BIGINT and max(present) in _BIGINT:
+                return []
+        else:
+            return []
+    convert = CONVERTERS[kind]
+    conflicts: list[tuple[int, Any]] = []
+    for index, value in enumerate(values):
+        if value is None:
+            continue
+        converted = convert(value)
+        if converted is CONFLICT:
+            conflicts.append((index, value))
+            values[index] = None
+        else:
+            values[index] = converted
+    return conflicts
 
 
 def row_fixed(rows: Iterable[Row]) -> dict[str, ColumnType]:

@@ -71,6 +71,9 @@ DISCARDS_COLUMNS: Final[dict[str, ColumnType]] = {
     "row_id": "text", "reason": "text", "received_at": _TS, "uuid_ts": _TS,
 }  # fmt: skip
 _NEVER_PROPERTIES = frozenset({"uuid", "loaded_at"})
+_FIXED: Final[dict[str, dict[str, ColumnType]]] = {
+    kind: dict(COMMON) | extra for kind, extra in EXTRA.items()
+}  # shared by every row of the kind: nothing changes them
 
 _ISO = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
@@ -251,7 +254,7 @@ class Shaper:
         if kind == "track" and event.get("event") in self.exclude_events:
             return shaped
         row_id = str(event.get("messageId") or "")
-        fixed = dict(COMMON) | EXTRA[kind]
+        fixed = _FIXED[kind]
         common = _common_values(event, kind)
         received = common.get("received_at")
         if type(received) is not datetime:
@@ -333,7 +336,7 @@ class Shaper:
         problems: list[tuple[str, str, Any]] = []
         flatten(payload, "", flat, problems)
         for name, value in flat.items():
-            if name in fixed or name.startswith("context_") or name in _NEVER_PROPERTIES:
+            if name in fixed or name in _NEVER_PROPERTIES or name.startswith("context_"):
                 problems.append((name, "reserved column name", value))
             else:
                 values[name] = value
