@@ -99,14 +99,14 @@ class Loader:
         next_sync = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
-            try:
+            requests = []
+            try:  # a request taken is carried out below even if a rewind fails
                 requests = await asyncio.to_thread(self.state.take_requests, self.name)
                 for request in requests:
                     if request.kind == "backfill" and request.since_ms is not None:
                         await self.rewind(request.since_ms)
             except Exception:  # the state file busy or broken: say so, poll again
-                logger.exception("warehouse %s: cannot read the sync requests", self.name)
-                requests = []
+                logger.exception("warehouse %s: cannot carry out the sync requests", self.name)
             if requests or loop.time() >= next_sync:
                 try:
                     await self.sync()

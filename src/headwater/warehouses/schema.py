@@ -366,6 +366,9 @@ def event_table(event_name: str) -> str | None:
     return "_" + name if name in FIXED_TABLES else name
 
 
+_TIMESTAMPS = ("received_at", "sent_at", "timestamp", "original_timestamp")
+
+
 def _common_values(event: dict[str, Any], kind: str) -> dict[str, Any]:
     values: dict[str, Any] = {
         "id": event.get("messageId"),
@@ -394,9 +397,6 @@ def _common_values(event: dict[str, Any], kind: str) -> dict[str, Any]:
             if parsed is not None:
                 values[key] = parsed
     return {k: v for k, v in values.items() if v is not None}
-
-
-_TIMESTAMPS = ("received_at", "sent_at", "timestamp", "original_timestamp")
 
 
 def as_text(value: Any) -> str:
