@@ -13,13 +13,14 @@ import orjson
 import psycopg
 
 from headwater.config.workspace import LogConfig, WarehouseConfig
-from headwater.gateway.normalize import parse_ms
+from headwater.gateway.normalize import iso_ms, parse_ms
 from headwater.log.base import Record
 from headwater.log.memory import MemoryLog
 from headwater.warehouses.loader import Loader, duckdb_path
 
 _ids = itertools.count(1)
 T0 = "2026-03-01T10:00:00.000Z"
+_RECEIVED_MS = parse_ms(T0, "T0")
 
 
 def event(kind: str, **fields: Any) -> dict[str, Any]:
@@ -27,7 +28,7 @@ def event(kind: str, **fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "type": kind,
         "messageId": f"msg-{n}",
-        "receivedAt": fields.pop("receivedAt", f"2026-03-01T10:00:{n % 60:02d}.000Z"),
+        "receivedAt": fields.pop("receivedAt", iso_ms(_RECEIVED_MS + n * 1000)),  # later each
         "sentAt": T0,
         "timestamp": T0,
         "originalTimestamp": T0,

@@ -3,6 +3,8 @@ conflicts kept in _discards, loads that are all or nothing and never twice."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from headwater.warehouses.duckdb import DuckDBWarehouse
@@ -113,6 +115,34 @@ async def test_reserved_property_names_are_discarded_not_lost(target: Target) ->
     assert target.query("SELECT column_name, column_value, reason FROM website._discards") == [
         ("user_id", "fake", "reserved column name")
     ]
+
+
+async def test_of_two_keys_with_one_column_name_the_direct_one_wins(target: Target) -> None:
+    log = memory_log()
+    # "a": {"b"} comes first, yet the object's own key a_b names the column (docs/warehouses.md)
+    sent = event("track", event="Clicked", properties={"a": {"b": 1}, "a_b": 2, "A B": 3})
+    await append(log, [sent, event("track", event="Clicked", properties={"a": {"b": 4}})])
+    await target.loader(log).sync()
+    assert target.query("SELECT a_b FROM website.clicked ORDER BY received_at") == [(2,), (4,)]
+    reasons = target.query("SELECT column_name, column_value, reason FROM website._discards "
+                           "ORDER BY column_name")  # fmt: skip
+    assert reasons == [("A B", "3", "same column name as another key (a_b)"),
+                       ("b", "1", "same column name as another key (a_b)")]  # fmt: skip
+
+
+async def test_timestamps_in_any_iso_form_are_the_same_instants(target: Target) -> None:
+    log = memory_log()
+    forms = ["2026-03-01T10:00:00.250Z", "2026-03-01T11:00:00.25+01:00", "2026-03-01T10:00:00.250",
+             "2026-03-01T10:00:00.250000999Z", "2026-03-01 10:00:00.25+0000"]  # fmt: skip
+    # one batch whose column is all zoned text (parsed by Arrow), one with each other form too
+    await append(log, [event("track", event="Timed", properties={"seen_at": f}) for f in forms[:2]])
+    await target.loader(log).sync()
+    await append(log, [event("track", event="Timed", properties={"seen_at": f}) for f in forms])
+    await target.loader(log).sync()
+    assert target.columns("website", "timed")["seen_at"] == TS[0]
+    got = {at for (at,) in target.query("SELECT seen_at FROM website.timed")}
+    assert got == {datetime(2026, 3, 1, 10, 0, 0, 250_000, UTC)}  # equal as instants
+    assert target.query("SELECT count(*) FROM website.timed") == [(7,)]
 
 
 async def test_hostile_names_cannot_inject_or_break_a_sync(target: Target) -> None:

@@ -10,15 +10,20 @@ converted to its column's type or sent to ``_discards`` (a conflict), and one ro
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from headwater.warehouses.schema import (
     CONFLICT,
     CONVERTERS,
+    ISO_TIMESTAMP,
     MAX_COLUMNS,
     USERS,
     ColumnType,
@@ -27,6 +32,10 @@ from headwater.warehouses.schema import (
     as_text,
     infer,
 )
+
+Column: TypeAlias = list[Any] | pa.Array
+"""A column's values: a list, or an Arrow array where it was converted in Arrow."""
+TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
 
 
 @dataclass
@@ -38,10 +47,9 @@ class TablePlan:
     table: str
     columns: dict[str, ColumnType]
     new_columns: dict[str, ColumnType]
-    data: dict[str, list[Any]]
+    data: dict[str, Column]
     rows: int
     exists: bool
-    offsets: list[int] = field(default_factory=list)
 
     @property
     def upsert(self) -> bool:
@@ -56,44 +64,54 @@ def plan_table(
     uuid_ts: datetime,
 ) -> tuple[TablePlan, list[Discard]]:
     """The plan for one table and the values it could not take; see the module docstring."""
-    rows = _merge_users(rows) if table == USERS else _first_per_id(rows)
+    original = _merge_users(rows) if table == USERS else _first_per_id(rows)
+    groups = _by_keys(original)  # rows with the same columns are transposed at once
+    rows = [original[i] for indexes in groups.values() for i in indexes]  # the order loaded
+    n = len(rows)
     existing = dict(known or {})
     columns: dict[str, ColumnType] = {}
     new: dict[str, ColumnType] = {}
     discards: list[Discard] = []
-    data: dict[str, list[Any]] = {}
-    n = len(rows)
+    data: dict[str, Column] = {}
     for name, kind in row_fixed(rows).items():  # the fixed columns first, even when empty
         columns[name] = existing.get(name, kind)
-        data[name] = [None] * n
         if name not in existing:
             new[name] = kind
-    for index, row in enumerate(rows):
-        for name, value in row.values.items():
-            column = data.get(name)
-            if column is None:
-                found = existing.get(name) or row.fixed.get(name)
-                if found is None:
-                    if len(existing) + len(new) >= MAX_COLUMNS:
-                        discards.append(_discard(table, name, value, row, "column limit "
-                                                 f"({MAX_COLUMNS} columns per table)"))  # fmt: skip
-                        continue
-                    found = infer(value)
-                if name not in existing:
-                    new[name] = found
-                columns[name] = found
-                column = data[name] = [None] * n
-            column[index] = value
+    pieces: dict[str, list[_Piece]] = {}
+    starts: list[int] = []
+    start = 0
+    for keys, indexes in groups.items():
+        starts.append(start)
+        matrix = [tuple(original[i].values.values()) for i in indexes]
+        for name, column in zip(keys, zip(*matrix, strict=True), strict=True):
+            pieces.setdefault(name, []).append(_Piece(start, indexes[0], column))
+        start += len(indexes)
+    for name, found_pieces in pieces.items():
+        found = columns.get(name) or existing.get(name)
+        if found is None:
+            if len(existing) + len(new) >= MAX_COLUMNS:
+                reason = f"column limit ({MAX_COLUMNS} columns per table)"
+                discards.extend(_discard(table, name, value, rows[piece.start + offset], reason)
+                                for piece in found_pieces
+                                for offset, value in enumerate(piece.values))  # fmt: skip
+                continue
+            first = min(found_pieces, key=_ARRIVAL)  # the type of the column's first value
+            found = new[name] = infer(first.values[0])
+        columns[name] = found
+        data[name] = _concatenate(found_pieces, starts, n)
+    for name in columns:
+        if name not in data:
+            data[name] = [None] * n
     for name, values in data.items():
         kind = columns[name]
-        for index, value in convert_column(kind, values):
+        data[name], conflicts = convert_column(kind, values)
+        for index, value in conflicts:
             discards.append(
                 _discard(table, name, value, rows[index], f"type conflict: the column is {kind}")
             )
     data["uuid_ts"] = [uuid_ts] * n
     columns.setdefault("uuid_ts", "timestamp")
-    plan = TablePlan(schema, table, columns, new, data, n, known is not None,
-                     [r.offset for r in rows])  # fmt: skip
+    plan = TablePlan(schema, table, columns, new, data, n, known is not None)
     return plan, discards
 
 
@@ -103,24 +121,29 @@ _PLAIN: Final[dict[ColumnType, type]] = {"text": str, "bigint": int, "double": f
 _BIGINT = range(-(2**63), 2**63)
 
 
-def convert_column(kind: ColumnType, values: list[Any]) -> list[tuple[int, Any]]:
-    """``values`` converted in place to ``kind``; the (index, value) of each conflict, whose
-    place becomes None. A column whose values all have the column's Python type already (the
-    usual case) is checked in C-level passes, not value by value."""
+def convert_column(kind: ColumnType, values: list[Any]) -> tuple[Column, list[tuple[int, Any]]]:
+    """``values`` converted to ``kind`` (in place, or as an Arrow array) and the (index, value)
+    of each conflict, whose place becomes None. A column whose values all have the column's
+    Python type already (the usual case) is checked in C-level passes, not value by value;
+    ISO-8601 text into a timestamp column is matched and parsed by Arrow."""
     types = set(map(type, values))
     types.discard(type(None))
     if not types:
-        return []
+        return values, []
     if types == {_PLAIN[kind]}:
         if kind == "text":
             if "\x00" not in "".join(filter(_NOT_NONE, values)):
-                return []
+                return values, []
         elif kind == "bigint":
             present = list(filter(_NOT_NONE, values))
             if min(present) in _BIGINT and max(present) in _BIGINT:
-                return []
+                return values, []
         else:
-            return []
+            return values, []
+    elif kind == "timestamp" and types == {str}:
+        parsed = _parse_timestamps(values)
+        if parsed is not None:
+            return parsed, []
     convert = CONVERTERS[kind]
     conflicts: list[tuple[int, Any]] = []
     for index, value in enumerate(values):
@@ -132,7 +155,60 @@ def convert_column(kind: ColumnType, values: list[Any]) -> list[tuple[int, Any]]
             values[index] = None
         else:
             values[index] = converted
-    return conflicts
+    return values, conflicts
+
+
+def _parse_timestamps(values: list[str | None]) -> pa.Array | None:
+    """Text that is all ISO-8601 with a zone (what SDKs send), parsed in one Arrow pass; None
+    when any value needs the value-by-value path (no zone, more than 6 fractional digits, not
+    a timestamp: a conflict)."""
+    text = pa.array(values, pa.string())
+    if not pc.all(pc.match_substring_regex(text, ISO_TIMESTAMP.pattern)).as_py():
+        return None
+    try:
+        return pc.cast(text, TIMESTAMP)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+@dataclass(slots=True)
+class _Piece:
+    """A column's values in one group of rows: from ``start`` in the loaded order; the
+    group's first row arrived ``arrival``-th."""
+
+    start: int
+    arrival: int
+    values: tuple[Any, ...]
+
+
+_ARRIVAL = operator.attrgetter("arrival")
+
+
+def _concatenate(pieces: list[_Piece], starts: list[int], n: int) -> list[Any]:
+    """A column's values over all groups, None in the groups that lack it."""
+    if len(pieces) == len(starts):
+        return list(itertools.chain.from_iterable(p.values for p in pieces))
+    by_start = {p.start: p.values for p in pieces}
+    ends = [*starts[1:], n]
+    return list(
+        itertools.chain.from_iterable(
+            by_start.get(start) or (None,) * (end - start)
+            for start, end in zip(starts, ends, strict=True)
+        )
+    )
+
+
+def _by_keys(rows: list[Row]) -> dict[tuple[str, ...], list[int]]:
+    """Row indexes by their columns (in order), groups in the order each first appears."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, row in enumerate(rows):
+        keys = tuple(row.values)
+        group = groups.get(keys)
+        if group is None:
+            groups[keys] = [index]
+        else:
+            group.append(index)
+    return groups
 
 
 def row_fixed(rows: Iterable[Row]) -> dict[str, ColumnType]:
@@ -164,9 +240,7 @@ def _merge_users(rows: list[Row]) -> list[Row]:
     for row in rows:
         seen = merged.get(row.id)
         if seen is None:
-            merged[row.id] = Row(row.schema, row.table, row.id, dict(row.values), row.fixed,
-                                 row.offset)  # fmt: skip
+            merged[row.id] = Row(row.schema, row.table, row.id, dict(row.values), row.fixed)
         else:
             seen.values.update(row.values)
-            seen.offset = row.offset
     return list(merged.values())

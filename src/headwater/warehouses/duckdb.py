@@ -22,7 +22,7 @@ from headwater.warehouses.base import (
     WarehouseError,
     classify,
 )
-from headwater.warehouses.batch import TablePlan
+from headwater.warehouses.batch import TIMESTAMP, Column, TablePlan
 from headwater.warehouses.names import qualified, quote
 from headwater.warehouses.schema import ColumnType
 
@@ -31,7 +31,7 @@ SQL_TYPES: dict[ColumnType, str] = {"boolean": "BOOLEAN", "bigint": "BIGINT",
                                     "text": "VARCHAR"}  # fmt: skip
 ARROW_TYPES: dict[ColumnType, pa.DataType] = {"boolean": pa.bool_(), "bigint": pa.int64(),
                                               "double": pa.float64(),
-                                              "timestamp": pa.timestamp("us", tz="UTC"),
+                                              "timestamp": TIMESTAMP,
                                               "text": pa.string()}  # fmt: skip
 _FROM_SQL = {"BOOLEAN": "boolean", "BIGINT": "bigint", "DOUBLE": "double",
              "TIMESTAMP WITH TIME ZONE": "timestamp", "VARCHAR": "text"}  # fmt: skip
@@ -122,7 +122,7 @@ class DuckDBWarehouse:
                              f"{SQL_TYPES[kind]}")  # fmt: skip
         names = list(plan.columns)
         # stage columns are _c0, _c1...: no loaded column starts with "_" and a letter
-        arrow = pa.table({f"_c{i}": pa.array(plan.data[n], ARROW_TYPES[plan.columns[n]])
+        arrow = pa.table({f"_c{i}": _arrow(plan.data[n], ARROW_TYPES[plan.columns[n]])
                           for i, n in enumerate(names)})  # fmt: skip
         conn.register(_STAGE, arrow)
         try:
@@ -149,3 +149,7 @@ class DuckDBWarehouse:
             f"UPDATE {target} SET {sets} FROM {_STAGE} s WHERE {target}.id = s._c{idx}"
             f" AND (s._c{rec} >= {target}.received_at OR {target}.received_at IS NULL)"
         )
+
+
+def _arrow(values: Column, kind: pa.DataType) -> pa.Array:
+    return values if isinstance(values, pa.Array) else pa.array(values, kind)

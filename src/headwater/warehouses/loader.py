@@ -138,21 +138,20 @@ class Loader:
         known = await asyncio.to_thread(self.state.position, self.name)
         sync_id = await asyncio.to_thread(self.state.begin_sync, self.name, known or 0)
         loaded = 0
+        ahead: asyncio.Future[list[StoredRecord]] | None = None
         try:
             after = await asyncio.to_thread(self._open, warehouse)
             await asyncio.to_thread(self.state.restart_at, sync_id, self.name, after)
             rows: dict[str, int] = defaultdict(int)
             events = discards = 0
             position = after
+            # the next batch is read from the log while this one is shaped and loaded
+            ahead = asyncio.ensure_future(self._read_batch(position, end))
             while position < end and not self._stopping.is_set():
-                records = await self.log.read(position, min(READ_LIMIT, self.batch_events))
+                records = await ahead
                 if not records:
                     break
-                while len(records) < self.batch_events and records[-1].offset < end:
-                    more = await self.log.read(records[-1].offset, READ_LIMIT)
-                    if not more:
-                        break
-                    records.extend(more)
+                ahead = asyncio.ensure_future(self._read_batch(records[-1].offset, end))
                 counts, n_events, found = await asyncio.to_thread(
                     self._load_batch, warehouse, records, position
                 )
@@ -179,8 +178,22 @@ class Loader:
             )
             raise
         finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
             await asyncio.to_thread(warehouse.close)
         return (await asyncio.to_thread(self.state.syncs, self.name, 1))[0]
+
+    async def _read_batch(self, position: int, end: int) -> list[StoredRecord]:
+        """Up to ``batch_events`` records after ``position``, none after ``end``."""
+        if position >= end:
+            return []
+        records = await self.log.read(position, min(READ_LIMIT, self.batch_events))
+        while records and len(records) < self.batch_events and records[-1].offset < end:
+            more = await self.log.read(records[-1].offset, READ_LIMIT)
+            if not more:
+                break
+            records.extend(more)
+        return records
 
     def _open(self, warehouse: Warehouse) -> int:
         warehouse.open()
@@ -200,7 +213,7 @@ class Loader:
             if schema is None:
                 continue
             events += 1
-            shaped = self.shaper.shape(schema, orjson.loads(record.payload), record.offset)
+            shaped = self.shaper.shape(schema, orjson.loads(record.payload))
             for row in shaped.rows:
                 by_table[(row.schema, row.table)].append(row)
             for where, discard in shaped.discards:
@@ -239,7 +252,7 @@ class Loader:
 
     def _discards_plan(self, warehouse: Warehouse, schema: str, found: list[Discard],
                        uuid_ts: datetime) -> TablePlan:  # fmt: skip
-        rows = [Row(schema, DISCARDS, r["id"], r, dict(DISCARDS_COLUMNS), 0)
+        rows = [Row(schema, DISCARDS, r["id"], r, dict(DISCARDS_COLUMNS))
                 for r in iter_discard_rows(found, uuid_ts)]  # fmt: skip
         plan, _ = plan_table(schema, DISCARDS, rows, self._known(warehouse, schema, DISCARDS),
                              uuid_ts)  # fmt: skip

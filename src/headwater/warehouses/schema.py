@@ -26,6 +26,7 @@ there and the value goes to ``_discards`` with the reason.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -75,14 +76,14 @@ _FIXED: Final[dict[str, dict[str, ColumnType]]] = {
     kind: dict(COMMON) | extra for kind, extra in EXTRA.items()
 }  # shared by every row of the kind: nothing changes them
 
-_ISO = re.compile(
+ISO_TIMESTAMP = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
 )
 
 
 def parse_timestamp(text: str) -> datetime | None:
     """An ISO-8601 string as an aware UTC datetime (naive ones are UTC), None otherwise."""
-    if not _ISO.match(text):
+    if not ISO_TIMESTAMP.match(text):
         return None
     if "." in text:  # Python takes at most 6 fractional digits
         head, _, rest = text.partition(".")
@@ -184,7 +185,6 @@ class Row:
     id: str
     values: dict[str, Any]
     fixed: dict[str, ColumnType]
-    offset: int
 
 
 @dataclass
@@ -198,14 +198,24 @@ class Shaped:
 def flatten(
     obj: dict[str, Any], prefix: str, out: dict[str, Any], problems: list[tuple[str, str, Any]]
 ) -> None:
-    """``obj``'s leaves into ``out`` as ``prefix_key_subkey`` → value (arrays as JSON text);
-    keys without a usable name and the second of two keys with the same column name go to
-    ``problems`` as (raw path, reason, value)."""
+    """``obj``'s leaves into ``out`` as ``prefix_key_subkey`` → value (arrays as JSON text):
+    first an object's own values, then those of the objects nested in it. Keys without a
+    usable name, and a key whose column name is taken already, go to ``problems`` as (raw
+    path, reason, value)."""
+    values = tuple(obj.values())
+    level = _level_of(prefix, tuple(obj), tuple(map(type, values)))
+    if level is not None and out.keys().isdisjoint(level.names):
+        if level.names:
+            out.update(zip(level.names, level.pick(values), strict=True))
+        for position, path in level.nested:
+            flatten(values[position], path, out, problems)
+        return
+    nested: list[tuple[str, str, dict[str, Any]]] = []
     for key, value in obj.items():
         part, path, name = _column_of(prefix, key)
         if isinstance(value, dict):
             if part:
-                flatten(value, path, out, problems)
+                nested.append((key, path, value))
             else:
                 problems.append((f"{prefix}.{key}", "no usable name", value))
             continue
@@ -219,6 +229,47 @@ def flatten(
             out[name] = orjson.dumps(value).decode()
         else:
             out[name] = value
+    for _key, path, value in nested:
+        flatten(value, path, out, problems)
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """How to flatten an object of one shape (keys and value types) at one prefix."""
+
+    names: tuple[str, ...]  # the column of each scalar value, in order
+    pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # those values, from obj.values()
+    nested: tuple[tuple[int, str], ...]  # (position, path) of each nested object
+
+
+_SCALARS = frozenset({str, int, float, bool})
+
+
+@functools.lru_cache(maxsize=16384)  # SDK events repeat their shapes exactly: plan each once
+def _level_of(prefix: str, keys: tuple[str, ...], types: tuple[type, ...]) -> _Level | None:
+    """The plan for objects of this shape, or None when they need the key-by-key path
+    (a list value, a key without a usable name, two keys with one column name)."""
+    names: list[str] = []
+    positions: list[int] = []
+    nested: list[tuple[int, str]] = []
+    for position, (key, kind) in enumerate(zip(keys, types, strict=True)):
+        part, path, name = _column_of(prefix, key)
+        if kind is dict and part:
+            nested.append((position, path))
+        elif kind is type(None):
+            continue
+        elif kind not in _SCALARS or name is None or name in names:
+            return None
+        else:
+            names.append(name)
+            positions.append(position)
+    return _Level(tuple(names), _picker(positions), tuple(nested))
+
+
+def _picker(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    if len(positions) < 2:  # itemgetter answers a tuple for two positions or more
+        return lambda values: tuple(values[p] for p in positions)
+    return operator.itemgetter(*positions)
 
 
 @functools.lru_cache(maxsize=65536)  # the same keys in every event: name each once
@@ -246,7 +297,7 @@ class Shaper:
     def wants(self, table: str) -> bool:
         return self.tables is None or table in self.tables
 
-    def shape(self, schema: str, event: dict[str, Any], offset: int) -> Shaped:
+    def shape(self, schema: str, event: dict[str, Any]) -> Shaped:
         shaped = Shaped()
         kind = event.get("type")
         if kind not in EXTRA:
@@ -256,9 +307,7 @@ class Shaper:
         row_id = str(event.get("messageId") or "")
         fixed = _FIXED[kind]
         common = _common_values(event, kind)
-        received = common.get("received_at")
-        if type(received) is not datetime:
-            received = None
+        received = common.get("received_at")  # text: parsed only for a discard
         context = event.get("context")
         if isinstance(context, dict):
             problems: list[tuple[str, str, Any]] = []
@@ -266,21 +315,21 @@ class Shaper:
             self._discard_all(shaped, schema, "tracks" if kind == "track" else
                               TABLE_OF_TYPE[kind], row_id, received, problems)  # fmt: skip
         if kind == "track":
-            self._track(shaped, schema, event, row_id, received, common, fixed, offset)
+            self._track(shaped, schema, event, row_id, received, common, fixed)
             return shaped
         table = TABLE_OF_TYPE[kind]
         payload_key = "properties" if kind in ("page", "screen") else "traits"
-        values = self._custom(shaped, schema, table, event.get(payload_key), fixed, common,
+        values = self._custom(shaped, schema, table, event.get(payload_key), kind, common,
                               row_id, received)  # fmt: skip
         if self.wants(table):
-            shaped.rows.append(Row(schema, table, row_id, values, fixed, offset))
+            shaped.rows.append(Row(schema, table, row_id, values, fixed))
         user_id = common.get("user_id")
         if kind == "identify" and user_id and self.wants(USERS):
             traits = {k: v for k, v in values.items() if k not in fixed and
                       not k.startswith("context_")}  # fmt: skip
             traits["id"] = user_id
             traits["received_at"] = common.get("received_at")
-            shaped.rows.append(Row(schema, USERS, user_id, traits, dict(USERS_FIXED), offset))
+            shaped.rows.append(Row(schema, USERS, user_id, traits, dict(USERS_FIXED)))
         return shaped
 
     def _track(
@@ -289,13 +338,12 @@ class Shaper:
         schema: str,
         event: dict[str, Any],
         row_id: str,
-        received: datetime | None,
+        received: Any,
         common: dict[str, Any],
         fixed: dict[str, ColumnType],
-        offset: int,
     ) -> None:
         if self.wants(TRACKS):
-            shaped.rows.append(Row(schema, TRACKS, row_id, common, fixed, offset))
+            shaped.rows.append(Row(schema, TRACKS, row_id, common, fixed))
         table = event_table(str(common.get("event_text") or ""))
         if table is None:
             shaped.discards.append(
@@ -307,15 +355,15 @@ class Shaper:
                         str(event.get("event")),
                         row_id,
                         "event name has no usable table name",
-                        received,
+                        _received(received),
                     ),
                 )
             )
             return  # fmt: skip
-        values = self._custom(shaped, schema, table, event.get("properties"), fixed, common,
+        values = self._custom(shaped, schema, table, event.get("properties"), "track", common,
                               row_id, received)  # fmt: skip
         if self.wants(table):
-            shaped.rows.append(Row(schema, table, row_id, values, fixed, offset))
+            shaped.rows.append(Row(schema, table, row_id, values, fixed))
 
     def _custom(
         self,
@@ -323,10 +371,10 @@ class Shaper:
         schema: str,
         table: str,
         payload: Any,
-        fixed: dict[str, ColumnType],
+        kind: str,
         common: dict[str, Any],
         row_id: str,
-        received: datetime | None,
+        received: Any,
     ) -> dict[str, Any]:
         """The common values plus the flattened properties or traits that may have columns."""
         values = dict(common)
@@ -335,11 +383,11 @@ class Shaper:
         flat: dict[str, Any] = {}
         problems: list[tuple[str, str, Any]] = []
         flatten(payload, "", flat, problems)
-        for name, value in flat.items():
-            if name in fixed or name in _NEVER_PROPERTIES or name.startswith("context_"):
-                problems.append((name, "reserved column name", value))
-            else:
-                values[name] = value
+        reserved = _reserved(kind, tuple(flat))
+        if reserved:
+            for name in reserved:
+                problems.append((name, "reserved column name", flat.pop(name)))
+        values.update(flat)
         self._discard_all(shaped, schema, table, row_id, received, problems)
         return values
 
@@ -349,12 +397,23 @@ class Shaper:
         schema: str,
         table: str,
         row_id: str,
-        received: datetime | None,
+        received: Any,
         problems: list[tuple[str, str, Any]],
     ) -> None:
+        if not problems:
+            return
+        at = _received(received)
         for column, reason, value in problems:
             shaped.discards.append((schema, Discard(table, column, as_text(value), row_id,
-                                                    reason, received)))  # fmt: skip
+                                                    reason, at)))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16384)
+def _reserved(kind: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The property or trait names that would overwrite a fixed or ``context_`` column."""
+    fixed = _FIXED[kind]
+    return tuple(n for n in names if n in fixed or n in _NEVER_PROPERTIES or
+                 n.startswith("context_"))  # fmt: skip
 
 
 def event_table(event_name: str) -> str | None:
@@ -364,9 +423,6 @@ def event_table(event_name: str) -> str | None:
     if name is None:
         return None
     return "_" + name if name in FIXED_TABLES else name
-
-
-_TIMESTAMPS = ("received_at", "sent_at", "timestamp", "original_timestamp")
 
 
 def _common_values(event: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -390,13 +446,14 @@ def _common_values(event: dict[str, Any], kind: str) -> dict[str, Any]:
         values["group_id"] = event.get("groupId")
     elif kind == "alias":
         values["previous_id"] = event.get("previousId")
-    for key in _TIMESTAMPS:  # parsed once here, not again for each row the event makes
-        value = values[key]
-        if type(value) is str:
-            parsed = parse_timestamp(value)
-            if parsed is not None:
-                values[key] = parsed
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _received(value: Any) -> datetime | None:
+    """``received_at`` as a datetime, for the discards of the event's rows (timestamps stay
+    text until their column is converted at once: :func:`~headwater.warehouses.batch.
+    convert_column`)."""
+    return parse_timestamp(value) if type(value) is str else None
 
 
 def as_text(value: Any) -> str:

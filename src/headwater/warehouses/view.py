@@ -144,7 +144,7 @@ class WarehouseView:
     async def _trace_one(self, config: WarehouseConfig, record: StoredRecord) -> dict[str, Any]:
         schema = schema_name(record.source)
         shaper = Shaper(config.sources, config.tables, config.exclude_events)
-        shaped = shaper.shape(schema, orjson.loads(record.payload), record.offset)
+        shaped = shaper.shape(schema, orjson.loads(record.payload))
         tables = sorted({f"{r.schema}.{r.table}" for r in shaped.rows})
         base = {"stage": "warehouse", "warehouse": config.name, "tables": tables}
         if not tables:
