@@ -131,6 +131,7 @@ class Headwater:
         self.metrics = Metrics(self.stats, lambda: self.log, lambda: self.delivery)
         self.metrics.canary = self.status.canary_state
         self.metrics.registry.register(self.warehouses)
+        self.metrics.registry.register(self.profiles)
         self._web = Starlette(
             routes=[
                 # unauthenticated like any exporter's and status page's (docs/access.md)
@@ -358,6 +359,10 @@ class Headwater:
             await self.warehouses.refresh()
         except Exception:
             logger.warning("metrics: cannot read the warehouses' state", exc_info=True)
+        try:
+            await self.profiles.refresh()
+        except Exception:
+            logger.warning("metrics: cannot read the identity graphs", exc_info=True)
         return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
     def _profiles_read_ok(self, presented: str, permission: str) -> bool:

@@ -5,6 +5,8 @@ Segment's shapes, the CLI and the trace show profiles, and kill -9 keeps the gra
 from __future__ import annotations
 
 import base64
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +15,7 @@ from segment.analytics import Client
 from tests.e2e.conftest import ADMIN_TOKEN, WRITE_KEY, Server
 from tests.e2e.test_protocols import cli, wait_until
 
+DOCS = Path(__file__).parents[2] / "docs" / "metrics.md"
 SPACE = """
 spaces:
   - name: main
@@ -158,6 +161,18 @@ def test_refusals_are_explained_and_the_graph_survives_kill_9(make_server: Any) 
     assert "Identity Graph of space 'main': 1 merges refused" in titles, titles
     finding = next(f for f in report["findings"] if "merges refused" in f["title"])
     assert finding["evidence"]["samples"][0]["messageId"] == "k-2"
+    send(server, ("identify", {"user_id": "u3", "traits": {"email": "test@example.com"},
+                               "message_id": "b-1"}))  # fmt: skip
+    found(server, "user_id:u3/traits")
+    scrape = httpx.get(f"{server.url}/metrics").text  # the serve process reads the worker's graph
+    problems = {frozenset(re.findall(r'(\w+)="([^"]*)"', line)): float(line.rsplit(" ", 1)[1])
+                for line in scrape.splitlines()
+                if line.startswith("headwater_identity_problems_total{")}  # fmt: skip
+    main = {("space", "main")}
+    assert problems == {frozenset(main | {("kind", "refused"), ("id_type", "anonymous_id")}): 1,
+                        frozenset(main | {("kind", "blocked"), ("id_type", "email")}): 1}  # fmt: skip
+    documented = re.findall(r"^\| `(headwater_identity_\w+)`", DOCS.read_text(), flags=re.M)
+    assert documented == ["headwater_identity_problems_total"]
 
     send(server, ("track", {"anonymous_id": "web-9", "event": "Viewed", "message_id": "w-1"}))
     found(server, "anonymous_id:web-9/traits")

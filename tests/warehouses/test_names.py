@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import duckdb
 import pytest
 
-from headwater.warehouses.names import identifier, quote, schema_name
+from headwater.warehouses.names import RESERVED_WORDS, identifier, quote, schema_name
 from headwater.warehouses.schema import event_table
 
 
@@ -24,12 +25,21 @@ from headwater.warehouses.schema import event_table
         ("select", "_select"),  # reserved words
         ("Order", "_order"),
         ("user", "_user"),
+        ("Pivot", "_pivot"),  # reserved in DuckDB only
         ("!!!", None),  # nothing usable
         ("", None),
     ],
 )
 def test_identifier(raw: str, expected: str | None) -> None:
     assert identifier(raw) == expected
+
+
+def test_every_duckdb_reserved_word_is_reserved() -> None:
+    """A column named like one (``qualify``, ``pivot``) would have to be quoted in every
+    analyst's query: it gets the leading ``_`` instead."""
+    found = duckdb.sql("SELECT keyword_name FROM duckdb_keywords() "
+                       "WHERE keyword_category = 'reserved'").fetchall()  # fmt: skip
+    assert {word for (word,) in found} <= RESERVED_WORDS
 
 
 def test_long_names_keep_a_prefix_and_a_hash_and_stay_distinct() -> None:

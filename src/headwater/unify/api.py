@@ -22,13 +22,14 @@ import asyncio
 import base64
 import binascii
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import orjson
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -107,6 +108,7 @@ class Profiles:
         self.readers = {s.name: SpaceReader(s, data_dir) for s in spaces}
         self._fetch = fetch
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="headwater-profiles")
+        self._totals: dict[str, list[tuple[str, str, int]]] = {}
 
     def reader(self, space: str) -> SpaceReader:
         reader = self.readers.get(space)
@@ -259,6 +261,28 @@ class Profiles:
             return {"problems": store.problems(since_ms, limit), "counters": store.counters()}
 
         return await self.run(read)  # type: ignore[no-any-return]
+
+    async def refresh(self) -> None:
+        """The snapshot /metrics renders (read before a scrape, never during it)."""
+
+        def read() -> dict[str, list[tuple[str, str, int]]]:
+            return {name: r.store().counter_totals() for name, r in self.readers.items()}
+
+        self._totals = await self.run(read)
+
+    def collect(self) -> Iterator[Metric]:
+        if not self.readers:  # a workspace without spaces serves no identity metric
+            return
+        problems = CounterMetricFamily(
+            "headwater_identity_problems",
+            "Identifier values the Identity Graph refused to merge, stopped at a limit, blocked "
+            "or skipped, and events it could not apply, per space, kind and identifier type.",
+            labels=["space", "kind", "id_type"],
+        )
+        for space, totals in sorted(self._totals.items()):
+            for kind, id_type, n in totals:
+                problems.add_metric([space, kind, id_type], n)
+        yield problems
 
     async def of_message(self, space: str, message_id: str) -> dict[str, Any] | None:
         reader = self.reader(space)

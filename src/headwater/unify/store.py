@@ -203,6 +203,7 @@ class ProfileStore(Protocol):
     def profile_of_message(self, message_id: str) -> str | None: ...
     def problems(self, since_ms: int, limit: int) -> list[HistoryEntry]: ...
     def counters(self) -> list[tuple[str, str, str, int, str | None]]: ...
+    def counter_totals(self) -> list[tuple[str, str, int]]: ...
     def delete(self, segment_id: str) -> int: ...
     def close(self) -> None: ...
 
@@ -479,6 +480,12 @@ class SqliteProfileStore:
         rows = self._db.execute("SELECT kind, type, value, n, last_message_id FROM counters "
                                 "ORDER BY n DESC")  # fmt: skip
         return [tuple(r) for r in rows]
+
+    def counter_totals(self) -> list[tuple[str, str, int]]:
+        """(kind, identifier type, how many times) over every value: what /metrics shows."""
+        rows = self._db.execute("SELECT kind, type, sum(n) FROM counters GROUP BY kind, type "
+                                "ORDER BY kind, type")  # fmt: skip
+        return [(str(k), str(t), int(n)) for k, t, n in rows]
 
     # -------------------------------------------------------------- deletion
 

@@ -133,9 +133,20 @@ RESERVED_WORDS = frozenset(
         "where",
         "window",
         "with",
+        # DuckDB's own (duckdb_keywords(), category "reserved"), beyond PostgreSQL's
+        "describe",
+        "lambda",
+        "pivot",
+        "pivot_longer",
+        "pivot_wider",
+        "qualify",
+        "show",
+        "summarize",
+        "unpivot",
     ]
 )
-"""PostgreSQL's reserved key words (its docs' appendix C) — DuckDB's are a subset."""
+"""PostgreSQL's reserved key words (its docs' appendix C) and DuckDB's (checked against
+``duckdb_keywords()`` by ``tests/warehouses/test_names.py``)."""
 
 
 @functools.lru_cache(maxsize=65536)  # names repeat in every event: shape each once
