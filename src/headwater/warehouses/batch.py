@@ -31,6 +31,7 @@ from headwater.warehouses.schema import (
     Row,
     as_text,
     infer,
+    received_time,
 )
 
 Column: TypeAlias = list[Any] | pa.Array
@@ -218,9 +219,8 @@ def row_fixed(rows: Iterable[Row]) -> dict[str, ColumnType]:
 
 
 def _discard(table: str, column: str, value: Any, row: Row, reason: str) -> Discard:
-    received = CONVERTERS["timestamp"](row.values.get("received_at"))
     return Discard(table, column, as_text(value), row.id, reason,
-                   received if isinstance(received, datetime) else None)  # fmt: skip
+                   received_time(row.values.get("received_at")))  # fmt: skip
 
 
 def _first_per_id(rows: list[Row]) -> list[Row]:

@@ -210,12 +210,12 @@ def flatten(
         for position, path in level.nested:
             flatten(values[position], path, out, problems)
         return
-    nested: list[tuple[str, str, dict[str, Any]]] = []
+    nested: list[tuple[str, dict[str, Any]]] = []
     for key, value in obj.items():
         part, path, name = _column_of(prefix, key)
         if isinstance(value, dict):
             if part:
-                nested.append((key, path, value))
+                nested.append((path, value))
             else:
                 problems.append((f"{prefix}.{key}", "no usable name", value))
             continue
@@ -229,7 +229,7 @@ def flatten(
             out[name] = orjson.dumps(value).decode()
         else:
             out[name] = value
-    for _key, path, value in nested:
+    for path, value in nested:
         flatten(value, path, out, problems)
 
 
@@ -355,7 +355,7 @@ class Shaper:
                         str(event.get("event")),
                         row_id,
                         "event name has no usable table name",
-                        _received(received),
+                        received_time(received),
                     ),
                 )
             )
@@ -383,10 +383,8 @@ class Shaper:
         flat: dict[str, Any] = {}
         problems: list[tuple[str, str, Any]] = []
         flatten(payload, "", flat, problems)
-        reserved = _reserved(kind, tuple(flat))
-        if reserved:
-            for name in reserved:
-                problems.append((name, "reserved column name", flat.pop(name)))
+        for name in _reserved(kind, tuple(flat)):
+            problems.append((name, "reserved column name", flat.pop(name)))
         values.update(flat)
         self._discard_all(shaped, schema, table, row_id, received, problems)
         return values
@@ -402,7 +400,7 @@ class Shaper:
     ) -> None:
         if not problems:
             return
-        at = _received(received)
+        at = received_time(received)
         for column, reason, value in problems:
             shaped.discards.append((schema, Discard(table, column, as_text(value), row_id,
                                                     reason, at)))  # fmt: skip
@@ -449,11 +447,11 @@ def _common_values(event: dict[str, Any], kind: str) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _received(value: Any) -> datetime | None:
-    """``received_at`` as a datetime, for the discards of the event's rows (timestamps stay
-    text until their column is converted at once: :func:`~headwater.warehouses.batch.
-    convert_column`)."""
-    return parse_timestamp(value) if type(value) is str else None
+def received_time(value: Any) -> datetime | None:
+    """A row's ``received_at`` as a datetime, for its discards (timestamps stay text until
+    their column is converted at once: :func:`~headwater.warehouses.batch.convert_column`)."""
+    converted = _to_timestamp(value)
+    return converted if type(converted) is datetime else None
 
 
 def as_text(value: Any) -> str:
