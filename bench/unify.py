@@ -147,7 +147,7 @@ async def api_latency(
         return None
 
     reads = Profiles([space], data_dir, no_event)
-    app = Starlette(routes=routes(reads, lambda t: t == TOKEN))
+    app = Starlette(routes=routes(reads, lambda token, _need: token == TOKEN))
     rng = random.Random(3)
     found: dict[str, tuple[float, float]] = {}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

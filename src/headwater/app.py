@@ -379,7 +379,8 @@ class Headwater:
         stages: list[dict[str, Any]] = []
         for space in self.workspace.spaces:
             if record.source in space.sources:
-                found = await self.profiles.of_message(space.name, record.message_id)
+                found = await self.profiles.of_message(space.name, record.message_id,
+                                                    record.offset)  # fmt: skip
                 stages.append(identity_stage(space.name, found))
         return stages
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,3 +217,31 @@ def _identity():  # type: ignore[no-untyped-def]
     from headwater.unify.config import SpaceConfig
 
     return SpaceConfig.model_validate(space()).identity
+
+
+def test_an_event_that_fails_is_rolled_back_alone_with_its_merge(
+    feed: Feeder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed.send({"anonymousId": "a1", "event": "Viewed"}, {"anonymousId": "a2", "event": "Viewed"})
+    p1, p2 = feed.profile_of("anonymous_id", "a1"), feed.profile_of("anonymous_id", "a2")
+    assert p1 is not None and p2 is not None
+    observe = feed.processor.traits.observe
+
+    def failing(store: Any, segment_id: str, event: dict[str, Any], *rest: Any) -> Any:
+        if event["messageId"] == "bad":
+            raise RuntimeError("a bug in a trait")
+        return observe(store, segment_id, event, *rest)
+
+    monkeypatch.setattr(feed.processor.traits, "observe", failing)
+    feed.send(
+        {"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "login-1"},
+        {"type": "identify", "userId": "u1", "anonymousId": "a2", "messageId": "bad"},
+        {"anonymousId": "a2", "event": "Viewed", "messageId": "after"},
+    )
+    assert feed.processor.counts.errors == 1
+    assert feed.store.resolve(p2) == p2, "the failed event's merge was rolled back"
+    assert feed.profile_of("user_id", "u1") == p1
+    assert feed.store.events(p2, 10)[0].message_id == "after"
+    assert feed.store.profile_of_event(3) == p1 and feed.store.profile_of_event(4) is None
+    assert ("error", "", "", 1, "bad") in feed.store.counters()
+    assert feed.store.position() == 5

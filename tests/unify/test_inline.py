@@ -77,3 +77,40 @@ async def test_inline_profiles_and_the_console_page(client: httpx.AsyncClient) -
     assert missing.status_code == 404 and "No profile &#39;user_id:zz&#39;" in missing.text
     unknown = await client.get("/console/profiles", params={"space": "nope", "id": "user_id:u-7"})
     assert unknown.status_code == 404 and "the spaces are main" in unknown.text
+
+
+async def test_links_are_the_accounts_of_group_calls_and_follow_merges(
+    client: httpx.AsyncClient,
+) -> None:
+    await post(client, "group", anonymousId="a-9", groupId="acme", messageId="g-1")
+    await post(client, "group", userId="u-9", groupId="globex", messageId="g-2")
+    await post(client, "group", userId="u-9", groupId=" acme ", messageId="g-3")
+    await post(client, "identify", anonymousId="a-9", userId="u-9", messageId="login")
+    doc = await wait_for(client, "user_id:u-9/links", lambda d: len(d["data"]) == 2)
+    acme = doc["data"][0]
+    created = acme["external_ids"][0].pop("created_at")
+    assert created.startswith("20") and created.endswith("Z")
+    assert acme == {"to_collection": "accounts", "external_ids": [
+        {"id": "acme", "type": "group_id", "source_id": "website", "collection": "accounts",
+         "encoding": "none", "first_message_id": "g-1"}],
+    }, "the merged-away profile's older link is kept, with its first message"  # fmt: skip
+    assert [d["external_ids"][0]["id"] for d in doc["data"]] == ["acme", "globex"]
+    assert doc["cursor"]["has_more"] is False and doc["cursor"]["limit"] == 20
+
+    first = (await client.get(f"{BASE}/anonymous_id:a-9/links", params={"limit": 1},
+                              auth=(TOKEN, ""))).json()  # fmt: skip
+    assert first["cursor"]["has_more"] is True and first["cursor"]["next"] == "1"
+    rest = (await client.get(f"{BASE}/anonymous_id:a-9/links",
+                             params={"limit": 1, "next": first["cursor"]["next"]},
+                             auth=(TOKEN, ""))).json()  # fmt: skip
+    assert [d["external_ids"][0]["id"] for d in rest["data"]] == ["globex"]
+    assert rest["cursor"]["has_more"] is False
+    too_many = await client.get(f"{BASE}/user_id:u-9/links", params={"limit": 21},
+                                auth=(TOKEN, ""))  # fmt: skip
+    assert too_many.status_code == 400 and "between 1 and 20" in too_many.text
+
+    deleted = await client.delete(f"{BASE}/user_id:u-9", auth=(TOKEN, ""))
+    assert deleted.status_code == 200
+    await post(client, "identify", userId="u-9", messageId="again")
+    again = await wait_for(client, "user_id:u-9/links", lambda d: True)
+    assert again["data"] == [], "a deleted profile's links go with it"

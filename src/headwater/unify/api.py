@@ -220,10 +220,20 @@ class Profiles:
             "last_source_id": p.last_source}}  # fmt: skip
 
     async def links(self, space: str, name: str, q: dict[str, str]) -> dict[str, Any]:
-        segment_id = await self.run(self.reader(space).segment_id, name)
+        """The accounts the profile belongs to (the groupIds of its group calls), each as
+        Segment answers a link: the collection and the linked profile's external ids."""
         limit = _limit(q, LINKS_LIMIT, LINKS_LIMIT)
-        return {"data": [], "cursor": self._cursor(space, segment_id, "links", False, "", limit,
-                                                   q)}  # fmt: skip
+        start = _int(q.get("next"), "next")
+        segment_id, links = await self.run(_links, self.reader(space), name, limit + 1, start)
+        page, more = links[:limit], len(links) > limit
+        data = [{"to_collection": k.collection, "external_ids": [
+                    {"id": k.value, "type": k.type, "source_id": k.source,
+                     "collection": k.collection, "created_at": iso_ms(k.created_ms),
+                     "encoding": "none", "first_message_id": k.first_message_id}]}
+                for k in page]  # fmt: skip
+        return {"data": data, "cursor": self._cursor(space, segment_id, "links", more,
+                                                     str(start + limit) if more else "", limit,
+                                                     q)}  # fmt: skip
 
     async def merges(self, space: str, name: str) -> dict[str, Any]:
         segment_id, entries = await self.run(_history, self.reader(space), name)
@@ -284,12 +294,14 @@ class Profiles:
                 problems.add_metric([space, kind, id_type], n)
         yield problems
 
-    async def of_message(self, space: str, message_id: str) -> dict[str, Any] | None:
+    async def of_message(self, space: str, message_id: str,
+                         offset: int) -> dict[str, Any] | None:  # fmt: skip
+        """What the event (its messageId, at its log offset) did in the space."""
         reader = self.reader(space)
 
         def read() -> dict[str, Any] | None:
             store = reader.store()
-            joined = store.profile_of_message(message_id)
+            joined = store.profile_of_event(offset)
             history = store.history_of_message(message_id)
             if joined is None and not history:
                 return None
@@ -321,6 +333,11 @@ def _traits(reader: SpaceReader, name: str) -> tuple[str, list[Any]]:
 def _external_ids(reader: SpaceReader, name: str) -> tuple[str, list[Any]]:
     segment_id = reader.segment_id(name)
     return segment_id, reader.store().external_ids(segment_id)
+
+
+def _links(reader: SpaceReader, name: str, limit: int, skip: int) -> tuple[str, list[Any]]:
+    segment_id = reader.segment_id(name)
+    return segment_id, reader.store().links(segment_id, limit, skip)
 
 
 def _events(reader: SpaceReader, name: str, asc: bool, cursor: int | None) -> tuple[str, list[Any]]:

@@ -32,7 +32,7 @@ from headwater.log.base import EventLog, StoredRecord
 from headwater.unify.config import SpaceConfig
 from headwater.unify.graph import IdentityGraph
 from headwater.unify.identifiers import Extractor
-from headwater.unify.store import EventRef, SqliteProfileStore, store_path
+from headwater.unify.store import EventRef, Link, SqliteProfileStore, store_path
 from headwater.unify.traits import Change, TraitEngine, event_name
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ class SpaceProcessor:
         self.traits = TraitEngine(space.computed_traits, now_ms)
         self.counts = SpaceCounts()
         self._events: list[tuple[str, EventRef]] = []  # written once per batch
+        self._links: list[tuple[str, Link]] = []
+        self._moved: dict[str, str] = {}  # profiles merged away in the batch → survivor
 
     def apply(self, records: list[StoredRecord]) -> list[Change]:
         """One transaction: the records of this space's sources, then the position. If an
@@ -91,34 +93,64 @@ class SpaceProcessor:
     def _apply(self, records: list[StoredRecord], guarded: bool) -> list[Change]:
         store = self.store
         changes: list[Change] = []
-        one = self._one_guarded if guarded else self._one
         store.begin()
         try:
-            for record in records:
-                if record.source in self.sources:
-                    changes.extend(one(record))
-            self.graph.flush()
-            self.traits.flush(store)
-            store.add_events(self._events)
-            self._events.clear()
+            if guarded:
+                for record in records:
+                    if record.source in self.sources:
+                        changes.extend(self._one_guarded(record))
+            else:
+                for record in records:
+                    if record.source in self.sources:
+                        changes.extend(self._one(record))
+                self._write()
             store.set_position(records[-1].offset)
             store.commit()
         except BaseException:
-            self.graph.reset()
-            self._events.clear()
-            self.traits.reset()
+            self._reset()
             store.rollback()
             raise
         return changes
 
+    def _write(self) -> None:
+        """What the events so far kept for the batch, written (before the commit)."""
+        self.graph.flush()
+        self.traits.flush(self.store)
+        self.store.add_events(self._live(self._events))
+        self.store.add_links(self._live(self._links))
+        self._reset()
+
+    def _reset(self) -> None:
+        self.graph.reset()
+        self.traits.reset()
+        self._events.clear()
+        self._links.clear()
+        self._moved.clear()
+
+    def _live(self, rows: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """The rows with each profile merged away in this batch replaced by its survivor."""
+        moved = self._moved
+        if not moved:
+            return rows
+        out = []
+        for segment_id, row in rows:
+            while segment_id in moved:
+                segment_id = moved[segment_id]
+            out.append((segment_id, row))
+        return out
+
     def _one_guarded(self, record: StoredRecord) -> list[Change]:
+        """One event and its writes in a savepoint: a failure rolls back it alone, and the
+        graph's and traits' caches with it."""
         db = self.store._db
         db.execute("SAVEPOINT event")
         try:
             changes = self._one(record)
+            self._write()
         except Exception:
             db.execute("ROLLBACK TO event")
             db.execute("RELEASE event")
+            self._reset()
             logger.exception("space %s: event %s not applied", self.space.name,
                              record.message_id)  # fmt: skip
             self.counts.errors += 1
@@ -154,6 +186,7 @@ class SpaceProcessor:
         changes: list[Change] = []
         traits = self.traits
         for loser in result.merged:
+            self._moved[loser] = segment_id
             changes.extend(traits.merge(store, segment_id, traits.states(store, segment_id),
                                         traits.states(store, loser), mid))  # fmt: skip
             traits.drop(store, loser)
@@ -163,9 +196,16 @@ class SpaceProcessor:
                 store.count("too_many_traits", "", str(len(given)), mid, ts)
             else:
                 store.set_traits(segment_id, given, ts, source, mid)
-        changes.extend(self.traits.observe(store, segment_id, event, ts, mid, source))
-        self._events.append((segment_id, EventRef(record.offset, mid, record.type,
-                                                  event_name(event), ts, source)))  # fmt: skip
+        name = event_name(event)
+        changes.extend(self.traits.observe(store, segment_id, event, ts, mid, source, name))
+        self._events.append(
+            (segment_id, EventRef(record.offset, mid, record.type, name, ts, source))
+        )
+        if record.type == "group":
+            group_id = self.extractor.normalise("group_id", event.get("groupId"))
+            if group_id is not None and len(group_id) <= self.extractor.max_chars:
+                link = Link("accounts", "group_id", group_id, ts, source, mid)
+                self._links.append((segment_id, link))
         return changes
 
     def expire(self) -> list[Change]:

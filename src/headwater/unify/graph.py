@@ -88,7 +88,8 @@ class IdentityGraph:
 
     def resolve(self, identifiers: list[Identifier], message_id: str, offset: int, source: str,
                 at_ms: int) -> Resolution:  # fmt: skip
-        ids = sorted(identifiers, key=lambda i: self.priority.get(i[0], len(self.priority)))
+        """``identifiers`` in priority order, as the extractor gives them."""
+        ids = list(identifiers)
         result = Resolution(None)
         while ids:
             owners = self._owners(ids)

@@ -125,7 +125,7 @@ class Extractor:
         ]
         self._blocked = {v.strip().lower() for v in identity.blocked_values}
         self._patterns = [re.compile(p) for p in identity.blocked_patterns]
-        self._max_chars = identity.max_value_chars
+        self.max_chars = identity.max_value_chars
 
     def normalise(self, id_type: str, raw: Any) -> str | None:
         """The value as the graph keys it (None when it is not a usable text)."""
@@ -153,7 +153,7 @@ class Extractor:
             seen.add((id_type, value))
             if self.blocked(value):
                 skipped.append(Skipped(id_type, value[:80], "blocked"))
-            elif len(value) > self._max_chars:
+            elif len(value) > self.max_chars:
                 skipped.append(Skipped(id_type, value[:80] + "…", "too_long"))
             else:
                 identifiers.append((id_type, value))

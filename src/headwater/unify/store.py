@@ -18,6 +18,8 @@ Layout:
   ``computed`` marks computed traits. ``trait_state``: each computed trait's partial
   aggregates (traits.py), with the hour its window next drops a bucket (``expires_hour``).
 - ``events``: references into the log (offset, messageId, type, name, time), not copies.
+- ``links``: the accounts a profile belongs to (each ``groupId`` its group calls named),
+  with when, where and by which message the link was first seen (``/links``).
 - ``history``: created / merged / refused / limit rows with the messageId and offset that
   caused them and the identifiers involved (JSON ``detail``). ``counters``: blocked values
   and refusals per kind, identifier type and value.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import secrets
 import string
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +43,8 @@ from headwater.unify.identifiers import Identifier
 
 SCHEMA_VERSION = 1
 UNIFY_DIR = "unify"
-_ALPHABET = string.ascii_letters + string.digits
+_ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase  # in ASCII order
+_KSUID_EPOCH = 1_400_000_000  # KSUID's epoch (2014-05-13), in seconds
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,7 +77,11 @@ CREATE TABLE IF NOT EXISTS events (
     offset INTEGER PRIMARY KEY, segment_id TEXT NOT NULL, message_id TEXT NOT NULL,
     type TEXT NOT NULL, name TEXT, ts_ms INTEGER NOT NULL, source TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_profile ON events (segment_id, offset);
-CREATE INDEX IF NOT EXISTS events_message ON events (message_id);
+DROP INDEX IF EXISTS events_message;
+CREATE TABLE IF NOT EXISTS links (
+    segment_id TEXT NOT NULL, collection TEXT NOT NULL, type TEXT NOT NULL, value TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, source TEXT, first_message_id TEXT,
+    PRIMARY KEY (segment_id, collection, type, value)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, kind TEXT NOT NULL,
     segment_id TEXT, other_id TEXT, message_id TEXT, offset INTEGER, detail BLOB);
@@ -90,14 +98,18 @@ CREATE TABLE IF NOT EXISTS counters (
 _OWNERS: dict[int, str] = {}  # the lookup of n identifiers at once, by n
 
 
-def new_segment_id() -> str:
-    """``use_`` and 27 random letters and digits, like Segment's profile ids."""
-    number = int.from_bytes(secrets.token_bytes(21))  # 168 random bits; 27 digits hold 160
+def new_segment_id(now: float | None = None) -> str:
+    """``use_`` and a KSUID, as Segment's profile ids: 27 base-62 digits of 4 bytes of
+    seconds since 2014-05-13 then 16 random bytes. The ids sort by creation time, so the
+    rows of profiles made together (keyed by segment_id in every table) sit together on
+    disk: a batch of events touches a few pages, not one per profile."""
+    seconds = int(time.time() if now is None else now) - _KSUID_EPOCH
+    number = (seconds & 0xFFFFFFFF) << 128 | int.from_bytes(secrets.token_bytes(16))
     digits = []
-    for _ in range(27):
+    for _ in range(27):  # 160 bits need 27 base-62 digits; most significant first
         number, digit = divmod(number, 62)
         digits.append(_ALPHABET[digit])
-    return "use_" + "".join(digits)
+    return "use_" + "".join(reversed(digits))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,18 @@ class Profile:
 
 @dataclass(frozen=True, slots=True)
 class ExternalId:
+    type: str
+    value: str
+    created_ms: int
+    source: str | None
+    first_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A profile's link to a profile of another collection (a user's account)."""
+
+    collection: str
     type: str
     value: str
     created_ms: int
@@ -187,6 +211,7 @@ class ProfileStore(Protocol):
     def set_traits(self, segment_id: str, traits: dict[str, Any], at_ms: int, source: str,
                    message_id: str, computed: bool = False) -> None: ...  # fmt: skip
     def add_events(self, refs: Sequence[tuple[str, EventRef]]) -> None: ...
+    def add_links(self, links: Sequence[tuple[str, Link]]) -> None: ...
     def set_computed(self, rows: Sequence[tuple[str, str, Any, int, str, str]]) -> None: ...
     def trait_states(self, segment_id: str) -> dict[str, tuple[Any, int | None]]: ...
     def put_trait_states(self, rows: Sequence[tuple[str, str, Any, int | None]]) -> None: ...
@@ -195,12 +220,13 @@ class ProfileStore(Protocol):
     def resolve(self, segment_id: str) -> str | None: ...
     def find(self, identifier: Identifier) -> str | None: ...
     def external_ids(self, segment_id: str) -> list[ExternalId]: ...
+    def links(self, segment_id: str, limit: int, skip: int = 0) -> list[Link]: ...
     def traits(self, segment_id: str) -> list[Trait]: ...
     def events(self, segment_id: str, limit: int, before: int | None,
                after: int | None) -> list[EventRef]: ...  # fmt: skip
     def history(self, segment_id: str) -> list[HistoryEntry]: ...
     def history_of_message(self, message_id: str) -> list[HistoryEntry]: ...
-    def profile_of_message(self, message_id: str) -> str | None: ...
+    def profile_of_event(self, offset: int) -> str | None: ...
     def problems(self, since_ms: int, limit: int) -> list[HistoryEntry]: ...
     def counters(self) -> list[tuple[str, str, str, int, str | None]]: ...
     def counter_totals(self) -> list[tuple[str, str, int]]: ...
@@ -306,6 +332,15 @@ class SqliteProfileStore:
         )
         db.execute("DELETE FROM traits WHERE segment_id = ?", (loser,))
         db.execute("UPDATE events SET segment_id = ? WHERE segment_id = ?", (survivor, loser))
+        db.execute(
+            "INSERT INTO links SELECT ?, collection, type, value, created_ms, source, "
+            "first_message_id FROM links WHERE segment_id = ? AND 1 ON CONFLICT (segment_id, "
+            "collection, type, value) DO UPDATE SET "
+            "created_ms = excluded.created_ms, source = excluded.source, first_message_id = "
+            "excluded.first_message_id WHERE excluded.created_ms < links.created_ms",
+            (survivor, loser),
+        )
+        db.execute("DELETE FROM links WHERE segment_id = ?", (loser,))
         row = db.execute("SELECT merges, identifiers, created_ms, first_message_id, first_source "
                          "FROM profiles WHERE segment_id = ?", (loser,)).fetchone()  # fmt: skip
         db.execute(
@@ -376,13 +411,22 @@ class SqliteProfileStore:
         )  # fmt: skip
 
     def add_events(self, refs: Sequence[tuple[str, EventRef]]) -> None:
-        """(segment_id, reference) pairs; a profile merged away since hands its events to
-        its survivor."""
+        """(segment_id, reference) pairs, each segment_id a live profile (the caller maps
+        the profiles merged away in its transaction to their survivors)."""
         self._db.executemany(
-            "INSERT OR REPLACE INTO events VALUES (?1, (SELECT coalesce(canonical, segment_id) "
-            "FROM profiles WHERE segment_id = ?2), ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(r.offset, s, r.message_id, r.type, r.name, r.ts_ms, r.source) for s, r in refs],
         )
+
+    def add_links(self, links: Sequence[tuple[str, Link]]) -> None:
+        """(segment_id, link) pairs, oldest first: a link already known keeps its first
+        sighting; a profile merged away since hands them to its survivor."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO links VALUES ((SELECT coalesce(canonical, segment_id) FROM "
+            "profiles WHERE segment_id = ?), ?, ?, ?, ?, ?, ?)",
+            [(s, k.collection, k.type, k.value, k.created_ms, k.source, k.first_message_id)
+             for s, k in links],
+        )  # fmt: skip
 
     def trait_states(self, segment_id: str) -> dict[str, tuple[Any, int | None]]:
         rows = self._db.execute("SELECT trait, state, expires_hour FROM trait_state "
@@ -422,6 +466,15 @@ class SqliteProfileStore:
             "WHERE segment_id = ? ORDER BY created_ms, type, value", (segment_id,)
         )  # fmt: skip
         return [ExternalId(*r) for r in rows]
+
+    def links(self, segment_id: str, limit: int, skip: int = 0) -> list[Link]:
+        """Oldest first, ``limit`` of them after the first ``skip``."""
+        rows = self._db.execute(
+            "SELECT collection, type, value, created_ms, source, first_message_id FROM links "
+            "WHERE segment_id = ? ORDER BY created_ms, value LIMIT ? OFFSET ?",
+            (segment_id, limit, skip),
+        )
+        return [Link(*r) for r in rows]
 
     def traits(self, segment_id: str) -> list[Trait]:
         rows = self._db.execute(
@@ -464,9 +517,11 @@ class SqliteProfileStore:
                              "detail FROM history WHERE message_id = ? ORDER BY id",
                              (message_id,))  # fmt: skip
 
-    def profile_of_message(self, message_id: str) -> str | None:
-        row = self._db.execute("SELECT segment_id FROM events WHERE message_id = ? LIMIT 1",
-                               (message_id,)).fetchone()  # fmt: skip
+    def profile_of_event(self, offset: int) -> str | None:
+        """The profile the event at this log offset joined (events are keyed by offset: an
+        index of messageIds would cost a random page write per event)."""
+        row = self._db.execute("SELECT segment_id FROM events WHERE offset = ?",
+                               (offset,)).fetchone()  # fmt: skip
         return row[0] if row else None
 
     def problems(self, since_ms: int, limit: int) -> list[HistoryEntry]:
@@ -491,14 +546,14 @@ class SqliteProfileStore:
 
     def delete(self, segment_id: str) -> int:
         """Remove a live profile, the profiles merged into it, their identifiers, traits
-        (computed ones too), trait states, event references and history. The events stay
+        (computed ones too), trait states, event references, links and history. The events stay
         in the log. Returns how many identifiers went."""
         db = self._db
         ids = [segment_id, *(r[0] for r in db.execute(
             "SELECT segment_id FROM profiles WHERE canonical = ?", (segment_id,)))]  # fmt: skip
         marks = ",".join("?" * len(ids))
         gone = db.execute(f"DELETE FROM identifiers WHERE segment_id IN ({marks})", ids).rowcount
-        for table in ("id_counts", "traits", "trait_state", "events"):
+        for table in ("id_counts", "traits", "trait_state", "events", "links"):
             db.execute(f"DELETE FROM {table} WHERE segment_id IN ({marks})", ids)
         db.execute(f"DELETE FROM history WHERE segment_id IN ({marks}) OR other_id IN ({marks})",
                    [*ids, *ids])  # fmt: skip

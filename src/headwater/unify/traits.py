@@ -86,8 +86,8 @@ class Computation:
         self.config = config
         self.key = config.key
         self.kind = config.type if config.type != "aggregation" else config.aggregation or "sum"
-        self._event = config.event
-        self._condition = compile_condition(config.condition) if config.condition else None
+        self.event = config.event
+        self.condition = compile_condition(config.condition) if config.condition else None
         prop = config.property
         self._read: Callable[[dict[str, Any]], Any] | None = None
         if prop:
@@ -96,9 +96,6 @@ class Computation:
             else:
                 self._read = lambda e: (e.get("properties") or {}).get(prop)
         self.window_hours = config.window // 3600 if config.window else None
-
-    def matches(self, event: dict[str, Any], name: str | None) -> bool:
-        return name == self._event and (self._condition is None or self._condition(event))
 
     def partial(self, event: dict[str, Any], ts_ms: int) -> Partial | None:
         """What one event adds (None: it adds nothing, e.g. the property is missing)."""
@@ -138,9 +135,6 @@ class Computation:
             elif len(merged) < MAX_DISTINCT_VALUES:
                 merged[value] = n
         return merged
-
-    def hour_of(self, ts_ms: int) -> int:
-        return ts_ms // HOUR_MS if self.window_hours else 0
 
     def live(self, state: State, now_ms: int) -> list[Partial]:
         buckets = state.get("b", {})
@@ -189,6 +183,9 @@ class TraitEngine:
     def __init__(self, configs: list[ComputedTraitConfig],
                  now_ms: Callable[[], int]) -> None:  # fmt: skip
         self.computations = [Computation(c) for c in configs]
+        self._by_event: dict[str | None, list[Computation]] = {}
+        for comp in self.computations:
+            self._by_event.setdefault(comp.event, []).append(comp)
         self.now_ms = now_ms
         self.on_change: list[Listener] = []
         # what this transaction read and changed, written once at flush(): a profile's
@@ -229,29 +226,43 @@ class TraitEngine:
         self._values.clear()
 
     def observe(self, store: ProfileStore, segment_id: str, event: dict[str, Any], ts_ms: int,
-                message_id: str, source: str) -> list[Change]:  # fmt: skip
-        """Add an event to the profile's traits; the values that changed."""
-        name = event_name(event)
-        hits = [c for c in self.computations if c.matches(event, name)]
+                message_id: str, source: str, name: str | None) -> list[Change]:  # fmt: skip
+        """Add an event (known by ``name``, :func:`event_name`) to the profile's traits; the
+        values that changed."""
+        hits = self._by_event.get(name)
         if not hits:
             return []
         now = self.now_ms()
-        states = self.states(store, segment_id)
-        writes = _Writes(segment_id)
+        states: dict[str, tuple[State, int | None]] | None = None
+        writes: _Writes | None = None
         for comp in hits:
+            if comp.condition is not None and not comp.condition(event):
+                continue
             part = comp.partial(event, ts_ms)
             if part is None:
                 continue
-            hour = comp.hour_of(ts_ms)
-            if comp.window_hours and hour <= now // HOUR_MS - comp.window_hours:
-                continue  # a late event already outside the window
-            if comp.key not in states:
-                states[comp.key] = ({"b": {}}, None)
-            state = states[comp.key][0]
+            if comp.window_hours:
+                hour = ts_ms // HOUR_MS
+                if hour <= now // HOUR_MS - comp.window_hours:
+                    continue  # a late event already outside the window
+                slot = str(hour)
+            else:
+                slot = "0"
+            if states is None:
+                states = self.states(store, segment_id)
+                writes = _Writes(segment_id)
+            held = states.get(comp.key)
+            if held is None:
+                state: State = {"b": {}}
+                states[comp.key] = (state, None)
+            else:
+                state = held[0]
             buckets = state.setdefault("b", {})
-            slot = str(hour)
             buckets[slot] = comp.combine(buckets[slot], part) if slot in buckets else part
+            assert writes is not None
             writes.add(comp, state, now, message_id)
+        if writes is None:
+            return []
         return self._flush(store, writes, now, message_id, source)
 
     def _flush(self, store: ProfileStore, writes: _Writes, now: int, message_id: str | None,
