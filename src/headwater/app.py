@@ -39,6 +39,8 @@ from headwater.delivery.engine import DeliveryEngine
 from headwater.delivery.remote import RemoteEngine
 from headwater.delivery.view import DeliveryView
 from headwater.errors import LogError
+from headwater.functions.host import STATS_DIR as FUNCTIONS_DIR
+from headwater.functions.sources import SourceFunctions
 from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
 from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats
@@ -114,7 +116,9 @@ class Headwater:
         self._api = build_api(
             workspace, self.observer, self.auth, self._session_principal, lambda: self.admin,
             audit=self.audit, warehouse_view=self.warehouses,
+            functions_dir=data_dir / FUNCTIONS_DIR,
         )  # fmt: skip
+        self.source_functions = SourceFunctions(workspace.functions, data_dir / FUNCTIONS_DIR)
         self.log: EventLog | None = None
         self.delivery: DeliveryView | None = None
         self._engine: DeliveryEngine | RemoteEngine | None = None
@@ -166,6 +170,7 @@ class Headwater:
         self._delivery_started = True
         await self.observer.start(log, self.delivery)
         pipeline = await self._processor(self.log)
+        await self.source_functions.start()  # a source function that cannot load stops start-up
         self._tracking = TrackingAPI(
             self.running.sources,
             self.log,
@@ -173,6 +178,7 @@ class Headwater:
             self.workspace.gateway,
             on_accepted=self.observer.recorder.accepted,
             processor=pipeline,
+            functions=self.source_functions,
         )
         await self.status.start(self.log, self.delivery, self, self._canary_key,
                                 processes=self.process_signals)  # fmt: skip
@@ -280,6 +286,7 @@ class Headwater:
         await self.observer.stop()
         await self.protocols.close()
         await self.profiles.close()
+        await self.source_functions.close()
         if self.unify is not None:
             await self.unify.stop()
         if self.worker is not None:

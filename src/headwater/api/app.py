@@ -18,6 +18,7 @@ already know; the console renders the same documents as pages.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -28,7 +29,7 @@ from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headwater import __version__
-from headwater.api import audit_routes, processing, testing, warehouses
+from headwater.api import audit_routes, functions, processing, testing, warehouses
 from headwater.api.auth import Authenticator, current_principal, requires
 from headwater.api.params import WindowParam
 from headwater.api.permissions import (
@@ -86,6 +87,7 @@ def build_api(
     admin: Callable[[], ProcessorAdmin | None] = lambda: None,
     warehouse_view: WarehouseView | None = None,
     audit: AuditLog | None = None,
+    functions_dir: Path | None = None,
 ) -> FastAPI:
     async def authorize(request: Request) -> None:
         """Who is asking (``request.state.principal``); each route's own dependency then
@@ -132,6 +134,8 @@ def build_api(
         warehouses.register(app, warehouse_view)
     if audit is not None:
         audit_routes.register(app, audit)
+    if functions_dir is not None:
+        functions.register(app, workspace, functions_dir)
     _document(app)
     _public_document(app)
     return app

@@ -41,6 +41,8 @@ PERMISSIONS: dict[str, str] = {
     "audit:read": "read the audit trail",
     "warehouses:read": "see warehouses: syncs, rows per table, lag, errors, discards",
     "warehouses:write": "start a warehouse sync or backfill",
+    "functions:read": "see functions: invocations, errors, durations, logs, failures",
+    "functions:write": "a source function's URL (it holds its secret); reload functions",
     "tokens:read": "list tokens (names and roles; never the tokens)",
     "tokens:write": "create and revoke tokens",
     "profiles:read": "the Profile API (/v1/spaces/...)",

@@ -8,7 +8,8 @@
 - :mod:`.status`: ``status``, ``watch``, ``maintenance``;
 - :mod:`.profiles`: ``profiles get | merges | delete``;
 - :mod:`.tokens`: ``tokens create | list | revoke``; :mod:`.audit`: ``audit``;
-- :mod:`.warehouse`: ``warehouse status | sync | backfill``.
+- :mod:`.warehouse`: ``warehouse status | sync | backfill``;
+- :mod:`.functions`: ``functions list | url | logs | reload``.
 
 What they share (consoles, options, the API client, errors) is in :mod:`.common`.
 """
@@ -22,6 +23,7 @@ from headwater.cli import (
     audit,
     delivery,
     destinations,
+    functions,
     observe,
     processor,
     profiles,
@@ -49,6 +51,7 @@ app.add_typer(destinations.destinations_app, name="destinations")
 app.add_typer(profiles.profiles_app, name="profiles")
 app.add_typer(tokens.tokens_app, name="tokens")
 app.add_typer(warehouse.warehouse_app, name="warehouse")
+app.add_typer(functions.functions_app, name="functions")
 app.command()(audit.audit)
 app.command()(status.status)
 app.command()(status.watch)

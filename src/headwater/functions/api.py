@@ -101,33 +101,43 @@ class Request:
         return self.body.decode("utf-8", "replace")
 
 
+_WIRE_NAMES = {"user_id": "userId", "anonymous_id": "anonymousId", "message_id": "messageId",
+               "group_id": "groupId", "previous_id": "previousId"}  # fmt: skip
+
+
 class Analytics:
-    """Segment's ``Segment.track(...)`` and friends for source functions: each call adds
-    an event to what the request emits (they are stored once the handler returns)."""
+    """Segment's ``Segment.track({...})`` and friends for source functions: each call adds
+    an event to what the request emits (they are stored once the handler returns). Fields
+    come as a dict (Segment's form), as keywords, or both; ``user_id``, ``anonymous_id``,
+    ``message_id``, ``group_id`` and ``previous_id`` are written as the wire's camelCase:
+    ``analytics.track(event="Order Completed", user_id="u-42", properties={...})``."""
 
     def __init__(self) -> None:
         self.emitted: list[dict[str, Any]] = []
 
-    def _emit(self, kind: str, fields: dict[str, Any]) -> None:
-        self.emitted.append({"type": kind, **fields})
+    def _emit(self, kind: str, payload: dict[str, Any] | None, fields: dict[str, Any]) -> None:
+        event = {"type": kind, **(payload or {})}
+        for key, value in fields.items():
+            event[_WIRE_NAMES.get(key, key)] = value
+        self.emitted.append(event)
 
-    def track(self, event: dict[str, Any] | None = None, **fields: Any) -> None:
-        self._emit("track", {**(event or {}), **fields})
+    def track(self, payload: dict[str, Any] | None = None, /, **fields: Any) -> None:
+        self._emit("track", payload, fields)
 
-    def identify(self, event: dict[str, Any] | None = None, **fields: Any) -> None:
-        self._emit("identify", {**(event or {}), **fields})
+    def identify(self, payload: dict[str, Any] | None = None, /, **fields: Any) -> None:
+        self._emit("identify", payload, fields)
 
-    def page(self, event: dict[str, Any] | None = None, **fields: Any) -> None:
-        self._emit("page", {**(event or {}), **fields})
+    def page(self, payload: dict[str, Any] | None = None, /, **fields: Any) -> None:
+        self._emit("page", payload, fields)
 
-    def screen(self, event: dict[str, Any] | None = None, **fields: Any) -> None:
-        self._emit("screen", {**(event or {}), **fields})
+    def screen(self, payload: dict[str, Any] | None = None, /, **fields: Any) -> None:
+        self._emit("screen", payload, fields)
 
-    def group(self, event: dict[str, Any] | None = None, **fields: Any) -> None:
-        self._emit("group", {**(event or {}), **fields})
+    def group(self, payload: dict[str, Any] | None = None, /, **fields: Any) -> None:
+        self._emit("group", payload, fields)
 
-    def alias(self, event: dict[str, Any] | None = None, **fields: Any) -> None:
-        self._emit("alias", {**(event or {}), **fields})
+    def alias(self, payload: dict[str, Any] | None = None, /, **fields: Any) -> None:
+        self._emit("alias", payload, fields)
 
     def take(self) -> list[dict[str, Any]]:
         emitted, self.emitted = self.emitted, []

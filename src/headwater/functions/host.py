@@ -173,6 +173,9 @@ def read_stats(state_dir: Path) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for path in sorted(state_dir.glob("*.json")):
         with contextlib.suppress(OSError, orjson.JSONDecodeError):
-            for item in orjson.loads(path.read_bytes()):
+            items = orjson.loads(path.read_bytes())
+            if not isinstance(items, list):  # not a stats file (secrets.json)
+                continue
+            for item in items:
                 found[item["name"]] = item
     return found

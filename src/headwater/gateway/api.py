@@ -24,6 +24,10 @@ import orjson
 
 from headwater.config.workspace import GatewayConfig, SourceConfig
 from headwater.errors import IngestError, LogError, LogUnavailable
+from headwater.functions.sources import MAX_BODY_BYTES as FUNCTION_BODY_BYTES
+from headwater.functions.sources import PREFIX as FUNCTIONS_PREFIX
+from headwater.functions.sources import RETRY_AFTER_SECS as FUNCTION_RETRY_AFTER_SECS
+from headwater.functions.sources import SourceFunctions
 from headwater.gateway.bodies import RequestBody, gunzip, refuse, respond_error
 from headwater.gateway.hooks import Blocked, IngestProcessor, Processed, SourceHook
 from headwater.gateway.normalize import (
@@ -84,8 +88,11 @@ class TrackingAPI:
         config: GatewayConfig,
         on_accepted: OnAccepted | None = None,
         processor: IngestProcessor | None = None,
+        functions: SourceFunctions | None = None,
     ) -> None:
         self._on_accepted = on_accepted
+        self._functions = functions
+        self._by_name = {s.name: s for s in sources}
         self._processor = processor
         self._by_key: dict[str, SourceConfig] = {s.write_key: s for s in sources if s.write_key}
         self._log = log
@@ -116,6 +123,8 @@ class TrackingAPI:
                 if method != "POST":
                     raise IngestError("method_not_allowed", f"use POST for {path}", 405)
                 await self._ingest(scope, body, send, headers, path, single)
+            elif path.startswith(FUNCTIONS_PREFIX) and self._functions:
+                await self._function(scope, body, send, headers, path)
             elif path.startswith(SETTINGS_PREFIX) and path.endswith("/settings"):
                 if method != "GET":
                     raise IngestError("method_not_allowed", f"use GET for {path}", 405)
@@ -166,12 +175,30 @@ class TrackingAPI:
             )
             context.refuse(unknown, scope=self._scope_of(key), body=body, message_id=one_id)
             raise unknown
+        await self._take(send, source, data, single, context, body, one_id, origin, ip)
+
+    async def _take(
+        self,
+        send: Send,
+        source: SourceConfig,
+        data: dict[str, Any],
+        single: str | None,
+        context: _RequestContext,
+        body: bytes,
+        one_id: str | None,
+        origin: str | None,
+        ip: str | None,
+        function: str | None = None,
+    ) -> None:
+        """A request's events for ``source``: checked, processed, in the log, answered. For
+        a source ``function``'s events (a batch), the answer always counts them, and the
+        source's CORS origins do not apply (webhooks come from servers)."""
         try:
             if not source.enabled:
                 raise IngestError(
                     "source_disabled", f"source {source.name!r} is disabled in the workspace", 401
                 )
-            if origin is not None and not self._origin_allowed(source, origin):
+            if function is None and origin is not None and not self._origin_allowed(source, origin):
                 raise IngestError(
                     "origin_not_allowed",
                     f"origin {origin} may not send to source {source.name!r}; add it to the "
@@ -209,7 +236,7 @@ class TrackingAPI:
             return
         duplicates = sum(1 for r in results if r.duplicate)
         self._accepted(source.name, records, results, duplicates, mixed)
-        if not refused and not duplicates and not blocked:
+        if not refused and not duplicates and not blocked and function is None:
             await _respond(send, 200, _OK, self._cors(origin))
             return
         answer: dict[str, Any] = {"success": True, "accepted": len(records)}
@@ -228,6 +255,36 @@ class TrackingAPI:
                 for i, e in refused
             ]  # fmt: skip
         await _respond(send, 200, orjson.dumps(answer), self._cors(origin))
+
+    async def _function(
+        self, scope: Scope, request_body: RequestBody, send: Send, headers: dict[str, str],
+        path: str,
+    ) -> None:  # fmt: skip
+        """A source function's webhook: the function's events, taken for its source."""
+        assert self._functions is not None
+        ip = self._client_ip(scope, headers)
+        name = self._functions.named(path)  # a 404 before the body is read
+        shown = f"{FUNCTIONS_PREFIX}{name}/…"  # the secret never reaches a sample
+        context = _RequestContext(self._stats, shown, ip, headers.get("user-agent"))
+        source = self._by_name[self._functions.sources[name]]
+        try:
+            body = await _read_body(
+                request_body, headers, FUNCTION_BODY_BYTES, "a source function takes at most 512 KB"
+            )
+            query = scope.get("query_string", b"").decode("latin-1")
+            url = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}{scope['path']}"
+            events = await self._functions.run(name, scope["method"],
+                                               url + (f"?{query}" if query else ""), headers,
+                                               body)  # fmt: skip
+        except IngestError as exc:
+            context.refuse(exc, scope=source.name, body=None)
+            if exc.status == 503:
+                retry = (b"retry-after", str(FUNCTION_RETRY_AFTER_SECS).encode())
+                await respond_error(send, exc, [retry])
+                return
+            raise
+        data: dict[str, Any] = {"batch": events}
+        await self._take(send, source, data, None, context, body, None, None, ip, name)
 
     @staticmethod
     async def _keep(
@@ -499,7 +556,9 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def _read_body(body: RequestBody, headers: Mapping[str, str], limit: int) -> bytes:
+async def _read_body(
+    body: RequestBody, headers: Mapping[str, str], limit: int, advice: str | None = None
+) -> bytes:
     encoding = headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip"):
         raise IngestError(
@@ -509,16 +568,18 @@ async def _read_body(body: RequestBody, headers: Mapping[str, str], limit: int) 
         )
 
     def too_large() -> IngestError:
-        if limit == MAX_REQUEST_BYTES:
-            advice = "one event must be under 32 KB: trim its properties, traits or context"
+        if advice is not None:
+            why = advice
+        elif limit == MAX_REQUEST_BYTES:
+            why = "one event must be under 32 KB: trim its properties, traits or context"
         else:
-            advice = (
+            why = (
                 f"send fewer events per batch (at most {MAX_BATCH_BYTES // 1024} KB and "
                 f"{MAX_BATCH_EVENTS} events)"
             )
         return IngestError(
             "payload_too_large",
-            f"the request body is over {limit // 1024} KB, the limit for this endpoint; {advice}",
+            f"the request body is over {limit // 1024} KB, the limit for this endpoint; {why}",
             400,
         )
 

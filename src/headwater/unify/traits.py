@@ -145,12 +145,12 @@ class Computation:
 
     def value(self, state: State, now_ms: int) -> Any:
         parts = self.live(state, now_ms)
+        kind = self.kind
         if not parts:
-            return 0 if self.kind in ("event_counter", "unique_list_count") else None
+            return 0 if kind in ("event_counter", "unique_list_count") else None
         total = parts[0]
         for p in parts[1:]:
             total = self.combine(total, p)
-        kind = self.kind
         if kind == "event_counter":
             return total
         if kind in ("sum", "min", "max"):
@@ -162,8 +162,9 @@ class Computation:
         if kind == "most_frequent":
             best, count = min(total.items(), key=lambda kv: (-kv[1], kv[0]))
             return orjson.loads(best) if count >= 2 else None
-        values = sorted((orjson.loads(k) for k in total), key=lambda v: (str(type(v)), v))
-        return values if kind == "unique_list" else len(values)
+        if kind == "unique_list_count":
+            return len(total)  # the values are distinct keys: no need to decode and sort them
+        return sorted((orjson.loads(k) for k in total), key=lambda v: (str(type(v)), v))
 
     def expires_hour(self, state: State) -> int | None:
         """The hour at which the oldest bucket leaves the window (None: never)."""
