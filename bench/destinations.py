@@ -226,7 +226,14 @@ def e2e_workspace(url: str, kind: str) -> Any:
 
 async def deliver_all(kind: str, sink: Server, data: list[bytes], data_dir: Path) -> float:
     """Events/s from the first append to the last event counted at the receiver."""
-    workspace = e2e_workspace(sink.base_url, kind)
+    return await deliver(e2e_workspace(sink.base_url, kind), sink, data, data_dir, kind)
+
+
+async def deliver(
+    workspace: Any, sink: Server, data: list[bytes], data_dir: Path, what: str
+) -> float:
+    """The events (of the source ``bench``) through ``workspace``'s delivery engine: events/s
+    from the first append to the last event counted at ``sink`` (bench/functions.py too)."""
     log = MemoryLog(LogConfig())
     engine = DeliveryEngine(workspace, log, data_dir)
     await engine.start()
@@ -243,7 +250,7 @@ async def deliver_all(kind: str, sink: Server, data: list[bytes], data_dir: Path
             if counted["events"] - before >= len(data):
                 return len(data) / (time.monotonic() - started)
             if time.monotonic() > deadline:
-                raise BenchError(f"{kind}: {counted['events'] - before} of {len(data)} events "
+                raise BenchError(f"{what}: {counted['events'] - before} of {len(data)} events "
                                  "delivered in 600 s")  # fmt: skip
             await asyncio.sleep(0.02)
     finally:

@@ -40,6 +40,7 @@ from headwater.delivery.remote import RemoteEngine
 from headwater.delivery.view import DeliveryView
 from headwater.errors import LogError
 from headwater.functions.host import STATS_DIR as FUNCTIONS_DIR
+from headwater.functions.host import FunctionMetrics
 from headwater.functions.sources import SourceFunctions
 from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
 from headwater.gateway.normalize import iso_ms
@@ -136,6 +137,8 @@ class Headwater:
         self.metrics.canary = self.status.canary_state
         self.metrics.registry.register(self.warehouses)
         self.metrics.registry.register(self.profiles)
+        self.function_metrics = FunctionMetrics(workspace.functions, data_dir / FUNCTIONS_DIR)
+        self.metrics.registry.register(self.function_metrics)
         self._web = Starlette(
             routes=[
                 # unauthenticated like any exporter's and status page's (docs/access.md)
@@ -362,14 +365,15 @@ class Headwater:
 
     async def _metrics(self, request: Request) -> Response:
         """Prometheus text exposition (docs/metrics.md)."""
-        try:
-            await self.warehouses.refresh()
-        except Exception:
-            logger.warning("metrics: cannot read the warehouses' state", exc_info=True)
-        try:
-            await self.profiles.refresh()
-        except Exception:
-            logger.warning("metrics: cannot read the identity graphs", exc_info=True)
+        for what, refresh in (
+            ("the warehouses' state", self.warehouses.refresh),
+            ("the identity graphs", self.profiles.refresh),
+            ("the functions' stats", self.function_metrics.refresh),
+        ):
+            try:
+                await refresh()
+            except Exception:
+                logger.warning("metrics: cannot read %s", what, exc_info=True)
         return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
     def _profiles_read_ok(self, presented: str, permission: str) -> bool:

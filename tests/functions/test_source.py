@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import textwrap
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from headwater.api.auth import AdminToken, _digest
 from headwater.app import Headwater
 from headwater.config.workspace import parse_workspace
 
+METRICS_DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
 TOKEN = "hwa_source_functions_token_0123456"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
 SIGNING_SECRET = "whsec_test_0123456789"
@@ -162,6 +164,19 @@ async def test_a_stripe_webhook_becomes_an_order_completed_track(
         "ValidationError": 1, "EventNotSupported": 1}  # fmt: skip
     assert stats["source"] == "payments" and stats["running"] is True
     assert any(line["line"] == "order cs_test_a1 from stripe" for line in stats["logs"])
+
+    scrape = (await client.get("/metrics")).text
+    served = {line.split(" ")[0]: line.split(" ")[1] for line in scrape.splitlines()
+              if line.startswith("headwater_function_")}  # fmt: skip
+    stripe = 'function="stripe",kind="source"'
+    assert served[f"headwater_function_invocations_total{{{stripe}}}"] == "4.0"
+    assert served[f'headwater_function_errors_total{{error="ValidationError",{stripe}}}'] == "1.0"
+    assert f'headwater_function_duration_seconds{{{stripe},quantile="0.99"}}' in served
+    assert served[f"headwater_function_load_error{{{stripe}}}"] == "0.0"
+    names = {n.split("{")[0].removesuffix("_total") for n in served}
+    documented = set(re.findall(r"^\| `(headwater_function_\w+)`", METRICS_DOC.read_text(),
+                                flags=re.M))  # fmt: skip
+    assert {d.removesuffix("_total") for d in documented} == names
 
 
 async def test_wrong_secrets_unknown_names_and_big_bodies_are_refused(

@@ -255,10 +255,10 @@ async def test_every_metric_is_documented(running: Running) -> None:
     scrape = await running.scrape()
     docs = DOCS.read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `(headwater_\w+)`", docs, flags=re.M))
-    # this workspace has no warehouse and no space: tests/warehouses/test_visible.py and
-    # tests/e2e/test_unify.py check those
-    documented = {m for m in documented
-                  if not m.startswith(("headwater_warehouse_", "headwater_identity_"))}  # fmt: skip
+    # this workspace has no warehouse, space nor function: tests/warehouses/test_visible.py,
+    # tests/e2e/test_unify.py and tests/functions/test_source.py check those
+    documented = {m for m in documented if not m.startswith((
+        "headwater_warehouse_", "headwater_identity_", "headwater_function_"))}  # fmt: skip
     served = {
         re.sub(r"_(bucket|sum|count)$", "", s.name) if f.type == "histogram" else s.name
         for f in scrape.families.values()

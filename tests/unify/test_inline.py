@@ -86,7 +86,10 @@ async def test_links_are_the_accounts_of_group_calls_and_follow_merges(
     await post(client, "group", userId="u-9", groupId="globex", messageId="g-2")
     await post(client, "group", userId="u-9", groupId=" acme ", messageId="g-3")
     await post(client, "identify", anonymousId="a-9", userId="u-9", messageId="login")
-    doc = await wait_for(client, "user_id:u-9/links", lambda d: len(d["data"]) == 2)
+    await wait_for(
+        client, "user_id:u-9/metadata", lambda d: d["metadata"]["last_message_id"] == "login"
+    )  # the merge is in
+    doc = (await client.get(f"{BASE}/user_id:u-9/links", auth=(TOKEN, ""))).json()
     acme = doc["data"][0]
     created = acme["external_ids"][0].pop("created_at")
     assert created.startswith("20") and created.endswith("Z")

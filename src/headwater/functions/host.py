@@ -17,11 +17,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from headwater.config.workspace import FunctionConfig
 from headwater.errors import ConfigError
@@ -179,3 +180,71 @@ def read_stats(state_dir: Path) -> dict[str, dict[str, Any]]:
             for item in items:
                 found[item["name"]] = item
     return found
+
+
+class FunctionMetrics:
+    """The functions' figures for ``/metrics``, from every host's stats file (so the gateway
+    shows the delivery worker's functions too). :meth:`refresh` before each scrape."""
+
+    def __init__(self, functions: Iterable[FunctionConfig], state_dir: Path) -> None:
+        self.kinds = {f.name: f.kind for f in functions}
+        self.state_dir = state_dir
+        self.snapshot: dict[str, dict[str, Any]] = {}
+
+    async def refresh(self) -> None:
+        if self.kinds:
+            self.snapshot = await asyncio.to_thread(read_stats, self.state_dir)
+
+    def collect(self) -> Iterator[Metric]:
+        if not self.kinds:  # a workspace without functions serves no function metric
+            return
+        labels = ["function", "kind"]
+        invocations = CounterMetricFamily(
+            "headwater_function_invocations",
+            "Events (or requests, for source functions) handed to each function.",
+            labels=labels,
+        )
+        errors = CounterMetricFamily(
+            "headwater_function_errors",
+            "Invocations that ended in an error, by the error raised (ValidationError, "
+            "RetryError, Timeout, WorkerLost, Exception, ...).",
+            labels=[*labels, "error"],
+        )
+        dropped = CounterMetricFamily(
+            "headwater_function_dropped",
+            "Events an insert function dropped (returned None).",
+            labels=labels,
+        )
+        changed = CounterMetricFamily(
+            "headwater_function_changed",
+            "Events an insert function returned changed.",
+            labels=labels,
+        )
+        restarts = CounterMetricFamily(
+            "headwater_function_restarts", "Workers replaced after dying or hanging.", labels=labels
+        )
+        duration = GaugeMetricFamily(
+            "headwater_function_duration_seconds",
+            "Call duration over the last 2,048 calls, at the 0.5 and 0.99 quantiles.",
+            labels=[*labels, "quantile"],
+        )
+        load_error = GaugeMetricFamily(
+            "headwater_function_load_error",
+            "1 when the function's file changed and the new version could not be loaded "
+            "(the previous one keeps running).", labels=labels)  # fmt: skip
+        for name, kind in sorted(self.kinds.items()):
+            stats = self.snapshot.get(name)
+            if stats is None:
+                continue
+            key = [name, kind]
+            invocations.add_metric(key, stats["invocations"])
+            for error, n in sorted(stats["errorsByKind"].items()):
+                errors.add_metric([*key, error], n)
+            dropped.add_metric(key, stats["dropped"])
+            changed.add_metric(key, stats["changed"])
+            restarts.add_metric(key, stats["restarts"])
+            for quantile, field in (("0.5", "p50Ms"), ("0.99", "p99Ms")):
+                if stats[field] is not None:
+                    duration.add_metric([*key, quantile], stats[field] / 1000)
+            load_error.add_metric(key, 1 if stats["loadError"] else 0)
+        yield from (invocations, errors, dropped, changed, restarts, duration, load_error)

@@ -56,7 +56,8 @@ class InsertedDestination:
         pool: FunctionPool, events: list[OutboundEvent], decided: dict[int, Outcome]
     ) -> tuple[list[OutboundEvent], float]:
         name = pool.spec.name
-        result = await pool.call_events([e.event for e in events])
+        # the stored bytes go to the worker as they are: no parse and re-encode here
+        result = await pool.call_events([orjson.Fragment(e.payload) for e in events])
         results = result.results
         if len(results) != len(events):
             results = [{"s": "err", "k": "WorkerLost", "m": "the worker's answer was short"}] * len(
@@ -70,22 +71,23 @@ class InsertedDestination:
                     outcome = Filtered(f"insert function {name}: {outcome.reason}")
                 decided[event.offset] = outcome
                 continue
+            text = r.get("j")
+            if isinstance(text, str):  # the returned event, as JSON (runtime._encoded)
+                encoded = text.encode()
+                if encoded == event.payload:
+                    survivors.append(event)  # unchanged (the log's bytes are orjson's too)
+                else:
+                    pool.stats.changed += 1
+                    survivors.append(OutboundEvent(event.offset, event.message_id,
+                                                   event.received_at_ms, encoded))  # fmt: skip
+                continue
             value = r.get("v")
             if value is None:
                 pool.stats.dropped += 1
                 decided[event.offset] = Filtered(f"dropped by insert function {name} (it "
                                                  "returned None)")  # fmt: skip
-            elif not isinstance(value, dict):
+            else:
                 decided[event.offset] = Discard(f"insert function {name} returned "
                                                 f"{type(value).__name__}; return the event (a "
                                                 "dict) or None to drop it")  # fmt: skip
-            elif value == event.event:
-                survivors.append(event)
-            else:
-                pool.stats.changed += 1
-                survivors.append(
-                    OutboundEvent(
-                        event.offset, event.message_id, event.received_at_ms, orjson.dumps(value)
-                    )
-                )
         return survivors, result.ms

@@ -234,8 +234,9 @@ class FunctionPool:
         self.stats.version = hashlib.sha256(code.encode()).hexdigest()[:12]
         self.stats.load_error = None
 
-    async def call_events(self, events: list[dict[str, Any]]) -> CallResult:
-        """Run the function on ``events`` (one round trip)."""
+    async def call_events(self, events: list[Any]) -> CallResult:
+        """Run the function on ``events`` (one round trip): dicts, or ``orjson.Fragment``
+        of their JSON."""
         # per-event handlers each get the limit; the deadline covers them all
         deadline = self.spec.timeout_secs * max(1, len(events)) + GRACE_SECS
         result = await self._call({"op": "events", "events": events}, deadline, len(events))

@@ -1,0 +1,106 @@
+"""Insert functions rewriting and dropping events before a destination, and hostile
+functions (an endless loop, a 10 GB allocation, killing the parent, reading the data
+directory, sys.exit): each fails visibly, and every other destination keeps delivering."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from headwater.delivery.outcomes import EventState
+from tests.delivery.conftest import FAST, event, webhook
+from tests.fakes import FakeDestination
+
+SCRUB = """
+def on_track(event, settings):
+    if event["properties"].get("internal"):
+        return None
+    props = dict(event["properties"])
+    props.pop("email", None)
+    props["scrubbed"] = True
+    return {**event, "properties": props}
+"""
+
+HOSTILE = {
+    "loop": "def on_track(event, settings):\n    while True:\n        pass\n",
+    "memory": "def on_track(event, settings):\n    blob = bytearray(10 * 1024**3)\n"
+              "    return len(blob)\n",
+    "kill": "import os\n\ndef on_track(event, settings):\n    os.kill(os.getppid(), 9)\n",
+    "snoop": "def on_track(event, settings):\n    with open(settings['path'], 'rb') as f:\n"
+             "        return f.read()\n",
+    "exits": "import sys\n\ndef on_track(event, settings):\n    sys.exit(3)\n",
+}  # fmt: skip
+
+
+async def test_an_insert_function_rewrites_and_drops_events_before_its_destination(
+    make_fn_pipeline: Callable[..., Any],
+    code_dir: Callable[[str, str], str],
+    fake: FakeDestination,
+) -> None:
+    fn = {"name": "scrub", "kind": "insert", "file": code_dir("scrub", SCRUB),
+          "destination": "hook"}  # fmt: skip
+    p = await make_fn_pipeline([fn], [webhook("hook", fake.url, **FAST),
+                                      webhook("raw", fake.url + "/raw", **FAST)])  # fmt: skip
+    kept = event(properties={"email": "jane@example.com", "plan": "pro"})
+    internal = event(properties={"internal": True})
+    ids = await p.send([kept, internal])
+    await p.wait_states("hook", [ids[0]], EventState.DELIVERED)
+    await p.wait_states("hook", [ids[1]], EventState.FILTERED)
+    await p.wait_states("raw", ids, EventState.DELIVERED)
+    (filtered,) = [r for r in await p.ledger("hook", ids[1]) if r.state is EventState.FILTERED]
+    assert filtered.reason == "dropped by insert function scrub (it returned None)"
+
+    def bodies(path: str) -> list[dict[str, Any]]:
+        return [e for r in fake.requests if r.path == path for e in r.events()]
+
+    (sent,) = [b for b in bodies("/") if b["messageId"] == ids[0]]
+    assert sent["properties"] == {"plan": "pro", "scrubbed": True}, "rewritten before mapping"
+    raw = [b for b in bodies("/raw") if b["messageId"] == ids[0]]
+    assert raw[0]["properties"]["email"] == "jane@example.com", "other destinations untouched"
+    stats = p.engine.functions.pool("scrub").stats  # type: ignore[union-attr]
+    assert (stats.changed, stats.dropped) == (1, 1)
+
+
+async def test_hostile_functions_fail_visibly_and_others_keep_delivering(
+    make_fn_pipeline: Callable[..., Any],
+    code_dir: Callable[[str, str], str],
+    fake: FakeDestination,
+    tmp_path: Any,
+) -> None:
+    assert os.geteuid() == 0, (
+        "run as root: a function's handlers drop to `nobody` only then, which is what keeps "
+        "os.kill(os.getppid(), 9) from killing the test run (docs/functions.md)"
+    )
+    secret = tmp_path / "data0" / "secret.txt"  # inside the pipeline's 0700 data directory
+    functions = [
+        {"name": name, "kind": "destination", "file": code_dir(name, code),
+         "sources": ["website"], "settings": {"path": str(secret)},
+         "limits": {"timeout_secs": 1, "memory_bytes": "512MB"},
+         "delivery": {**FAST, "retry_window_secs": 600}}
+        for name, code in HOSTILE.items()
+    ]  # fmt: skip
+    p = await make_fn_pipeline(functions, [webhook("hook", fake.url, **FAST)])
+    secret.write_text("the data directory's contents")
+    ids = await p.send([event(properties={"n": n}) for n in range(5)])
+    await p.wait_states("hook", ids, EventState.DELIVERED, within=60)
+    assert {e["messageId"] for e in fake.events()} == set(ids)
+
+    for name in ("memory", "kill", "snoop", "exits"):
+        await p.wait_states(name, ids, EventState.DISCARDED, within=60)
+    await p.wait_states("loop", ids[:1], EventState.RETRYING, within=60)
+
+    async def reason(destination: str) -> str:
+        rows = await p.ledger(destination, ids[0])
+        return next(r.reason or "" for r in reversed(rows) if r.reason)
+
+    assert "MemoryError" in await reason("memory")
+    assert "PermissionError" in await reason("kill"), "nobody cannot signal Headwater"
+    assert "PermissionError" in await reason("snoop") and "data0" in await reason("snoop")
+    assert "sys.exit(3)" in await reason("exits")
+    assert "ran past its 1 s limit" in await reason("loop")
+    loop = p.engine.functions.pool("loop").stats  # type: ignore[union-attr]
+    assert loop.errors["Timeout"] >= 1, "each attempt was cut at the limit and counted"
+    for name in HOSTILE:
+        failures = p.engine.functions.pool(name).stats.snapshot()["failures"]  # type: ignore[union-attr]
+        assert failures, f"{name}'s failure is sampled"
