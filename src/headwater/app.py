@@ -160,6 +160,7 @@ class Headwater:
                     profiles=self.profiles,
                     audit=self.audit,
                     warehouses=self.warehouses,
+                    functions_dir=data_dir / FUNCTIONS_DIR,
                 ).routes(),
             ]
         )

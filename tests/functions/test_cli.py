@@ -76,6 +76,7 @@ def test_functions_test_runs_each_kind_on_one_event(tmp_path: Path) -> None:
     assert code == 0, output
     doc = orjson.loads(output)
     assert doc["result"]["v"]["properties"] == {"scrubbed": True}
+    assert doc["result"]["changes"] == ["properties.scrubbed added"]
     code, output = run(config, "scrub", "--event", str(bad))
     assert code == 0 and "dropped (returned None)" in output
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from headwater.delivery.outcomes import EventState
+from headwater.functions.runtime import changes
 from tests.delivery.conftest import FAST, event, webhook
 from tests.fakes import FakeDestination
 
@@ -58,6 +59,11 @@ async def test_an_insert_function_rewrites_and_drops_events_before_its_destinati
     assert sent["properties"] == {"plan": "pro", "scrubbed": True}, "rewritten before mapping"
     raw = [b for b in bodies("/raw") if b["messageId"] == ids[0]]
     assert raw[0]["properties"]["email"] == "jane@example.com", "other destinations untouched"
+    (delivered,) = [r for r in await p.ledger("hook", ids[0]) if r.state is EventState.DELIVERED]
+    assert delivered.reason == ("changed by insert function scrub: properties.email removed, "
+                                "properties.scrubbed added"), "the trace says what it did"  # fmt: skip
+    (untouched,) = await p.ledger("raw", ids[0])
+    assert untouched.reason is None
     stats = p.engine.functions.pool("scrub").stats  # type: ignore[union-attr]
     assert (stats.changed, stats.dropped) == (1, 1)
 
@@ -104,3 +110,14 @@ async def test_hostile_functions_fail_visibly_and_others_keep_delivering(
     for name in HOSTILE:
         failures = p.engine.functions.pool(name).stats.snapshot()["failures"]  # type: ignore[union-attr]
         assert failures, f"{name}'s failure is sampled"
+
+
+def test_changes_name_each_path_an_insert_function_touched() -> None:
+    old = {"userId": "u1", "properties": {"email": "a@b.c", "plan": "pro"}, "context": {}}
+    new = {"userId": "u2", "properties": {"plan": "pro", "scrubbed": True},
+           "context": {"ip": "0.0.0.0"}}  # fmt: skip
+    assert changes(old, new) == ["userId changed", "properties.email removed",
+                                 "properties.scrubbed added", "context.ip added"]  # fmt: skip
+    assert changes({"a": {"b": 1}}, {"a": [1]}) == ["a changed"]
+    many = changes({}, {f"k{i}": i for i in range(30)})
+    assert len(many) == 10 and many[0] == "k0 added", "at most ten, in the event's order"

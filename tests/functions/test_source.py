@@ -17,10 +17,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from typer.testing import CliRunner
 
 from headwater.api.auth import AdminToken, _digest
 from headwater.app import Headwater
+from headwater.cli import app as cli
 from headwater.config.workspace import parse_workspace
+from tests.console.test_console import login
 
 METRICS_DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
 TOKEN = "hwa_source_functions_token_0123456"
@@ -237,3 +240,42 @@ async def test_the_url_survives_a_restart_and_other_kinds_have_none(
     assert urls[0] == urls[1]
     secrets = tmp_path / "data" / "functions" / "secrets.json"
     assert secrets.stat().st_mode & 0o777 == 0o600
+
+
+async def test_the_console_shows_functions_and_the_url_only_to_who_may_see_it(
+    served: tuple[Headwater, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    _, client = served
+    path = await url_of(client, "stripe")
+    body = stripe_event("evt_c1")
+    await client.post(path, content=body, headers={"Stripe-Signature": "t=1,v1=forged"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the stats file is written each second
+        stats = (await client.get("/api/v1/functions/stripe", headers=ADMIN)).json()
+        if stats.get("invocations") == 1:
+            break
+        await asyncio.sleep(0.1)
+    await login(client, TOKEN)
+    listing = (await client.get("/console/functions")).text
+    assert 'data-function="stripe"' in listing
+    assert 'data-function="broken"' in listing and ">source<" in listing
+    page = await client.get("/console/functions/stripe")
+    assert page.status_code == 200
+    assert f"<code data-url>http://hw.test{path}</code>" in page.text
+    assert 'data-failure="ValidationError"' in page.text
+    assert "the Stripe-Signature does not match the body" in page.text
+    missing = await client.get("/console/functions/nope")
+    assert missing.status_code == 404 and "no function is named &#39;nope&#39;" in missing.text
+
+    token = CliRunner().invoke(cli, ["tokens", "create", "--name", "viewer", "--role",
+                                     "read_only", "--data-dir", str(tmp_path / "data"),
+                                     "--config", str(tmp_path / "none.yaml")])  # fmt: skip
+    assert token.exit_code == 0, token.output
+    await client.post("/console/logout", data={"csrf_token": ""})
+    client.cookies.clear()
+    await login(client, token.stdout.strip().splitlines()[0])
+    viewer = await client.get("/console/functions/stripe")
+    assert viewer.status_code == 200 and "data-url" not in viewer.text, "read_only sees no secret"
+    refused = await client.get("/api/v1/functions/stripe/url",
+                               headers={"authorization": f"Bearer {token.stdout.split()[0]}"})  # fmt: skip
+    assert refused.status_code == 403 and refused.json()["permission"] == "functions:write"

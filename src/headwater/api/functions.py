@@ -23,7 +23,9 @@ from headwater.observe.service import ObserveError
 DETAIL_ONLY = ("logs", "failures")
 
 
-def _summary(config: FunctionConfig, stats: dict[str, Any] | None) -> dict[str, Any]:
+def summary(config: FunctionConfig, stats: dict[str, Any] | None) -> dict[str, Any]:
+    """A function's declaration and what it did (``stats``: its entry of the stats files,
+    None when no process runs it): the API's and the console's document."""
     where: dict[str, Any] = {}
     if config.kind == "source":
         where["source"] = config.source
@@ -35,6 +37,12 @@ def _summary(config: FunctionConfig, stats: dict[str, Any] | None) -> dict[str, 
     figures = {k: v for k, v in (stats or {}).items() if k not in ("name", "kind")}
     return {"name": config.name, "kind": config.kind, "file": config.file, **where,
             "running": running, **figures}  # fmt: skip
+
+
+def source_url(state_dir: Path, name: str, base_url: str) -> str:
+    """A source function's URL on the server ``base_url`` names (its secret made if new)."""
+    secret = SecretStore(state_dir).get([name])[name]
+    return base_url.rstrip("/") + url_path(name, secret)
 
 
 def register(app: FastAPI, workspace: Workspace, state_dir: Path) -> None:
@@ -56,7 +64,7 @@ def register(app: FastAPI, workspace: Workspace, state_dir: Path) -> None:
         stats = read_stats(state_dir)
         found = []
         for config in configs.values():
-            doc = _summary(config, stats.get(config.name))
+            doc = summary(config, stats.get(config.name))
             for key in DETAIL_ONLY:
                 doc.pop(key, None)
             found.append(doc)
@@ -66,7 +74,7 @@ def register(app: FastAPI, workspace: Workspace, state_dir: Path) -> None:
              summary="One function: figures, the last log lines, sampled failures")  # fmt: skip
     async def get_function(name: str) -> dict[str, Any]:
         config = known(name)
-        return _summary(config, read_stats(state_dir).get(name))
+        return summary(config, read_stats(state_dir).get(name))
 
     @app.get("/api/v1/functions/{name}/url", tags=["functions"], dependencies=write,
              summary="A source function's URL (it holds the function's secret)")  # fmt: skip
@@ -76,9 +84,7 @@ def register(app: FastAPI, workspace: Workspace, state_dir: Path) -> None:
             raise ObserveError("not_a_source_function", f"function {name!r} is a "
                                f"{config.kind} function; only source functions have a URL",
                                400)  # fmt: skip
-        secret = SecretStore(state_dir).get([name])[name]
-        base = str(request.base_url).rstrip("/")
-        return {"name": name, "url": base + url_path(name, secret)}
+        return {"name": name, "url": source_url(state_dir, name, str(request.base_url))}
 
     @app.post("/api/v1/functions/reload", tags=["functions"], dependencies=write,
               summary="Reload every function file in every process, within a second")  # fmt: skip

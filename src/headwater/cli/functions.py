@@ -141,8 +141,10 @@ def run_test(
             raise fail(f"{event} must hold one event (a JSON object)", 2)
         result = _run(function, lambda pool: pool.call_events([sample]))
     answer = result.results[0] if result.results else {"s": "ok"}
-    if "j" in answer:  # an insert function's returned event, as JSON text
-        answer = {"s": "ok", "v": orjson.loads(answer["j"])}
+    if "j" in answer:  # an insert function's returned event, as JSON text, and the changes
+        answer = {"s": "ok", "v": orjson.loads(answer["j"]), "changes": answer.get("d", [])}
+    elif answer.get("same"):  # it came back unchanged
+        answer = {"s": "ok", "v": orjson.loads(body), "changes": []}
     doc = {"function": name, "kind": function.kind, "result": answer, "emitted": result.emitted,
            "logs": "".join(result.logs).splitlines(), "ms": round(result.ms, 2)}  # fmt: skip
     if json:
@@ -186,8 +188,12 @@ def _show(doc: dict[str, Any]) -> None:
             out.print(escape(str(answer["tb"]).rstrip()))
     elif doc["kind"] == "insert":
         value = answer.get("v")
-        out.print("dropped (returned None)" if value is None else "returned:")
-        if value is not None:
+        if value is None:
+            out.print("dropped (returned None)")
+        else:
+            changed = answer.get("changes") or []
+            out.print(f"returned (changed: {', '.join(changed)}):" if changed else
+                      "returned unchanged:")  # fmt: skip
             out.print_json(orjson.dumps(value).decode())
     else:
         out.print(f"[green]ok[/] in {doc['ms']} ms")

@@ -17,11 +17,13 @@ changes something and lacks the token is answered 403 and does nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -32,12 +34,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from headwater.api.auth import Authenticator
+from headwater.api.functions import source_url, summary
 from headwater.api.permissions import PUBLIC, Need, PermissionDenied, Principal, declare
 from headwater.config.workspace import Workspace
 from headwater.console.charts import delivery_chart
 from headwater.console.processing import rule_view, violation_types
 from headwater.console.render import PREFIX, SecurityHeaders, environment, load_static, pretty
 from headwater.console.sessions import COOKIE, Session, Sessions
+from headwater.functions.host import read_stats
 from headwater.gateway.stats import redact_key
 from headwater.observe.service import WINDOWS, ObserveError, Observer
 from headwater.observe.tester import Tester
@@ -99,8 +103,10 @@ class Console:
         profiles: Profiles | None = None,
         audit: AuditLog | None = None,
         warehouses: WarehouseView | None = None,
+        functions_dir: Path | None = None,
     ) -> None:
         self.workspace = workspace
+        self.functions_dir = functions_dir
         self.warehouses = warehouses
         self.profiles = profiles
         self.observer = observer
@@ -133,6 +139,8 @@ class Console:
             ("/profiles", self._profile, Need("profiles:read")),
             ("/warehouses", self._warehouses, Need("warehouses:read")),
             ("/warehouses/{name}", self._warehouse, Need("warehouses:read")),
+            ("/functions", self._functions, Need("functions:read")),
+            ("/functions/{name}", self._function, Need("functions:read")),
         ]  # fmt: skip
         # forms that act: (path, action, the page they belong to, the largest body taken)
         actions: list[tuple[str, Action, str, int, Need]] = [
@@ -744,6 +752,35 @@ class Console:
         if self.warehouses is None:
             raise ObserveError("starting", "the warehouses' state is not open yet; reload", 503)
         return self.warehouses
+
+    def _function_docs(self) -> dict[str, dict[str, Any]]:
+        stats = read_stats(self.functions_dir) if self.functions_dir is not None else {}
+        return {f.name: summary(f, stats.get(f.name)) for f in self.workspace.functions}
+
+    async def _functions(self, request: Request, session: Session) -> Response:
+        """Every function: kind, where it runs, invocations, errors, p50/p99, state."""
+        rows = list((await asyncio.to_thread(self._function_docs)).values())
+        return self._render(request, "functions.html", session, section="functions", rows=rows)
+
+    async def _function(self, request: Request, session: Session) -> Response:
+        """One function: its figures, failures with their tracebacks, its last log lines,
+        and a source function's URL for a role that may see its secret."""
+        name = request.path_params["name"]
+        doc = (await asyncio.to_thread(self._function_docs)).get(name)
+        if doc is None:
+            names = ", ".join(f.name for f in self.workspace.functions) or "none"
+            raise ObserveError("not_found", f"no function is named {name!r}; the functions "
+                               f"are {names}", 404)  # fmt: skip
+        url = None
+        if (
+            doc["kind"] == "source"
+            and self.functions_dir is not None
+            and (session.principal.has("functions:write"))
+        ):
+            url = await asyncio.to_thread(source_url, self.functions_dir, name,
+                                          str(request.base_url))  # fmt: skip
+        return self._render(request, "function.html", session, section="functions", f=doc,
+                            url=url)  # fmt: skip
 
     async def _warehouses(self, request: Request, session: Session) -> Response:
         """Every warehouse: its last sync, lag and discards."""

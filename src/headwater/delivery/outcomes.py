@@ -18,6 +18,7 @@ class Delivered:
     """The destination took the events."""
 
     status: int | None = None  # HTTP status, None for destinations without HTTP
+    note: str | None = None  # what happened on the way, for the ledger (an insert function)
 
 
 @dataclass(frozen=True, slots=True)

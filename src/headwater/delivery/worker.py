@@ -665,8 +665,8 @@ class Worker:
         for latency_ms in latencies:
             self.stats.latency_secs.observe(latency_ms / 1000)
         return LedgerEntry(self.name, EventState.DELIVERED, [e.offset for e in events], at,
-                           attempts, outcome.status, None, attempt.duration_ms, latencies,
-                           sample)  # fmt: skip
+                           attempts, outcome.status, outcome.note, attempt.duration_ms,
+                           latencies, sample)  # fmt: skip
 
     def _discarded(
         self,

@@ -18,7 +18,14 @@ from typing import Any
 import orjson
 
 from headwater.delivery.events import OutboundEvent
-from headwater.delivery.outcomes import Attempt, Discard, Exchange, Filtered, Outcome
+from headwater.delivery.outcomes import (
+    Attempt,
+    Delivered,
+    Discard,
+    Exchange,
+    Filtered,
+    Outcome,
+)
 from headwater.destinations.base import Destination
 from headwater.destinations.function.encoder import outcome_of
 from headwater.functions.pool import FunctionPool
@@ -36,25 +43,28 @@ class InsertedDestination:
 
     async def deliver(self, events: Sequence[OutboundEvent]) -> Attempt:
         decided: dict[int, Outcome] = {}
+        notes: dict[int, list[str]] = {}  # what the functions changed, per event offset
         current = list(events)
         ms = 0.0
         for pool in self.pools:
             if not current:
                 break
-            current, took = await self._run(pool, current, decided)
+            current, took = await self._run(pool, current, decided, notes)
             ms += took
         if not current:
             first = decided[events[0].offset]
             return Attempt(first, Exchange({"insertFunctions": [p.spec.name for p in self.pools]}),
                            ms, decided)  # fmt: skip
         attempt = await self.inner.deliver(current)
-        return Attempt(attempt.outcome, lambda: attempt.exchange, attempt.duration_ms + ms,
-                       {**decided, **attempt.per_event})  # fmt: skip
+        outcome, per_event = _noted(attempt.outcome, {**decided, **attempt.per_event}, notes,
+                                    [e.offset for e in current])  # fmt: skip
+        return Attempt(outcome, lambda: attempt.exchange, attempt.duration_ms + ms, per_event)
 
     @staticmethod
     async def _run(
-        pool: FunctionPool, events: list[OutboundEvent], decided: dict[int, Outcome]
-    ) -> tuple[list[OutboundEvent], float]:
+        pool: FunctionPool, events: list[OutboundEvent], decided: dict[int, Outcome],
+        notes: dict[int, list[str]],
+    ) -> tuple[list[OutboundEvent], float]:  # fmt: skip
         name = pool.spec.name
         # the stored bytes go to the worker as they are: no parse and re-encode here
         result = await pool.call_events([orjson.Fragment(e.payload) for e in events])
@@ -71,15 +81,16 @@ class InsertedDestination:
                     outcome = Filtered(f"insert function {name}: {outcome.reason}")
                 decided[event.offset] = outcome
                 continue
+            if r.get("same"):
+                survivors.append(event)
+                continue
             text = r.get("j")
             if isinstance(text, str):  # the returned event, as JSON (runtime._encoded)
-                encoded = text.encode()
-                if encoded == event.payload:
-                    survivors.append(event)  # unchanged (the log's bytes are orjson's too)
-                else:
-                    pool.stats.changed += 1
-                    survivors.append(OutboundEvent(event.offset, event.message_id,
-                                                   event.received_at_ms, encoded))  # fmt: skip
+                pool.stats.changed += 1
+                survivors.append(OutboundEvent(event.offset, event.message_id,
+                                               event.received_at_ms, text.encode()))  # fmt: skip
+                what = ", ".join(r.get("d") or []) or "reordered"
+                notes.setdefault(event.offset, []).append(f"{name}: {what}")
                 continue
             value = r.get("v")
             if value is None:
@@ -91,3 +102,24 @@ class InsertedDestination:
                                                 f"{type(value).__name__}; return the event (a "
                                                 "dict) or None to drop it")  # fmt: skip
         return survivors, result.ms
+
+
+def _noted(
+    outcome: Outcome, per_event: dict[int, Outcome], notes: dict[int, list[str]],
+    sent: list[int],
+) -> tuple[Outcome, dict[int, Outcome]]:  # fmt: skip
+    """The attempt's outcomes with each delivered event an insert function changed saying
+    how (the ledger's reason, which the trace shows). When the functions changed every sent
+    event alike — the usual case — the batch's outcome says it once."""
+    texts = {o: "changed by insert function " + "; ".join(c) for o, c in notes.items()}
+    if (
+        isinstance(outcome, Delivered)
+        and len(set(texts.values())) == 1
+        and all(o in texts and o not in per_event for o in sent)
+    ):
+        return Delivered(outcome.status, next(iter(texts.values()))), per_event
+    for offset, text in texts.items():
+        found = per_event.get(offset, outcome)
+        if isinstance(found, Delivered):
+            per_event[offset] = Delivered(found.status, text)
+    return outcome, per_event

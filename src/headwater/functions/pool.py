@@ -113,10 +113,10 @@ class _Worker:
         try:
             answer = await worker.ask(load, LOAD_SECS + spec.timeout_secs)
         except _Gone as exc:
-            worker.kill()
+            await worker.close()  # waited for, so no process is left to the garbage collector
             raise LoadFailed(f"{spec.file}: the worker could not load it ({exc})") from None
         if not answer.get("ok"):
-            worker.kill()
+            await worker.close()
             raise LoadFailed(str(answer.get("error")))
         return worker
 
