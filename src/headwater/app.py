@@ -89,7 +89,10 @@ class Headwater:
         admin_token: AdminToken | None = None,
         delivery_mode: DeliveryMode = "inline",
         log_level: str = "info",
+        workspace_file: Path | None = None,
     ) -> None:
+        """``workspace_file``: where ``workspace`` was read from, so a reload of the functions
+        re-reads their settings (None: only their code reloads)."""
         self.workspace = workspace
         self.delivery_mode = delivery_mode
         self._log_level = log_level
@@ -117,7 +120,7 @@ class Headwater:
         self._api = build_api(
             workspace, self.observer, self.auth, self._session_principal, lambda: self.admin,
             audit=self.audit, warehouse_view=self.warehouses,
-            functions_dir=data_dir / FUNCTIONS_DIR,
+            functions_dir=data_dir / FUNCTIONS_DIR, workspace_file=workspace_file,
         )  # fmt: skip
         self.source_functions = SourceFunctions(workspace.functions, data_dir / FUNCTIONS_DIR)
         self.log: EventLog | None = None

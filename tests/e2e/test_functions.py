@@ -22,7 +22,7 @@ def on_request(request, settings):
     response = body["form_response"]
     user = response["hidden"]["user_id"]
     email = next(a["email"] for a in response["answers"] if a["type"] == "email")
-    print("form", response["form_id"], "answered by", user)
+    print(settings.get("label", "form"), response["form_id"], "answered by", user)
     analytics.identify(user_id=user, message_id=body["event_id"] + "-id", traits={"email": email})
     return {"type": "track", "event": "Form Submitted", "userId": user,
             "messageId": body["event_id"], "properties": {"form_id": response["form_id"]}}
@@ -79,5 +79,27 @@ def test_a_source_function_through_the_real_server(make_server: Any, tmp_path: P
     assert "source" in row and "backend" in row and "running" in row
     reloaded = cli(server, "functions", "reload")
     assert reloaded.returncode == 0 and "typeform" in reloaded.stdout
+
+    # a reload re-reads the workspace file: settings apply at once, a broken file changes
+    # nothing, a new function is named as needing a restart
+    declared = server.config.read_text()
+    server.config.write_text(declared + "  - {name: crm, kind: destination, file: nope.py\n")
+    broken = cli(server, "functions", "reload")
+    assert broken.returncode != 0 and "nothing was reloaded" in broken.stderr, broken.stderr
+    (tmp_path / "crm.py").write_text("def on_track(event, settings):\n    pass\n")
+    server.config.write_text(
+        declared.replace("source: backend\n", "source: backend\n    settings: {label: survey}\n")
+        + f"  - {{name: crm, kind: destination, file: {tmp_path / 'crm.py'}, sources: [backend]}}\n"
+    )
+    reloaded = cli(server, "functions", "reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert "Needs a restart: function 'crm' is new" in reloaded.stderr
+
+    def relabelled() -> bool:
+        httpx.post(url, json=WEBHOOK, timeout=30)
+        shown = cli(server, "functions", "logs", "typeform")
+        return "survey lT4Z3j answered by u-7" in shown.stdout
+
+    wait_until("the new settings in use", relabelled, timeout_s=30)
     missing = cli(server, "functions", "url", "nope")
     assert missing.returncode != 0 and "no function is named 'nope'" in missing.stderr

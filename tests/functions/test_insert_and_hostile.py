@@ -8,8 +8,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from headwater.delivery.outcomes import EventState
-from headwater.functions.runtime import changes
+from headwater.functions.pool import CallResult, inconsistent
+from headwater.functions.runtime import Returned, changes, undoes
 from tests.delivery.conftest import FAST, event, webhook
 from tests.fakes import FakeDestination
 
@@ -121,3 +124,74 @@ def test_changes_name_each_path_an_insert_function_touched() -> None:
     assert changes({"a": {"b": 1}}, {"a": [1]}) == ["a changed"]
     many = changes({}, {f"k{i}": i for i in range(30)})
     assert len(many) == 10 and many[0] == "k0 added", "at most ten, in the event's order"
+
+
+def returned(events: list[dict[str, Any]], change: Callable[[dict[str, Any]], Any]) -> Returned:
+    """What the worker answers for ``events`` after ``change`` ran on each (in place, as a
+    handler may; a result it returns stands for the event's), the events from before kept as
+    JSON as the runtime keeps them."""
+    before = [orjson.dumps(e) for e in events]
+    results: list[dict[str, Any]] = []
+    for e in events:
+        value = change(e)
+        results.append(value or {"s": "ok", "v": e})
+    return Returned(results, before)
+
+
+def test_a_batch_changed_alike_names_its_change_once_and_each_event_exactly() -> None:
+    events = [{"type": "track", "event": "E", "properties": {"n": n, "email": f"{n}@x.io"}}
+              for n in range(6)]  # fmt: skip
+
+    def change(e: dict[str, Any]) -> Any:
+        n = e["properties"]["n"]
+        if n == 3:
+            return None  # unchanged
+        if n == 4:
+            del e["properties"]["email"]  # changed otherwise
+        if n == 5:
+            e["properties"]["n"] = 50  # the same key added as the others, and more
+        if n == 2:
+            return {"s": "err", "k": "ValidationError", "m": "no"}  # passed on as it is
+        e["properties"]["enriched"] = True
+        return None
+
+    answer = returned(events, change)
+    added, both = (
+        ["properties.enriched added"],
+        ["properties.n changed", "properties.enriched added"],
+    )
+    assert answer.changes == [
+        added,
+        ["properties.email removed", "properties.enriched added"],
+        both,
+    ]
+    assert answer.compact[:2] == [1, 1] and answer.compact[3:] == [0, 2, 3]
+    assert answer.compact[2] == {"s": "err", "k": "ValidationError", "m": "no"}
+    result = CallResult(answer.compact, tail=b"".join(answer.texts), lens=answer.lens,
+                        changes=answer.changes)  # fmt: skip
+    assert inconsistent(result) is None
+    got = [orjson.loads(text) for text in result.returned()]
+    assert got == [events[0], events[1], events[4], events[5]], "each changed event's own JSON"
+
+
+def test_a_change_is_reused_only_when_undoing_it_gives_the_event_back() -> None:
+    old = {"userId": "u1", "properties": {"plan": "pro", "email": "a@b.c"}, "context": {"ip": "1"}}
+    before = orjson.dumps(old)
+    added = ((("properties", "scrubbed"), "added"),)
+    assert undoes(added, {**old, "properties": {**old["properties"], "scrubbed": True}}, before)
+    moved = {**old, "properties": {"scrubbed": True, "email": "a@b.c", "plan": "pro"}}
+    assert not undoes(added, moved, before), "keys reordered too: compared path by path"
+    assert not undoes(added, {**old, "userId": "u2", "properties": {**old["properties"],
+                                                                   "scrubbed": True}}, before)  # fmt: skip
+    removed = ((("properties", "email"), "removed"),)
+    assert undoes(removed, {**old, "properties": {"plan": "pro"}}, before)
+    assert not undoes(removed, {**old, "properties": {}}, before)
+    changed = ((("context",), "changed"),)
+    assert undoes(changed, {**old, "context": "gone"}, before)
+    assert not undoes(added, {**old, "properties": "flat"}, before)
+    assert not undoes(((((), "changed"),)), old, before)
+    ten = tuple(((f"k{i}",), "added") for i in range(10))
+    assert not undoes(ten, {**old, **{f"k{i}": i for i in range(10)}}, before), "cut short"
+    # and the engine refuses an answer whose parts do not agree
+    assert inconsistent(CallResult([1], tail=b"{}", lens=[3], changes=[[]])) is not None
+    assert inconsistent(CallResult([2], tail=b"{}", lens=[2], changes=[[]])) is not None

@@ -16,7 +16,7 @@ import pytest
 
 from headwater.config.workspace import FunctionConfig, load_workspace
 from headwater.errors import ConfigError
-from headwater.functions.host import FunctionHost, read_stats, request_reload
+from headwater.functions.host import FunctionHost, read_stats, request_reload, restart_needed
 
 
 def workspace_file(tmp_path: Path, code: str, kind: str = "destination") -> Path:
@@ -146,3 +146,43 @@ async def test_a_worker_has_an_empty_environment_and_only_its_own_settings(
     assert seen["one"]["settings"] == {"api_key": "key-of-one"}
     assert seen["two"]["settings"] == {"api_key": "key-of-two"}
     assert seen["one"]["cwd"] != seen["two"]["cwd"], "each worker has a directory of its own"
+
+
+async def test_a_reload_with_the_workspace_read_again_applies_settings_and_limits(
+    tmp_path: Path,
+) -> None:
+    code = tmp_path / "fn.py"
+    code.write_text("import os\n\ndef on_track(event, settings):\n"
+                    "    print(settings['label'], os.getpid())\n")  # fmt: skip
+    first = FunctionConfig(name="fn", kind="destination", file=str(code), sources=["website"],
+                           settings={"label": "v1"})  # fmt: skip
+    state = tmp_path / "state"
+    host = FunctionHost([first], ("destination",), state, "delivery")
+    await host.start()
+    try:
+        pool = host.pool("fn")
+        assert pool is not None
+
+        async def printed() -> tuple[str, str]:
+            result = await pool.call_events([{"type": "track", "event": "E"}])
+            label, pid = "".join(result.logs).split()
+            return label, pid
+
+        assert (await printed())[0] == "v1"
+        second = first.model_copy(update={"settings": {"label": "v2"},
+                                          "limits": first.limits.model_copy(update={"workers": 2})})  # fmt: skip
+        request_reload(state, [second])
+        await wait_for("the new settings", lambda: pool.spec.settings == {"label": "v2"})
+        pids = {(await printed())[1] for _ in range(6)}
+        assert (await printed())[0] == "v2" and pool.spec.workers == 2 and len(pids) == 2
+
+        moved = second.model_copy(update={"sources": ["backend"], "settings": {"label": "v3"}})
+        assert restart_needed([second], [moved]) == ["function 'fn': its sources changed"]
+        for request in ([moved], None):  # the second is seen once the first was dealt with
+            request_reload(state, request)
+            asked = (state / "reload").stat().st_mtime_ns
+            await wait_for("the request to be seen", lambda asked=asked: host._reload_seen == asked)
+        assert (await printed())[0] == "v2", "a function moved in the pipeline waits a restart"
+    finally:
+        await host.close()
+    assert oct((state / "reload").stat().st_mode & 0o777) == "0o600", "settings may be secrets"

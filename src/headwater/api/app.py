@@ -88,6 +88,7 @@ def build_api(
     warehouse_view: WarehouseView | None = None,
     audit: AuditLog | None = None,
     functions_dir: Path | None = None,
+    workspace_file: Path | None = None,
 ) -> FastAPI:
     async def authorize(request: Request) -> None:
         """Who is asking (``request.state.principal``); each route's own dependency then
@@ -135,7 +136,7 @@ def build_api(
     if audit is not None:
         audit_routes.register(app, audit)
     if functions_dir is not None:
-        functions.register(app, workspace, functions_dir)
+        functions.register(app, workspace, functions_dir, workspace_file)
     _document(app)
     _public_document(app)
     return app

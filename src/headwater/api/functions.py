@@ -9,14 +9,16 @@ so it needs ``functions:write``, not just ``functions:read``.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 
 from headwater.api.auth import requires
-from headwater.config.workspace import FunctionConfig, Workspace
-from headwater.functions.host import read_stats, request_reload
+from headwater.config.workspace import FunctionConfig, Workspace, load_workspace
+from headwater.errors import ConfigError
+from headwater.functions.host import read_stats, request_reload, restart_needed
 from headwater.functions.sources import SecretStore, url_path
 from headwater.observe.service import ObserveError
 
@@ -45,7 +47,9 @@ def source_url(state_dir: Path, name: str, base_url: str) -> str:
     return base_url.rstrip("/") + url_path(name, secret)
 
 
-def register(app: FastAPI, workspace: Workspace, state_dir: Path) -> None:
+def register(
+    app: FastAPI, workspace: Workspace, state_dir: Path, workspace_file: Path | None = None
+) -> None:
     read = [requires("functions:read")]
     write = [requires("functions:write")]
     configs = {f.name: f for f in workspace.functions}
@@ -87,7 +91,17 @@ def register(app: FastAPI, workspace: Workspace, state_dir: Path) -> None:
         return {"name": name, "url": source_url(state_dir, name, str(request.base_url))}
 
     @app.post("/api/v1/functions/reload", tags=["functions"], dependencies=write,
-              summary="Reload every function file in every process, within a second")  # fmt: skip
+              summary="Reload every function's code and settings in every process, within "
+              "a second")  # fmt: skip
     async def reload_functions() -> dict[str, Any]:
-        request_reload(state_dir)
-        return {"requested": sorted(configs)}
+        if workspace_file is None:  # a server not started from a file: the code only
+            request_reload(state_dir)
+            return {"requested": sorted(configs), "restart_needed": []}
+        try:
+            fresh = await asyncio.to_thread(load_workspace, workspace_file)
+        except ConfigError as exc:
+            raise ObserveError("invalid_workspace", f"nothing was reloaded: {exc}; fix the "
+                               "workspace file and reload again", 400) from None  # fmt: skip
+        request_reload(state_dir, fresh.functions)
+        return {"requested": sorted(configs),
+                "restart_needed": restart_needed(workspace.functions, fresh.functions)}  # fmt: skip

@@ -28,6 +28,7 @@ from headwater.cli.common import (
     Api,
     ConfigOption,
     UrlOption,
+    err,
     fail,
     out,
 )
@@ -96,9 +97,12 @@ def logs(name: NameArg, url: UrlOption = DEFAULT_URL, json: JsonOption = False) 
 
 @functions_app.command("reload")
 def reload(url: UrlOption = DEFAULT_URL) -> None:
-    """Reload every function's file now (each process does within a second)."""
+    """Reload every function's code, settings and limits now (each process does within a
+    second); the server re-reads its workspace file for the settings."""
     doc = Api(url).post("/api/v1/functions/reload")
     out.print(f"reload requested for {', '.join(doc['requested']) or 'no function'}")
+    for line in doc.get("restart_needed") or []:
+        err.print(f"[bold yellow]Needs a restart:[/] {escape(line)}", highlight=False)
 
 
 @functions_app.command("test")
@@ -141,10 +145,11 @@ def run_test(
             raise fail(f"{event} must hold one event (a JSON object)", 2)
         result = _run(function, lambda pool: pool.call_events([sample]))
     answer = result.results[0] if result.results else {"s": "ok"}
-    if "j" in answer:  # an insert function's returned event, as JSON text, and the changes
-        answer = {"s": "ok", "v": orjson.loads(answer["j"]), "changes": answer.get("d", [])}
-    elif answer.get("same"):  # it came back unchanged
+    if answer == 0:  # an insert function returned the event unchanged
         answer = {"s": "ok", "v": orjson.loads(body), "changes": []}
+    elif type(answer) is int:  # ... or changed: its JSON, and what changed
+        answer = {"s": "ok", "v": orjson.loads(next(result.returned())),
+                  "changes": result.changes[answer - 1]}  # fmt: skip
     doc = {"function": name, "kind": function.kind, "result": answer, "emitted": result.emitted,
            "logs": "".join(result.logs).splitlines(), "ms": round(result.ms, 2)}  # fmt: skip
     if json:

@@ -138,6 +138,7 @@ def serve(
             admin_token=token,
             delivery_mode=mode,
             log_level=log_level.lower(),
+            workspace_file=config,
         ),
         host=host,
         port=port,

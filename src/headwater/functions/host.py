@@ -102,21 +102,38 @@ class FunctionHost:
     def snapshot(self) -> list[dict[str, Any]]:
         return [pool.stats.snapshot() for pool in self.pools.values()]
 
-    async def reload(self, names: Iterable[str] | None = None) -> dict[str, str]:
+    async def reload(
+        self, names: Iterable[str] | None = None,
+        declared: Mapping[str, FunctionConfig] | None = None,
+    ) -> dict[str, str]:  # fmt: skip
         """Reload these functions (all by default): ``reloaded``, ``unchanged`` or the
-        load error (the previous version keeps running)."""
+        load error (the previous version keeps running). With ``declared`` (the workspace
+        file read again), their settings, limits and file too — not where they sit in the
+        pipeline, which needs a restart (:func:`restart_needed`)."""
         outcome: dict[str, str] = {}
         for name in list(names or self.pools):
             pool = self.pools.get(name)
             if pool is None:
                 continue
+            config = self.configs[name]
+            new = (declared or {}).get(name)
+            if new is not None and all(getattr(new, k) == getattr(config, k) for k in FIXED):
+                config = new
             try:
-                changed = await pool.reload()
+                spec = spec_of(config, os.environ)
+                changed = await pool.reload(spec)
+            except ConfigError as exc:  # an {env: X} setting this process lacks
+                logger.error("function %s: cannot reload: %s", name, exc)
+                pool.stats.load_error = str(exc)
+                outcome[name] = f"error: {exc}"
+                continue
             except LoadFailed as exc:
                 logger.error("function %s: the new version cannot be loaded, the previous one "
                              "keeps running: %s", name, exc)  # fmt: skip
                 outcome[name] = f"error: {exc}"
                 continue
+            self.configs[name] = config
+            self._mtimes[name] = _mtime(Path(config.file))
             if changed:
                 logger.info("function %s: reloaded (version %s)", name, pool.stats.version)
             outcome[name] = "reloaded" if changed else "unchanged"
@@ -133,11 +150,13 @@ class FunctionHost:
                            if _mtime(Path(c.file)) != self._mtimes.get(n)]  # fmt: skip
                 for name in changed:
                     self._mtimes[name] = _mtime(Path(self.configs[name].file))
+                declared = None
                 if requested != self._reload_seen:
                     self._reload_seen = requested
                     changed = list(self.pools)
+                    declared = await asyncio.to_thread(read_request, self.state_dir)
                 if changed:
-                    await self.reload(changed)
+                    await self.reload(changed, declared)
                 self._write_stats()
             except Exception:
                 logger.exception("functions: the reload check failed; going on")
@@ -162,11 +181,52 @@ class FunctionHost:
         self.pools.clear()
 
 
-def request_reload(state_dir: Path) -> None:
-    """Ask every host on this data directory to reload every function."""
+def request_reload(state_dir: Path, functions: Iterable[FunctionConfig] | None = None) -> None:
+    """Ask every host on this data directory to reload every function: its code, and its
+    settings and limits from ``functions`` (the workspace file read again) when given."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / RELOAD_FILE).write_text(str(os.getpid()))
-    os.utime(state_dir / RELOAD_FILE)
+    request = {"pid": os.getpid(),
+               "functions": None if functions is None else
+               [f.model_dump(mode="json") for f in functions]}  # fmt: skip
+    path = state_dir / RELOAD_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(request))
+    tmp.chmod(0o600)  # settings written in the file itself may be secrets
+    os.replace(tmp, path)  # a host never reads half a request
+    os.utime(path)
+
+
+def read_request(state_dir: Path) -> dict[str, FunctionConfig] | None:
+    """The function declarations a reload request carries, by name; None for a request of
+    the code only (or one that cannot be read: then the code reloads and nothing else)."""
+    try:
+        request = orjson.loads((state_dir / RELOAD_FILE).read_bytes())
+        found = request.get("functions") if isinstance(request, dict) else None
+        if found is None:
+            return None
+        return {c.name: c for c in (FunctionConfig.model_validate(f) for f in found)}
+    except (OSError, orjson.JSONDecodeError, ValueError):
+        logger.warning("functions: the reload request cannot be read; reloading the code only")
+        return None
+
+
+FIXED = ("kind", "source", "sources", "destination")
+"""What a reload does not change: where a function sits in the pipeline (a restart does)."""
+
+
+def restart_needed(running: Iterable[FunctionConfig], wanted: Iterable[FunctionConfig]
+                   ) -> list[str]:  # fmt: skip
+    """What a reload cannot apply, one line each: a function added or removed, or one moved
+    in the pipeline."""
+    now = {f.name: f for f in running}
+    new = {f.name: f for f in wanted}
+    lines = [f"function {n!r} is new" for n in new if n not in now]
+    lines += [f"function {n!r} was removed" for n in now if n not in new]
+    for name in now.keys() & new.keys():
+        moved = [k for k in FIXED if getattr(now[name], k) != getattr(new[name], k)]
+        if moved:
+            lines.append(f"function {name!r}: its {', '.join(moved)} changed")
+    return sorted(lines)
 
 
 def read_stats(state_dir: Path) -> dict[str, dict[str, Any]]:

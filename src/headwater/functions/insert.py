@@ -43,7 +43,7 @@ class InsertedDestination:
 
     async def deliver(self, events: Sequence[OutboundEvent]) -> Attempt:
         decided: dict[int, Outcome] = {}
-        notes: dict[int, list[str]] = {}  # what the functions changed, per event offset
+        notes: dict[int, tuple[str, ...]] = {}  # what the functions said they changed
         current = list(events)
         ms = 0.0
         for pool in self.pools:
@@ -63,7 +63,7 @@ class InsertedDestination:
     @staticmethod
     async def _run(
         pool: FunctionPool, events: list[OutboundEvent], decided: dict[int, Outcome],
-        notes: dict[int, list[str]],
+        notes: dict[int, tuple[str, ...]],
     ) -> tuple[list[OutboundEvent], float]:  # fmt: skip
         name = pool.spec.name
         # the stored bytes go to the worker as they are: no parse and re-encode here
@@ -73,24 +73,24 @@ class InsertedDestination:
             results = [{"s": "err", "k": "WorkerLost", "m": "the worker's answer was short"}] * len(
                 events
             )
+        said = [f"{name}: {', '.join(c) or 'reordered'}" for c in result.changes]
+        returned = result.returned()
         survivors: list[OutboundEvent] = []
         for event, r in zip(events, results, strict=True):
+            if type(r) is int:  # the compact answers (pool.CallResult): unchanged, or changed
+                if r:
+                    payload = next(returned)
+                    survivors.append(OutboundEvent(event.offset, event.message_id,
+                                                   event.received_at_ms, payload))  # fmt: skip
+                    notes[event.offset] = (*notes.get(event.offset, ()), said[r - 1])
+                else:
+                    survivors.append(event)
+                continue
             if r.get("s") != "ok":
                 outcome = outcome_of(r)
                 if isinstance(outcome, Filtered):
                     outcome = Filtered(f"insert function {name}: {outcome.reason}")
                 decided[event.offset] = outcome
-                continue
-            if r.get("same"):
-                survivors.append(event)
-                continue
-            text = r.get("j")
-            if isinstance(text, str):  # the returned event, as JSON (runtime._encoded)
-                pool.stats.changed += 1
-                survivors.append(OutboundEvent(event.offset, event.message_id,
-                                               event.received_at_ms, text.encode()))  # fmt: skip
-                what = ", ".join(r.get("d") or []) or "reordered"
-                notes.setdefault(event.offset, []).append(f"{name}: {what}")
                 continue
             value = r.get("v")
             if value is None:
@@ -101,25 +101,35 @@ class InsertedDestination:
                 decided[event.offset] = Discard(f"insert function {name} returned "
                                                 f"{type(value).__name__}; return the event (a "
                                                 "dict) or None to drop it")  # fmt: skip
+        pool.stats.changed += len(result.lens)
         return survivors, result.ms
 
 
 def _noted(
-    outcome: Outcome, per_event: dict[int, Outcome], notes: dict[int, list[str]],
+    outcome: Outcome, per_event: dict[int, Outcome], notes: dict[int, tuple[str, ...]],
     sent: list[int],
 ) -> tuple[Outcome, dict[int, Outcome]]:  # fmt: skip
     """The attempt's outcomes with each delivered event an insert function changed saying
     how (the ledger's reason, which the trace shows). When the functions changed every sent
     event alike — the usual case — the batch's outcome says it once."""
-    texts = {o: "changed by insert function " + "; ".join(c) for o, c in notes.items()}
+    if not notes:
+        return outcome, per_event
+    kinds = set(notes.values())
     if (
         isinstance(outcome, Delivered)
-        and len(set(texts.values())) == 1
-        and all(o in texts and o not in per_event for o in sent)
+        and len(kinds) == 1
+        and len(notes) == len(sent)
+        and per_event.keys().isdisjoint(sent)
+        and all(map(notes.__contains__, sent))
     ):
-        return Delivered(outcome.status, next(iter(texts.values()))), per_event
-    for offset, text in texts.items():
+        return Delivered(outcome.status, _note(next(iter(kinds)))), per_event
+    texts = {kind: _note(kind) for kind in kinds}
+    for offset, kind in notes.items():
         found = per_event.get(offset, outcome)
         if isinstance(found, Delivered):
-            per_event[offset] = Delivered(found.status, text)
+            per_event[offset] = Delivered(found.status, texts[kind])
     return outcome, per_event
+
+
+def _note(said: tuple[str, ...]) -> str:
+    return "changed by insert function " + "; ".join(said)

@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,13 +68,27 @@ class FunctionSpec:
 @dataclass
 class CallResult:
     """What a call answered: one result per event (``{"s": "ok"|"err"|"skip", ...}``), the
-    events a source function emitted, and its log lines."""
+    events a source function emitted, and its log lines.
 
-    results: list[dict[str, Any]]
+    An insert function's results are compact (``runtime.Returned``): ``0`` for an event
+    returned unchanged, ``k`` ≥ 1 for a changed one — its JSON the next ``lens`` bytes of
+    ``tail``, what changed ``changes[k - 1]``; :meth:`returned` reads them in order."""
+
+    results: list[Any]
     logs: list[str] = field(default_factory=list)
     emitted: list[dict[str, Any]] = field(default_factory=list)
     ms: float = 0.0
     lost: str | None = None  # the worker died or hung: every event is retryable
+    tail: bytes = b""
+    lens: list[int] = field(default_factory=list)
+    changes: list[list[str]] = field(default_factory=list)
+
+    def returned(self) -> Iterator[bytes]:
+        """The changed events' JSON, in the order of their results."""
+        start = 0
+        for size in self.lens:
+            yield self.tail[start : start + size]
+            start += size
 
 
 def run_as() -> tuple[int, int] | None:
@@ -115,6 +130,10 @@ class _Worker:
         except _Gone as exc:
             await worker.close()  # waited for, so no process is left to the garbage collector
             raise LoadFailed(f"{spec.file}: the worker could not load it ({exc})") from None
+        except asyncio.CancelledError:  # the pool closes while this one loads
+            worker.kill()
+            await worker.close()
+            raise
         if not answer.get("ok"):
             await worker.close()
             raise LoadFailed(str(answer.get("error")))
@@ -131,6 +150,11 @@ class _Worker:
                 if size > MAX_FRAME:
                     raise _Gone(f"it sent a frame of {size} bytes")
                 answer = orjson.loads(await stdout.readexactly(size))
+                tail = answer.get("tail") if isinstance(answer, dict) else None
+                if tail:
+                    if not isinstance(tail, int) or not 0 < tail <= MAX_FRAME:
+                        raise _Gone(f"it sent a tail of {tail!r} bytes")
+                    answer["tail"] = await stdout.readexactly(tail)
         except TimeoutError:
             raise _Gone(f"no answer within {deadline_secs:g} s; the worker was killed") from None
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
@@ -175,6 +199,16 @@ class _Worker:
                 await self.process.wait()
 
 
+def inconsistent(result: CallResult) -> str | None:
+    """What is wrong with the compact part of an answer, if anything."""
+    changed = [r for r in result.results if type(r) is int and r]
+    if len(changed) != len(result.lens) or sum(result.lens) != len(result.tail):
+        return "does not match its tail"
+    if any(not 0 < r <= len(result.changes) for r in changed):
+        return "names a change it does not hold"
+    return None
+
+
 class _Gone(Exception):
     """The worker is no longer usable; the message says why."""
 
@@ -191,6 +225,7 @@ class FunctionPool:
         self._all: set[_Worker] = set()
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the workers; LoadFailed (the file and line) when the code cannot load."""
@@ -229,7 +264,7 @@ class FunctionPool:
             self._idle.put_nowait(worker)
         for worker in old:  # busy ones finish their call and are closed on return
             if worker not in self._all:
-                self._later(worker.close())
+                self._closing(worker)
         self.stats.loaded_ms = now_ms()
         self.stats.version = hashlib.sha256(code.encode()).hexdigest()[:12]
         self.stats.load_error = None
@@ -241,7 +276,7 @@ class FunctionPool:
         deadline = self.spec.timeout_secs * max(1, len(events)) + GRACE_SECS
         result = await self._call({"op": "events", "events": events}, deadline, len(events))
         for r in [] if result.lost else result.results:
-            if r.get("s") == "err":
+            if type(r) is dict and r.get("s") == "err":
                 self.stats.failed(str(r.get("k")), str(r.get("m")), r.get("tb"))
         return result
 
@@ -265,24 +300,29 @@ class FunctionPool:
             self.stats.called(n, deadline * 1000 if "no answer" in str(exc) else 0.0, [])
             worker.kill()
             self._all.discard(worker)
+            self._closing(worker)  # waited for, so no process is left to the garbage collector
             self._later(self._replace(worker.generation))
             return CallResult([{"s": "err", "k": "WorkerLost", "m": reason}] * n, lost=reason)
         logs = answer.get("logs") or []
         self.stats.called(n, float(answer.get("ms") or 0.0), logs)
         self._give_back(worker)
-        return CallResult(
-            list(answer.get("results") or []),
-            logs,
-            list(answer.get("emitted") or []),
-            float(answer.get("ms") or 0.0),
-        )
+        result = CallResult(list(answer.get("results") or []), logs,
+                            list(answer.get("emitted") or []), float(answer.get("ms") or 0.0),
+                            tail=answer.get("tail") or b"", lens=list(answer.get("lens") or []),
+                            changes=list(answer.get("changes") or []))  # fmt: skip
+        problem = inconsistent(result)
+        if problem:  # our runtime never answers so: treated as a lost answer, retryable
+            reason = f"function {self.spec.name}: the worker's answer {problem}"
+            self.stats.failed("WorkerLost", reason)
+            return CallResult([{"s": "err", "k": "WorkerLost", "m": reason}] * n, logs, lost=reason)
+        return result
 
     def _give_back(self, worker: _Worker) -> None:
         if worker.generation == self._generation and not self._closed:
             self._idle.put_nowait(worker)
         else:
             self._all.discard(worker)
-            self._later(worker.close())
+            self._closing(worker)
 
     async def _replace(self, generation: int) -> None:
         """A worker for the one that was lost, once one can be started."""
@@ -305,10 +345,18 @@ class FunctionPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _closing(self, worker: _Worker) -> None:
+        """Close ``worker`` in the background; :meth:`close` waits for it, never cancels it
+        (a process whose close is cancelled would be left running)."""
+        task = asyncio.get_running_loop().create_task(worker.close())
+        self._closes.add(task)
+        task.add_done_callback(self._closes.discard)
+
     async def close(self) -> None:
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(w.close() for w in self._all), return_exceptions=True)
+        await asyncio.gather(*self._closes, *(w.close() for w in self._all),
+                             return_exceptions=True)  # fmt: skip
         self._all.clear()

@@ -1,5 +1,7 @@
 """The frames between the pool and a function's worker process: a 4-byte big-endian length,
-then one JSON document. Shared by both sides; nothing else is said on the pipes."""
+then one JSON document; an answer that says ``"tail": n`` is followed by ``n`` raw bytes
+(an insert function's returned events, as JSON, which would otherwise be escaped into a
+string and back). Shared by both sides; nothing else is said on the pipes."""
 
 from __future__ import annotations
 

@@ -137,9 +137,11 @@ class Runtime:
             results = self._batch(batch, events, logs)
         else:
             results = [self._one(event, logs) for event in events]
+        answer: dict[str, Any] = {"results": results, "logs": logs}
         if self.kind == "insert":
-            results = [_encoded(r, b) for r, b in zip(results, before, strict=True)]
-        return {"results": results, "logs": logs, "ms": (time.perf_counter() - started) * 1000}
+            answer = Returned(results, before).answer(logs)
+        answer["ms"] = (time.perf_counter() - started) * 1000
+        return answer
 
     def _one(self, event: dict[str, Any], logs: list[str]) -> dict[str, Any]:
         kind = str(event.get("type"))
@@ -237,48 +239,134 @@ class Runtime:
             self.log_handler.capture = None
 
 
-def _encoded(result: dict[str, Any], before: bytes) -> dict[str, Any]:
-    """An insert function's answer for one event: ``same`` when the event came back
-    unchanged; else the returned event as its JSON text (``j``, which the delivery engine
-    takes as the event's bytes) and what changed (``d``, for the trace)."""
-    value = result.get("v")
-    if result.get("s") != "ok" or not isinstance(value, dict):
-        return result
-    try:
-        encoded = orjson.dumps(value, default=str)
-    except TypeError as exc:  # e.g. a key that is not a string
-        return {"s": "err", "k": "Exception",
-                "m": f"the returned event cannot be written as JSON: {exc}"}  # fmt: skip
-    if encoded == before:
-        return {"s": "ok", "same": True}
-    return {"s": "ok", "j": encoded.decode(), "d": changes(orjson.loads(before), value)}
+class Returned:
+    """An insert function's answer for a batch, compact because it runs for every event:
+    ``results`` holds ``0`` for an event that came back unchanged, ``k`` ≥ 1 for one that
+    changed (its JSON is the next ``lens`` bytes of the frame's tail; what changed is
+    ``changes[k - 1]``, for the trace), and a result dict for anything else (an error, a
+    skip, ``None`` or a value that is not an event).
+
+    What changed is worked out once per kind of change: a batch's events are usually changed
+    alike (a property added to each), so the previous event's change is tried first — undone
+    on a copy of the returned event, it must give the event from before, byte for byte —
+    and only when it does not fit are the two events compared path by path."""
+
+    def __init__(self, results: list[dict[str, Any]], before: list[bytes]) -> None:
+        self.compact: list[int | dict[str, Any]] = []
+        self.texts: list[bytes] = []
+        self.lens: list[int] = []
+        self.changes: list[list[str]] = []
+        self._index: dict[tuple[Change, ...], int] = {}
+        self._last: tuple[tuple[Change, ...], int] | None = None
+        for result, old in zip(results, before, strict=True):
+            self.compact.append(self._one(result, old))
+
+    def answer(self, logs: list[str]) -> dict[str, Any]:
+        return {"results": self.compact, "logs": logs, "lens": self.lens,
+                "changes": self.changes, "tail": b"".join(self.texts)}  # fmt: skip
+
+    def _one(self, result: dict[str, Any], before: bytes) -> int | dict[str, Any]:
+        value = result.get("v")
+        if result.get("s") != "ok" or not isinstance(value, dict):
+            return result
+        try:
+            encoded = orjson.dumps(value, default=str)
+        except TypeError as exc:  # e.g. a key that is not a string
+            return {"s": "err", "k": "Exception",
+                    "m": f"the returned event cannot be written as JSON: {exc}"}  # fmt: skip
+        if encoded == before:
+            return 0
+        self.texts.append(encoded)
+        self.lens.append(len(encoded))
+        if self._last is not None and undoes(self._last[0], value, before):
+            return self._last[1]
+        found = tuple(diff(orjson.loads(before), value))
+        k = self._index.get(found)
+        if k is None:
+            self.changes.append([describe(c) for c in found])
+            k = self._index[found] = len(self.changes)
+        self._last = (found, k)
+        return k
 
 
 MAX_CHANGES = 10
+Change = tuple[tuple[str, ...], str]
+"""A path in the event and what happened there: ``added``, ``removed`` or ``changed``."""
 
 
-def changes(old: Any, new: Any, path: str = "", found: list[str] | None = None) -> list[str]:
+def describe(change: Change) -> str:
+    path, what = change
+    return f"{'.'.join(path)} {what}" if path else f"the event {what}"
+
+
+def changes(old: Any, new: Any) -> list[str]:
     """What differs between two events, as paths: ``properties.email removed``,
-    ``properties.plan changed``, ``context.ip added`` (at most :data:`MAX_CHANGES`). Runs for
-    every event an insert function changes, so equal subtrees are skipped at C speed."""
+    ``properties.plan changed``, ``context.ip added`` (at most :data:`MAX_CHANGES`)."""
+    return [describe(c) for c in diff(old, new)]
+
+
+def diff(old: Any, new: Any, path: tuple[str, ...] = (), found: list[Change] | None = None
+         ) -> list[Change]:  # fmt: skip
+    """:func:`changes` as :data:`Change` tuples; equal subtrees are skipped at C speed."""
     found = [] if found is None else found
     if not (isinstance(old, dict) and isinstance(new, dict)):
-        found.append(f"{path or 'the event'} changed")
+        found.append((path, "changed"))
         return found
     removed = 0
     for key, value in old.items():
         if key not in new:
             removed += 1
-            found.append(f"{path}.{key} removed" if path else f"{key} removed")
+            found.append(((*path, key), "removed"))
         elif new[key] != value:
-            changes(value, new[key], f"{path}.{key}" if path else key, found)
+            diff(value, new[key], (*path, key), found)
         if len(found) >= MAX_CHANGES:
             return found[:MAX_CHANGES]
     if len(new) != len(old) - removed:
-        for key in new:
-            if key not in old:
-                found.append(f"{path}.{key} added" if path else f"{key} added")
+        found += [((*path, key), "added") for key in new if key not in old]
     return found[:MAX_CHANGES]
+
+
+def undoes(change: tuple[Change, ...], new: dict[str, Any], before: bytes) -> bool:
+    """Whether ``change`` is all that turned the event of JSON ``before`` into ``new``: undone
+    on a copy of ``new`` (only the objects on its paths are copied), it gives ``before``
+    again. Exact — anything else that changed makes the two differ."""
+    if len(change) >= MAX_CHANGES:
+        return False  # cut short: it does not say everything
+    old: Any = None
+    top = dict(new)
+    copies: dict[tuple[str, ...], dict[str, Any]] = {(): top}
+    for path, what in change:
+        if not path:
+            return False
+        parent = top
+        for depth in range(1, len(path)):
+            inner = copies.get(path[:depth])
+            if inner is None:
+                child = parent.get(path[depth - 1])
+                if not isinstance(child, dict):
+                    return False
+                inner = copies[path[:depth]] = parent[path[depth - 1]] = dict(child)
+            parent = inner
+        leaf = path[-1]
+        if what == "added":
+            if leaf not in parent:
+                return False
+            del parent[leaf]
+            continue
+        if old is None:
+            old = orjson.loads(before)
+        value = old
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                return False
+            value = value[key]
+        parent[leaf] = value
+    if old is not None:
+        return bool(top == old)
+    try:
+        return orjson.dumps(top, default=str) == before
+    except TypeError:
+        return False
 
 
 def _base_error(exc: BaseException) -> str:
@@ -403,7 +491,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             answer = runtime.events(message["events"])
         else:
             answer = runtime.request(message["request"])
-        out.write(frame(answer))
+        tail = answer.pop("tail", b"")  # an insert function's returned events, as JSON
+        if tail:
+            answer["tail"] = len(tail)
+        out.write(frame(answer) + tail)
         out.flush()
 
 
