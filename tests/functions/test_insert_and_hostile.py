@@ -14,7 +14,7 @@ from headwater.delivery.outcomes import EventState
 from headwater.functions.pool import CallResult, inconsistent
 from headwater.functions.runtime import Returned, changes, undoes
 from tests.delivery.conftest import FAST, event, webhook
-from tests.fakes import FakeDestination
+from tests.fakes import FakeDestination, always
 
 SCRUB = """
 def on_track(event, settings):
@@ -195,3 +195,20 @@ def test_a_change_is_reused_only_when_undoing_it_gives_the_event_back() -> None:
     # and the engine refuses an answer whose parts do not agree
     assert inconsistent(CallResult([1], tail=b"{}", lens=[3], changes=[[]])) is not None
     assert inconsistent(CallResult([2], tail=b"{}", lens=[2], changes=[[]])) is not None
+
+
+async def test_a_changed_event_the_destination_refuses_says_what_the_function_did(
+    make_fn_pipeline: Callable[..., Any],
+    code_dir: Callable[[str, str], str],
+    fake: FakeDestination,
+) -> None:
+    fake.script = always(400, body=b'{"error": "email is required"}')
+    fn = {"name": "scrub", "kind": "insert", "file": code_dir("scrub", SCRUB),
+          "destination": "hook"}  # fmt: skip
+    p = await make_fn_pipeline([fn], [webhook("hook", fake.url, **FAST)])
+    ids = await p.send([event(properties={"email": "jane@example.com"})])
+    await p.wait_states("hook", ids, EventState.DISCARDED)
+    (refused,) = [r for r in await p.ledger("hook", ids[0]) if r.state is EventState.DISCARDED]
+    assert refused.reason is not None and refused.reason.endswith(
+        "(the event as changed by insert function scrub: properties.email removed, "
+        "properties.scrubbed added)"), refused.reason  # fmt: skip

@@ -41,9 +41,9 @@ def check_source(kind: str, path: Path, where: str) -> None:
         tree = ast.parse(code, str(path))
     except SyntaxError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: SyntaxError: {exc.msg}") from None
-    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    defined |= {t.id for n in tree.body if isinstance(n, ast.Assign)
-                for t in n.targets if isinstance(t, ast.Name)}  # fmt: skip
+    defined = top_level_names(tree)
+    if "*" in defined:
+        return  # `from x import *`: the worker's load says whether the handlers are there
     if kind == "source":
         if "on_request" not in defined:
             raise ConfigError(f"{path}:1: no handler: a source function defines "
@@ -51,3 +51,19 @@ def check_source(kind: str, path: Path, where: str) -> None:
     elif not defined.intersection(EVENT_HANDLERS):
         raise ConfigError(f"{path}:1: no handler: a {kind} function defines at least one of "
                           f"{', '.join(EVENT_HANDLERS)}")  # fmt: skip
+
+
+def top_level_names(tree: ast.Module) -> set[str]:
+    """The names the module's top level binds: functions, classes, assignments (annotated
+    too) and imports (``*`` for a star import)."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names}
+    return names

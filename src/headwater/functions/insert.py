@@ -25,6 +25,7 @@ from headwater.delivery.outcomes import (
     Exchange,
     Filtered,
     Outcome,
+    Retry,
 )
 from headwater.destinations.base import Destination
 from headwater.destinations.function.encoder import outcome_of
@@ -109,27 +110,38 @@ def _noted(
     outcome: Outcome, per_event: dict[int, Outcome], notes: dict[int, tuple[str, ...]],
     sent: list[int],
 ) -> tuple[Outcome, dict[int, Outcome]]:  # fmt: skip
-    """The attempt's outcomes with each delivered event an insert function changed saying
-    how (the ledger's reason, which the trace shows). When the functions changed every sent
-    event alike — the usual case — the batch's outcome says it once."""
+    """The attempt's outcomes with each event an insert function changed saying how (the
+    ledger's reason, which the trace shows) — delivered, and also retried or discarded by
+    the destination, where what the function did may be why. When the functions changed
+    every sent event alike — the usual case — the batch's outcome says it once."""
     if not notes:
         return outcome, per_event
     kinds = set(notes.values())
     if (
-        isinstance(outcome, Delivered)
-        and len(kinds) == 1
+        len(kinds) == 1
         and len(notes) == len(sent)
         and per_event.keys().isdisjoint(sent)
         and all(map(notes.__contains__, sent))
     ):
-        return Delivered(outcome.status, _note(next(iter(kinds)))), per_event
+        return _with_note(outcome, _note(next(iter(kinds)))), per_event
     texts = {kind: _note(kind) for kind in kinds}
     for offset, kind in notes.items():
         found = per_event.get(offset, outcome)
-        if isinstance(found, Delivered):
-            per_event[offset] = Delivered(found.status, texts[kind])
+        if not isinstance(found, Filtered):  # filtered: decided before the destination
+            per_event[offset] = _with_note(found, texts[kind])
     return outcome, per_event
 
 
 def _note(said: tuple[str, ...]) -> str:
     return "changed by insert function " + "; ".join(said)
+
+
+def _with_note(outcome: Outcome, note: str) -> Outcome:
+    if isinstance(outcome, Delivered):
+        return Delivered(outcome.status, note)
+    if isinstance(outcome, Retry):
+        return Retry(f"{outcome.reason} (the event as {note})", outcome.status,
+                     outcome.after_secs)  # fmt: skip
+    if isinstance(outcome, Discard):
+        return Discard(f"{outcome.reason} (the event as {note})", outcome.status)
+    return outcome

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from headwater.functions.protocol import HEADER, MAX_FRAME, frame
+from headwater.functions.protocol import HEADER, MAX_FRAME, OVERRAN_EXIT, frame
 from headwater.functions.stats import FunctionStats, now_ms
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class _Worker:
         self.process = process
         self.workdir = workdir
         self.generation = generation
+        self.batch = False  # the code has on_batch: a batch is one call, under one limit
 
     @classmethod
     async def spawn(cls, spec: FunctionSpec, code: str, generation: int) -> _Worker:
@@ -137,6 +138,7 @@ class _Worker:
         if not answer.get("ok"):
             await worker.close()
             raise LoadFailed(str(answer.get("error")))
+        worker.batch = bool(answer.get("batch"))
         return worker
 
     async def ask(self, message: dict[str, Any], deadline_secs: float) -> dict[str, Any]:
@@ -176,6 +178,9 @@ class _Worker:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             hint = {"SIGXCPU": " (its CPU limit)", "SIGKILL": ""}.get(name, "")
             return f"the worker died of {name}{hint}"
+        if code == OVERRAN_EXIT:
+            return ("the call ran past its limit and went on (the handler caught the "
+                    "timeout); the worker was stopped")  # fmt: skip
         return f"the worker exited with status {code}"
 
     def kill(self) -> None:
@@ -221,6 +226,7 @@ class FunctionPool:
         self.stats = stats or FunctionStats(spec.name, spec.kind)
         self._code = ""
         self._generation = 0
+        self._batch = False
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
         self._closed = False
@@ -257,6 +263,7 @@ class FunctionPool:
             raise
         old = list(self._all)
         self.spec, self._code, self._generation = spec, code, generation
+        self._batch = all(w.batch for w in fresh)
         while not self._idle.empty():
             self._idle.get_nowait()
         self._all = set(fresh)
@@ -272,8 +279,10 @@ class FunctionPool:
     async def call_events(self, events: list[Any]) -> CallResult:
         """Run the function on ``events`` (one round trip): dicts, or ``orjson.Fragment``
         of their JSON."""
-        # per-event handlers each get the limit; the deadline covers them all
-        deadline = self.spec.timeout_secs * max(1, len(events)) + GRACE_SECS
+        # on_batch is one call under the limit; per-event handlers each get it. The worker
+        # stops a call that goes on past it; this deadline is for one stuck in C code
+        calls = 1 if self._batch else max(1, len(events))
+        deadline = self.spec.timeout_secs * calls + GRACE_SECS
         result = await self._call({"op": "events", "events": events}, deadline, len(events))
         for r in [] if result.lost else result.results:
             if type(r) is dict and r.get("s") == "err":

@@ -12,6 +12,9 @@ import orjson
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024
+OVERRAN_EXIT = 70
+"""The exit status of a worker whose call ran past its limit and went on (the handler
+caught the timeout): the worker's watchdog ends the process."""
 
 
 def frame(message: Any) -> bytes:

@@ -14,12 +14,14 @@ code runs.
 from __future__ import annotations
 
 import io
+import linecache
 import logging
 import math
 import os
 import resource
 import signal
 import sys
+import threading
 import time
 import traceback
 import types
@@ -29,7 +31,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from headwater.functions import api
-from headwater.functions.protocol import HEADER, frame
+from headwater.functions.protocol import HEADER, OVERRAN_EXIT, frame
 
 HANDLERS = {
     "track": "on_track",
@@ -45,6 +47,41 @@ LOG_LIMIT_CHARS = 8192  # per call, like Segment's 4 KB console cap, a little mo
 
 class FunctionTimeout(BaseException):
     """Raised in the handler when its wall-clock limit passes."""
+
+
+class MissingHandler(Exception):
+    """The file defines none of the handlers its kind needs (the message says which)."""
+
+
+OVERRUN_GRACE_SECS = 1.0
+
+
+class _Watchdog:
+    """Ends the process when a call runs ``grace`` seconds past its limit: the alarm raises
+    :class:`FunctionTimeout` in the handler, which a handler can catch and go on. A thread,
+    so it runs as long as the handler's Python code gives up the GIL now and then; a call
+    stuck in C is the pool's to kill."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self._lock = threading.Lock()
+        threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
+
+    def arm(self, secs: float) -> None:
+        with self._lock:
+            self.deadline = time.monotonic() + secs + OVERRUN_GRACE_SECS
+
+    def disarm(self) -> None:
+        with self._lock:
+            self.deadline = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.1)
+            with self._lock:
+                overran = self.deadline is not None and time.monotonic() > self.deadline
+            if overran:
+                os._exit(OVERRAN_EXIT)
 
 
 class _Capture(io.TextIOBase):
@@ -91,6 +128,7 @@ class Runtime:
         root.handlers[:] = [self.log_handler]
         root.setLevel(logging.INFO)
         signal.signal(signal.SIGALRM, _alarm)
+        self.watchdog = _Watchdog()
 
     def load(self, code: str) -> None:
         """Run the function's file; raise with ``file:line`` when it cannot be used."""
@@ -102,12 +140,15 @@ class Runtime:
             **{name: cls for name, cls in api.ERRORS.items()},
         )
         compiled = compile(code, self.file, "exec")
+        # tracebacks show the code's lines without reading the file (which the unprivileged
+        # user may not be able to read)
+        linecache.cache[self.file] = (len(code), None, code.splitlines(True), self.file)
         sys.modules[self.module.__name__] = self.module
         logs: list[str] = []
         self._run(lambda: exec(compiled, namespace), logs)
         missing = self.missing_handlers()
         if missing:
-            raise LookupError(missing)
+            raise MissingHandler(missing)
 
     def missing_handlers(self) -> str | None:
         if self.kind == "source":
@@ -231,9 +272,11 @@ class Runtime:
         with _suppress():
             resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(used + self.cpu_secs) + 1, hard))
         signal.setitimer(signal.ITIMER_REAL, self.timeout_secs)
+        self.watchdog.arm(self.timeout_secs)
         try:
             return fn()
         finally:
+            self.watchdog.disarm()
             signal.setitimer(signal.ITIMER_REAL, 0)
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             self.log_handler.capture = None
@@ -402,8 +445,8 @@ def load_error(file: str, exc: BaseException) -> str:
     """``file:line: what`` for a function that cannot be loaded."""
     if isinstance(exc, SyntaxError):
         return f"{exc.filename or file}:{exc.lineno}: SyntaxError: {exc.msg}"
-    if isinstance(exc, LookupError) and exc.args and isinstance(exc.args[0], str):
-        return f"{file}:1: no handler: {exc.args[0]}"
+    if isinstance(exc, MissingHandler):
+        return f"{file}:1: no handler: {exc}"
     line = 1
     for entry in traceback.extract_tb(exc.__traceback__):
         if entry.filename == file and entry.lineno:
@@ -466,6 +509,12 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """Answer frames until the pool closes our stdin."""
     first = orjson.loads(_read(inp, HEADER.unpack(_read(inp, HEADER.size))[0]))
     runtime = Runtime(first)
+    try:  # before any user code runs, its top level included
+        drop_privileges(first.get("run_as"))
+    except OSError as exc:
+        out.write(frame({"ok": False, "error": f"{runtime.file}: cannot drop privileges: {exc}"}))
+        out.flush()
+        return
     try:
         apply_limits(first.get("memory_bytes"))
         runtime.load(first["code"])
@@ -473,13 +522,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         out.write(frame({"ok": False, "error": load_error(runtime.file, exc)}))
         out.flush()
         return
-    try:
-        drop_privileges(first.get("run_as"))
-    except OSError as exc:
-        out.write(frame({"ok": False, "error": f"{runtime.file}: cannot drop privileges: {exc}"}))
-        out.flush()
-        return
-    out.write(frame({"ok": True}))
+    out.write(frame({"ok": True, "batch": runtime.handler("on_batch") is not None}))
     out.flush()
     while True:
         try:
