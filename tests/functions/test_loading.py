@@ -119,9 +119,30 @@ async def test_a_worker_has_an_empty_environment_and_only_its_own_settings(
     code.write_text(textwrap.dedent("""
         import json, os
 
+        def others():
+            # what this worker can read of the other workers: their memory map, environment
+            found = {}
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if b"headwater.functions.runtime" not in f.read():
+                            continue
+                except OSError:
+                    continue
+                if int(pid) == os.getpid():
+                    continue
+                for what in ("environ", "maps"):
+                    try:
+                        with open(f"/proc/{pid}/{what}", "rb") as f:
+                            f.read(1)
+                        found[f"{pid}/{what}"] = "read"
+                    except OSError as exc:
+                        found[f"{pid}/{what}"] = type(exc).__name__
+            return found
+
         def on_track(event, settings):
             print(json.dumps({"environ": dict(os.environ), "settings": settings,
-                              "cwd": os.getcwd()}))
+                              "cwd": os.getcwd(), "others": others()}))
     """))  # fmt: skip
     functions = [
         FunctionConfig(name=name, kind="destination", file=str(code), sources=["website"],
@@ -146,6 +167,12 @@ async def test_a_worker_has_an_empty_environment_and_only_its_own_settings(
     assert seen["one"]["settings"] == {"api_key": "key-of-one"}
     assert seen["two"]["settings"] == {"api_key": "key-of-two"}
     assert seen["one"]["cwd"] != seen["two"]["cwd"], "each worker has a directory of its own"
+    # the settings live in each worker's memory only: another function's worker, though it
+    # runs as the same user, can read neither its memory map nor its environment
+    assert os.geteuid() == 0, "the isolation promises are Headwater's when it runs as root"
+    assert seen["one"]["others"] and seen["two"]["others"], "the other worker was found"
+    assert set(seen["one"]["others"].values()) == {"PermissionError"}, seen["one"]["others"]
+    assert set(seen["two"]["others"].values()) == {"PermissionError"}, seen["two"]["others"]
 
 
 async def test_a_reload_with_the_workspace_read_again_applies_settings_and_limits(
