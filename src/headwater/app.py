@@ -121,6 +121,7 @@ class Headwater:
             workspace, self.observer, self.auth, self._session_principal, lambda: self.admin,
             audit=self.audit, warehouse_view=self.warehouses,
             functions_dir=data_dir / FUNCTIONS_DIR, workspace_file=workspace_file,
+            profiles=self.profiles,
         )  # fmt: skip
         self.source_functions = SourceFunctions(workspace.functions, data_dir / FUNCTIONS_DIR)
         self.log: EventLog | None = None

@@ -131,9 +131,10 @@ async def test_every_documented_route_answers_with_the_token(api: httpx.AsyncCli
             continue  # never ends: read from a real server in the end-to-end test
         response = await api.request(method, path, headers=ADMIN, json={})
         assert response.headers["content-type"] == "application/json", (method, path)
-        if method == "GET":  # no tracking plan, warehouse nor function: not found
+        if method == "GET":  # no tracking plan, warehouse, function nor space: not found
             expected = 404 if path.startswith(("/api/v1/tracking-plans/", "/api/v1/warehouses/",
-                                               "/api/v1/functions/")) else 200  # fmt: skip
+                                               "/api/v1/functions/", "/api/v1/spaces/")
+                                              ) else 200  # fmt: skip
             assert response.status_code == expected, (path, response.text)
         else:  # an empty body may be refused, but not for want of the token
             assert response.status_code not in (401, 403), (method, path, response.text)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headwater import __version__
-from headwater.api import audit_routes, functions, processing, testing, warehouses
+from headwater.api import audiences, audit_routes, functions, processing, testing, warehouses
 from headwater.api.auth import Authenticator, current_principal, requires
 from headwater.api.params import WindowParam
 from headwater.api.permissions import (
@@ -47,6 +47,7 @@ from headwater.observe.service import ObserveError, Observer
 from headwater.observe.tester import Tester
 from headwater.processor.admin import AdminError, ProcessorAdmin
 from headwater.state.audit import AuditLog
+from headwater.unify.api import Profiles
 from headwater.warehouses.view import WarehouseView
 
 MASK = "**********"
@@ -89,6 +90,7 @@ def build_api(
     audit: AuditLog | None = None,
     functions_dir: Path | None = None,
     workspace_file: Path | None = None,
+    profiles: Profiles | None = None,
 ) -> FastAPI:
     async def authorize(request: Request) -> None:
         """Who is asking (``request.state.principal``); each route's own dependency then
@@ -137,6 +139,8 @@ def build_api(
         audit_routes.register(app, audit)
     if functions_dir is not None:
         functions.register(app, workspace, functions_dir, workspace_file)
+    if profiles is not None:
+        audiences.register(app, profiles)
     _document(app)
     _public_document(app)
     return app

@@ -20,6 +20,7 @@ import typer
 
 from headwater import __version__
 from headwater.cli import (
+    audiences,
     audit,
     delivery,
     destinations,
@@ -49,6 +50,7 @@ app.add_typer(processor.plans_app, name="plans")
 app.add_typer(processor.filters_app, name="filters")
 app.add_typer(destinations.destinations_app, name="destinations")
 app.add_typer(profiles.profiles_app, name="profiles")
+app.add_typer(audiences.audiences_app, name="audiences")
 app.add_typer(tokens.tokens_app, name="tokens")
 app.add_typer(warehouse.warehouse_app, name="warehouse")
 app.add_typer(functions.functions_app, name="functions")

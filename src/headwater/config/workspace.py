@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from headwater.config.units import ByteSize, Seconds
 from headwater.config.urls import field_path
+from headwater.engage.config import check_audiences
 from headwater.errors import ConfigError, MappingError
 from headwater.mapping.actions import ActionConfig
 from headwater.naming import NAME_PATTERN, check_known
@@ -453,7 +454,7 @@ class Workspace(_Model):
         check_tracking_plans(self.tracking_plans, names)
         _check_transformations(self.transformations, names, {d.name for d in self.destinations})
         _check_warehouses(self.warehouses, names)
-        _check_spaces(self.spaces, names)
+        _check_spaces(self.spaces, names, {d.name for d in self.destinations})
         named = (("sources", [s.name for s in self.sources]),
                  ("destinations", [d.name for d in self.destinations]))  # fmt: skip
         for kind, names_of in named:
@@ -616,7 +617,7 @@ def _check_transformations(
                         destinations)  # fmt: skip
 
 
-def _check_spaces(spaces: list[SpaceConfig], sources: set[str]) -> None:
+def _check_spaces(spaces: list[SpaceConfig], sources: set[str], destinations: set[str]) -> None:
     seen: set[str] = set()
     for i, space in enumerate(spaces):
         if space.name in seen:
@@ -624,6 +625,11 @@ def _check_spaces(spaces: list[SpaceConfig], sources: set[str]) -> None:
         seen.add(space.name)
         for j, source in enumerate(space.sources):
             check_known(f"spaces[{i}].sources[{j}]", "source", source, sources)
+        check_audiences(space.audiences, {t.key for t in space.computed_traits}, f"spaces[{i}]")
+        for j, audience in enumerate(space.audiences):
+            for k, target in enumerate(audience.destinations):
+                check_known(f"spaces[{i}].audiences[{j}].destinations[{k}].name", "destination",
+                            target.name, destinations)  # fmt: skip
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

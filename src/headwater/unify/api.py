@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from headwater.engage.audiences import AUDIENCE_SOURCE, AudienceEngine
+from headwater.engage.config import AudienceConfig
 from headwater.gateway.normalize import iso_ms
 from headwater.log.base import StoredRecord
 from headwater.unify.config import SpaceConfig
@@ -70,6 +73,7 @@ class SpaceReader:
     def __init__(self, space: SpaceConfig, data_dir: Path) -> None:
         self.space = space
         self.extractor = Extractor(space.identity)
+        self.audiences = AudienceEngine(space.audiences)
         self._path = store_path(data_dir, space.name)
         self._store: SqliteProfileStore | None = None
 
@@ -137,8 +141,7 @@ class Profiles:
             raise ProfileError(400, "validation_error", f"class {wanted!r} is not one of "
                                "computed_trait, audience")  # fmt: skip
         rows = [t for t in traits if (not include or t.name in include)
-                and (wanted in (None, "") or (wanted == "computed_trait") == t.computed)
-                and wanted != "audience"]  # fmt: skip
+                and (wanted in (None, "") or _class(t) == wanted)]  # fmt: skip
         limit = _limit(q, TRAITS_LIMIT, TRAITS_MAX)
         start = q.get("next") or ""
         rows = [t for t in rows if t.name >= start]
@@ -259,6 +262,71 @@ class Profiles:
             "merges": (await self.merges(space, name))["data"],
         }
 
+    # ---------------------------------------------------------------- audiences
+
+    async def audiences(self, space: str) -> dict[str, Any]:
+        """Each audience of the space: its size and its entries and exits of the last hour."""
+        reader = self.reader(space)
+
+        def read() -> list[dict[str, Any]]:
+            store = reader.store()
+            sizes = store.audience_sizes()
+            hour_ago = wall_ms() - 3_600_000
+            found = []
+            for audience in reader.space.audiences:
+                entered, exited = store.audience_flow(audience.key, hour_ago)
+                found.append({**_audience_doc(audience), "size": sizes.get(audience.key, 0),
+                              "last_hour": {"entered": entered, "exited": exited}})  # fmt: skip
+            return found
+
+        return {"space": space, "audiences": await self.run(read)}
+
+    async def audience(self, space: str, key: str, q: dict[str, str]) -> dict[str, Any]:
+        """One audience: its definition, size, flow over the last hour and day, a page of
+        members (``limit``, ``next``) and the latest entries and exits."""
+        reader = self.reader(space)
+        audience = _audience_of(reader, key)
+        limit = _limit(q, 100, 1000)
+        after = q.get("next") or ""
+
+        def read() -> dict[str, Any]:
+            store = reader.store()
+            now = wall_ms()
+            page = store.audience_members(key, limit + 1, after)
+            more = len(page) > limit
+            page = page[:limit]
+            hour = store.audience_flow(key, now - 3_600_000)
+            day = store.audience_flow(key, now - 86_400_000)
+            return {
+                **_audience_doc(audience), "space": space,
+                "size": store.audience_sizes().get(key, 0),
+                "last_hour": {"entered": hour[0], "exited": hour[1]},
+                "last_day": {"entered": day[0], "exited": day[1]},
+                "members": [{"segment_id": seg, "since": iso_ms(at)} for seg, at in page],
+                "cursor": {"has_more": more, "next": page[-1][0] if more else ""},
+                "changes": [{"at": iso_ms(at), "segment_id": seg, "entered": entered,
+                             "message_id": mid}
+                            for at, seg, entered, mid in store.audience_changes(key, 20)],
+            }  # fmt: skip
+
+        return await self.run(read)  # type: ignore[no-any-return]
+
+    async def why(self, space: str, key: str, name: str) -> dict[str, Any]:
+        """Whether the profile ``name`` is in the audience, and which condition decides it."""
+        reader = self.reader(space)
+        audience = _audience_of(reader, key)
+
+        def read() -> dict[str, Any]:
+            segment_id = reader.segment_id(name)
+            store = reader.store()
+            verdict = reader.audiences.explain(store, audience, segment_id, wall_ms())
+            since = store.memberships(segment_id).get(key)
+            return {"space": space, "audience": key, "segment_id": segment_id,
+                    "member": since is not None, "since": iso_ms(since) if since else None,
+                    "holds_now": verdict.holds, "why": verdict.as_dict()}  # fmt: skip
+
+        return await self.run(read)  # type: ignore[no-any-return]
+
     async def delete(self, space: str, name: str) -> dict[str, Any]:
         segment_id, gone = await self.run(_delete, self.reader(space), name)
         return {"deleted": segment_id, "identifiers": gone}
@@ -323,6 +391,33 @@ class Profiles:
 
 
 _SCAN = 1000  # event references read per page before filtering
+
+
+def _class(trait: Any) -> str:
+    """A trait's ``class`` (Segment's): an audience's membership, a computed trait, or a
+    trait the events set."""
+    if trait.computed:
+        return "audience" if trait.source == AUDIENCE_SOURCE else "computed_trait"
+    return "trait"
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _audience_of(reader: SpaceReader, key: str) -> AudienceConfig:
+    found = next((a for a in reader.space.audiences if a.key == key), None)
+    if found is None:
+        known = ", ".join(a.key for a in reader.space.audiences) or "none"
+        raise ProfileError(404, "not_found", f"space {reader.space.name!r} has no audience "
+                           f"{key!r}; its audiences: {known}")  # fmt: skip
+    return found
+
+
+def _audience_doc(audience: AudienceConfig) -> dict[str, Any]:
+    return {"key": audience.key, "name": audience.title, "enabled": audience.enabled,
+            "where": audience.where.model_dump(by_alias=True, exclude_none=True),
+            "destinations": [d.model_dump() for d in audience.destinations]}  # fmt: skip
 
 
 def _traits(reader: SpaceReader, name: str) -> tuple[str, list[Any]]:

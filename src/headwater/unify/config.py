@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from headwater.config.units import Seconds
+from headwater.engage.config import AudienceConfig
 from headwater.naming import NAME_PATTERN
 from headwater.processor.fql import FqlError, compile_condition, compile_value
 
@@ -229,7 +230,11 @@ class SpaceConfig(_Model):
     """Computed traits (docs/unify.md#computed-traits); keys unique in the space."""
 
     recompute_interval_secs: float = Field(default=60.0, gt=0, le=86400)
-    """How often traits whose window moved past events are recomputed."""
+    """How often traits whose window moved past events are recomputed (and audiences with
+    them: a window's exits happen on this schedule)."""
+
+    audiences: list[AudienceConfig] = []
+    """Audiences of this space's profiles (docs/audiences.md)."""
 
     @model_validator(mode="after")
     def _unique_keys(self) -> SpaceConfig:

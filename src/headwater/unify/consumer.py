@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from headwater.engage.audiences import AudienceEngine
 from headwater.gateway.normalize import ItemError, parse_ms
 from headwater.log.base import EventLog, StoredRecord
 from headwater.unify.config import SpaceConfig
@@ -58,6 +59,8 @@ class SpaceCounts:
     limited: int = 0
     blocked: int = 0
     errors: int = 0
+    entered: int = 0  # audience entries and exits
+    exited: int = 0
 
 
 class SpaceProcessor:
@@ -71,11 +74,14 @@ class SpaceProcessor:
         self.sources = frozenset(space.sources)
         self.extractor = Extractor(space.identity)
         self.graph = IdentityGraph(store, space.identity)
-        self.traits = TraitEngine(space.computed_traits, now_ms)
+        self.audiences = AudienceEngine(space.audiences)
+        self.traits = TraitEngine(space.computed_traits, now_ms, self.audiences.computations)
+        self.now_ms = now_ms
         self.counts = SpaceCounts()
         self._events: list[tuple[str, EventRef]] = []  # written once per batch
         self._links: list[tuple[str, Link]] = []
         self._moved: dict[str, str] = {}  # profiles merged away in the batch → survivor
+        self._touched: dict[str, str | None] = {}  # profiles to evaluate → the last messageId
 
     def apply(self, records: list[StoredRecord]) -> list[Change]:
         """One transaction: the records of this space's sources, then the position. If an
@@ -104,10 +110,12 @@ class SpaceProcessor:
                     if record.source in self.sources:
                         changes.extend(self._one(record))
                 self._write()
+            self._evaluate()
             store.set_position(records[-1].offset)
             store.commit()
         except BaseException:
             self._reset()
+            self._touched.clear()
             store.rollback()
             raise
         return changes
@@ -119,6 +127,15 @@ class SpaceProcessor:
         self.store.add_events(self._live(self._events))
         self.store.add_links(self._live(self._links))
         self._reset()
+
+    def _evaluate(self) -> None:
+        """The audiences of the profiles the batch touched (after its writes: they read what
+        the store holds now)."""
+        touched, self._touched = self._touched, {}
+        if self.audiences:
+            entered, exited = self.audiences.update(self.store, touched, self.now_ms)
+            self.counts.entered += entered
+            self.counts.exited += exited
 
     def _reset(self) -> None:
         self.graph.reset()
@@ -201,6 +218,7 @@ class SpaceProcessor:
         self._events.append(
             (segment_id, EventRef(record.offset, mid, record.type, name, ts, source))
         )
+        self._touched[segment_id] = mid
         if record.type == "group":
             group_id = self.extractor.normalise("group_id", event.get("groupId"))
             if group_id is not None and len(group_id) <= self.extractor.max_chars:
@@ -215,9 +233,12 @@ class SpaceProcessor:
             self.store.begin()
             try:
                 done = self.traits.expire(self.store, BATCH)
+                self._touched = {c.segment_id: None for c in done}  # a window moved
+                self._evaluate()
                 self.store.commit()
             except BaseException:
                 self.traits.reset()
+                self._touched.clear()
                 self.store.rollback()
                 raise
             changes.extend(done)

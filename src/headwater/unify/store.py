@@ -89,6 +89,14 @@ CREATE INDEX IF NOT EXISTS history_profile ON history (segment_id);
 CREATE INDEX IF NOT EXISTS history_other ON history (other_id) WHERE other_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS history_message ON history (message_id);
 CREATE INDEX IF NOT EXISTS history_kind ON history (kind, id);
+CREATE TABLE IF NOT EXISTS audience_members (
+    segment_id TEXT NOT NULL, audience TEXT NOT NULL, since_ms INTEGER NOT NULL,
+    message_id TEXT, PRIMARY KEY (segment_id, audience)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audience_members_audience ON audience_members (audience, segment_id);
+CREATE TABLE IF NOT EXISTS audience_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, audience TEXT NOT NULL,
+    segment_id TEXT NOT NULL, entered INTEGER NOT NULL, message_id TEXT);
+CREATE INDEX IF NOT EXISTS audience_changes_audience ON audience_changes (audience, id);
 CREATE TABLE IF NOT EXISTS counters (
     kind TEXT NOT NULL, type TEXT NOT NULL, value TEXT NOT NULL, n INTEGER NOT NULL,
     last_message_id TEXT, last_ms INTEGER, PRIMARY KEY (kind, type, value)) WITHOUT ROWID;
@@ -231,6 +239,20 @@ class ProfileStore(Protocol):
     def counters(self) -> list[tuple[str, str, str, int, str | None]]: ...
     def counter_totals(self) -> list[tuple[str, str, int]]: ...
     def delete(self, segment_id: str) -> int: ...
+    def memberships(self, segment_id: str) -> dict[str, int]: ...
+    def change_memberships(
+        self,
+        entered: Sequence[tuple[str, str, int, str | None]],
+        exited: Sequence[tuple[str, str, int, str | None]],
+    ) -> None: ...
+    def audience_sizes(self) -> dict[str, int]: ...
+    def audience_members(
+        self, audience: str, limit: int, after: str = ""
+    ) -> list[tuple[str, int]]: ...
+    def audience_flow(self, audience: str, since_ms: int) -> tuple[int, int]: ...
+    def audience_changes(
+        self, audience: str, limit: int
+    ) -> list[tuple[int, str, bool, str | None]]: ...
     def close(self) -> None: ...
 
 
@@ -341,6 +363,9 @@ class SqliteProfileStore:
             (survivor, loser),
         )
         db.execute("DELETE FROM links WHERE segment_id = ?", (loser,))
+        # the loser's memberships end with it (not as exits: it is the survivor now, whose
+        # memberships are worked out again)
+        db.execute("DELETE FROM audience_members WHERE segment_id = ?", (loser,))
         row = db.execute("SELECT merges, identifiers, created_ms, first_message_id, first_source "
                          "FROM profiles WHERE segment_id = ?", (loser,)).fetchone()  # fmt: skip
         db.execute(
@@ -553,12 +578,72 @@ class SqliteProfileStore:
             "SELECT segment_id FROM profiles WHERE canonical = ?", (segment_id,)))]  # fmt: skip
         marks = ",".join("?" * len(ids))
         gone = db.execute(f"DELETE FROM identifiers WHERE segment_id IN ({marks})", ids).rowcount
-        for table in ("id_counts", "traits", "trait_state", "events", "links"):
+        for table in (
+            "id_counts",
+            "traits",
+            "trait_state",
+            "events",
+            "links",
+            "audience_members",
+            "audience_changes",
+        ):
             db.execute(f"DELETE FROM {table} WHERE segment_id IN ({marks})", ids)
         db.execute(f"DELETE FROM history WHERE segment_id IN ({marks}) OR other_id IN ({marks})",
                    [*ids, *ids])  # fmt: skip
         db.execute(f"DELETE FROM profiles WHERE segment_id IN ({marks})", ids)
         return int(gone)
+
+    # ------------------------------------------------------------------------ audiences
+
+    def memberships(self, segment_id: str) -> dict[str, int]:
+        """The audiences the profile is in, each with the time it entered."""
+        rows = self._db.execute("SELECT audience, since_ms FROM audience_members WHERE "
+                                "segment_id = ?", (segment_id,))  # fmt: skip
+        return dict(rows.fetchall())
+
+    def change_memberships(self, entered: Sequence[tuple[str, str, int, str | None]],
+                           exited: Sequence[tuple[str, str, int, str | None]]) -> None:  # fmt: skip
+        """(audience, segment_id, time, messageId) entries and exits: the members, and each
+        change in ``audience_changes`` (what activation and the figures read)."""
+        db = self._db
+        db.executemany("INSERT OR REPLACE INTO audience_members VALUES (?, ?, ?, ?)",
+                       [(seg, aud, at, mid) for aud, seg, at, mid in entered])  # fmt: skip
+        db.executemany("DELETE FROM audience_members WHERE segment_id = ? AND audience = ?",
+                       [(seg, aud) for aud, seg, _, _ in exited])  # fmt: skip
+        db.executemany(
+            "INSERT INTO audience_changes (at_ms, audience, segment_id, entered, message_id) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(at, aud, seg, 1, mid) for aud, seg, at, mid in entered]
+            + [(at, aud, seg, 0, mid) for aud, seg, at, mid in exited],
+        )
+
+    def audience_sizes(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT audience, count(*) FROM audience_members GROUP BY audience")
+        return dict(rows.fetchall())
+
+    def audience_members(self, audience: str, limit: int, after: str = "") -> list[tuple[str, int]]:
+        """(segment_id, since) of members, by segment_id above ``after``."""
+        rows = self._db.execute(
+            "SELECT segment_id, since_ms FROM audience_members WHERE audience = ? AND "
+            "segment_id > ? ORDER BY segment_id LIMIT ?", (audience, after, limit))  # fmt: skip
+        return rows.fetchall()
+
+    def audience_flow(self, audience: str, since_ms: int) -> tuple[int, int]:
+        """Entries and exits since ``since_ms``."""
+        row = self._db.execute(
+            "SELECT coalesce(sum(entered), 0), coalesce(sum(1 - entered), 0) FROM "
+            "audience_changes WHERE audience = ? AND at_ms >= ?", (audience, since_ms)
+        ).fetchone()  # fmt: skip
+        return int(row[0]), int(row[1])
+
+    def audience_changes(
+        self, audience: str, limit: int
+    ) -> list[tuple[int, str, bool, str | None]]:
+        """The latest entries and exits, newest first: (time, segment_id, entered, messageId)."""
+        rows = self._db.execute(
+            "SELECT at_ms, segment_id, entered, message_id FROM audience_changes WHERE "
+            "audience = ? ORDER BY id DESC LIMIT ?", (audience, limit))  # fmt: skip
+        return [(at, seg, bool(e), mid) for at, seg, e, mid in rows]
 
     def close(self) -> None:
         self._db.close()

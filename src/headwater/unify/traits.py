@@ -82,9 +82,13 @@ def _tidy(x: float) -> float | int:
 class Computation:
     """One computed trait: which events count, what each adds, how partials combine."""
 
-    def __init__(self, config: ComputedTraitConfig) -> None:
+    def __init__(self, config: ComputedTraitConfig, key: str | None = None,
+                 hidden: bool = False) -> None:  # fmt: skip
+        """``hidden``: a value kept only in its state, for another computation to read (an
+        audience's counters, under their own ``key``), never a trait of the profile."""
         self.config = config
-        self.key = config.key
+        self.key = key or config.key
+        self.hidden = hidden
         self.kind = config.type if config.type != "aggregation" else config.aggregation or "sum"
         self.event = config.event
         self.condition = compile_condition(config.condition) if config.condition else None
@@ -181,9 +185,9 @@ class Computation:
 class TraitEngine:
     """The computations of a space, applied to its profiles in the store."""
 
-    def __init__(self, configs: list[ComputedTraitConfig],
-                 now_ms: Callable[[], int]) -> None:  # fmt: skip
-        self.computations = [Computation(c) for c in configs]
+    def __init__(self, configs: list[ComputedTraitConfig], now_ms: Callable[[], int],
+                 extra: list[Computation] | None = None) -> None:  # fmt: skip
+        self.computations = [Computation(c) for c in configs] + list(extra or [])
         self._by_event: dict[str | None, list[Computation]] = {}
         for comp in self.computations:
             self._by_event.setdefault(comp.event, []).append(comp)
@@ -276,6 +280,8 @@ class TraitEngine:
         if writes.changes:
             values = self._values.setdefault(seg, {})
             for change in writes.changes:
+                if change.key in writes.hidden:
+                    continue
                 values[change.key] = (change.new, now, source, message_id or "")
                 for listener in self.on_change:
                     listener(change)
@@ -330,6 +336,7 @@ class _Writes:
         self.segment_id = segment_id
         self.states: list[tuple[str, State, int | None]] = []
         self.changes: list[Change] = []
+        self.hidden: set[str] = set()  # keys of the hidden computations among the changes
 
     def add(self, comp: Computation, state: State, now: int, message_id: str | None) -> None:
         had, old = "v" in state, state.get("v")
@@ -338,3 +345,5 @@ class _Writes:
         self.states.append((comp.key, state, comp.expires_hour(state)))
         if not (had and new == old):
             self.changes.append(Change(self.segment_id, comp.key, old, new, message_id))
+            if comp.hidden:
+                self.hidden.add(comp.key)

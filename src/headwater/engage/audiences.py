@@ -1,0 +1,217 @@
+"""A space's audiences, kept as its profiles change.
+
+Each ``performed`` condition becomes a hidden counter in the space's trait engine
+(:class:`~headwater.unify.traits.Computation`: hourly buckets, the window moving on the
+space's recompute schedule, merged with the profile when profiles merge). After each batch
+of events — and after each recompute of windows — the profiles it touched are evaluated
+against every audience, in an order where an audience comes after those it is
+``member_of``; an entry or an exit is written with the batch, in the same transaction, to
+the space's store (``audience_members``, and ``audience_changes`` for activation and the
+figures), and the member carries the trait ``<key>: true`` (Segment's shape: the Profile
+API shows it).
+
+:meth:`AudienceEngine.explain` answers "why is this profile in (or not in) this audience"
+with the same evaluation, each condition saying what decided it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from headwater.engage.config import AudienceConfig, Condition, Performed, TraitTest, order
+from headwater.unify.config import ComputedTraitConfig
+from headwater.unify.store import ProfileStore
+from headwater.unify.traits import Computation
+
+AUDIENCE_SOURCE = "audience"
+"""The ``source`` of a member's ``<key>: true`` trait: how the Profile API tells its class."""
+COUNTER_PREFIX = "audience:"
+"""Hidden counters' keys (``audience:<key>:<what it counts>``): never a computed trait's key
+(those are snake_case), never written as a trait."""
+
+
+def counter_key(audience: str, performed: Performed) -> str:
+    """The counter of a ``performed`` condition, named by what it counts (event, where,
+    window) — not by the threshold, which reads the same counter — so that a changed
+    definition starts a counter of its own instead of reading one that counted otherwise."""
+    what = orjson.dumps([performed.event, performed.where, performed.within])
+    return f"{COUNTER_PREFIX}{audience}:{hashlib.sha256(what).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What an evaluation reads of a profile."""
+
+    segment_id: str
+    traits: Mapping[str, Any]
+    counts: Mapping[str, int]  # hidden counter key → its value now
+    members: dict[str, bool] = field(default_factory=dict)  # this evaluation's verdicts
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A condition's outcome for one profile, and why."""
+
+    kind: str
+    holds: bool
+    says: str
+    parts: tuple[Verdict, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"condition": self.kind, "holds": self.holds, "says": self.says}
+        if self.parts:
+            doc["parts"] = [p.as_dict() for p in self.parts]
+        return doc
+
+
+class AudienceEngine:
+    """The enabled audiences of a space: their counters, and their evaluation."""
+
+    def __init__(self, audiences: Iterable[AudienceConfig]) -> None:
+        enabled = {a.key: a for a in audiences if a.enabled}
+        depends = {k: {c.member_of for c in a.where.walk() if c.member_of} for k, a in
+                   enabled.items()}  # fmt: skip
+        self.audiences = [enabled[k] for k in order(depends) if k in enabled]
+        self._counter: dict[int, str] = {}  # id(Performed) → its counter's key
+        self._by_key: dict[str, Computation] = {}
+        for audience in self.audiences:
+            performed = [c.performed for c in audience.where.walk() if c.performed]
+            for p in performed:
+                key = counter_key(audience.key, p)
+                self._counter[id(p)] = key
+                if key in self._by_key:
+                    continue  # the same count asked twice (at least 1, at most 5): one counter
+                config = ComputedTraitConfig(name=key, type="event_counter", event=p.event,
+                                             condition=p.where, window=p.within)  # fmt: skip
+                self._by_key[key] = Computation(config, key=key, hidden=True)
+        self.computations = list(self._by_key.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.audiences)
+
+    def profile(self, store: ProfileStore, segment_id: str, now_ms: int) -> Profile:
+        traits = {t.name: t.value for t in store.traits(segment_id)}
+        counts: dict[str, int] = {}
+        for key, (state, _) in store.trait_states(segment_id).items():
+            comp = self._by_key.get(key)
+            if comp is not None:
+                counts[key] = int(comp.value(state, now_ms))
+        return Profile(segment_id, traits, counts)
+
+    def update(
+        self, store: ProfileStore, touched: Mapping[str, str | None], now_ms: Callable[[], int]
+    ) -> tuple[int, int]:
+        """Evaluate the ``touched`` profiles (segment_id → the messageId that touched it,
+        None for a window that moved) and write who entered and who exited; (entries,
+        exits)."""
+        if not self.audiences or not touched:
+            return 0, 0
+        now = now_ms()
+        entered: list[tuple[str, str, int, str | None]] = []
+        exited: list[tuple[str, str, int, str | None]] = []
+        traits: list[tuple[str, str, Any, int, str, str]] = []
+        for segment_id, message_id in touched.items():
+            if store.profile(segment_id) is None:
+                continue  # merged away in the batch: its survivor is touched too
+            profile = self.profile(store, segment_id, now)
+            was = store.memberships(segment_id)
+            for audience in self.audiences:
+                holds = self.evaluate(audience.where, profile).holds
+                profile.members[audience.key] = holds
+                if holds and audience.key not in was:
+                    entered.append((audience.key, segment_id, now, message_id))
+                    traits.append((segment_id, audience.key, True, now, AUDIENCE_SOURCE,
+                                   message_id or ""))  # fmt: skip
+                elif not holds and audience.key in was:
+                    exited.append((audience.key, segment_id, now, message_id))
+                    traits.append((segment_id, audience.key, None, now, AUDIENCE_SOURCE,
+                                   message_id or ""))  # fmt: skip
+        if entered or exited:
+            store.change_memberships(entered, exited)
+            store.set_computed(traits)
+        return len(entered), len(exited)
+
+    def explain(self, store: ProfileStore, audience: AudienceConfig, segment_id: str,
+                now_ms: int) -> Verdict:  # fmt: skip
+        """Why the profile is in the audience or not: the evaluation, condition by
+        condition (the audiences it is ``member_of`` evaluated first)."""
+        profile = self.profile(store, segment_id, now_ms)
+        for other in self.audiences:
+            verdict = self.evaluate(other.where, profile)
+            if other.key == audience.key:
+                return verdict
+            profile.members[other.key] = verdict.holds
+        return self.evaluate(audience.where, profile)  # a disabled audience
+
+    def evaluate(self, condition: Condition, profile: Profile) -> Verdict:
+        kind = condition.kind
+        if kind in ("all", "any"):
+            parts = tuple(self.evaluate(c, profile) for c in condition.inner())
+            held = sum(p.holds for p in parts)
+            holds = held == len(parts) if kind == "all" else held > 0
+            return Verdict(kind, holds, f"{held} of {len(parts)} hold", parts)
+        if kind == "not":
+            (inner,) = (self.evaluate(c, profile) for c in condition.inner())
+            return Verdict("not", not inner.holds, "the condition inside "
+                           + ("holds" if inner.holds else "does not hold"), (inner,))  # fmt: skip
+        if kind == "performed":
+            assert condition.performed is not None
+            return self._performed(condition.performed, profile)
+        if kind == "trait":
+            assert condition.trait is not None
+            return _trait(condition.trait, profile)
+        key = condition.member_of
+        assert key is not None
+        member = profile.members.get(key, False)
+        return Verdict("member_of", member, f"{'a' if member else 'not a'} member of {key}")
+
+    def _performed(self, p: Performed, profile: Profile) -> Verdict:
+        what = f"{p.event} {p.wants()} times"
+        if p.within:
+            what += f" within {_duration(p.within)}"
+        if p.where:
+            what += f" where {p.where}"
+        key = self._counter.get(id(p))
+        if key is None:  # an audience that is not enabled keeps no counter
+            return Verdict("performed", False, f"{what}: not counted (the audience is disabled)")
+        count = profile.counts.get(key, 0)
+        return Verdict("performed", p.holds(count), f"{what}: {count} time{'s' * (count != 1)}")
+
+
+def _trait(t: TraitTest, profile: Profile) -> Verdict:
+    present = t.name in profile.traits
+    value = profile.traits.get(t.name)
+    shown = f"{t.name} is {value!r}" if present else f"{t.name} is not set"
+    if t.op in ("exists", "not_exists"):
+        holds = present if t.op == "exists" else not present
+        return Verdict("trait", holds, f"{t.name} {t.op.replace('_', ' ')}: {shown}")
+    holds = present and _compare(t.op, value, t.value)
+    return Verdict("trait", holds, f"{t.name} {t.op} {t.value!r}: {shown}")
+
+
+def _compare(op: str, value: Any, wanted: Any) -> bool:
+    if op == "=":
+        return bool(value == wanted)
+    if op == "!=":
+        return bool(value != wanted)
+    if op == "contains":
+        if isinstance(value, str) and isinstance(wanted, str):
+            return wanted in value
+        return isinstance(value, list) and wanted in value
+    both_numbers = all(isinstance(v, int | float) and not isinstance(v, bool)
+                       for v in (value, wanted))  # fmt: skip
+    if not (both_numbers or (isinstance(value, str) and isinstance(wanted, str))):
+        return False  # a number and a text do not compare: the condition does not hold
+    return bool({"<": value < wanted, "<=": value <= wanted, ">": value > wanted,
+                 ">=": value >= wanted}[op])  # fmt: skip
+
+
+def _duration(secs: int) -> str:
+    if secs % 86400 == 0:
+        return f"{secs // 86400}d"
+    return f"{secs // 3600}h"

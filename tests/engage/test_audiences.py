@@ -1,0 +1,212 @@
+"""Audiences kept as events arrive: each condition's entry and exit, windows that move,
+nested audiences, merges, the member's trait, the explanation, and load-time errors with
+their place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from headwater.config.workspace import parse_workspace
+from headwater.errors import ConfigError
+from tests.unify.helpers import T0, Feeder, space
+
+DAY = 86_400_000
+HOUR = 3_600_000
+
+BIG_SPENDERS = {
+    "key": "big_spenders",
+    "where": {"all": [
+        {"performed": {"event": "Order Completed", "at_least": 2, "within": "30d",
+                       "where": "properties.revenue > 10"}},
+        {"trait": {"name": "plan", "op": "!=", "value": "free"}},
+        {"not": {"member_of": "churned"}},
+    ]},
+}  # fmt: skip
+CHURNED = {"key": "churned", "where": {"trait": {"name": "churned", "op": "=", "value": True}}}
+
+
+def feeder(tmp_path: Path, *audiences: dict[str, Any], now: list[int] | None = None) -> Feeder:
+    return Feeder(tmp_path, space(audiences=list(audiences)), now)
+
+
+def members(feed: Feeder, key: str) -> set[str]:
+    found = feed.store.audience_members(key, 1000)
+    users = {}
+    for segment_id, _ in found:
+        ids = feed.ids(segment_id)
+        users[segment_id] = next((i.split(":", 1)[1] for i in ids if i.startswith("user_id")),
+                                 segment_id)  # fmt: skip
+    return set(users.values())
+
+
+def order(user: str, revenue: float, **extra: Any) -> dict[str, Any]:
+    return {"userId": user, "event": "Order Completed", "properties": {"revenue": revenue},
+            **extra}  # fmt: skip
+
+
+def test_an_audience_of_counts_traits_and_another_audience(tmp_path: Path) -> None:
+    feed = feeder(tmp_path, BIG_SPENDERS, CHURNED)
+    feed.send({"type": "identify", "userId": "ann", "traits": {"plan": "pro"}},
+              order("ann", 25))  # fmt: skip
+    assert members(feed, "big_spenders") == set(), "one order is not two"
+    feed.send(order("ann", 5))
+    assert members(feed, "big_spenders") == set(), "the where: 5 is not above 10"
+    feed.send(order("ann", 11))
+    assert members(feed, "big_spenders") == {"ann"}
+    ann = feed.profile_of("user_id", "ann")
+    assert ann is not None and feed.traits(ann)["big_spenders"] is True, "the member's trait"
+
+    feed.send({"type": "identify", "userId": "ann", "traits": {"churned": True}})
+    assert members(feed, "churned") == {"ann"} and members(feed, "big_spenders") == set()
+    assert "big_spenders" not in feed.traits(ann), "the trait goes with the membership"
+    changes = feed.store.audience_changes("big_spenders", 10)
+    assert [entered for _, _, entered, _ in changes] == [False, True], "an entry, then an exit"
+    assert feed.processor.counts.entered == 2 and feed.processor.counts.exited == 1
+
+
+def test_a_window_moving_past_the_events_is_an_exit(tmp_path: Path) -> None:
+    now = [T0]
+    recent = {"key": "recent_buyers",
+              "where": {"performed": {"event": "Order Completed", "within": "2d"}}}  # fmt: skip
+    feed = feeder(tmp_path, recent, now=now)
+    feed.send(order("bob", 3))
+    assert members(feed, "recent_buyers") == {"bob"}
+    now[0] = T0 + DAY
+    feed.processor.expire()
+    assert members(feed, "recent_buyers") == {"bob"}, "still inside the window"
+    now[0] = T0 + 2 * DAY + HOUR
+    feed.processor.expire()
+    assert members(feed, "recent_buyers") == set(), "the recompute is the exit"
+    (_, _, entered, message_id), *_ = feed.store.audience_changes("recent_buyers", 10)
+    assert not entered and message_id is None, "no event caused it: the window did"
+
+
+@pytest.mark.parametrize(
+    ("condition", "traits", "holds"),
+    [
+        ({"name": "plan", "op": "=", "value": "pro"}, {"plan": "pro"}, True),
+        ({"name": "age", "op": ">", "value": 30}, {"age": 41}, True),
+        ({"name": "age", "op": "<=", "value": 30}, {"age": 41}, False),
+        ({"name": "age", "op": ">", "value": 30}, {"age": "41"}, False),
+        ({"name": "email", "op": "exists"}, {"email": "a@b.io"}, True),
+        ({"name": "email", "op": "not_exists"}, {"email": "a@b.io"}, False),
+        ({"name": "email", "op": "contains", "value": "@b.io"}, {"email": "a@b.io"}, True),
+        ({"name": "tags", "op": "contains", "value": "vip"}, {"tags": ["new", "vip"]}, True),
+        ({"name": "plan", "op": "!=", "value": "free"}, {}, False),
+    ],
+)
+def test_trait_conditions(
+    tmp_path: Path, condition: dict[str, Any], traits: dict[str, Any], holds: bool
+) -> None:
+    feed = feeder(tmp_path, {"key": "a", "where": {"trait": condition}})
+    feed.send({"type": "identify", "userId": "u", "traits": traits})
+    assert members(feed, "a") == ({"u"} if holds else set())
+
+
+def test_did_not_and_exactly(tmp_path: Path) -> None:
+    never = {"key": "never_bought", "where": {"performed": {"event": "Order Completed",
+                                                            "at_most": 0}}}  # fmt: skip
+    twice = {"key": "twice", "where": {"performed": {"event": "Order Completed",
+                                                     "exactly": 2}}}  # fmt: skip
+    feed = feeder(tmp_path, never, twice)
+    feed.send({"userId": "cy", "event": "Signed Up"})
+    assert members(feed, "never_bought") == {"cy"}
+    feed.send(order("cy", 1), order("cy", 1))
+    assert members(feed, "never_bought") == set() and members(feed, "twice") == {"cy"}
+    feed.send(order("cy", 1))
+    assert members(feed, "twice") == set()
+
+
+def test_a_merge_counts_both_profiles_events(tmp_path: Path) -> None:
+    two = {"key": "two_orders", "where": {"performed": {"event": "Order Completed",
+                                                        "at_least": 2}}}  # fmt: skip
+    feed = feeder(tmp_path, two)
+    feed.send({"anonymousId": "anon-1", "event": "Order Completed", "properties": {}})
+    feed.send(order("dee", 1))
+    assert members(feed, "two_orders") == set()
+    feed.send({"type": "identify", "userId": "dee", "anonymousId": "anon-1"})  # the merge
+    assert members(feed, "two_orders") == {"dee"}, "the counters merged with the profiles"
+    assert len(feed.store.audience_members("two_orders", 10)) == 1
+
+
+def test_why_a_profile_is_or_is_not_a_member(tmp_path: Path) -> None:
+    feed = feeder(tmp_path, BIG_SPENDERS, CHURNED)
+    feed.send({"type": "identify", "userId": "eve", "traits": {"plan": "free"}},
+              order("eve", 30), order("eve", 40))  # fmt: skip
+    eve = feed.profile_of("user_id", "eve")
+    assert eve is not None
+    audience = feed.processor.audiences.audiences[1]
+    assert audience.key == "big_spenders"
+    why = feed.processor.audiences.explain(feed.store, audience, eve, T0).as_dict()
+    assert why["holds"] is False and why["says"] == "2 of 3 hold"
+    assert [p["says"] for p in why["parts"]] == [
+        "Order Completed at least 2 times within 30d where properties.revenue > 10: 2 times",
+        "plan != 'free': plan is 'free'",
+        "the condition inside does not hold",
+    ]
+    assert why["parts"][2]["parts"][0]["says"] == "not a member of churned"
+
+
+@pytest.mark.parametrize(
+    ("audiences", "message"),
+    [
+        (
+            [{"key": "a", "where": {"member_of": "nope"}}],
+            "spaces[0].audiences[0].where: member_of 'nope' is not an audience of this space",
+        ),
+        (
+            [{"key": "a", "where": {"member_of": "b"}}, {"key": "b", "where": {"member_of": "a"}}],
+            "audiences depend on themselves through member_of: a → b → a",
+        ),
+        ([CHURNED, CHURNED], "spaces[0].audiences[1].key: 'churned' is used by audiences[0]"),
+        (
+            [{"key": "a", "where": {"performed": {"event": "E", "within": "90m"}}}],
+            "not a whole number of hours",
+        ),
+        (
+            [{"key": "a", "where": {"performed": {"event": "E", "where": "properties.x >"}}}],
+            "where:",
+        ),
+        (
+            [{"key": "a", "where": {"trait": {"name": "plan", "op": "exists"}, "member_of": "b"}}],
+            "a condition is exactly one of",
+        ),
+        (
+            [{"key": "a", "where": {"funnel": {"steps": ["A", "B"], "within": "1h"}}}],
+            "funnel conditions are not supported yet",
+        ),
+        (
+            [
+                {
+                    "key": "a",
+                    "where": {"performed": {"event": "E"}},
+                    "destinations": [{"name": "braze"}],
+                }
+            ],
+            "spaces[0].audiences[0].destinations[0].name",
+        ),
+    ],
+)
+def test_a_bad_audience_stops_the_load_with_its_place(
+    audiences: list[dict[str, Any]], message: str
+) -> None:
+    ws = {"sources": [{"name": "website", "write_key": "wk_website_aud_1"}],
+          "spaces": [space(sources=["website"], audiences=audiences)]}  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        parse_workspace(ws)
+    assert message in str(caught.value), str(caught.value)
+
+
+def test_one_count_asked_twice_is_counted_once(tmp_path: Path) -> None:
+    between = {"key": "between", "where": {"all": [
+        {"performed": {"event": "Order Completed", "at_least": 2}},
+        {"performed": {"event": "Order Completed", "at_most": 3}},
+    ]}}  # fmt: skip
+    feed = feeder(tmp_path, between)
+    feed.send(order("fay", 1), order("fay", 1))
+    assert members(feed, "between") == {"fay"}
+    feed.send(order("fay", 1), order("fay", 1))
+    assert members(feed, "between") == set(), "four orders: not at most three"
