@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,6 +40,7 @@ from headwater.console.sessions import COOKIE, Sessions
 from headwater.delivery.engine import DeliveryEngine
 from headwater.delivery.remote import RemoteEngine
 from headwater.delivery.view import DeliveryView
+from headwater.engage.activation import Activator, with_engage
 from headwater.errors import LogError
 from headwater.functions.host import STATS_DIR as FUNCTIONS_DIR
 from headwater.functions.host import FunctionMetrics
@@ -99,6 +102,11 @@ class Headwater:
         self.data_dir = data_dir
         # what the process runs: the user's workspace plus the canary's source and sink
         self.running, self._canary_key = with_canary(workspace)
+        # audience activations: a source per space, posted to in process (engage/activation.py)
+        self._engage_keys: dict[str, str] = {}
+        self.running = with_engage(self.running, lambda source: self._engage_keys.setdefault(
+            source, "wk_engage_" + secrets.token_urlsafe(18)))  # fmt: skip
+        self.activator = Activator(workspace.spaces, data_dir, self._activate)
         self.status = StatusService(workspace, data_dir, self_url)
         self.stats = IngestStats(samples=workspace.gateway.rejection_samples)
         self.observer = Observer(workspace, data_dir, self.stats)
@@ -121,7 +129,7 @@ class Headwater:
             workspace, self.observer, self.auth, self._session_principal, lambda: self.admin,
             audit=self.audit, warehouse_view=self.warehouses,
             functions_dir=data_dir / FUNCTIONS_DIR, workspace_file=workspace_file,
-            profiles=self.profiles,
+            profiles=self.profiles, activator=self.activator,
         )  # fmt: skip
         self.source_functions = SourceFunctions(workspace.functions, data_dir / FUNCTIONS_DIR)
         self.log: EventLog | None = None
@@ -190,6 +198,21 @@ class Headwater:
         )
         await self.status.start(self.log, self.delivery, self, self._canary_key,
                                 processes=self.process_signals)  # fmt: skip
+        self.activator.start()
+
+    async def _activate(self, source: str, messages: list[dict[str, Any]]) -> None:
+        """Audience activations into the log as a batch of the space's source, through the
+        Tracking API in process (normalised, checked, counted like any batch)."""
+        assert self._tracking is not None
+        transport = httpx.ASGITransport(app=self._tracking)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://headwater") as client:
+            answer = await client.post("/v1/batch", json={"batch": messages},
+                                       auth=(self._engage_keys[source], ""))  # fmt: skip
+        if answer.status_code != 200:
+            raise LogError(f"audience activations were not stored: {answer.status_code} "
+                           f"{answer.text[:200]}")  # fmt: skip
+        for refused in answer.json().get("rejected", []):  # ours are well formed: a bug
+            logger.error("an audience activation was refused: %s", refused)
 
     async def _start_delivery(self, log: SqliteLog | ProcessLog) -> DeliveryView:
         delivery_dir = self.data_dir / DELIVERY_DIR
@@ -293,6 +316,7 @@ class Headwater:
         await self.status.stop()
         await self.observer.stop()
         await self.protocols.close()
+        await self.activator.close()
         await self.profiles.close()
         await self.source_functions.close()
         if self.unify is not None:

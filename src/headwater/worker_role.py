@@ -22,6 +22,7 @@ from pathlib import Path
 from headwater.config.workspace import Workspace
 from headwater.delivery.control import ControlServer
 from headwater.delivery.engine import DeliveryEngine
+from headwater.engage.activation import with_engage
 from headwater.errors import LogError
 from headwater.log.follow import FollowerLog
 from headwater.status.service import with_canary
@@ -38,6 +39,7 @@ LOG_WAIT_SECS = 60.0
 
 async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) -> None:
     running, _ = with_canary(workspace)
+    running = with_engage(running, lambda source: None)  # routes only: the gateway takes them
     log = await _follow(data_dir)
     await log.open()
     engine = DeliveryEngine(running, log, data_dir / DELIVERY_DIR)

@@ -12,8 +12,13 @@ import httpx
 from tests.e2e.conftest import Server
 from tests.e2e.test_protocols import cli, wait_until
 from tests.e2e.test_unify import BASE, BASIC, found, send
+from tests.fakes import FakeDestination
 
 SPACE = """
+destinations:
+  - {{name: crm, type: webhook, sources: [backend], settings: {{url: '{url}/crm'}},
+     delivery: {{batch_max_events: 1}}}}
+  - {{name: ads, type: webhook, sources: [backend], settings: {{url: '{url}/ads'}}}}
 spaces:
   - name: main
     sources: [website, backend]
@@ -21,12 +26,14 @@ spaces:
       - key: big_spenders
         where:
           all:
-            - performed: {event: Order Completed, at_least: 2, within: 30d,
-                          where: 'properties.revenue > 10'}
-            - trait: {name: plan, op: "!=", value: free}
-            - not: {member_of: churned}
+            - performed: {{event: Order Completed, at_least: 2, within: 30d,
+                          where: 'properties.revenue > 10'}}
+            - trait: {{name: plan, op: "!=", value: free}}
+            - not: {{member_of: churned}}
+        destinations: [{{name: crm, identify: true, track: true}}]
       - key: churned
-        where: {trait: {name: churned, op: "=", value: true}}
+        where: {{trait: {{name: churned, op: "=", value: true}}}}
+        destinations: [{{name: ads}}]
 """
 
 
@@ -37,9 +44,27 @@ def audience(server: Server, key: str) -> dict[str, Any]:
 
 
 def test_audiences_through_the_worker_process(make_server: Any) -> None:
-    server = make_server(SPACE)
+    fake = FakeDestination().start()
+    try:
+        check_audiences_and_activations(make_server(SPACE.format(url=fake.url)), fake)
+    finally:
+        fake.stop()
+
+
+def activations(fake: FakeDestination, path: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for r in fake.requests
+        if r.path == path
+        for e in r.events()
+        if str(e.get("messageId", "")).startswith("engage-")
+    ]
+
+
+def check_audiences_and_activations(server: Server, fake: FakeDestination) -> None:
     send(server,
-         ("identify", {"user_id": "u-1", "traits": {"plan": "pro"}, "message_id": "m-id"}),
+         ("identify", {"user_id": "u-1", "traits": {"plan": "pro", "email": "u1@example.com"},
+                       "message_id": "m-id"}),
          ("track", {"user_id": "u-1", "event": "Order Completed", "message_id": "m-o1",
                     "properties": {"revenue": 20}}),
          ("track", {"user_id": "u-1", "event": "Order Completed", "message_id": "m-o2",
@@ -75,3 +100,83 @@ def test_audiences_through_the_worker_process(make_server: Any) -> None:
     assert [c["entered"] for c in doc["changes"]] == [False, True], "no entry repeated"
     missing = server.api("/api/v1/spaces/main/audiences/nope")
     assert missing.status_code == 404 and "big_spenders, churned" in missing.text
+
+    # activation: the entry and the exit to crm, as identify and track; churned's entry to
+    # ads (identify only); each destination only its audiences' (integrations)
+    wait_until("the activations", lambda: len(activations(fake, "/crm")) == 4
+               and len(activations(fake, "/ads")) == 1, timeout_s=30)  # fmt: skip
+    crm = activations(fake, "/crm")
+    entered_identify, entered_track, exited_identify, exited_track = crm
+    personas = entered_identify["context"]["personas"]
+    assert personas["computation_class"] == "audience"
+    assert personas["computation_key"] == "big_spenders"
+    assert personas["computation_id"].startswith("aud_")
+    assert personas["space_id"].startswith("spa_") and personas["namespace"] == personas["space_id"]
+    assert entered_identify["type"] == "identify" and entered_identify["userId"] == "u-1"
+    assert entered_identify["traits"] == {"big_spenders": True, "email": "u1@example.com"}
+    assert entered_identify["integrations"] == {"All": False, "crm": True}
+    assert entered_track["type"] == "track" and entered_track["event"] == "Audience Entered"
+    assert entered_track["properties"] == {"audience_key": "big_spenders", "big_spenders": True}
+    assert exited_identify["traits"]["big_spenders"] is False
+    assert exited_track["event"] == "Audience Exited"
+    assert exited_track["properties"] == {"audience_key": "big_spenders", "big_spenders": False}
+    (ads,) = activations(fake, "/ads")
+    assert ads["type"] == "identify" and ads["traits"]["churned"] is True
+    trace = server.api(f"/api/v1/events/{entered_track['messageId']}").json()
+    assert trace["source"] == "engage-main", "an activation is an event like any other"
+    ads_ledger = [d for d in trace["destinations"] if d["destination"] == "ads"]
+    assert ads_ledger and ads_ledger[0]["state"] == "filtered", "not ads' audience"
+
+
+PAUSABLE = """
+destinations:
+  - {{name: crm, type: webhook, sources: [backend], settings: {{url: '{url}/crm'}}}}
+spaces:
+  - name: main
+    sources: [website]
+    audiences:
+      - key: vip
+        where: {{trait: {{name: plan, op: "=", value: vip}}}}
+        destinations: [{{name: crm}}]
+"""
+
+
+def test_a_paused_sync_sends_the_net_changes_on_resume(make_server: Any) -> None:
+    fake = FakeDestination().start()
+    try:
+        server = make_server(PAUSABLE.format(url=fake.url))
+
+        def plan(user: str, value: str) -> tuple[str, dict[str, Any]]:
+            return ("identify", {"user_id": user, "traits": {"plan": value}})
+
+        def size() -> int:
+            return int(audience(server, "vip")["size"])
+
+        send(server, plan("u-4", "vip"))
+        wait_until("u-4's entry sent", lambda: len(activations(fake, "/crm")) == 1, timeout_s=30)
+        paused = cli(server, "audiences", "pause", "vip", "crm")
+        assert paused.returncode == 0 and "is paused since" in paused.stdout, paused.stderr
+        assert audience(server, "vip")["destinations"][0]["paused"] is True
+        send(server, plan("u-2", "vip"), plan("u-3", "vip"))
+        wait_until("two more members", lambda: size() == 3, timeout_s=30)
+        send(server, plan("u-3", "free"), plan("u-4", "free"))
+        wait_until("two exits", lambda: size() == 1, timeout_s=30)
+        assert len(activations(fake, "/crm")) == 1, "nothing sent while paused"
+
+        resumed = cli(server, "audiences", "resume", "vip", "crm")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "2 message(s) for 2 profile(s)" in resumed.stdout
+        wait_until("the net changes", lambda: len(activations(fake, "/crm")) == 3, timeout_s=30)
+        net = {(e["userId"], e["traits"]["vip"]) for e in activations(fake, "/crm")[1:]}
+        assert net == {("u-2", True), ("u-4", False)}, "u-3 went in and out: nothing for it"
+        again = cli(server, "audiences", "resume", "vip", "crm")
+        assert again.returncode != 0 and "is not paused" in again.stderr
+
+        send(server, plan("u-5", "vip"))
+        wait_until("live again", lambda: len(activations(fake, "/crm")) == 4, timeout_s=30)
+        trail = server.api("/api/v1/audit").json()
+        actions = [e["action"] for e in trail["entries"] if "audiences/main/vip/crm" in
+                   e["resource"]]  # fmt: skip
+        assert sorted(actions) == ["pause", "resume"], "who paused and resumed, in the audit"
+    finally:
+        fake.stop()

@@ -41,6 +41,7 @@ from headwater.api.permissions import (
     route_need,
 )
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
+from headwater.engage.activation import Activator
 from headwater.gateway.stats import redact_key
 from headwater.observe.debugger import UNATTRIBUTED
 from headwater.observe.service import ObserveError, Observer
@@ -91,6 +92,7 @@ def build_api(
     functions_dir: Path | None = None,
     workspace_file: Path | None = None,
     profiles: Profiles | None = None,
+    activator: Activator | None = None,
 ) -> FastAPI:
     async def authorize(request: Request) -> None:
         """Who is asking (``request.state.principal``); each route's own dependency then
@@ -140,7 +142,7 @@ def build_api(
     if functions_dir is not None:
         functions.register(app, workspace, functions_dir, workspace_file)
     if profiles is not None:
-        audiences.register(app, profiles)
+        audiences.register(app, profiles, activator, audit)
     _document(app)
     _public_document(app)
     return app

@@ -80,3 +80,26 @@ def _tree(verdict: dict[str, Any], depth: int) -> None:
               highlight=False)  # fmt: skip
     for part in verdict.get("parts", []):
         _tree(part, depth + 1)
+
+
+DestinationArg = Annotated[str, typer.Argument(help="One of the audience's destinations.")]
+
+
+@audiences_app.command("pause")
+def pause(key: KeyArg, destination: DestinationArg, space: SpaceOption = "main",
+          url: UrlOption = DEFAULT_URL) -> None:  # fmt: skip
+    """Stop sending the audience's entries and exits to the destination (membership keeps
+    being computed)."""
+    doc = Api(url).post(f"{_base(space)}/{quote(key)}/destinations/{quote(destination)}/pause")
+    out.print(f"the sync of {escape(key)} to {escape(destination)} is paused since "
+              f"{doc['paused_since']}", highlight=False)  # fmt: skip
+
+
+@audiences_app.command("resume")
+def resume(key: KeyArg, destination: DestinationArg, space: SpaceOption = "main",
+           url: UrlOption = DEFAULT_URL) -> None:  # fmt: skip
+    """Send the net changes since the pause (one entry or exit per profile), then resume."""
+    doc = Api(url).post(f"{_base(space)}/{quote(key)}/destinations/{quote(destination)}/resume")
+    out.print(f"resumed {escape(key)} → {escape(destination)}: {doc['messages']} message(s) "
+              f"for {doc['profiles']} profile(s) whose membership changed",
+              highlight=False)  # fmt: skip

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from headwater.config.units import ByteSize, Seconds
 from headwater.config.urls import field_path
-from headwater.engage.config import check_audiences
+from headwater.engage.config import check_audiences, source_of
 from headwater.errors import ConfigError, MappingError
 from headwater.mapping.actions import ActionConfig
 from headwater.naming import NAME_PATTERN, check_known
@@ -626,6 +626,10 @@ def _check_spaces(spaces: list[SpaceConfig], sources: set[str], destinations: se
         for j, source in enumerate(space.sources):
             check_known(f"spaces[{i}].sources[{j}]", "source", source, sources)
         check_audiences(space.audiences, {t.key for t in space.computed_traits}, f"spaces[{i}]")
+        if source_of(space.name) in sources:
+            raise ValueError(f"spaces[{i}].name: the source name {source_of(space.name)!r} is "
+                             f"kept for space {space.name!r}'s audience activations; rename "
+                             "that source")  # fmt: skip
         for j, audience in enumerate(space.audiences):
             for k, target in enumerate(audience.destinations):
                 check_known(f"spaces[{i}].audiences[{j}].destinations[{k}].name", "destination",

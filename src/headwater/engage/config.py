@@ -25,6 +25,14 @@ from headwater.config.units import Seconds
 from headwater.processor.fql import FqlError, compile_condition
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,99}$"
+ACTIVATION_SOURCE_PREFIX = "engage-"
+"""A space's activations are events of the source ``engage-<space>`` (engage/activation.py)."""
+
+
+def source_of(space: str) -> str:
+    return f"{ACTIVATION_SOURCE_PREFIX}{space}"
+
+
 MAX_WINDOW_SECS = 3 * 365 * 86400
 TraitOp = Literal["=", "!=", "<", "<=", ">", ">=", "exists", "not_exists", "contains"]
 

@@ -250,6 +250,9 @@ class ProfileStore(Protocol):
         self, audience: str, limit: int, after: str = ""
     ) -> list[tuple[str, int]]: ...
     def audience_flow(self, audience: str, since_ms: int) -> tuple[int, int]: ...
+    def changes_after(
+        self, after: int, limit: int
+    ) -> list[tuple[int, int, str, str, bool, str | None]]: ...
     def audience_changes(
         self, audience: str, limit: int
     ) -> list[tuple[int, str, bool, str | None]]: ...
@@ -635,6 +638,15 @@ class SqliteProfileStore:
             "audience_changes WHERE audience = ? AND at_ms >= ?", (audience, since_ms)
         ).fetchone()  # fmt: skip
         return int(row[0]), int(row[1])
+
+    def changes_after(self, after: int, limit: int
+                      ) -> list[tuple[int, int, str, str, bool, str | None]]:  # fmt: skip
+        """Every audience's entries and exits after change ``after``, oldest first: (id,
+        time, audience, segment_id, entered, messageId) — what activation sends."""
+        rows = self._db.execute(
+            "SELECT id, at_ms, audience, segment_id, entered, message_id FROM audience_changes "
+            "WHERE id > ? ORDER BY id LIMIT ?", (after, limit))  # fmt: skip
+        return [(i, at, aud, seg, bool(e), mid) for i, at, aud, seg, e, mid in rows]
 
     def audience_changes(
         self, audience: str, limit: int
