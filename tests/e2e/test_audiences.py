@@ -180,3 +180,38 @@ def test_a_paused_sync_sends_the_net_changes_on_resume(make_server: Any) -> None
         assert sorted(actions) == ["pause", "resume"], "who paused and resumed, in the audit"
     finally:
         fake.stop()
+
+
+def test_an_audience_added_later_is_backfilled_from_the_log(make_server: Any) -> None:
+    fake = FakeDestination().start()
+    try:
+        before = PAUSABLE.format(url=fake.url).split("    audiences:")[0]  # the space alone
+        server = make_server(before)
+        send(server,
+             ("identify", {"user_id": "u-7", "traits": {"plan": "vip"}, "message_id": "m-7"}),
+             ("identify", {"user_id": "u-8", "traits": {"plan": "free"}, "message_id": "m-8"}),
+             ("track", {"user_id": "u-8", "event": "Order Completed", "message_id": "m-8o"}))  # fmt: skip
+        found(server, "user_id:u-8/traits", lambda doc: doc["traits"].get("plan") == "free")
+        server.stop()
+        config = server.config.read_text()
+        later = PAUSABLE.format(url=fake.url).strip("\n") + (
+            "\n      - key: buyers\n        where: {performed: {event: Order Completed}}"
+        )
+        server.config.write_text(config.replace(before.strip("\n"), later))
+        server.start()
+
+        def ready() -> bool:
+            docs = [audience(server, "vip"), audience(server, "buyers")]
+            return all(d["backfill"]["state"] == "ready" and d["size"] == 1 for d in docs)
+
+        wait_until("the backfill", ready, timeout_s=30)
+        wait_until("the member's entry sent", lambda: len(activations(fake, "/crm")) == 1,
+                   timeout_s=30)  # fmt: skip
+        (entry,) = activations(fake, "/crm")
+        assert entry["userId"] == "u-7" and entry["traits"]["vip"] is True
+        buyers = audience(server, "buyers")
+        assert buyers["backfill"]["counted_offsets"] == buyers["backfill"]["history_offsets"] > 0
+        assert server.api("/api/v1/spaces/main/audiences/buyers/why/user_id:u-8").json()[
+            "why"]["says"] == "Order Completed at least 1 times: 1 time"  # fmt: skip
+    finally:
+        fake.stop()

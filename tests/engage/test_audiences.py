@@ -210,3 +210,55 @@ def test_one_count_asked_twice_is_counted_once(tmp_path: Path) -> None:
     assert members(feed, "between") == {"fay"}
     feed.send(order("fay", 1), order("fay", 1))
     assert members(feed, "between") == set(), "four orders: not at most three"
+
+
+def test_a_new_audience_is_backfilled_from_the_log_then_kept_live(tmp_path: Path) -> None:
+    before = Feeder(tmp_path, space())  # a space that has run for a while, no audiences
+    before.send({"type": "identify", "userId": "ann", "traits": {"plan": "pro"}},
+                order("ann", 20), order("ann", 30), order("bob", 99),
+                {"type": "identify", "userId": "cy", "traits": {"plan": "pro"}})  # fmt: skip
+    history = before.records
+    before.store.close()
+
+    feed = feeder(tmp_path, BIG_SPENDERS, CHURNED)  # the same store, now with audiences
+    backfills = feed.processor.backfills
+    assert backfills is not None and backfills.waiting() == {"big_spenders", "churned"}
+    feed.send(order("cy", 50), order("cy", 60))  # live, while the backfill has not run
+    assert members(feed, "big_spenders") == set(), "not evaluated from a half-counted history"
+
+    assert feed.processor.backfill_after() == 0
+    feed.processor.backfill(history[:2])
+    assert feed.processor.backfill_after() == 2, "the progress is kept"
+    feed.processor.backfill(history[2:])
+    assert feed.processor.backfill_after() is None and set(backfills.sweeping()) == {
+        "big_spenders", "churned"}  # fmt: skip
+    feed.processor.sweep()
+    assert backfills.waiting() == set()
+    assert members(feed, "big_spenders") == {"ann", "cy"}, "history and live, each counted once"
+    ann = feed.profile_of("user_id", "ann")
+    assert ann is not None
+    why = feed.processor.audiences.explain(feed.store, feed.processor.audiences.audiences[1],
+                                           ann, T0).as_dict()  # fmt: skip
+    assert why["parts"][0]["says"].endswith(": 2 times"), why
+
+    feed.send(order("bob", 40), {"type": "identify", "userId": "bob", "traits": {"plan": "pro"}})
+    assert members(feed, "big_spenders") == {"ann", "bob", "cy"}, "live again"
+    feed.store.close()
+    again = feeder(tmp_path, BIG_SPENDERS, CHURNED)
+    assert again.processor.backfills is not None
+    assert again.processor.backfills.waiting() == set(), "a restart does not backfill again"
+
+
+def test_an_edited_audience_is_backfilled_again_and_a_new_store_is_not(tmp_path: Path) -> None:
+    fresh = feeder(tmp_path, CHURNED)
+    assert fresh.processor.backfills is not None and fresh.processor.backfills.waiting() == set()
+    fresh.send({"type": "identify", "userId": "dee", "traits": {"churned": True}})
+    assert members(fresh, "churned") == {"dee"}
+    fresh.store.close()
+    edited = {"key": "churned", "where": {"trait": {"name": "churned", "op": "exists"}}}
+    feed = feeder(tmp_path, edited)
+    assert feed.processor.backfills is not None
+    assert feed.processor.backfills.waiting() == {"churned"}
+    assert feed.processor.backfill_after() is None, "no new counter: straight to the sweep"
+    feed.processor.sweep()
+    assert feed.processor.backfills.waiting() == set() and members(feed, "churned") == {"dee"}

@@ -25,8 +25,9 @@ class Feeder:
         self.now = now if now is not None else [T0]
         self.store = SqliteProfileStore(store_path(tmp, self.config.name))
         self.processor = SpaceProcessor(self.config, self.store, lambda: self.now[0])
-        self._offsets = itertools.count(1)
+        self._offsets = itertools.count(self.store.position() + 1)  # a reopened store goes on
         self._ids = itertools.count(1)
+        self.records: list[StoredRecord] = []  # what a log would hold
 
     def send(self, *events: dict[str, Any], source: str = "website") -> list[Any]:
         records = []
@@ -39,6 +40,7 @@ class Feeder:
             offset = next(self._offsets)
             records.append(StoredRecord(offset, ev["messageId"], ev.pop("_source", source),
                                         ev["type"], self.now[0], orjson.dumps(ev)))  # fmt: skip
+        self.records += records
         return self.processor.apply(records)
 
     def profile_of(self, id_type: str, value: str) -> str | None:

@@ -94,6 +94,11 @@ class AudienceEngine:
     def __bool__(self) -> bool:
         return bool(self.audiences)
 
+    def counters_of(self, audience: AudienceConfig) -> list[str]:
+        """The keys of the audience's counters."""
+        return [self._counter[id(c.performed)] for c in audience.where.walk()
+                if c.performed and id(c.performed) in self._counter]  # fmt: skip
+
     def profile(self, store: ProfileStore, segment_id: str, now_ms: int) -> Profile:
         traits = {t.name: t.value for t in store.traits(segment_id)}
         counts: dict[str, int] = {}
@@ -104,11 +109,15 @@ class AudienceEngine:
         return Profile(segment_id, traits, counts)
 
     def update(
-        self, store: ProfileStore, touched: Mapping[str, str | None], now_ms: Callable[[], int]
+        self,
+        store: ProfileStore,
+        touched: Mapping[str, str | None],
+        now_ms: Callable[[], int],
+        waiting: frozenset[str] = frozenset(),
     ) -> tuple[int, int]:
         """Evaluate the ``touched`` profiles (segment_id → the messageId that touched it,
         None for a window that moved) and write who entered and who exited; (entries,
-        exits)."""
+        exits). Audiences ``waiting`` for their backfill keep their members as they are."""
         if not self.audiences or not touched:
             return 0, 0
         now = now_ms()
@@ -121,6 +130,9 @@ class AudienceEngine:
             profile = self.profile(store, segment_id, now)
             was = store.memberships(segment_id)
             for audience in self.audiences:
+                if audience.key in waiting:
+                    profile.members[audience.key] = audience.key in was
+                    continue
                 holds = self.evaluate(audience.where, profile).holds
                 profile.members[audience.key] = holds
                 if holds and audience.key not in was:

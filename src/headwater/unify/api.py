@@ -36,6 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from headwater.engage.audiences import AUDIENCE_SOURCE, AudienceEngine
+from headwater.engage.backfill import progress_of
 from headwater.engage.config import AudienceConfig
 from headwater.gateway.normalize import iso_ms
 from headwater.log.base import StoredRecord
@@ -275,8 +276,10 @@ class Profiles:
             found = []
             for audience in reader.space.audiences:
                 entered, exited = store.audience_flow(audience.key, hour_ago)
+                backfill = progress_of(store, reader.audiences, audience)
                 found.append({**_audience_doc(audience), "size": sizes.get(audience.key, 0),
-                              "last_hour": {"entered": entered, "exited": exited}})  # fmt: skip
+                              "last_hour": {"entered": entered, "exited": exited},
+                              "backfill": backfill})  # fmt: skip
             return found
 
         return {"space": space, "audiences": await self.run(read)}
@@ -300,6 +303,7 @@ class Profiles:
             return {
                 **_audience_doc(audience), "space": space,
                 "size": store.audience_sizes().get(key, 0),
+                "backfill": progress_of(store, reader.audiences, audience),
                 "last_hour": {"entered": hour[0], "exited": hour[1]},
                 "last_day": {"entered": day[0], "exited": day[1]},
                 "members": [{"segment_id": seg, "since": iso_ms(at)} for seg, at in page],

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from headwater.engage.audiences import AudienceEngine
+from headwater.engage.backfill import SWEEP_BATCH, Backfills
 from headwater.gateway.normalize import ItemError, parse_ms
 from headwater.log.base import EventLog, StoredRecord
 from headwater.unify.config import SpaceConfig
@@ -77,6 +78,7 @@ class SpaceProcessor:
         self.audiences = AudienceEngine(space.audiences)
         self.traits = TraitEngine(space.computed_traits, now_ms, self.audiences.computations)
         self.now_ms = now_ms
+        self.backfills = Backfills(self.audiences, store) if self.audiences else None
         self.counts = SpaceCounts()
         self._events: list[tuple[str, EventRef]] = []  # written once per batch
         self._links: list[tuple[str, Link]] = []
@@ -133,7 +135,8 @@ class SpaceProcessor:
         the store holds now)."""
         touched, self._touched = self._touched, {}
         if self.audiences:
-            entered, exited = self.audiences.update(self.store, touched, self.now_ms)
+            waiting = self.backfills.waiting() if self.backfills else frozenset()
+            entered, exited = self.audiences.update(self.store, touched, self.now_ms, waiting)
             self.counts.entered += entered
             self.counts.exited += exited
 
@@ -226,6 +229,62 @@ class SpaceProcessor:
                 self._links.append((segment_id, link))
         return changes
 
+    # ------------------------------------------------------------ audience backfills
+
+    def backfill_after(self) -> int | None:
+        """The log offset after which history is to be read for new counters, if any."""
+        return self.backfills.read_after() if self.backfills else None
+
+    def backfill(self, records: list[StoredRecord]) -> None:
+        """Count history records for the new counters they are for (engage/backfill.py);
+        one transaction with the progress."""
+        assert self.backfills is not None
+        store = self.store
+        store.begin()
+        try:
+            for record in records:
+                counting = self.backfills.counting(record.offset)
+                if not counting or record.source not in self.sources:
+                    continue
+                segment_id = store.profile_of_event(record.offset)
+                live = store.resolve(segment_id) if segment_id is not None else None
+                if live is None:
+                    continue  # an event no profile took (no identifiers), or deleted since
+                event = orjson.loads(record.payload)
+                self.traits.observe(store, live, event, _event_ms(event, record.received_at_ms),
+                                    record.message_id, record.source, event_name(event),
+                                    only=counting)  # fmt: skip
+            self.traits.flush(store)
+            self.backfills.counted(store, records[-1].offset if records else 1 << 62)
+            store.commit()
+        except BaseException:
+            self.traits.reset()
+            store.rollback()
+            raise
+
+    def sweep(self) -> None:
+        """Evaluate the next live profiles for the audiences whose counters are complete."""
+        assert self.backfills is not None
+        keys = self.backfills.sweeping()
+        if not keys:
+            return
+        store = self.store
+        after = min(self.backfills.audiences[k]["after"] for k in keys)
+        store.begin()
+        try:
+            profiles = store.live_profiles(after, SWEEP_BATCH)
+            waiting = self.backfills.waiting() - set(keys)
+            entered, exited = self.audiences.update(
+                store, dict.fromkeys(profiles), self.now_ms, waiting)  # fmt: skip
+            self.counts.entered += entered
+            self.counts.exited += exited
+            done = len(profiles) < SWEEP_BATCH
+            self.backfills.swept(store, keys, profiles[-1] if profiles else after, done)
+            store.commit()
+        except BaseException:
+            store.rollback()
+            raise
+
     def expire(self) -> list[Change]:
         """Recompute windowed traits that moved, in transactions of a bounded size."""
         changes: list[Change] = []
@@ -303,6 +362,7 @@ class SpaceConsumer:
                 if records:
                     await loop.run_in_executor(self._executor, self.processor.apply, records)
                     self.position = records[-1].offset
+                if await self._backfill() or records:
                     continue
                 await self.log.wait(self.position, min(WAIT_SECS, interval))
             except asyncio.CancelledError:
@@ -311,6 +371,21 @@ class SpaceConsumer:
                 logger.exception("space %s: identity processing failed; retrying in 1 s",
                                  self.space.name)  # fmt: skip
                 await asyncio.sleep(1.0)
+
+    async def _backfill(self) -> bool:
+        """One step of a new audience's backfill, between live batches; False when none is
+        pending."""
+        assert self.processor is not None
+        loop = asyncio.get_running_loop()
+        after = self.processor.backfill_after()
+        if after is not None:
+            history = await self.log.read(after, BATCH)
+            await loop.run_in_executor(self._executor, self.processor.backfill, history)
+            return True
+        if self.processor.backfills and self.processor.backfills.sweeping():
+            await loop.run_in_executor(self._executor, self.processor.sweep)
+            return True
+        return False
 
     async def stop(self) -> None:
         if self._task is not None:

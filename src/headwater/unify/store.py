@@ -239,6 +239,9 @@ class ProfileStore(Protocol):
     def counters(self) -> list[tuple[str, str, str, int, str | None]]: ...
     def counter_totals(self) -> list[tuple[str, str, int]]: ...
     def delete(self, segment_id: str) -> int: ...
+    def live_profiles(self, after: str, limit: int) -> list[str]: ...
+    def meta(self, key: str) -> Any: ...
+    def set_meta(self, key: str, value: Any) -> None: ...
     def memberships(self, segment_id: str) -> dict[str, int]: ...
     def change_memberships(
         self,
@@ -597,6 +600,22 @@ class SqliteProfileStore:
         return int(gone)
 
     # ------------------------------------------------------------------------ audiences
+
+    def live_profiles(self, after: str, limit: int) -> list[str]:
+        """Live profiles' segment_ids above ``after``, in order (an audience's sweep)."""
+        rows = self._db.execute(
+            "SELECT segment_id FROM profiles WHERE canonical IS NULL AND segment_id > ? "
+            "ORDER BY segment_id LIMIT ?", (after, limit))  # fmt: skip
+        return [r[0] for r in rows]
+
+    def meta(self, key: str) -> Any:
+        """A value kept with the store (JSON), None when never set."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                         (key, orjson.dumps(value).decode()))  # fmt: skip
 
     def memberships(self, segment_id: str) -> dict[str, int]:
         """The audiences the profile is in, each with the time it entered."""

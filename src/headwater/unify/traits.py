@@ -231,10 +231,14 @@ class TraitEngine:
         self._values.clear()
 
     def observe(self, store: ProfileStore, segment_id: str, event: dict[str, Any], ts_ms: int,
-                message_id: str, source: str, name: str | None) -> list[Change]:  # fmt: skip
+                message_id: str, source: str, name: str | None,
+                only: frozenset[str] | None = None) -> list[Change]:  # fmt: skip
         """Add an event (known by ``name``, :func:`event_name`) to the profile's traits; the
-        values that changed."""
+        values that changed. ``only``: to these computations' keys (a backfill of new
+        ones over the log's history)."""
         hits = self._by_event.get(name)
+        if hits and only is not None:
+            hits = [c for c in hits if c.key in only]
         if not hits:
             return []
         now = self.now_ms()
