@@ -16,6 +16,10 @@ records two end-to-end latencies in histograms:
 
 Both clocks are this machine's ``time.time()``.
 
+An event whose messageId starts with ``engage-`` (an audience activation) also notes the
+first time one arrived for its ``userId``: ``GET /arrivals`` answers them (bench/engage.py
+measures from a trigger's send to its activation).
+
 ``GET /stats`` answers the counters (requests, events, bytes, bodies that were not JSON
 events, when the first and last event arrived) and both latency histograms as percentiles;
 ``POST /reset`` empties the histograms (the counters only grow: the benchmark takes
@@ -103,6 +107,7 @@ class Tally:
         self.received = Histogram()
         self.sent = Histogram()
         self._epoch_s: dict[str, float] = {}  # receivedAt text -> seconds (many share a ms)
+        self.arrivals: dict[str, float] = {}  # an activation's userId -> its first arrival
 
     def count(self, body: bytes, arrived_s: float) -> None:
         self.requests += 1
@@ -124,6 +129,8 @@ class Tally:
 
     def _event(self, event: dict[str, Any], arrived_s: float) -> None:
         self.events += 1
+        if str(event.get("messageId", "")).startswith("engage-"):
+            self.arrivals.setdefault(str(event.get("userId")), arrived_s)
         received_at = event.get("receivedAt")
         if isinstance(received_at, str):
             received_s = self._epoch_s.get(received_at)
@@ -169,6 +176,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     method, path = scope["method"], scope["path"]
     if method == "GET" and path == "/stats":
         await respond(send, 200, orjson.dumps(TALLY.stats()))
+    elif method == "GET" and path == "/arrivals":
+        await respond(send, 200, orjson.dumps(TALLY.arrivals))
     elif method == "POST" and path == "/reset":
         TALLY.reset_latency()
         await respond(send, 200, OK_BODY)

@@ -262,3 +262,12 @@ def test_an_edited_audience_is_backfilled_again_and_a_new_store_is_not(tmp_path:
     assert feed.processor.backfill_after() is None, "no new counter: straight to the sweep"
     feed.processor.sweep()
     assert feed.processor.backfills.waiting() == set() and members(feed, "churned") == {"dee"}
+
+
+def test_windowed_audiences_exit_within_a_minute() -> None:
+    recent = {"key": "recent", "where": {"performed": {"event": "E", "within": "1d"}}}
+    ws = {"sources": [{"name": "website", "write_key": "wk_website_aud_1"}],
+          "spaces": [space(sources=["website"], audiences=[recent],
+                           recompute_interval_secs=300)]}  # fmt: skip
+    with pytest.raises(ConfigError, match="its exits would wait that long"):
+        parse_workspace(ws)

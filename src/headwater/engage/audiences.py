@@ -90,6 +90,30 @@ class AudienceEngine:
                                              condition=p.where, window=p.within)  # fmt: skip
                 self._by_key[key] = Computation(config, key=key, hidden=True)
         self.computations = list(self._by_key.values())
+        # what update() runs: each condition compiled to a test (explain() says the why)
+        self._tests = {a.key: self._compile(a.where) for a in self.audiences}
+
+    def _compile(self, condition: Condition) -> Callable[[Profile], bool]:
+        kind = condition.kind
+        if kind in ("all", "any", "not"):
+            parts = [self._compile(c) for c in condition.inner()]
+            if kind == "all":
+                return lambda p: all(t(p) for t in parts)
+            if kind == "any":
+                return lambda p: any(t(p) for t in parts)
+            (inner,) = parts
+            return lambda p: not inner(p)
+        if kind == "performed":
+            performed = condition.performed
+            assert performed is not None
+            counter = self._counter[id(performed)]
+            return lambda p: performed.holds(p.counts.get(counter, 0))
+        if kind == "trait":
+            trait = condition.trait
+            assert trait is not None
+            return lambda p: _trait_holds(trait, p)
+        key = condition.member_of
+        return lambda p: p.members.get(key, False)  # type: ignore[arg-type]
 
     def __bool__(self) -> bool:
         return bool(self.audiences)
@@ -133,7 +157,7 @@ class AudienceEngine:
                 if audience.key in waiting:
                     profile.members[audience.key] = audience.key in was
                     continue
-                holds = self.evaluate(audience.where, profile).holds
+                holds = self._tests[audience.key](profile)
                 profile.members[audience.key] = holds
                 if holds and audience.key not in was:
                     entered.append((audience.key, segment_id, now, message_id))
@@ -195,14 +219,22 @@ class AudienceEngine:
         return Verdict("performed", p.holds(count), f"{what}: {count} time{'s' * (count != 1)}")
 
 
+def _trait_holds(t: TraitTest, profile: Profile) -> bool:
+    present = t.name in profile.traits
+    if t.op == "exists":
+        return present
+    if t.op == "not_exists":
+        return not present
+    return present and _compare(t.op, profile.traits[t.name], t.value)
+
+
 def _trait(t: TraitTest, profile: Profile) -> Verdict:
     present = t.name in profile.traits
     value = profile.traits.get(t.name)
     shown = f"{t.name} is {value!r}" if present else f"{t.name} is not set"
+    holds = _trait_holds(t, profile)
     if t.op in ("exists", "not_exists"):
-        holds = present if t.op == "exists" else not present
         return Verdict("trait", holds, f"{t.name} {t.op.replace('_', ' ')}: {shown}")
-    holds = present and _compare(t.op, value, t.value)
     return Verdict("trait", holds, f"{t.name} {t.op} {t.value!r}: {shown}")
 
 

@@ -237,6 +237,18 @@ class SpaceConfig(_Model):
     """Audiences of this space's profiles (docs/audiences.md)."""
 
     @model_validator(mode="after")
+    def _exits_within_a_minute(self) -> SpaceConfig:
+        windowed = [a.key for a in self.audiences
+                    if any(c.performed and c.performed.within for c in a.where.walk())]  # fmt: skip
+        if windowed and self.recompute_interval_secs > 60:
+            raise ValueError(
+                f"recompute_interval_secs: {self.recompute_interval_secs:g} s is more than 60 s, "
+                f"and audience {windowed[0]!r} has a window: its exits would wait that long "
+                "(windows are recomputed on this schedule); use 60 or less"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _unique_keys(self) -> SpaceConfig:
         keys: set[str] = set()
         for i, trait in enumerate(self.computed_traits):

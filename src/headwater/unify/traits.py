@@ -321,7 +321,7 @@ class TraitEngine:
             for key, (state, _) in states.items():
                 if key not in known:  # a trait no longer declared: its state stops expiring
                     store.put_trait_states([(segment_id, key, state, None)])
-            writes = _Writes(segment_id)
+            writes = _Writes(segment_id, exact=True)
             for comp in windowed:
                 if comp.key not in states:
                     continue
@@ -336,13 +336,21 @@ class TraitEngine:
 class _Writes:
     """What one profile's traits need written: states, and the values that changed."""
 
-    def __init__(self, segment_id: str) -> None:
+    def __init__(self, segment_id: str, exact: bool = False) -> None:
+        """``exact``: hidden computations' changes too (a window that moved: the profiles
+        whose audiences may have changed)."""
         self.segment_id = segment_id
+        self.exact = exact
         self.states: list[tuple[str, State, int | None]] = []
         self.changes: list[Change] = []
         self.hidden: set[str] = set()  # keys of the hidden computations among the changes
 
     def add(self, comp: Computation, state: State, now: int, message_id: str | None) -> None:
+        if comp.hidden and not self.exact:
+            # an audience's counter: read when the audience is evaluated, not as it changes
+            # (the state's expiry hour is all the store needs)
+            self.states.append((comp.key, state, comp.expires_hour(state)))
+            return
         had, old = "v" in state, state.get("v")
         new = comp.value(state, now)
         state["v"] = new
