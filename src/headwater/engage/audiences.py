@@ -92,6 +92,8 @@ class AudienceEngine:
         self.computations = list(self._by_key.values())
         # what update() runs: each condition compiled to a test (explain() says the why)
         self._tests = {a.key: self._compile(a.where) for a in self.audiences}
+        self._trait_names = sorted({c.trait.name for a in self.audiences for c in a.where.walk()
+                                    if c.trait})  # fmt: skip
 
     def _compile(self, condition: Condition) -> Callable[[Profile], bool]:
         kind = condition.kind
@@ -124,12 +126,14 @@ class AudienceEngine:
                 if c.performed and id(c.performed) in self._counter]  # fmt: skip
 
     def profile(self, store: ProfileStore, segment_id: str, now_ms: int) -> Profile:
-        traits = {t.name: t.value for t in store.traits(segment_id)}
+        """What the audiences read of a profile: the traits they name, their counters."""
+        traits = store.trait_values(segment_id, self._trait_names) if self._trait_names else {}
         counts: dict[str, int] = {}
-        for key, (state, _) in store.trait_states(segment_id).items():
-            comp = self._by_key.get(key)
-            if comp is not None:
-                counts[key] = int(comp.value(state, now_ms))
+        if self._by_key:
+            for key, state in store.states_with_prefix(segment_id, COUNTER_PREFIX).items():
+                comp = self._by_key.get(key)
+                if comp is not None:
+                    counts[key] = int(comp.value(state, now_ms))
         return Profile(segment_id, traits, counts)
 
     def update(
@@ -139,8 +143,8 @@ class AudienceEngine:
         now_ms: Callable[[], int],
         waiting: frozenset[str] = frozenset(),
     ) -> tuple[int, int]:
-        """Evaluate the ``touched`` profiles (segment_id → the messageId that touched it,
-        None for a window that moved) and write who entered and who exited; (entries,
+        """Evaluate the ``touched`` profiles (live ones: segment_id → the messageId that
+        touched it, None for a window that moved) and write who entered and who exited; (entries,
         exits). Audiences ``waiting`` for their backfill keep their members as they are."""
         if not self.audiences or not touched:
             return 0, 0
@@ -148,9 +152,7 @@ class AudienceEngine:
         entered: list[tuple[str, str, int, str | None]] = []
         exited: list[tuple[str, str, int, str | None]] = []
         traits: list[tuple[str, str, Any, int, str, str]] = []
-        for segment_id, message_id in touched.items():
-            if store.profile(segment_id) is None:
-                continue  # merged away in the batch: its survivor is touched too
+        for segment_id, message_id in touched.items():  # live profiles only
             profile = self.profile(store, segment_id, now)
             was = store.memberships(segment_id)
             for audience in self.audiences:

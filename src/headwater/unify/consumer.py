@@ -164,6 +164,7 @@ class SpaceProcessor:
         graph's and traits' caches with it."""
         db = self.store._db
         db.execute("SAVEPOINT event")
+        touched = dict(self._touched)
         try:
             changes = self._one(record)
             self._write()
@@ -171,6 +172,7 @@ class SpaceProcessor:
             db.execute("ROLLBACK TO event")
             db.execute("RELEASE event")
             self._reset()
+            self._touched = touched  # the event's profile may not exist after the rollback
             logger.exception("space %s: event %s not applied", self.space.name,
                              record.message_id)  # fmt: skip
             self.counts.errors += 1
@@ -207,6 +209,7 @@ class SpaceProcessor:
         traits = self.traits
         for loser in result.merged:
             self._moved[loser] = segment_id
+            self._touched.pop(loser, None)  # its survivor is evaluated instead
             changes.extend(traits.merge(store, segment_id, traits.states(store, segment_id),
                                         traits.states(store, loser), mid))  # fmt: skip
             traits.drop(store, loser)

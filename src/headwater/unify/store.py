@@ -240,6 +240,8 @@ class ProfileStore(Protocol):
     def counter_totals(self) -> list[tuple[str, str, int]]: ...
     def delete(self, segment_id: str) -> int: ...
     def live_profiles(self, after: str, limit: int) -> list[str]: ...
+    def trait_values(self, segment_id: str, names: Sequence[str]) -> dict[str, Any]: ...
+    def states_with_prefix(self, segment_id: str, prefix: str) -> dict[str, Any]: ...
     def meta(self, key: str) -> Any: ...
     def set_meta(self, key: str, value: Any) -> None: ...
     def memberships(self, segment_id: str) -> dict[str, int]: ...
@@ -607,6 +609,20 @@ class SqliteProfileStore:
             "SELECT segment_id FROM profiles WHERE canonical IS NULL AND segment_id > ? "
             "ORDER BY segment_id LIMIT ?", (after, limit))  # fmt: skip
         return [r[0] for r in rows]
+
+    def trait_values(self, segment_id: str, names: Sequence[str]) -> dict[str, Any]:
+        """The values of these traits of the profile (the ones an audience reads)."""
+        marks = ",".join("?" * len(names))
+        rows = self._db.execute(f"SELECT name, value FROM traits WHERE segment_id = ? AND "
+                                f"name IN ({marks})", (segment_id, *names))  # fmt: skip
+        return {n: orjson.loads(v) for n, v in rows}
+
+    def states_with_prefix(self, segment_id: str, prefix: str) -> dict[str, Any]:
+        """The trait states whose keys start with ``prefix`` (an audience's counters)."""
+        rows = self._db.execute(
+            "SELECT trait, state FROM trait_state WHERE segment_id = ? AND trait >= ? AND "
+            "trait < ?", (segment_id, prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))  # fmt: skip
+        return {t: orjson.loads(s) for t, s in rows}
 
     def meta(self, key: str) -> Any:
         """A value kept with the store (JSON), None when never set."""
