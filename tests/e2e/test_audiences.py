@@ -34,6 +34,8 @@ spaces:
       - key: churned
         where: {{trait: {{name: churned, op: "=", value: true}}}}
         destinations: [{{name: ads}}]
+      - key: viewed_then_bought
+        where: {{funnel: {{steps: [Product Viewed, Order Completed], within: 1h}}}}
 """
 
 
@@ -65,6 +67,7 @@ def check_audiences_and_activations(server: Server, fake: FakeDestination) -> No
     send(server,
          ("identify", {"user_id": "u-1", "traits": {"plan": "pro", "email": "u1@example.com"},
                        "message_id": "m-id"}),
+         ("track", {"user_id": "u-1", "event": "Product Viewed", "message_id": "m-v1"}),
          ("track", {"user_id": "u-1", "event": "Order Completed", "message_id": "m-o1",
                     "properties": {"revenue": 20}}),
          ("track", {"user_id": "u-1", "event": "Order Completed", "message_id": "m-o2",
@@ -73,11 +76,13 @@ def check_audiences_and_activations(server: Server, fake: FakeDestination) -> No
                timeout_s=30)  # fmt: skip
     doc = audience(server, "big_spenders")
     assert doc["changes"][0]["entered"] is True and doc["changes"][0]["message_id"] == "m-o2"
+    funnel = audience(server, "viewed_then_bought")
+    assert funnel["size"] == 1 and funnel["changes"][0]["message_id"] == "m-o1"
     assert doc["last_hour"] == {"entered": 1, "exited": 0}
 
     traits = httpx.get(f"{server.url}{BASE}/user_id:u-1/traits", params={"class": "audience"},
                        headers=BASIC, timeout=10).json()  # fmt: skip
-    assert traits["traits"] == {"big_spenders": True}, "the membership is a trait"
+    assert traits["traits"] == {"big_spenders": True, "viewed_then_bought": True}, "traits"
 
     why = cli(server, "audiences", "why", "big_spenders", "user_id:u-1")
     assert why.returncode == 0, why.stderr

@@ -23,10 +23,18 @@ from typing import Any
 
 import orjson
 
-from headwater.engage.config import AudienceConfig, Condition, Performed, TraitTest, order
+from headwater.engage.config import (
+    AudienceConfig,
+    Condition,
+    Funnel,
+    Performed,
+    TraitTest,
+    order,
+)
+from headwater.processor.fql import compile_condition
 from headwater.unify.config import ComputedTraitConfig
 from headwater.unify.store import ProfileStore
-from headwater.unify.traits import Computation
+from headwater.unify.traits import Computation, event_name
 
 AUDIENCE_SOURCE = "audience"
 """The ``source`` of a member's ``<key>: true`` trait: how the Profile API tells its class."""
@@ -50,6 +58,7 @@ class Profile:
     segment_id: str
     traits: Mapping[str, Any]
     counts: Mapping[str, int]  # hidden counter key → its value now
+    states: Mapping[str, Any] = field(default_factory=dict)  # a funnel's, for explain()
     members: dict[str, bool] = field(default_factory=dict)  # this evaluation's verdicts
 
 
@@ -69,6 +78,86 @@ class Verdict:
         return doc
 
 
+def funnel_key(audience: str, funnel: Funnel) -> str:
+    what = orjson.dumps(funnel.model_dump())
+    return f"{COUNTER_PREFIX}{audience}:funnel:{hashlib.sha256(what).hexdigest()[:12]}"
+
+
+class FunnelComputation:
+    """A funnel's state per profile, kept by the trait engine like a counter (hidden, not
+    windowed, merged with the profile): ``{"p": [start, ...], "done": bool}`` where ``p[i]``
+    is the start time (the first step's time) of the latest run that reached step ``i``. An
+    event applies to the steps it matches, the last first (one event never serves two
+    consecutive steps); a step extends the run before it only within ``within`` of that
+    run's start; the run that reaches the last step completes the funnel for good."""
+
+    kind = "funnel"
+    hidden = True
+    condition = None
+    window_hours = None
+
+    def __init__(self, key: str, funnel: Funnel) -> None:
+        self.key = key
+        self.funnel = funnel
+        self.within_ms = funnel.within * 1000
+        self.events = tuple(dict.fromkeys(step.event for step in funnel.steps))
+        self.event = self.events[0]
+        self._where = [compile_condition(s.where) if s.where else None for s in funnel.steps]
+
+    def partial(self, event: dict[str, Any], ts_ms: int) -> Any:
+        name = event_name(event)
+        steps = [i for i, (step, where) in enumerate(zip(self.funnel.steps, self._where,
+                                                         strict=True))
+                 if step.event == name and (where is None or where(event))]  # fmt: skip
+        return {"e": steps, "t": ts_ms} if steps else None
+
+    def _progress(self, part: Any) -> dict[str, Any]:
+        if "e" in part:  # the first event of a profile: applied to an empty state
+            return self._apply({"p": [None] * len(self.funnel.steps), "done": False}, part)
+        return {"p": list(part["p"]), "done": bool(part["done"])}
+
+    def _apply(self, state: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+        progress, ts, last = state["p"], event["t"], len(self.funnel.steps) - 1
+        for step in sorted(event["e"], reverse=True):
+            if step == 0:
+                progress[0] = ts if progress[0] is None else max(progress[0], ts)
+                continue
+            start = progress[step - 1]
+            if start is not None and 0 <= ts - start <= self.within_ms:
+                progress[step] = start if progress[step] is None else max(progress[step], start)
+                if step == last:
+                    state["done"] = True
+        return state
+
+    def combine(self, a: Any, b: Any) -> Any:
+        state = self._progress(a)
+        if "e" in b:
+            return self._apply(state, b)
+        other = self._progress(b)  # two profiles merged: the furthest of each
+        state["p"] = [x if y is None else y if x is None else max(x, y)
+                      for x, y in zip(state["p"], other["p"], strict=True)]  # fmt: skip
+        state["done"] = state["done"] or other["done"]
+        return state
+
+    def value(self, state: dict[str, Any], now_ms: int) -> int:
+        parts = list(state.get("b", {}).values())
+        return int(bool(parts) and self._progress(parts[0])["done"])
+
+    def reached(self, state: dict[str, Any] | None) -> int:
+        """How many steps the furthest run reached (for the explanation)."""
+        parts = list((state or {}).get("b", {}).values())
+        if not parts:
+            return 0
+        progress = self._progress(parts[0])
+        return len(progress["p"]) if progress["done"] else sum(p is not None for p in progress["p"])
+
+    def expires_hour(self, state: dict[str, Any]) -> None:
+        return None
+
+    def prune(self, state: dict[str, Any], now_ms: int) -> None:
+        return None
+
+
 class AudienceEngine:
     """The enabled audiences of a space: their counters, and their evaluation."""
 
@@ -80,6 +169,11 @@ class AudienceEngine:
         self._counter: dict[int, str] = {}  # id(Performed) → its counter's key
         self._by_key: dict[str, Computation] = {}
         for audience in self.audiences:
+            for funnel in [c.funnel for c in audience.where.walk() if c.funnel]:
+                key = funnel_key(audience.key, funnel)
+                self._counter[id(funnel)] = key
+                if key not in self._by_key:
+                    self._by_key[key] = FunnelComputation(key, funnel)  # type: ignore[assignment]
             performed = [c.performed for c in audience.where.walk() if c.performed]
             for p in performed:
                 key = counter_key(audience.key, p)
@@ -114,6 +208,9 @@ class AudienceEngine:
             trait = condition.trait
             assert trait is not None
             return lambda p: _trait_holds(trait, p)
+        if kind == "funnel":
+            counter = self._counter[id(condition.funnel)]
+            return lambda p: p.counts.get(counter, 0) >= 1
         key = condition.member_of
         return lambda p: p.members.get(key, False)  # type: ignore[arg-type]
 
@@ -122,19 +219,22 @@ class AudienceEngine:
 
     def counters_of(self, audience: AudienceConfig) -> list[str]:
         """The keys of the audience's counters."""
-        return [self._counter[id(c.performed)] for c in audience.where.walk()
-                if c.performed and id(c.performed) in self._counter]  # fmt: skip
+        return [self._counter[id(c.performed or c.funnel)] for c in audience.where.walk()
+                if id(c.performed or c.funnel) in self._counter]  # fmt: skip
 
     def profile(self, store: ProfileStore, segment_id: str, now_ms: int) -> Profile:
         """What the audiences read of a profile: the traits they name, their counters."""
         traits = store.trait_values(segment_id, self._trait_names) if self._trait_names else {}
         counts: dict[str, int] = {}
+        states: dict[str, Any] = {}
         if self._by_key:
             for key, state in store.states_with_prefix(segment_id, COUNTER_PREFIX).items():
                 comp = self._by_key.get(key)
                 if comp is not None:
                     counts[key] = int(comp.value(state, now_ms))
-        return Profile(segment_id, traits, counts)
+                    if isinstance(comp, FunnelComputation):
+                        states[key] = state
+        return Profile(segment_id, traits, counts, states=states)
 
     def update(
         self,
@@ -203,10 +303,26 @@ class AudienceEngine:
         if kind == "trait":
             assert condition.trait is not None
             return _trait(condition.trait, profile)
+        if kind == "funnel":
+            assert condition.funnel is not None
+            return self._funnel(condition.funnel, profile)
         key = condition.member_of
         assert key is not None
         member = profile.members.get(key, False)
         return Verdict("member_of", member, f"{'a' if member else 'not a'} member of {key}")
+
+    def _funnel(self, funnel: Funnel, profile: Profile) -> Verdict:
+        steps = " → ".join(s.event + (f" where {s.where}" if s.where else "")
+                           for s in funnel.steps)  # fmt: skip
+        what = f"{steps} within {_duration(funnel.within)}"
+        key = self._counter.get(id(funnel))
+        comp = self._by_key.get(key or "")
+        if key is None or not isinstance(comp, FunnelComputation):
+            return Verdict("funnel", False, f"{what}: not kept (the audience is disabled)")
+        reached = comp.reached(profile.states.get(key))
+        done = reached == len(funnel.steps)
+        return Verdict("funnel", done, f"{what}: " + (
+            "completed" if done else f"reached step {reached} of {len(funnel.steps)}"))  # fmt: skip
 
     def _performed(self, p: Performed, profile: Profile) -> Verdict:
         what = f"{p.event} {p.wants()} times"

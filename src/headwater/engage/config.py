@@ -3,11 +3,12 @@ destinations it is activated to.
 
 A condition is one of ``all`` / ``any`` (lists of conditions), ``not`` (one), ``performed``
 (an event at least / at most / exactly N times, optionally within a window and with an FQL
-``where`` on the event), ``trait`` (a profile trait compared to a value) and ``member_of``
-(another audience of the space). Every one is incremental: ``performed`` is a counter the
-space keeps per profile as events arrive (an hourly-bucketed computed trait, so a window
-moves on the space's recompute schedule), the others read what the profile holds. Nothing
-scans history on an event.
+``where`` on the event), ``trait`` (a profile trait compared to a value), ``member_of``
+(another audience of the space) and ``funnel`` (steps in order within a time). Every one
+is incremental: ``performed`` is a counter the space keeps per profile as events arrive (an
+hourly-bucketed computed trait, so a window moves on the space's recompute schedule), a
+funnel keeps how far the profile's latest runs got, the others read what the profile holds.
+Nothing scans history on an event.
 
 Checked when the workspace loads, with the place of each fault: FQL compiles, windows are
 whole hours (the counters' precision), ``member_of`` names an audience of the same space
@@ -96,6 +97,37 @@ class Performed(_Model):
         return f"at least {1 if self.at_least is None else self.at_least}"
 
 
+class FunnelStep(_Model):
+    """One step of a funnel: an event (by name), optionally with an FQL ``where``."""
+
+    event: Annotated[str, Field(min_length=1)]
+    where: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"event": data} if isinstance(data, str) else data
+
+    @field_validator("where")
+    @classmethod
+    def _compile(cls, where: str | None) -> str | None:
+        if where is not None:
+            try:
+                compile_condition(where)
+            except FqlError as exc:
+                raise ValueError(f"where: {exc}") from None
+        return where
+
+
+class Funnel(_Model):
+    """The profile performed the ``steps`` in order, each one ``within`` the run's first step
+    (``[Product Viewed, Order Completed]`` within ``1h``: bought within an hour of viewing).
+    Once a run completed, the condition holds."""
+
+    steps: list[FunnelStep] = Field(min_length=2, max_length=10)
+    within: Seconds = Field(ge=1, le=MAX_WINDOW_SECS)
+
+
 class TraitTest(_Model):
     """A profile trait (custom or computed, by its key) compared to ``value``: ``=``, ``!=``,
     ``<``, ``<=``, ``>``, ``>=``, ``contains`` (text or list), ``exists``, ``not_exists``."""
@@ -122,16 +154,7 @@ class Condition(_Model):
     performed: Performed | None = None
     trait: TraitTest | None = None
     member_of: Annotated[str, Field(pattern=KEY_PATTERN)] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _funnel(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "funnel" in data:
-            raise ValueError(
-                "funnel conditions are not supported yet (docs/audiences.md#not-yet); "
-                "write the steps as performed conditions under all:"
-            )
-        return data
+    funnel: Funnel | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Condition:
@@ -162,7 +185,7 @@ class Condition(_Model):
         return found
 
 
-CONDITION_KEYS = ("all", "any", "not", "performed", "trait", "member_of")
+CONDITION_KEYS = ("all", "any", "not", "performed", "trait", "member_of", "funnel")
 
 
 class AudienceDestination(_Model):

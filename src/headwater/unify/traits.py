@@ -190,7 +190,8 @@ class TraitEngine:
         self.computations = [Computation(c) for c in configs] + list(extra or [])
         self._by_event: dict[str | None, list[Computation]] = {}
         for comp in self.computations:
-            self._by_event.setdefault(comp.event, []).append(comp)
+            for name in getattr(comp, "events", (comp.event,)):  # a funnel has several
+                self._by_event.setdefault(name, []).append(comp)
         self.now_ms = now_ms
         self.on_change: list[Listener] = []
         # what this transaction read and changed, written once at flush(): a profile's
