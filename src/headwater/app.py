@@ -173,6 +173,7 @@ class Headwater:
                     audit=self.audit,
                     warehouses=self.warehouses,
                     functions_dir=data_dir / FUNCTIONS_DIR,
+                    activator=self.activator,
                 ).routes(),
             ]
         )

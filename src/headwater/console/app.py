@@ -41,6 +41,7 @@ from headwater.console.charts import delivery_chart
 from headwater.console.processing import rule_view, violation_types
 from headwater.console.render import PREFIX, SecurityHeaders, environment, load_static, pretty
 from headwater.console.sessions import COOKIE, Session, Sessions
+from headwater.engage.activation import Activator
 from headwater.functions.host import read_stats
 from headwater.gateway.stats import redact_key
 from headwater.observe.service import WINDOWS, ObserveError, Observer
@@ -104,8 +105,10 @@ class Console:
         audit: AuditLog | None = None,
         warehouses: WarehouseView | None = None,
         functions_dir: Path | None = None,
+        activator: Activator | None = None,
     ) -> None:
         self.workspace = workspace
+        self.activator = activator
         self.functions_dir = functions_dir
         self.warehouses = warehouses
         self.profiles = profiles
@@ -141,6 +144,8 @@ class Console:
             ("/warehouses/{name}", self._warehouse, Need("warehouses:read")),
             ("/functions", self._functions, Need("functions:read")),
             ("/functions/{name}", self._function, Need("functions:read")),
+            ("/audiences", self._audiences, Need("profiles:read")),
+            ("/audiences/{space}/{key}", self._audience, Need("profiles:read")),
         ]  # fmt: skip
         # forms that act: (path, action, the page they belong to, the largest body taken)
         actions: list[tuple[str, Action, str, int, Need]] = [
@@ -781,6 +786,49 @@ class Console:
                                           str(request.base_url))  # fmt: skip
         return self._render(request, "function.html", session, section="functions", f=doc,
                             url=url)  # fmt: skip
+
+    def _paused(self, space: str) -> dict[str, dict[str, Any]]:
+        found = self.activator.space(space) if self.activator is not None else None
+        return found.paused() if found is not None else {}
+
+    async def _audiences(self, request: Request, session: Session) -> Response:
+        """Every space's audiences: size, the last hour's entries and exits, backfill,
+        destinations (paused or not)."""
+        spaces = []
+        if self.profiles is not None:
+            for space in self.workspace.spaces:
+                doc = await self.profiles.audiences(space.name)
+                paused = await asyncio.to_thread(self._paused, space.name)
+                spaces.append({"name": space.name, "audiences": doc["audiences"],
+                               "paused": paused})  # fmt: skip
+        return self._render(request, "audiences.html", session, section="audiences",
+                            spaces=spaces)  # fmt: skip
+
+    async def _audience(self, request: Request, session: Session) -> Response:
+        """One audience: its condition, size over the last 24 hours, members, the latest
+        entries and exits, and why a profile is in it or not (``?id=user_id:u-42``)."""
+        if self.profiles is None:
+            raise ObserveError("starting", "the profiles are not open yet; reload", 503)
+        space, key = request.path_params["space"], request.path_params["key"]
+        try:
+            doc = await self.profiles.audience(space, key, {"limit": "50"})
+        except ProfileError as exc:
+            raise ObserveError(exc.code, exc.message, exc.status) from None
+        name = (request.query_params.get("id") or "").strip()
+        why: dict[str, Any] | None = None
+        error: str | None = None
+        status = 200
+        if name:
+            try:
+                why = await self.profiles.why(space, key, name)
+            except ProfileError as exc:
+                error, status = exc.message, exc.status
+                if exc.message == "Profile was not found.":
+                    error = f"No profile {name!r} in space {space!r}."
+        paused = await asyncio.to_thread(self._paused, space)
+        return self._render(request, "audience.html", session, status, section="audiences",
+                            space=space, a=doc, paused=paused, name=name, why=why,
+                            error=error)  # fmt: skip
 
     async def _warehouses(self, request: Request, session: Session) -> Response:
         """Every warehouse: its last sync, lag and discards."""

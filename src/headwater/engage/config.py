@@ -38,6 +38,16 @@ MAX_WINDOW_SECS = 3 * 365 * 86400
 TraitOp = Literal["=", "!=", "<", "<=", ">", ">=", "exists", "not_exists", "contains"]
 
 
+def _fql(where: str | None) -> str | None:
+    """An FQL ``where`` that compiles, or the ValueError that says why."""
+    if where is not None:
+        try:
+            compile_condition(where)
+        except FqlError as exc:
+            raise ValueError(f"where: {exc}") from None
+    return where
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -55,15 +65,7 @@ class Performed(_Model):
     within: Seconds | None = Field(default=None, ge=3600, le=MAX_WINDOW_SECS)
     where: str | None = None
 
-    @field_validator("where")
-    @classmethod
-    def _compile(cls, where: str | None) -> str | None:
-        if where is not None:
-            try:
-                compile_condition(where)
-            except FqlError as exc:
-                raise ValueError(f"where: {exc}") from None
-        return where
+    _compile = field_validator("where")(classmethod(lambda cls, where: _fql(where)))
 
     @field_validator("within")
     @classmethod
@@ -108,15 +110,7 @@ class FunnelStep(_Model):
     def _shorthand(cls, data: Any) -> Any:
         return {"event": data} if isinstance(data, str) else data
 
-    @field_validator("where")
-    @classmethod
-    def _compile(cls, where: str | None) -> str | None:
-        if where is not None:
-            try:
-                compile_condition(where)
-            except FqlError as exc:
-                raise ValueError(f"where: {exc}") from None
-        return where
+    _compile = field_validator("where")(classmethod(lambda cls, where: _fql(where)))
 
 
 class Funnel(_Model):

@@ -300,10 +300,13 @@ class Profiles:
             page = page[:limit]
             hour = store.audience_flow(key, now - 3_600_000)
             day = store.audience_flow(key, now - 86_400_000)
+            size = store.audience_sizes().get(key, 0)
+            hourly = _size_over_time(size, now, store.audience_hourly(key, now - 86_400_000))
             return {
                 **_audience_doc(audience), "space": space,
-                "size": store.audience_sizes().get(key, 0),
+                "size": size,
                 "backfill": progress_of(store, reader.audiences, audience),
+                "hourly": hourly,
                 "last_hour": {"entered": hour[0], "exited": hour[1]},
                 "last_day": {"entered": day[0], "exited": day[1]},
                 "members": [{"segment_id": seg, "since": iso_ms(at)} for seg, at in page],
@@ -416,6 +419,21 @@ def _audience_of(reader: SpaceReader, key: str) -> AudienceConfig:
         raise ProfileError(404, "not_found", f"space {reader.space.name!r} has no audience "
                            f"{key!r}; its audiences: {known}")  # fmt: skip
     return found
+
+
+def _size_over_time(size: int, now_ms: int, hours: list[tuple[int, int, int]]
+                    ) -> list[dict[str, Any]]:  # fmt: skip
+    """The last 24 hours, each with its entries, exits and the size at its end (worked back
+    from the size now)."""
+    changes = {h: (e, x) for h, e, x in hours}
+    current = now_ms // 3_600_000
+    out: list[dict[str, Any]] = []
+    for hour in range(current, current - 24, -1):
+        entered, exited = changes.get(hour, (0, 0))
+        out.append({"hour": iso_ms(hour * 3_600_000), "entered": entered, "exited": exited,
+                    "size": size})  # fmt: skip
+        size -= entered - exited
+    return out[::-1]
 
 
 def _audience_doc(audience: AudienceConfig) -> dict[str, Any]:

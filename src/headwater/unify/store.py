@@ -242,6 +242,7 @@ class ProfileStore(Protocol):
     def live_profiles(self, after: str, limit: int) -> list[str]: ...
     def trait_values(self, segment_id: str, names: Sequence[str]) -> dict[str, Any]: ...
     def states_with_prefix(self, segment_id: str, prefix: str) -> dict[str, Any]: ...
+    def audience_hourly(self, audience: str, since_ms: int) -> list[tuple[int, int, int]]: ...
     def meta(self, key: str) -> Any: ...
     def set_meta(self, key: str, value: Any) -> None: ...
     def memberships(self, segment_id: str) -> dict[str, int]: ...
@@ -623,6 +624,15 @@ class SqliteProfileStore:
             "SELECT trait, state FROM trait_state WHERE segment_id = ? AND trait >= ? AND "
             "trait < ?", (segment_id, prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))  # fmt: skip
         return {t: orjson.loads(s) for t, s in rows}
+
+    def audience_hourly(self, audience: str, since_ms: int) -> list[tuple[int, int, int]]:
+        """(hour, entries, exits) since ``since_ms``, oldest first, hours without a change
+        left out."""
+        rows = self._db.execute(
+            "SELECT at_ms / 3600000, sum(entered), sum(1 - entered) FROM audience_changes "
+            "WHERE audience = ? AND at_ms >= ? GROUP BY 1 ORDER BY 1",
+            (audience, since_ms))  # fmt: skip
+        return [(int(h), int(e), int(x)) for h, e, x in rows]
 
     def meta(self, key: str) -> Any:
         """A value kept with the store (JSON), None when never set."""
