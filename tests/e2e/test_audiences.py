@@ -95,6 +95,9 @@ def check_audiences_and_activations(server: Server, fake: FakeDestination) -> No
                timeout_s=30)  # fmt: skip
     listed = cli(server, "audiences", "list")
     assert listed.returncode == 0, listed.stderr
+    shown = cli(server, "audiences", "show", "big_spenders")
+    assert shown.returncode == 0 and "0 members" in shown.stdout, shown.stdout
+    assert "exited" in shown.stdout and "entered" in shown.stdout
     row = next(line for line in listed.stdout.splitlines() if "churned" in line)
     assert " 1 " in row, row
 
