@@ -310,3 +310,21 @@ def test_one_event_never_serves_two_steps(tmp_path: Path) -> None:
     assert members(feed, "viewed_twice") == set()
     feed.send({"userId": "eve", "event": "Viewed"})
     assert members(feed, "viewed_twice") == {"eve"}
+
+
+def test_an_event_the_sources_plans_block_is_unknown() -> None:
+    plan = {"name": "web", "sources": ["website"], "enforcement": {"unplanned_events": "block"},
+            "rules": [{"type": "TRACK", "key": "Order Completed", "jsonSchema": {}}]}  # fmt: skip
+
+    def workspace(event: str, enforcement: str = "block") -> dict[str, Any]:
+        audience = {"key": "a", "where": {"performed": {"event": event}}}
+        return {"sources": [{"name": "website", "write_key": "wk_website_aud_1"}],
+                "tracking_plans": [{**plan, "enforcement": {"unplanned_events": enforcement}}],
+                "spaces": [space(sources=["website"], audiences=[audience])]}  # fmt: skip
+
+    with pytest.raises(ConfigError, match=r"spaces\[0\]\.audiences\[0\]\.where: event 'Order "
+                       r"Complted' never reaches this space"):  # fmt: skip
+        parse_workspace(workspace("Order Complted"))
+    parse_workspace(workspace("Order Completed"))
+    parse_workspace(workspace("Page Viewed"))
+    parse_workspace(workspace("Order Complted", "allow"))  # unplanned events get through

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from headwater.config.units import ByteSize, Seconds
 from headwater.config.urls import field_path
-from headwater.engage.config import check_audiences, source_of
+from headwater.engage.config import audience_events, check_audiences, planned_events, source_of
 from headwater.errors import ConfigError, MappingError
 from headwater.mapping.actions import ActionConfig
 from headwater.naming import NAME_PATTERN, check_known
@@ -454,7 +454,8 @@ class Workspace(_Model):
         check_tracking_plans(self.tracking_plans, names)
         _check_transformations(self.transformations, names, {d.name for d in self.destinations})
         _check_warehouses(self.warehouses, names)
-        _check_spaces(self.spaces, names, {d.name for d in self.destinations})
+        _check_spaces(self.spaces, names, {d.name for d in self.destinations},
+                      self.tracking_plans)  # fmt: skip
         named = (("sources", [s.name for s in self.sources]),
                  ("destinations", [d.name for d in self.destinations]))  # fmt: skip
         for kind, names_of in named:
@@ -617,7 +618,10 @@ def _check_transformations(
                         destinations)  # fmt: skip
 
 
-def _check_spaces(spaces: list[SpaceConfig], sources: set[str], destinations: set[str]) -> None:
+def _check_spaces(
+    spaces: list[SpaceConfig], sources: set[str], destinations: set[str],
+    plans: list[TrackingPlanConfig],
+) -> None:  # fmt: skip
     seen: set[str] = set()
     for i, space in enumerate(spaces):
         if space.name in seen:
@@ -630,7 +634,16 @@ def _check_spaces(spaces: list[SpaceConfig], sources: set[str], destinations: se
             raise ValueError(f"spaces[{i}].name: the source name {source_of(space.name)!r} is "
                              f"kept for space {space.name!r}'s audience activations; rename "
                              "that source")  # fmt: skip
+        known = planned_events(space.sources, plans)
         for j, audience in enumerate(space.audiences):
+            if known is not None:
+                for name in audience_events(audience):
+                    if name not in known:
+                        raise ValueError(
+                            f"spaces[{i}].audiences[{j}].where: event {name!r} never reaches "
+                            f"this space: the tracking plans of its sources block unplanned "
+                            f"events, and none plans it (planned: {', '.join(sorted(known))})"
+                        )
             for k, target in enumerate(audience.destinations):
                 check_known(f"spaces[{i}].audiences[{j}].destinations[{k}].name", "destination",
                             target.name, destinations)  # fmt: skip

@@ -258,3 +258,32 @@ def order(depends: dict[str, set[str]]) -> list[str]:
     for key in depends:
         visit(key, [])
     return done
+
+
+ALWAYS_NAMED = frozenset({"Page Viewed", "Screen Viewed", "Identify"})
+"""The names pages, screens and identifies are known by (unify/traits.py: event_name)."""
+
+
+def audience_events(audience: AudienceConfig) -> list[str]:
+    """The event names the audience's ``performed`` and ``funnel`` conditions count."""
+    names: list[str] = []
+    for c in audience.where.walk():
+        if c.performed:
+            names.append(c.performed.event)
+        if c.funnel:
+            names += [step.event for step in c.funnel.steps]
+    return list(dict.fromkeys(names))
+
+
+def planned_events(sources: list[str], plans: list[Any]) -> set[str] | None:
+    """The event names that can reach a space whose every source follows a tracking plan
+    that blocks unplanned events; None when any source lets every event through (then no
+    name is unknown). Traits stay open: ``context.traits`` of any event sets them."""
+    plan_of = {source: plan for plan in plans for source in plan.sources}
+    covering = [plan_of.get(source) for source in sources]
+    if not covering or any(p is None or p.enforcement.unplanned_events != "block"
+                           for p in covering):  # fmt: skip
+        return None
+    tracks = {r.key for p in covering if p is not None for r in p.rules
+              if r.type == "TRACK" and r.key}  # fmt: skip
+    return tracks | ALWAYS_NAMED
