@@ -12,7 +12,7 @@ import orjson
 
 from headwater.delivery.outcomes import EventState
 from headwater.functions.pool import CallResult, inconsistent
-from headwater.functions.runtime import Returned, changes, undoes
+from headwater.functions.runtime import Returned, describe, diff, undoes
 from tests.delivery.conftest import FAST, event, webhook
 from tests.fakes import FakeDestination, always
 
@@ -113,6 +113,10 @@ async def test_hostile_functions_fail_visibly_and_others_keep_delivering(
     for name in HOSTILE:
         failures = p.engine.functions.pool(name).stats.snapshot()["failures"]  # type: ignore[union-attr]
         assert failures, f"{name}'s failure is sampled"
+
+
+def changes(old: Any, new: Any) -> list[str]:
+    return [describe(c) for c in diff(old, new)]
 
 
 def test_changes_name_each_path_an_insert_function_touched() -> None:

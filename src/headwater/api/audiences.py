@@ -17,7 +17,7 @@ from headwater.engage.activation import Activator
 from headwater.gateway.normalize import iso_ms
 from headwater.observe.service import ObserveError
 from headwater.state.audit import AuditLog
-from headwater.unify.api import ProfileError, Profiles
+from headwater.unify.api import ProfileError, Profiles, audience_of
 
 
 def register(
@@ -27,8 +27,7 @@ def register(
     write = [requires("destinations:write")]
 
     def with_pauses(space: str, doc: dict[str, Any]) -> dict[str, Any]:
-        found = activator.space(space) if activator is not None else None
-        paused = found.paused() if found is not None else {}
+        paused = activator.paused(space) if activator is not None else {}
         for target in doc.get("destinations", []):
             pause = paused.get(f"{doc['key']}/{target['name']}")
             target["paused"] = pause is not None
@@ -62,11 +61,10 @@ def register(
 
     def sync(space: str, key: str, destination: str) -> Any:
         """The space's activator for an audience's sync to a destination, or 404."""
-        doc_space = profiles.readers.get(space)
-        audience = next((a for a in doc_space.space.audiences if a.key == key), None) if (
-            doc_space) else None  # fmt: skip
-        if audience is None:
-            raise ObserveError("not_found", f"space {space!r} has no audience {key!r}", 404)
+        try:
+            audience = audience_of(profiles.reader(space), key)
+        except ProfileError as exc:
+            raise ObserveError(exc.code, exc.message, exc.status) from None
         if not any(t.name == destination for t in audience.destinations):
             names = ", ".join(t.name for t in audience.destinations) or "none"
             raise ObserveError("not_found", f"audience {key!r} is not synced to {destination!r}; "

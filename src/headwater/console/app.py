@@ -788,8 +788,7 @@ class Console:
                             url=url)  # fmt: skip
 
     def _paused(self, space: str) -> dict[str, dict[str, Any]]:
-        found = self.activator.space(space) if self.activator is not None else None
-        return found.paused() if found is not None else {}
+        return self.activator.paused(space) if self.activator is not None else {}
 
     async def _audiences(self, request: Request, session: Session) -> Response:
         """Every space's audiences: size, the last hour's entries and exits, backfill,

@@ -186,13 +186,13 @@ class SpaceActivator:
             self._store = SqliteProfileStore(self._db_path)
         return self._store
 
-    def pending(self) -> tuple[int, list[dict[str, Any]]]:
-        """The messages of the next changes, and the change id they reach (the position
-        unchanged when there is nothing new)."""
+    def pending(self) -> tuple[int, list[dict[str, Any]]] | None:
+        """The messages of the next changes and the change id they reach; None when there
+        is no new change."""
         state = self._read()
         after, paused = int(state["change"]), state["paused"]
         if not self._db_path.exists():
-            return after, []
+            return None
         store = self._open()
         messages: list[dict[str, Any]] = []
         last = after
@@ -210,7 +210,7 @@ class SpaceActivator:
                 continue
             targets = [t for t in audience.destinations if f"{key}/{t.name}" not in paused]
             messages += self.messages(audience, change_id, at_ms, entered, who, targets)
-        return last, messages
+        return (last, messages) if last != after else None
 
     def messages(self, audience: AudienceConfig, change_id: int, at_ms: int, entered: bool,
                  who: dict[str, str], targets: list[AudienceDestination]
@@ -288,9 +288,10 @@ class Activator:
     async def _step(self, space: SpaceActivator) -> int:
         sent = 0
         while True:
-            last, messages = await self._thread(space.pending)
-            if last == await self._thread(space.position):
+            found = await self._thread(space.pending)
+            if found is None:
                 return sent
+            last, messages = found
             if messages:
                 await self._submit(space.source, messages)
                 space.counts.sent += len(messages)
@@ -299,6 +300,12 @@ class Activator:
 
     def space(self, name: str) -> SpaceActivator | None:
         return next((s for s in self.spaces if s.space.name == name), None)
+
+    def paused(self, space: str) -> dict[str, dict[str, Any]]:
+        """The space's paused syncs (:meth:`SpaceActivator.paused`); none for a space that
+        activates nothing."""
+        found = self.space(space)
+        return found.paused() if found is not None else {}
 
     async def pause(self, space: SpaceActivator, key: str, destination: str) -> dict[str, Any]:
         """Stop sending the audience's changes to the destination (membership keeps being

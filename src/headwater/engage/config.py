@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from headwater.config.units import Seconds
-from headwater.processor.fql import FqlError, compile_condition
+from headwater.processor.fql import checked
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,99}$"
 ACTIVATION_SOURCE_PREFIX = "engage-"
@@ -36,16 +36,6 @@ def source_of(space: str) -> str:
 
 MAX_WINDOW_SECS = 3 * 365 * 86400
 TraitOp = Literal["=", "!=", "<", "<=", ">", ">=", "exists", "not_exists", "contains"]
-
-
-def _fql(where: str | None) -> str | None:
-    """An FQL ``where`` that compiles, or the ValueError that says why."""
-    if where is not None:
-        try:
-            compile_condition(where)
-        except FqlError as exc:
-            raise ValueError(f"where: {exc}") from None
-    return where
 
 
 class _Model(BaseModel):
@@ -65,7 +55,10 @@ class Performed(_Model):
     within: Seconds | None = Field(default=None, ge=3600, le=MAX_WINDOW_SECS)
     where: str | None = None
 
-    _compile = field_validator("where")(classmethod(lambda cls, where: _fql(where)))
+    @field_validator("where")
+    @classmethod
+    def _compile(cls, where: str | None) -> str | None:
+        return checked(where, "where")
 
     @field_validator("within")
     @classmethod
@@ -110,7 +103,10 @@ class FunnelStep(_Model):
     def _shorthand(cls, data: Any) -> Any:
         return {"event": data} if isinstance(data, str) else data
 
-    _compile = field_validator("where")(classmethod(lambda cls, where: _fql(where)))
+    @field_validator("where")
+    @classmethod
+    def _compile(cls, where: str | None) -> str | None:
+        return checked(where, "where")
 
 
 class Funnel(_Model):

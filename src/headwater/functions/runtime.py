@@ -342,15 +342,11 @@ def describe(change: Change) -> str:
     return f"{'.'.join(path)} {what}" if path else f"the event {what}"
 
 
-def changes(old: Any, new: Any) -> list[str]:
-    """What differs between two events, as paths: ``properties.email removed``,
-    ``properties.plan changed``, ``context.ip added`` (at most :data:`MAX_CHANGES`)."""
-    return [describe(c) for c in diff(old, new)]
-
-
 def diff(old: Any, new: Any, path: tuple[str, ...] = (), found: list[Change] | None = None
          ) -> list[Change]:  # fmt: skip
-    """:func:`changes` as :data:`Change` tuples; equal subtrees are skipped at C speed."""
+    """What differs between two events, as paths and what happened there (``properties.email``
+    removed, ``properties.plan`` changed, ``context.ip`` added; at most :data:`MAX_CHANGES`).
+    Equal subtrees are skipped at C speed."""
     found = [] if found is None else found
     if not (isinstance(old, dict) and isinstance(new, dict)):
         found.append((path, "changed"))

@@ -288,7 +288,7 @@ class Profiles:
         """One audience: its definition, size, flow over the last hour and day, a page of
         members (``limit``, ``next``) and the latest entries and exits."""
         reader = self.reader(space)
-        audience = _audience_of(reader, key)
+        audience = audience_of(reader, key)
         limit = _limit(q, 100, 1000)
         after = q.get("next") or ""
 
@@ -321,7 +321,7 @@ class Profiles:
     async def why(self, space: str, key: str, name: str) -> dict[str, Any]:
         """Whether the profile ``name`` is in the audience, and which condition decides it."""
         reader = self.reader(space)
-        audience = _audience_of(reader, key)
+        audience = audience_of(reader, key)
 
         def read() -> dict[str, Any]:
             segment_id = reader.segment_id(name)
@@ -412,7 +412,7 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _audience_of(reader: SpaceReader, key: str) -> AudienceConfig:
+def audience_of(reader: SpaceReader, key: str) -> AudienceConfig:
     found = next((a for a in reader.space.audiences if a.key == key), None)
     if found is None:
         known = ", ".join(a.key for a in reader.space.audiences) or "none"

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from headwater.config.units import Seconds
 from headwater.engage.config import AudienceConfig
 from headwater.naming import NAME_PATTERN
-from headwater.processor.fql import FqlError, compile_condition, compile_value
+from headwater.processor.fql import checked
 
 ID_TYPE_PATTERN = r"^[a-z][a-z0-9_.]{0,63}$"
 DEFAULT_LIMIT = 5
@@ -64,12 +64,7 @@ class IdentifierRule(_Model):
     @field_validator("path")
     @classmethod
     def _compile_path(cls, path: str | None) -> str | None:
-        if path is not None:
-            try:
-                compile_value(path)
-            except FqlError as exc:
-                raise ValueError(f"path: {exc}") from None
-        return path
+        return checked(path, "path", value=True)
 
     @model_validator(mode="after")
     def _custom_needs_path(self) -> IdentifierRule:
@@ -190,12 +185,7 @@ class ComputedTraitConfig(_Model):
     @field_validator("condition")
     @classmethod
     def _compile(cls, condition: str | None) -> str | None:
-        if condition is not None:
-            try:
-                compile_condition(condition)
-            except FqlError as exc:
-                raise ValueError(f"condition: {exc}") from None
-        return condition
+        return checked(condition, "condition")
 
     @model_validator(mode="after")
     def _check_kind(self) -> ComputedTraitConfig:

@@ -135,10 +135,12 @@ class SpaceProcessor:
         the store holds now)."""
         touched, self._touched = self._touched, {}
         if self.audiences:
-            waiting = self.backfills.waiting() if self.backfills else frozenset()
-            entered, exited = self.audiences.update(self.store, touched, self.now_ms, waiting)
-            self.counts.entered += entered
-            self.counts.exited += exited
+            self._update(touched, self.backfills.waiting() if self.backfills else frozenset())
+
+    def _update(self, touched: dict[str, str | None], waiting: frozenset[str]) -> None:
+        entered, exited = self.audiences.update(self.store, touched, self.now_ms, waiting)
+        self.counts.entered += entered
+        self.counts.exited += exited
 
     def _reset(self) -> None:
         self.graph.reset()
@@ -276,11 +278,7 @@ class SpaceProcessor:
         store.begin()
         try:
             profiles = store.live_profiles(after, SWEEP_BATCH)
-            waiting = self.backfills.waiting() - set(keys)
-            entered, exited = self.audiences.update(
-                store, dict.fromkeys(profiles), self.now_ms, waiting)  # fmt: skip
-            self.counts.entered += entered
-            self.counts.exited += exited
+            self._update(dict.fromkeys(profiles), self.backfills.waiting() - set(keys))
             done = len(profiles) < SWEEP_BATCH
             self.backfills.swept(store, keys, profiles[-1] if profiles else after, done)
             store.commit()

@@ -91,6 +91,7 @@ class Computation:
         self.hidden = hidden
         self.kind = config.type if config.type != "aggregation" else config.aggregation or "sum"
         self.event = config.event
+        self.events: tuple[str, ...] = (config.event,)  # what it is dispatched by
         self.condition = compile_condition(config.condition) if config.condition else None
         prop = config.property
         self._read: Callable[[dict[str, Any]], Any] | None = None
@@ -190,7 +191,7 @@ class TraitEngine:
         self.computations = [Computation(c) for c in configs] + list(extra or [])
         self._by_event: dict[str | None, list[Computation]] = {}
         for comp in self.computations:
-            for name in getattr(comp, "events", (comp.event,)):  # a funnel has several
+            for name in comp.events:  # a funnel has several
                 self._by_event.setdefault(name, []).append(comp)
         self.now_ms = now_ms
         self.on_change: list[Listener] = []

@@ -20,6 +20,7 @@ from headwater.processor.fql.errors import FqlError
 from headwater.processor.fql.evaluate import (
     Condition,
     ValueExpr,
+    checked,
     compile_condition,
     compile_value,
     strict_equal,
@@ -34,6 +35,7 @@ __all__ = [
     "FqlError",
     "Node",
     "ValueExpr",
+    "checked",
     "compile_condition",
     "compile_value",
     "format_path",

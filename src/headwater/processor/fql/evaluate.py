@@ -68,6 +68,17 @@ def compile_condition(text: str) -> Condition:
     return _Compiler(text).test(node)
 
 
+def checked(text: str | None, field: str, value: bool = False) -> str | None:
+    """``text`` when it compiles — as a condition, or as a value with ``value`` — else the
+    ValueError that names ``field`` and says why (the workspace's validators)."""
+    if text is not None:
+        try:
+            (compile_value if value else compile_condition)(text)
+        except FqlError as exc:
+            raise ValueError(f"{field}: {exc}") from None
+    return text
+
+
 def compile_value(text: str) -> ValueExpr:
     """Compile a value expression: a path, a literal, a function call, or a condition (whose
     value is true or false). FqlError when the text is not FQL."""
