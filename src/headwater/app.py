@@ -22,6 +22,7 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,7 +66,7 @@ from headwater.status.model import ProcessSignal
 from headwater.status.service import StatusService, with_canary
 from headwater.supervisor import Child, ProcessInfo, control_socket, wake_socket, writer_info
 from headwater.unify import api as profile_api
-from headwater.unify.consumer import Unify
+from headwater.unify.consumer import Unify, wall_ms
 from headwater.warehouses.loader import Warehouses
 from headwater.warehouses.view import WarehouseView
 
@@ -93,9 +94,12 @@ class Headwater:
         delivery_mode: DeliveryMode = "inline",
         log_level: str = "info",
         workspace_file: Path | None = None,
+        now_ms: Callable[[], int] = wall_ms,
     ) -> None:
         """``workspace_file``: where ``workspace`` was read from, so a reload of the functions
-        re-reads their settings (None: only their code reloads)."""
+        re-reads their settings (None: only their code reloads). ``now_ms``: the clock that
+        identity processing (trait windows, audience exits) reads in inline mode."""
+        self._now_ms = now_ms
         self.workspace = workspace
         self.delivery_mode = delivery_mode
         self._log_level = log_level
@@ -223,7 +227,7 @@ class Headwater:
             await engine.start()
             self._loaders = Warehouses(self.workspace, log, self.data_dir)
             self._loaders.start()
-            self.unify = Unify(self.workspace.spaces, log, self.data_dir)
+            self.unify = Unify(self.workspace.spaces, log, self.data_dir, self._now_ms)
             await self.unify.start()
             return engine
         self._wake = log.signal.on_commit = WakeSender(wake_socket(self.data_dir))
