@@ -328,3 +328,38 @@ def test_an_event_the_sources_plans_block_is_unknown() -> None:
     parse_workspace(workspace("Order Completed"))
     parse_workspace(workspace("Page Viewed"))
     parse_workspace(workspace("Order Complted", "allow"))  # unplanned events get through
+
+
+def test_members_page_in_the_order_they_entered(tmp_path: Path) -> None:
+    now = [T0]
+    feed = feeder(tmp_path, CHURNED, now=now)
+    for i, user in enumerate(["cy", "al", "bo"]):
+        now[0] = T0 + i * 1000
+        feed.send({"type": "identify", "userId": user, "traits": {"churned": True}})
+    pages, after = [], (-1, "")
+    while page := feed.store.audience_members("churned", 2, after):
+        pages.append([feed.ids(seg) for seg, _ in page])
+        since = [at for _, at in page]
+        assert since == sorted(since)
+        after = (page[-1][1], page[-1][0])
+    assert [len(p) for p in pages] == [2, 1]
+    users = [next(i for i in ids if i.startswith("user_id")) for p in pages for ids in p]
+    assert users == ["user_id:cy", "user_id:al", "user_id:bo"], "entry order, not by id"
+
+
+def test_a_store_that_kept_audience_traits_drops_them_once(tmp_path: Path) -> None:
+    feed = feeder(tmp_path, {**CHURNED, "key": "gone"})
+    feed.send({"type": "identify", "userId": "al", "traits": {"churned": True}})
+    al = feed.profile_of("user_id", "al")
+    assert al is not None
+    store = feed.store
+    # what a store written before 2026-12-07 holds: the membership as a stored trait too
+    store.begin()
+    store.set_computed([(al, "churned_before", True, T0, "audience", "m-1")])
+    store.set_meta("audience_traits", None)
+    store.commit()
+    assert feed.traits(al)["churned_before"] is True
+    store.derive_audience_traits()
+    traits = feed.traits(al)
+    assert "churned_before" not in traits and traits["gone"] is True, "read from the members"
+    assert store.meta("audience_traits") == "derived"

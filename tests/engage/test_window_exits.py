@@ -104,6 +104,13 @@ async def test_a_window_passing_exits_and_enters_on_schedule(tmp_path: Path) -> 
                     ("Audience Exited", "recent_buyer"),
                 ]
                 admin = {"Authorization": f"Bearer {TOKEN}"}
+                quiet = (await client.get("/api/v1/spaces/main/audiences/quiet",
+                                          params={"limit": 1}, headers=admin)).json()  # fmt: skip
+                assert [m["since"] for m in quiet["members"]] == [iso_ms(clock[0])]
+                assert quiet["cursor"] == {"has_more": False, "next": ""}
+                bad = await client.get("/api/v1/spaces/main/audiences/quiet",
+                                       params={"next": "use_x"}, headers=admin)  # fmt: skip
+                assert bad.status_code == 400 and "cursor.next" in bad.text, bad.text
                 doc = (await client.get("/api/v1/spaces/main/audiences/recent_buyer",
                                         headers=admin)).json()  # fmt: skip
                 assert doc["size"] == 0

@@ -36,7 +36,6 @@ from headwater.unify.config import ComputedTraitConfig
 from headwater.unify.store import ProfileStore
 from headwater.unify.traits import Computation, event_name
 
-AUDIENCE_SOURCE = "audience"
 """The ``source`` of a member's ``<key>: true`` trait: how the Profile API tells its class."""
 COUNTER_PREFIX = "audience:"
 """Hidden counters' keys (``audience:<key>:<what it counts>``): never a computed trait's key
@@ -222,13 +221,20 @@ class AudienceEngine:
         return [self._counter[id(c.performed or c.funnel)] for c in audience.where.walk()
                 if id(c.performed or c.funnel) in self._counter]  # fmt: skip
 
-    def profile(self, store: ProfileStore, segment_id: str, now_ms: int) -> Profile:
-        """What the audiences read of a profile: the traits they name, their counters."""
+    def profile(self, store: ProfileStore, segment_id: str, now_ms: int,
+                held: Mapping[str, tuple[Any, Any]] | None = None) -> Profile:  # fmt: skip
+        """What the audiences read of a profile: the traits they name, their counters.
+        ``held``: the profile's trait states as the transaction holds them (every one of
+        them, by key), instead of reading the counters' from the store."""
         traits = store.trait_values(segment_id, self._trait_names) if self._trait_names else {}
         counts: dict[str, int] = {}
         states: dict[str, Any] = {}
         if self._by_key:
-            for key, state in store.states_with_prefix(segment_id, COUNTER_PREFIX).items():
+            if held is None:
+                found = store.states_with_prefix(segment_id, COUNTER_PREFIX)
+            else:
+                found = {k: held[k][0] for k in self._by_key if k in held}
+            for key, state in found.items():
                 comp = self._by_key.get(key)
                 if comp is not None:
                     counts[key] = int(comp.value(state, now_ms))
@@ -242,18 +248,19 @@ class AudienceEngine:
         touched: Mapping[str, str | None],
         now_ms: Callable[[], int],
         waiting: frozenset[str] = frozenset(),
+        held: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None,
     ) -> tuple[int, int]:
         """Evaluate the ``touched`` profiles (live ones: segment_id → the messageId that
         touched it, None for a window that moved) and write who entered and who exited; (entries,
-        exits). Audiences ``waiting`` for their backfill keep their members as they are."""
+        exits). Audiences ``waiting`` for their backfill keep their members as they are.
+        ``held``: trait states the transaction holds, by profile (:meth:`profile`)."""
         if not self.audiences or not touched:
             return 0, 0
         now = now_ms()
         entered: list[tuple[str, str, int, str | None]] = []
         exited: list[tuple[str, str, int, str | None]] = []
-        traits: list[tuple[str, str, Any, int, str, str]] = []
         for segment_id, message_id in touched.items():  # live profiles only
-            profile = self.profile(store, segment_id, now)
+            profile = self.profile(store, segment_id, now, held.get(segment_id) if held else None)
             was = store.memberships(segment_id)
             for audience in self.audiences:
                 if audience.key in waiting:
@@ -263,15 +270,10 @@ class AudienceEngine:
                 profile.members[audience.key] = holds
                 if holds and audience.key not in was:
                     entered.append((audience.key, segment_id, now, message_id))
-                    traits.append((segment_id, audience.key, True, now, AUDIENCE_SOURCE,
-                                   message_id or ""))  # fmt: skip
                 elif not holds and audience.key in was:
                     exited.append((audience.key, segment_id, now, message_id))
-                    traits.append((segment_id, audience.key, None, now, AUDIENCE_SOURCE,
-                                   message_id or ""))  # fmt: skip
-        if entered or exited:
+        if entered or exited:  # the members are the profiles' audience traits too (store.traits)
             store.change_memberships(entered, exited)
-            store.set_computed(traits)
         return len(entered), len(exited)
 
     def explain(self, store: ProfileStore, audience: AudienceConfig, segment_id: str,

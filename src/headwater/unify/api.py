@@ -35,14 +35,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from headwater.engage.audiences import AUDIENCE_SOURCE, AudienceEngine
+from headwater.engage.audiences import AudienceEngine
 from headwater.engage.backfill import progress_of
 from headwater.engage.config import AudienceConfig
 from headwater.gateway.normalize import iso_ms
 from headwater.log.base import StoredRecord
 from headwater.unify.config import SpaceConfig
 from headwater.unify.identifiers import Extractor
-from headwater.unify.store import SqliteProfileStore, store_path
+from headwater.unify.store import AUDIENCE_SOURCE, SqliteProfileStore, store_path
 
 PREFIX = "/v1/spaces/"
 TRAITS_LIMIT, TRAITS_MAX = 10, 200
@@ -290,7 +290,7 @@ class Profiles:
         reader = self.reader(space)
         audience = audience_of(reader, key)
         limit = _limit(q, 100, 1000)
-        after = q.get("next") or ""
+        after = _member_cursor(q.get("next") or "")
 
         def read() -> dict[str, Any]:
             store = reader.store()
@@ -310,7 +310,8 @@ class Profiles:
                 "last_hour": {"entered": hour[0], "exited": hour[1]},
                 "last_day": {"entered": day[0], "exited": day[1]},
                 "members": [{"segment_id": seg, "since": iso_ms(at)} for seg, at in page],
-                "cursor": {"has_more": more, "next": page[-1][0] if more else ""},
+                "cursor": {"has_more": more,
+                           "next": f"{page[-1][1]}.{page[-1][0]}" if more else ""},
                 "changes": [{"at": iso_ms(at), "segment_id": seg, "entered": entered,
                              "message_id": mid}
                             for at, seg, entered, mid in store.audience_changes(key, 20)],
@@ -506,6 +507,17 @@ def _int(text: str | None, what: str) -> int:
     except ValueError:
         message = f"{what} {text!r} is not a cursor this API gave out; pass 'next' as it came"
         raise ProfileError(400, "validation_error", message) from None
+
+
+def _member_cursor(text: str) -> tuple[int, str]:
+    """An audience's ``next``: ``<since ms>.<segment_id>`` of the last member shown."""
+    if not text:
+        return (-1, "")
+    since, _, segment_id = text.partition(".")
+    if not since.isdigit() or not segment_id:
+        raise ProfileError(400, "validation_error", f"next {text!r} is not a cursor of "
+                           "this audience's members; pass a page's cursor.next")  # fmt: skip
+    return (int(since), segment_id)
 
 
 def _limit(q: dict[str, str], default: int, most: int) -> int:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +72,7 @@ class SpaceProcessor:
                  now_ms: Callable[[], int] = wall_ms) -> None:  # fmt: skip
         self.space = space
         self.store = store
+        store.derive_audience_traits()
         self.sources = frozenset(space.sources)
         self.extractor = Extractor(space.identity)
         self.graph = IdentityGraph(store, space.identity)
@@ -84,6 +85,7 @@ class SpaceProcessor:
         self._links: list[tuple[str, Link]] = []
         self._moved: dict[str, str] = {}  # profiles merged away in the batch → survivor
         self._touched: dict[str, str | None] = {}  # profiles to evaluate → the last messageId
+        self._held: dict[str, dict[str, Any]] = {}  # their trait states the batch read
 
     def apply(self, records: list[StoredRecord]) -> list[Change]:
         """One transaction: the records of this space's sources, then the position. If an
@@ -118,6 +120,7 @@ class SpaceProcessor:
         except BaseException:
             self._reset()
             self._touched.clear()
+            self._held.clear()
             store.rollback()
             raise
         return changes
@@ -125,7 +128,7 @@ class SpaceProcessor:
     def _write(self) -> None:
         """What the events so far kept for the batch, written (before the commit)."""
         self.graph.flush()
-        self.traits.flush(self.store)
+        self._held.update(self.traits.flush(self.store))
         self.store.add_events(self._live(self._events))
         self.store.add_links(self._live(self._links))
         self._reset()
@@ -134,11 +137,14 @@ class SpaceProcessor:
         """The audiences of the profiles the batch touched (after its writes: they read what
         the store holds now)."""
         touched, self._touched = self._touched, {}
+        held, self._held = self._held, {}
         if self.audiences:
-            self._update(touched, self.backfills.waiting() if self.backfills else frozenset())
+            waiting = self.backfills.waiting() if self.backfills else frozenset()
+            self._update(touched, waiting, held)
 
-    def _update(self, touched: dict[str, str | None], waiting: frozenset[str]) -> None:
-        entered, exited = self.audiences.update(self.store, touched, self.now_ms, waiting)
+    def _update(self, touched: dict[str, str | None], waiting: frozenset[str],
+                held: Mapping[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
+        entered, exited = self.audiences.update(self.store, touched, self.now_ms, waiting, held)
         self.counts.entered += entered
         self.counts.exited += exited
 

@@ -42,6 +42,8 @@ from headwater.sqlite_files import open_store
 from headwater.unify.identifiers import Identifier
 
 SCHEMA_VERSION = 1
+AUDIENCE_SOURCE = "audience"
+"""The source of the traits a profile's audience memberships are (``<key>: true``)."""
 UNIFY_DIR = "unify"
 _ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase  # in ASCII order
 _KSUID_EPOCH = 1_400_000_000  # KSUID's epoch (2014-05-13), in seconds
@@ -92,7 +94,9 @@ CREATE INDEX IF NOT EXISTS history_kind ON history (kind, id);
 CREATE TABLE IF NOT EXISTS audience_members (
     segment_id TEXT NOT NULL, audience TEXT NOT NULL, since_ms INTEGER NOT NULL,
     message_id TEXT, PRIMARY KEY (segment_id, audience)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS audience_members_audience ON audience_members (audience, segment_id);
+DROP INDEX IF EXISTS audience_members_audience;
+CREATE INDEX IF NOT EXISTS audience_members_since
+    ON audience_members (audience, since_ms, segment_id);
 CREATE TABLE IF NOT EXISTS audience_changes (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, audience TEXT NOT NULL,
     segment_id TEXT NOT NULL, entered INTEGER NOT NULL, message_id TEXT);
@@ -253,7 +257,7 @@ class ProfileStore(Protocol):
     ) -> None: ...
     def audience_sizes(self) -> dict[str, int]: ...
     def audience_members(
-        self, audience: str, limit: int, after: str = ""
+        self, audience: str, limit: int, after: tuple[int, str] = (-1, "")
     ) -> list[tuple[str, int]]: ...
     def audience_flow(self, audience: str, since_ms: int) -> tuple[int, int]: ...
     def changes_after(
@@ -276,6 +280,17 @@ class SqliteProfileStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = open_store(path, SCHEMA, what="profile store", version=SCHEMA_VERSION)
+
+    def derive_audience_traits(self) -> None:
+        """Drop the audience traits stores written before 2026-12-07 kept in ``traits`` (they
+        are read from the members now); once per store, by its writer."""
+        if self.meta("audience_traits") == "derived":
+            return
+        self.begin()
+        self._db.execute("DELETE FROM traits WHERE computed = 1 AND source = ?",
+                         (AUDIENCE_SOURCE,))  # fmt: skip
+        self.set_meta("audience_traits", "derived")
+        self.commit()
 
     # -------------------------------------------------------------- transactions, position
 
@@ -511,9 +526,13 @@ class SqliteProfileStore:
         return [Link(*r) for r in rows]
 
     def traits(self, segment_id: str) -> list[Trait]:
+        """The profile's traits by name, its audiences' among them (``<key>: true``, from
+        the members: not stored twice)."""
         rows = self._db.execute(
             "SELECT name, value, updated_ms, source, message_id, computed FROM traits "
-            "WHERE segment_id = ? ORDER BY name", (segment_id,)
+            "WHERE segment_id = ?1 UNION ALL SELECT audience, 'true', since_ms, ?2, "
+            "message_id, 1 FROM audience_members WHERE segment_id = ?1 ORDER BY 1, 6",
+            (segment_id, AUDIENCE_SOURCE),
         )  # fmt: skip
         return [Trait(n, orjson.loads(v), u, s, m, bool(c)) for n, v, u, s, m, c in rows]
 
@@ -669,11 +688,15 @@ class SqliteProfileStore:
         rows = self._db.execute("SELECT audience, count(*) FROM audience_members GROUP BY audience")
         return dict(rows.fetchall())
 
-    def audience_members(self, audience: str, limit: int, after: str = "") -> list[tuple[str, int]]:
-        """(segment_id, since) of members, by segment_id above ``after``."""
+    def audience_members(self, audience: str, limit: int,
+                         after: tuple[int, str] = (-1, "")) -> list[tuple[str, int]]:  # fmt: skip
+        """(segment_id, since) of members in the order they entered, after ``after`` (a
+        member's (since, segment_id)). Kept in that order, the index takes a batch's entries
+        at its end: by segment_id, each entry would land on a page of its own."""
         rows = self._db.execute(
             "SELECT segment_id, since_ms FROM audience_members WHERE audience = ? AND "
-            "segment_id > ? ORDER BY segment_id LIMIT ?", (audience, after, limit))  # fmt: skip
+            "(since_ms, segment_id) > (?, ?) ORDER BY since_ms, segment_id LIMIT ?",
+            (audience, *after, limit))  # fmt: skip
         return rows.fetchall()
 
     def audience_flow(self, audience: str, since_ms: int) -> tuple[int, int]:

@@ -198,7 +198,9 @@ class TraitEngine:
         # what this transaction read and changed, written once at flush(): a profile's
         # events tend to come together, and each would otherwise rewrite the same rows
         self._states: dict[str, dict[str, tuple[State, int | None]]] = {}
-        self._dirty: dict[tuple[str, str], tuple[State, int | None]] = {}
+        # states changed, by (segment_id, key): their expiry hours are computed at flush,
+        # once per state and batch rather than once per event
+        self._dirty: dict[tuple[str, str], tuple[Computation, State]] = {}
         self._values: dict[str, dict[str, tuple[Any, int, str, str]]] = {}
 
     def states(self, store: ProfileStore, segment_id: str) -> dict[str, tuple[State, int | None]]:
@@ -215,16 +217,21 @@ class TraitEngine:
             del self._dirty[key]
         store.drop_trait_states(segment_id)
 
-    def flush(self, store: ProfileStore) -> None:
-        """Write what this transaction changed (call before committing)."""
+    def flush(self, store: ProfileStore) -> dict[str, dict[str, tuple[State, int | None]]]:
+        """Write what this transaction changed (call before committing), and forget it; the
+        states it had read, by profile (what an audience evaluation of the same transaction
+        can use instead of reading them again)."""
         if self._dirty:
-            store.put_trait_states(
-                [(seg, key, state, exp) for (seg, key), (state, exp) in self._dirty.items()]
-            )
+            rows = [(seg, key, state, comp.expires_hour(state))
+                    for (seg, key), (comp, state) in self._dirty.items()]  # fmt: skip
+            store.put_trait_states(rows)
         if self._values:
             store.set_computed([(seg, key, *v) for seg, values in self._values.items()
                                 for key, v in values.items()])  # fmt: skip
+        held = self._states
+        self._states = {}
         self.reset()
+        return held
 
     def reset(self) -> None:
         """Forget this transaction's reads and writes (after a flush or a rollback)."""
@@ -281,8 +288,9 @@ class TraitEngine:
         """Note the states and changed values for :meth:`flush`; tell the listeners."""
         seg = writes.segment_id
         cached = self._states.setdefault(seg, {})
-        for key, state, expires in writes.states:
-            cached[key] = self._dirty[(seg, key)] = (state, expires)
+        for comp, state in writes.states:
+            cached[comp.key] = (state, None)
+            self._dirty[(seg, comp.key)] = (comp, state)
         if writes.changes:
             values = self._values.setdefault(seg, {})
             for change in writes.changes:
@@ -343,20 +351,19 @@ class _Writes:
         whose audiences may have changed)."""
         self.segment_id = segment_id
         self.exact = exact
-        self.states: list[tuple[str, State, int | None]] = []
+        self.states: list[tuple[Computation, State]] = []
         self.changes: list[Change] = []
         self.hidden: set[str] = set()  # keys of the hidden computations among the changes
 
     def add(self, comp: Computation, state: State, now: int, message_id: str | None) -> None:
         if comp.hidden and not self.exact:
             # an audience's counter: read when the audience is evaluated, not as it changes
-            # (the state's expiry hour is all the store needs)
-            self.states.append((comp.key, state, comp.expires_hour(state)))
+            self.states.append((comp, state))
             return
         had, old = "v" in state, state.get("v")
         new = comp.value(state, now)
         state["v"] = new
-        self.states.append((comp.key, state, comp.expires_hour(state)))
+        self.states.append((comp, state))
         if not (had and new == old):
             self.changes.append(Change(self.segment_id, comp.key, old, new, message_id))
             if comp.hidden:
