@@ -36,7 +36,6 @@ from headwater.unify.config import ComputedTraitConfig
 from headwater.unify.store import ProfileStore
 from headwater.unify.traits import Computation, event_name
 
-"""The ``source`` of a member's ``<key>: true`` trait: how the Profile API tells its class."""
 COUNTER_PREFIX = "audience:"
 """Hidden counters' keys (``audience:<key>:<what it counts>``): never a computed trait's key
 (those are snake_case), never written as a trait."""

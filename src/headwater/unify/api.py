@@ -22,7 +22,6 @@ import asyncio
 import base64
 import binascii
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +40,7 @@ from headwater.engage.config import AudienceConfig
 from headwater.gateway.normalize import iso_ms
 from headwater.log.base import StoredRecord
 from headwater.unify.config import SpaceConfig
+from headwater.unify.consumer import wall_ms
 from headwater.unify.identifiers import Extractor
 from headwater.unify.store import AUDIENCE_SOURCE, SqliteProfileStore, store_path
 
@@ -407,10 +407,6 @@ def _class(trait: Any) -> str:
     if trait.computed:
         return "audience" if trait.source == AUDIENCE_SOURCE else "computed_trait"
     return "trait"
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def audience_of(reader: SpaceReader, key: str) -> AudienceConfig:

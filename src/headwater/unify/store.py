@@ -43,7 +43,7 @@ from headwater.unify.identifiers import Identifier
 
 SCHEMA_VERSION = 1
 AUDIENCE_SOURCE = "audience"
-"""The source of the traits a profile's audience memberships are (``<key>: true``)."""
+"""The ``source`` of a member's ``<key>: true`` trait: how the Profile API tells its class."""
 UNIFY_DIR = "unify"
 _ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase  # in ASCII order
 _KSUID_EPOCH = 1_400_000_000  # KSUID's epoch (2014-05-13), in seconds
@@ -282,8 +282,8 @@ class SqliteProfileStore:
         self._db = open_store(path, SCHEMA, what="profile store", version=SCHEMA_VERSION)
 
     def derive_audience_traits(self) -> None:
-        """Drop the audience traits stores written before 2026-12-07 kept in ``traits`` (they
-        are read from the members now); once per store, by its writer."""
+        """Drop the audience traits that stores written before 2026-12-07 kept in ``traits``
+        (they are read from the members now); once per store, by its writer."""
         if self.meta("audience_traits") == "derived":
             return
         self.begin()
