@@ -50,6 +50,7 @@ from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
 from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats
 from headwater.log.base import EventLog, StoredRecord
+from headwater.log.jetstream import JetStreamLog
 from headwater.log.notify import WakeSender
 from headwater.log.sqlite import SqliteLog
 from headwater.log.sqlite_process import ProcessLog
@@ -185,8 +186,14 @@ class Headwater:
     async def start(self) -> None:
         record_workspace_load(self.audit, self.workspace, self.data_dir)
         config = self.workspace.log
-        backend = ProcessLog if config.writer == "process" else SqliteLog
-        self.log = log = backend(self.data_dir / LOG_DIR, config)
+        log: SqliteLog | ProcessLog | JetStreamLog
+        if config.backend == "jetstream":
+            log = JetStreamLog(config)
+            await log.open()  # fails start-up with the servers named when none answers
+        else:
+            backend = ProcessLog if config.writer == "process" else SqliteLog
+            log = backend(self.data_dir / LOG_DIR, config)
+        self.log = log
         self.delivery = await self._start_delivery(log)
         self._delivery_started = True
         await self.observer.start(log, self.delivery)
@@ -219,7 +226,7 @@ class Headwater:
         for refused in answer.json().get("rejected", []):  # ours are well formed: a bug
             logger.error("an audience activation was refused: %s", refused)
 
-    async def _start_delivery(self, log: SqliteLog | ProcessLog) -> DeliveryView:
+    async def _start_delivery(self, log: SqliteLog | ProcessLog | JetStreamLog) -> DeliveryView:
         delivery_dir = self.data_dir / DELIVERY_DIR
         if self.delivery_mode == "inline":
             engine = DeliveryEngine(self.running, log, delivery_dir)
@@ -230,7 +237,8 @@ class Headwater:
             self.unify = Unify(self.workspace.spaces, log, self.data_dir, self._now_ms)
             await self.unify.start()
             return engine
-        self._wake = log.signal.on_commit = WakeSender(wake_socket(self.data_dir))
+        if not isinstance(log, JetStreamLog):  # the worker follows the stream by itself
+            self._wake = log.signal.on_commit = WakeSender(wake_socket(self.data_dir))
         if self.delivery_mode == "process":
             command = [sys.executable, "-m", "headwater.worker_role",
                        str(self.data_dir.resolve()), self._log_level]  # fmt: skip

@@ -2,7 +2,8 @@
 
 ``python -m headwater.worker_role DATA_DIR LOG_LEVEL`` reads the workspace (as JSON, one
 line) from stdin, follows the log in ``DATA_DIR`` as a WAL reader
-(:class:`~headwater.log.follow.FollowerLog`, woken by the gateway's datagrams), runs the
+(:class:`~headwater.log.follow.FollowerLog`, woken by the gateway's datagrams) or the
+workspace's JetStream stream (:class:`~headwater.log.jetstream.JetStreamLog`), runs the
 :class:`~headwater.delivery.engine.DeliveryEngine` on it with the delivery store, and answers
 the gateway on the control channel (:mod:`headwater.delivery.control`). It stops on SIGTERM
 or SIGINT, when its stdin closes (the gateway is gone), and dies with its parent.
@@ -25,6 +26,7 @@ from headwater.delivery.engine import DeliveryEngine
 from headwater.engage.activation import with_engage
 from headwater.errors import LogError
 from headwater.log.follow import FollowerLog
+from headwater.log.jetstream import JetStreamLog
 from headwater.status.service import with_canary
 from headwater.supervisor import control_socket, die_with_parent, wake_socket
 from headwater.unify.consumer import Unify
@@ -40,7 +42,11 @@ LOG_WAIT_SECS = 60.0
 async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) -> None:
     running, _ = with_canary(workspace)
     running = with_engage(running, lambda source: None)  # routes only: the gateway takes them
-    log = await _follow(data_dir)
+    log: FollowerLog | JetStreamLog
+    if workspace.log.backend == "jetstream":  # the stream itself tells followers: no wake-ups
+        log = JetStreamLog(workspace.log)
+    else:
+        log = await _follow(data_dir)
     await log.open()
     engine = DeliveryEngine(running, log, data_dir / DELIVERY_DIR)
     control = ControlServer(engine, control_socket(data_dir))

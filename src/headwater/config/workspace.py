@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from headwater.config.units import ByteSize, Seconds
 from headwater.config.urls import field_path
 from headwater.engage.config import audience_events, check_audiences, planned_events, source_of
 from headwater.errors import ConfigError, MappingError
+from headwater.log.base import DEDUPE_WINDOW_SECS
 from headwater.mapping.actions import ActionConfig
 from headwater.naming import NAME_PATTERN, check_known
 from headwater.processor.filters import FilterList
@@ -65,8 +67,34 @@ class SourceConfig(_Model):
         return [o.rstrip("/") for o in origins]
 
 
+SQLITE_ONLY_LOG_SETTINGS = (
+    "durability",
+    "writer",
+    "segment_max_bytes",
+    "segment_max_age_secs",
+    "disk_budget_bytes",
+    "min_free_disk_bytes",
+    "max_pending_records",
+)
+
+
 class LogConfig(_Model):
-    """The durable event log (embedded SQLite backend)."""
+    """The durable event log: embedded SQLite (the default) or a NATS JetStream cluster."""
+
+    backend: Literal["sqlite", "jetstream"] = "sqlite"
+    """``sqlite``: files in the data directory, one machine. ``jetstream``: a stream on a NATS
+    JetStream cluster (docs/scale-out.md), for several machines or no single point of loss."""
+
+    servers: list[str] = []
+    """JetStream only: the NATS servers' URLs (``nats://10.0.0.1:4222``); any one of them is
+    enough to join the cluster, list them all so a start-up survives one being down."""
+
+    replicas: int = Field(default=3, ge=1, le=5)
+    """JetStream only: copies of every event (3 = an event acknowledged with a 2xx survives
+    the loss of any one server)."""
+
+    stream: str = Field(default="headwater", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """JetStream only: the stream's name (one per workspace), also its subjects' prefix."""
 
     durability: Literal["fsync", "os"] = "fsync"
     """``fsync``: a 2xx means the event is on disk (survives power loss). ``os``: it is in the
@@ -102,8 +130,39 @@ class LogConfig(_Model):
     max_pending_records: int = Field(default=200_000, gt=0)
     """Writes are refused (503) while this many records wait for the writer."""
 
+    @model_validator(mode="after")
+    def _check_backend(self) -> LogConfig:
+        if self.backend == "sqlite":
+            if self.servers:
+                raise ValueError("servers is for backend: jetstream; remove it or add "
+                                 "'backend: jetstream'")  # fmt: skip
+            return self
+        if not self.servers:
+            raise ValueError("backend jetstream needs servers, e.g. "
+                             "servers: [nats://127.0.0.1:4222]")  # fmt: skip
+        for url in self.servers:
+            if not re.fullmatch(r"(nats|tls)://[^\s/]+(:\d+)?", url):
+                raise ValueError(f"servers: {url!r} is not a NATS URL; write "
+                                 "nats://HOST:PORT (or tls://HOST:PORT)")  # fmt: skip
+        fields = type(self).model_fields
+        sqlite_only = [name for name in SQLITE_ONLY_LOG_SETTINGS  # set to other than the default
+                       if getattr(self, name) != fields[name].default]  # fmt: skip
+        if sqlite_only:
+            raise ValueError(
+                f"{', '.join(sqlite_only)}: only for backend sqlite. On JetStream every event is "
+                "on a quorum of servers before its 2xx, and the servers' own limits "
+                "(jetstream.max_file_store) bound the disk; remove these settings"
+            )
+        return self
+
     def warnings(self) -> list[str]:
         """Settings that are valid but will probably hurt; printed at start-up."""
+        if self.backend == "jetstream" and self.retention_max_age_secs < DEDUPE_WINDOW_SECS:
+            return [
+                f"log.retention_max_age_secs ({self.retention_max_age_secs:,.0f}) is under 24 h: "
+                "JetStream's duplicate window cannot outlive the stream's max_age, so retried "
+                "events are deduplicated only within that time"
+            ]
         budget = self.disk_budget_bytes
         if budget is not None and budget < FILE_OVERHEAD * self.retention_max_bytes:
             return [

@@ -1,0 +1,74 @@
+"""``headwater serve`` with its log on a 3-node NATS JetStream cluster (docs/scale-out.md).
+
+Events go in through the Tracking API, into the stream, out through the delivery worker (a
+process of its own, following the stream) to a fake webhook; the trace finds them by
+messageId. Then the faults: the stream's leader is killed with SIGKILL, Headwater itself is
+killed with SIGKILL and started again, and every acknowledged event still arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from headwater.log.nats_local import LocalNats
+from tests.e2e.conftest import Server
+from tests.e2e.test_delivery import delivered_ids, post_batches, webhook_yaml
+from tests.fakes import FakeDestination, always
+from tests.log.test_jetstream import leader_index
+
+
+def jetstream_yaml(cluster: LocalNats, stream: str) -> str:
+    servers = ", ".join(cluster.urls)
+    return f"log: {{backend: jetstream, servers: [{servers}], replicas: 3, stream: {stream}}}\n"
+
+
+def test_serve_on_jetstream_delivers_traces_and_survives_kills(
+    make_server: Any,
+    own_cluster: LocalNats,
+) -> None:
+    cluster = own_cluster
+    stream = f"e2e{uuid.uuid4().hex[:8]}"
+    with FakeDestination(always(200, delay_secs=0.005)) as fake:
+        server: Server = make_server(
+            jetstream_yaml(cluster, stream) + webhook_yaml(fake.url, concurrency=4)
+        )
+        first = [str(uuid.uuid4()) for _ in range(2000)]
+        post_batches(server, first)
+        assert not (server.data_dir / "log").exists(), "the events went to SQLite, not NATS"
+        fake.wait_for(lambda f: len(delivered_ids(f)) >= 300, timeout=60)
+
+        cluster.kill(asyncio.run(leader_index(cluster, stream)))  # the stream's leader, -9
+        server.kill()  # and Headwater too, mid-delivery
+        server.start(timeout_s=90)
+        second = [str(uuid.uuid4()) for _ in range(1000)]
+        post_batches(server, second)  # two of three servers: still a quorum
+
+        fake.wait_for(lambda f: set(first + second) <= set(delivered_ids(f)), timeout=120)
+        trace = server.api(f"/api/v1/events/{second[7]}")
+        assert trace.status_code == 200, trace.text
+        body = trace.json()
+        assert body["source"] == "website" and body["event"]["messageId"] == second[7]
+        states = {d["destination"]: d["state"] for d in body["destinations"]}
+        assert states == {"hook": "delivered"}
+
+
+def test_serve_refuses_to_start_without_its_servers(make_server: Any) -> None:
+    server: Server = make_server(
+        "log: {backend: jetstream, servers: ['nats://127.0.0.1:9'], stream: nowhere}\n",
+        start=False,
+    )
+    with pytest.raises(RuntimeError) as failed:
+        server.start(timeout_s=120)
+    assert "cannot use JetStream at nats://127.0.0.1:9" in str(failed.value)
+
+
+def test_a_bad_log_backend_setting_is_refused_with_its_location(make_server: Any) -> None:
+    server: Server = make_server("log: {backend: jetstream, servers: ['http://x:1']}\n",
+                                 start=False)  # fmt: skip
+    with pytest.raises(RuntimeError) as failed:
+        server.start()
+    assert "log" in str(failed.value) and "is not a NATS URL" in str(failed.value)
