@@ -95,6 +95,11 @@ def bucket_subject(stream: str, message_id: str) -> str:
     return f"{stream}.e.{hashlib.blake2b(message_id.encode(), digest_size=2).hexdigest()}"
 
 
+def _headers(r: Record) -> dict[str, str]:
+    return {ID_HEADER: quote(r.message_id, safe=""), SOURCE_HEADER: r.source,
+            TYPE_HEADER: r.type, RECEIVED_HEADER: str(r.received_at_ms)}  # fmt: skip
+
+
 def _record(seq: int, headers: dict[str, str] | None, data: bytes) -> StoredRecord:
     h = headers or {}
     return StoredRecord(seq, unquote(h.get(ID_HEADER, "")), h.get(SOURCE_HEADER, ""),
@@ -108,15 +113,32 @@ def _status(msg: Msg) -> str | None:
     return headers.get("Status") if headers and not msg.data else None
 
 
-class _Cursor:
-    """One ephemeral pull consumer and what it delivered that nobody read yet."""
+def _stream_seq(reply: str) -> int:
+    """The stream sequence in a delivered message's ack subject: ``$JS.ACK.<stream>.
+    <consumer>.<delivered>.<sseq>...`` (9 tokens), or with domain and account hash before
+    the stream (12 tokens)."""
+    tokens = reply.split(".")
+    return int(tokens[5] if len(tokens) < 11 else tokens[7])
 
-    def __init__(self, name: str, sub: Subscription, next_seq: int) -> None:
+
+class _Cursor:
+    """One ephemeral pull consumer and what it delivered that nobody read yet.
+
+    Deliveries land through the subscription's callback (one task for all of them, not one
+    per event), in ``arrived``; ``pull`` turns them into records."""
+
+    def __init__(self, name: str, next_seq: int) -> None:
         self.name = name
-        self.sub = sub
+        self.sub: Subscription | None = None
         self.next_seq = next_seq  # the sequence the reader wants next
         self.buffer: deque[StoredRecord] = deque()
+        self.arrived: deque[Msg] = deque()
+        self.signal = asyncio.Event()
         self.lost = False
+
+    async def on_msg(self, msg: Msg) -> None:
+        self.arrived.append(msg)
+        self.signal.set()
 
     def take(self, limit: int) -> list[StoredRecord]:
         out = [self.buffer.popleft() for _ in range(min(limit, len(self.buffer)))]
@@ -125,13 +147,23 @@ class _Cursor:
         return out
 
     def _keep(self, msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
+        seq = _stream_seq(msg.reply)
         if seq >= self.next_seq and (not self.buffer or seq > self.buffer[-1].offset):
             self.buffer.append(_record(seq, msg.headers, msg.data))
+
+    async def _next(self, within_secs: float) -> Msg | None:
+        while not self.arrived:
+            self.signal.clear()
+            try:
+                await asyncio.wait_for(self.signal.wait(), max(within_secs, 0.001))
+            except TimeoutError:
+                return None
+        return self.arrived.popleft()
 
     async def pull(self, nc: Client, stream: str, batch: int, wait_secs: float | None) -> None:
         """Ask for up to ``batch`` events: what there is now (``wait_secs`` None), or the
         first to arrive within ``wait_secs``. Marks the cursor lost when its consumer is."""
+        assert self.sub is not None
         request: dict[str, Any] = {"batch": batch}
         if wait_secs is None:
             request["no_wait"] = True
@@ -152,12 +184,8 @@ class _Cursor:
             quiet = deadline - time.monotonic()
             if "idle_heartbeat" in request:
                 quiet = min(quiet, 3 * HEARTBEAT_SECS)  # no heartbeat for this long: lost
-            try:
-                msg = await self.sub.next_msg(timeout=max(quiet, 0.001))
-            except nats.errors.TimeoutError:
-                self.lost = True
-                return
-            except nats.errors.Error:
+            msg = await self._next(quiet)
+            if msg is None:
                 self.lost = True
                 return
             status = _status(msg)
@@ -357,14 +385,17 @@ class JetStreamLog:
         js = await self._ready()
         futures: list[asyncio.Future[Any]] = []
         try:
-            for r in records:
-                headers = {ID_HEADER: quote(r.message_id, safe=""), SOURCE_HEADER: r.source,
-                           TYPE_HEADER: r.type, RECEIVED_HEADER: str(r.received_at_ms)}  # fmt: skip
-                subject = bucket_subject(self.stream, r.message_id)
-                futures.append(await js.publish_async(subject, r.payload, headers=headers,
-                                                      wait_stall=self.ack_secs))  # fmt: skip
+            # wait_stall=None: no timer per event, so the loop does not yield between events
+            # and the client writes the batch to the socket at once; asyncio.timeout bounds a
+            # stall on the client's window of pending publishes instead
+            async with asyncio.timeout(self.ack_secs):
+                for r in records:
+                    subject = bucket_subject(self.stream, r.message_id)
+                    ack = await js.publish_async(subject, r.payload, headers=_headers(r),
+                                                 wait_stall=None)  # fmt: skip
+                    futures.append(ack)
             _, pending = await asyncio.wait(futures, timeout=self.ack_secs)
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             for future in futures:
                 future.cancel()
             raise self._refuse("jetstream_unavailable", f"cannot publish: {exc!r}") from exc
@@ -511,18 +542,20 @@ class JetStreamLog:
         )  # fmt: skip
         try:
             info = await js.add_consumer(self.stream, config)
-            sub = await nc.subscribe(nc.new_inbox())
+            assert info.name is not None
+            cursor = _Cursor(info.name, next_seq)
+            cursor.sub = await nc.subscribe(nc.new_inbox(), cb=cursor.on_msg)
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             logger.warning("stream %s: cannot make a consumer now (%r); reading from the "
                            "stream leader", self.stream, exc)  # fmt: skip
             return None
-        assert info.name is not None
-        return _Cursor(info.name, sub, next_seq)
+        return cursor
 
     def _drop(self, cursor: _Cursor) -> None:
         async def release() -> None:
             try:
-                await cursor.sub.unsubscribe()
+                if cursor.sub is not None:
+                    await cursor.sub.unsubscribe()
                 if self._js is not None and not self._closed:
                     await self._js.delete_consumer(self.stream, cursor.name)
             except (nats.errors.Error, nats.js.errors.Error):
