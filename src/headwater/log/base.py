@@ -14,11 +14,9 @@ A backend must:
 - drop old data by whole segments (age and size retention), never row by row.
 
 The embedded backend is :mod:`headwater.log.sqlite`; :mod:`headwater.log.memory` is a test
-double that passes the same conformance suite (``tests/log/test_conformance.py``). A NATS
-JetStream backend maps onto this contract directly: one stream per workspace, the stream
-sequence as the offset, ``Nats-Msg-Id`` = message id with a 24 h duplicate window, and
-``max_age``/``max_bytes`` limits for retention, and a durable consumer per follower (its
-acknowledged sequence is the follower's cursor) whose push delivery stands in for ``wait``.
+double; :mod:`headwater.log.jetstream` keeps the log on a NATS JetStream stream (the stream
+sequence as the offset, ``Nats-Msg-Id`` for the dedupe, ``max_age``/``max_bytes`` for
+retention). All pass the same conformance suite (``tests/log/test_conformance.py``).
 """
 
 from __future__ import annotations
