@@ -6,7 +6,7 @@ NODE_SDK := tests/e2e/node
 # the suite runs in this many processes (pytest-xdist); every test is independent of the others
 TEST_WORKERS ?= 2
 
-.PHONY: run test test-stress lint check bench bench-delivery bench-destinations bench-processing bench-trace-cost bench-isolation bench-warehouse clean
+.PHONY: run cluster test test-stress lint check bench bench-delivery bench-destinations bench-processing bench-trace-cost bench-isolation bench-warehouse clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ $(NODE_SDK)/node_modules/.package-lock.json: $(NODE_SDK)/package-lock.json
 
 run: $(VENV)/.installed
 	$(BIN)/headwater serve --config examples/workspace.yaml --data-dir .headwater
+
+# a 3-node NATS JetStream cluster on 127.0.0.1 to try the scale-out log (docs/scale-out.md)
+cluster: $(VENV)/.installed-dev
+	$(BIN)/headwater dev cluster
 
 test: $(VENV)/.installed-dev $(NODE_SDK)/node_modules/.package-lock.json
 	$(BIN)/pytest -p no:randomly -n $(TEST_WORKERS)

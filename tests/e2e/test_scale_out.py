@@ -9,15 +9,25 @@ killed with SIGKILL and started again, and every acknowledged event still arrive
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from headwater.config import LogConfig
+from headwater.log import Record
+from headwater.log.jetstream import JetStreamLog
 from headwater.log.nats_local import LocalNats
 from tests.e2e.conftest import Server
 from tests.e2e.test_delivery import delivered_ids, post_batches, webhook_yaml
-from tests.fakes import FakeDestination, always
+from tests.fakes import FakeDestination, always, free_port
+from tests.jetstream_cluster import require_nats_server
 from tests.log.test_jetstream import leader_index
 
 
@@ -72,3 +82,36 @@ def test_a_bad_log_backend_setting_is_refused_with_its_location(make_server: Any
     with pytest.raises(RuntimeError) as failed:
         server.start()
     assert "log" in str(failed.value) and "is not a NATS URL" in str(failed.value)
+
+
+def test_dev_cluster_runs_a_cluster_headwater_can_use_until_stopped(tmp_path: Path) -> None:
+    require_nats_server()
+    port = free_port()
+    output = tmp_path / "cluster.out"
+    command = [sys.executable, "-m", "headwater.cli", "dev", "cluster", "--port", str(port),
+               "--dir", str(tmp_path / "stores")]  # fmt: skip
+    with output.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "Ctrl-C stops it." not in output.read_text():
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.1)
+        block = next(line for line in output.read_text().splitlines() if line.startswith("log:"))
+        log = LogConfig.model_validate(yaml.safe_load(block)["log"])
+        assert log.servers == [f"nats://127.0.0.1:{port + i}" for i in range(3)]
+
+        async def use() -> None:
+            js = JetStreamLog(log)
+            try:
+                [stored] = await js.append([Record("m1", "web", "track", 0, b"{}")])
+                assert (await js.get("m1")) is not None and not stored.duplicate
+            finally:
+                await js.close()
+
+        asyncio.run(use())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0 and "stopped." in output.read_text()

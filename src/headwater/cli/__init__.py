@@ -9,7 +9,8 @@
 - :mod:`.profiles`: ``profiles get | merges | delete``;
 - :mod:`.tokens`: ``tokens create | list | revoke``; :mod:`.audit`: ``audit``;
 - :mod:`.warehouse`: ``warehouse status | sync | backfill``;
-- :mod:`.functions`: ``functions list | url | logs | reload``.
+- :mod:`.functions`: ``functions list | url | logs | reload``;
+- :mod:`.dev`: ``dev cluster`` (a JetStream cluster on this machine).
 
 What they share (consoles, options, the API client, errors) is in :mod:`.common`.
 """
@@ -24,6 +25,7 @@ from headwater.cli import (
     audit,
     delivery,
     destinations,
+    dev,
     functions,
     observe,
     processor,
@@ -54,6 +56,7 @@ app.add_typer(audiences.audiences_app, name="audiences")
 app.add_typer(tokens.tokens_app, name="tokens")
 app.add_typer(warehouse.warehouse_app, name="warehouse")
 app.add_typer(functions.functions_app, name="functions")
+app.add_typer(dev.dev_app, name="dev")
 app.command()(audit.audit)
 app.command()(status.status)
 app.command()(status.watch)

@@ -62,12 +62,16 @@ class LocalNats:
     root: Path
     size: int = 3
     max_file_store: int | None = None  # the servers' JetStream disk limit, bytes
+    base_port: int | None = None  # clients on base, base+1, ...; routes +100; monitoring +200
     servers: list[_Server] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         ports = _free_ports(3 * self.size)
         for i in range(self.size):
             client, route, monitor = ports[3 * i : 3 * i + 3]
+            if self.base_port is not None:
+                client = self.base_port + i
+                route, monitor = client + 100, client + 200
             self.servers.append(_Server(f"n{i + 1}", client, route, monitor,
                                         self.root / f"n{i + 1}"))  # fmt: skip
 
