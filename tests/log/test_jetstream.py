@@ -259,6 +259,30 @@ async def test_without_a_quorum_appends_are_refused_then_resume(own_cluster: Loc
         await log.close()
 
 
+async def test_stats_say_the_cluster_is_unreachable_without_an_append_failing(
+    own_cluster: LocalNats,
+) -> None:
+    log = JetStreamLog(config(own_cluster.urls))
+    try:
+        await log.open()
+        assert log.stats().refusing is None
+        for i in range(3):
+            own_cluster.kill(i)
+
+        async def says_down() -> bool:
+            return log.stats().refusing == "jetstream_unavailable"
+
+        await eventually(says_down, "stats() report the cluster unreachable")
+        own_cluster.restart(0, 1, 2)
+
+        async def says_up() -> bool:
+            return log.stats().refusing is None
+
+        await eventually(says_up, "stats() report the cluster back")
+    finally:
+        await log.close()
+
+
 async def test_a_frozen_server_is_routed_around(own_cluster: LocalNats) -> None:
     """SIGSTOP on the server the client is connected to: to the rest, a network partition;
     it comes back (SIGCONT) while the load still runs."""

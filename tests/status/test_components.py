@@ -91,6 +91,9 @@ def test_log_refusing_writes() -> None:
     assert full["sources"][0] is Status.MAJOR and full["tracking-api"][0] is Status.PARTIAL
     slow = states(commit_latency_ms=900)
     assert slow["sources"][0] is Status.DEGRADED and "900 ms" in slow["sources"][1]
+    cluster_gone = states(log_refusing="jetstream_unavailable")  # docs/scale-out.md
+    assert cluster_gone["sources"][0] is Status.MAJOR
+    assert "jetstream_unavailable" in cluster_gone["sources"][1]
 
 
 def test_incidents_open_update_resolve_and_maintenance(tmp_path: Path) -> None:

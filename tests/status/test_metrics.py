@@ -205,6 +205,7 @@ async def test_metrics_follow_ingestion_and_delivery(running: Running) -> None:
     assert scrape.value("headwater_log_commit_latency_seconds") >= 0
     assert {s.labels["reason"]: s.value for s in scrape.samples("headwater_log_refusing")} == {
         "disk_budget": 0, "disk_full": 0, "write_latency": 0, "writer_failed": 0,
+        "jetstream_unavailable": 0, "jetstream_full": 0,
     }  # fmt: skip
     assert scrape.value("headwater_delivery_queue_events", destination="failing") == 4
     assert scrape.value("headwater_delivery_queue_events", destination="inspector") == 0

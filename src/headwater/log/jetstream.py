@@ -229,6 +229,7 @@ class JetStreamLog:
         self._bytes = 0
         self._oldest_ms: int | None = None
         self._dropped = 0  # records retention dropped, seen by the stats refresher
+        self._unreachable = False  # the last stats refresh got no answer from the stream
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -578,8 +579,9 @@ class JetStreamLog:
         while not self._closed:
             try:
                 await self._refresh_once()
-            except (nats.errors.Error, nats.js.errors.Error, LogError):
-                pass  # the snapshot stays as it was; appends report unavailability
+                self._unreachable = False
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, LogError):
+                self._unreachable = True  # stats() says so: status shows the log down
             except Exception:
                 logger.exception("JetStream stats refresh failed")
             await asyncio.sleep(STATS_SECS)
@@ -609,6 +611,8 @@ class JetStreamLog:
         refusing = None
         if self._refused is not None and time.monotonic() - self._refused[1] < REFUSING_SECS:
             refusing = self._refused[0]
+        elif self._unreachable or (self._nc is not None and not self._nc.is_connected):
+            refusing = "jetstream_unavailable"  # seen without an append having to fail
         return LogStats(
             first_offset=self._first, last_offset=self._last, records=self._records,
             payload_bytes=self._bytes, disk_bytes=self._bytes * self.config.replicas,

@@ -139,10 +139,13 @@ class LocalNats:
         if process is not None:
             process.wait()
 
-    def restart(self, i: int) -> None:
-        self.kill(i)
-        self._spawn(i)
-        self.wait_ready([i])
+    def restart(self, *indexes: int) -> None:
+        """Start these servers again on their stores (killing them first if they run); they
+        are ready together, as a server alone cannot be healthy without a quorum."""
+        for i in indexes:
+            self.kill(i)
+            self._spawn(i)
+        self.wait_ready(list(indexes))
 
     def pause(self, i: int) -> None:
         """Freeze server ``i`` (SIGSTOP): to its peers and clients, a partitioned node."""

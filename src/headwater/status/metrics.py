@@ -46,7 +46,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The classic text exposition format, which every Prometheus-compatible scraper reads."""
 REFRESH_SECS = 1.0  # the store and log are read at most this often, however often scraped
 REFRESH_WAIT_SECS = 2.0  # a scrape waits this long for fresh values, then shows the last ones
-LOG_REFUSING_REASONS = ("disk_budget", "disk_full", "write_latency", "writer_failed")
+LOG_REFUSING_REASONS = ("disk_budget", "disk_full", "write_latency", "writer_failed",
+                        "jetstream_unavailable", "jetstream_full")  # fmt: skip
 """Why the log refuses writes (:attr:`~headwater.log.base.LogStats.refusing`); one series each."""
 OUTCOMES = ("delivered", "discarded", "dead_lettered", "filtered", "retried")
 

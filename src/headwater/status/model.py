@@ -204,7 +204,8 @@ def _tracking_api(signals: Signals) -> ComponentState:
 
 def _ingestion(signals: Signals, config: StatusConfig) -> ComponentState:
     refusing = signals.log_refusing
-    if refusing in ("writer_failed", "disk_full", "disk_budget"):
+    if refusing in ("writer_failed", "disk_full", "disk_budget", "jetstream_unavailable",
+                    "jetstream_full"):  # fmt: skip
         return ComponentState(INGESTION, Status.MAJOR, f"the event log refuses writes: {refusing}")
     if refusing is not None:
         return ComponentState(
