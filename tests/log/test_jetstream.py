@@ -273,6 +273,8 @@ async def test_stats_say_the_cluster_is_unreachable_without_an_append_failing(
             return log.stats().refusing == "jetstream_unavailable"
 
         await eventually(says_down, "stats() report the cluster unreachable")
+        # a follower waiting meanwhile hears "nothing yet", not an exception
+        assert not await asyncio.wait_for(log.wait(0, 1), CEILING)
         own_cluster.restart(0, 1, 2)
 
         async def says_up() -> bool:

@@ -467,12 +467,18 @@ class JetStreamLog:
             self._keep_cursor(cursor)
 
     async def _wait_on_leader(self, after: int, timeout_secs: float) -> bool:
+        """Poll the leader while no consumer can be made; an unreachable cluster is "nothing
+        yet" to a waiter (reads and appends report it), never an exception."""
         deadline = time.monotonic() + timeout_secs
-        while not await self._read_from_leader(after, 1):
+        while True:
+            try:
+                if await self._read_from_leader(after, 1):
+                    return True
+            except LogError:
+                pass
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
-        return True
 
     async def _read_from_leader(self, after: int, limit: int) -> list[StoredRecord]:
         out: list[StoredRecord] = []
