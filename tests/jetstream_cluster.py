@@ -63,3 +63,14 @@ async def delete_streams(servers: list[str], streams: list[str]) -> None:
                 await js.delete_stream(stream)
     finally:
         await nc.close()
+
+
+async def leader_index(cluster: LocalNats, stream: str) -> int:
+    """Which of the cluster's servers leads the stream now."""
+    nc = await nats.connect(servers=cluster.urls)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+    finally:
+        await nc.close()
+    assert info.cluster is not None and info.cluster.leader is not None
+    return [s.name for s in cluster.servers].index(info.cluster.leader)

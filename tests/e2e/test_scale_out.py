@@ -27,8 +27,7 @@ from headwater.log.nats_local import LocalNats
 from tests.e2e.conftest import Server
 from tests.e2e.test_delivery import delivered_ids, post_batches, webhook_yaml
 from tests.fakes import FakeDestination, always, free_port
-from tests.jetstream_cluster import require_nats_server
-from tests.log.test_jetstream import leader_index
+from tests.jetstream_cluster import leader_index, require_nats_server
 
 
 def jetstream_yaml(cluster: LocalNats, stream: str) -> str:

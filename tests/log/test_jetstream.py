@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats
 import pytest
 
 from headwater.config import LogConfig
@@ -18,7 +17,7 @@ from headwater.errors import LogError, LogUnavailable
 from headwater.log import Record
 from headwater.log.jetstream import JetStreamLog, bucket_subject
 from headwater.log.nats_local import LocalNats
-from tests.jetstream_cluster import delete_streams
+from tests.jetstream_cluster import delete_streams, leader_index
 
 CEILING = 60.0
 # nats-py leaves the socket of a server it lost to the garbage collector after reconnecting
@@ -209,16 +208,6 @@ async def all_stored(servers: list[str], stream: str) -> list[str]:
         return ids
     finally:
         await fresh.close()
-
-
-async def leader_index(cluster: LocalNats, stream: str) -> int:
-    nc = await nats.connect(servers=cluster.urls)
-    try:
-        info = await nc.jetstream().stream_info(stream)
-    finally:
-        await nc.close()
-    assert info.cluster is not None and info.cluster.leader is not None
-    return [s.name for s in cluster.servers].index(info.cluster.leader)
 
 
 async def test_killing_the_stream_leader_under_load_loses_no_acknowledged_event(

@@ -211,13 +211,13 @@ class JetStreamLog:
             raise LogError("JetStreamLog needs log.backend: jetstream and log.servers")
         self.config = config
         self.stream = config.stream
+        self.subjects = f"{config.stream}.>"  # every event's subject
         self.ack_secs = ack_secs
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._opening: asyncio.Lock | None = None
         self._closed = False
-        self._cursors: dict[int, list[_Cursor]] = {}
-        self._cursor_count = 0
+        self._cursors: dict[int, list[_Cursor]] = {}  # by the next sequence they deliver
         self._stats_task: asyncio.Task[None] | None = None
         self._appended = 0
         self._duplicates = 0
@@ -295,7 +295,7 @@ class JetStreamLog:
     def _stream_config(self) -> StreamConfig:
         max_age = float(self.config.retention_max_age_secs)
         return StreamConfig(
-            name=self.stream, subjects=[f"{self.stream}.>"], num_replicas=self.config.replicas,
+            name=self.stream, subjects=[self.subjects], num_replicas=self.config.replicas,
             storage=StorageType.FILE, retention=RetentionPolicy.LIMITS,
             discard=DiscardPolicy.OLD, max_age=max_age,
             max_bytes=int(self.config.retention_max_bytes),
@@ -352,7 +352,7 @@ class JetStreamLog:
             if not again:
                 break
             # "in process": once the other copy is stored, ours is its duplicate; "no
-            # responders": the stream's leader is moving. One by one, a moment later.
+            # responders": the stream's leader is moving. Those again, a moment later.
             await asyncio.sleep(0.1 * attempt)
             retried = iter(await self._publish(again, last=attempt == PUBLISH_ATTEMPTS - 1))
             acks = [ack if ack is not None else next(retried) for ack in acks]
@@ -484,7 +484,7 @@ class JetStreamLog:
         out: list[StoredRecord] = []
         seq = after + 1
         while len(out) < limit:
-            found = await self._get_next(seq, f"{self.stream}.>")
+            found = await self._get_next(seq, self.subjects)
             if found is None:
                 break
             out.append(found)
@@ -522,7 +522,6 @@ class JetStreamLog:
         cursor = waiting.pop()
         if not waiting:
             del self._cursors[next_seq]
-        self._cursor_count -= 1
         return cursor
 
     def _keep_cursor(self, cursor: _Cursor) -> None:
@@ -530,8 +529,7 @@ class JetStreamLog:
             self._drop(cursor)
             return
         self._cursors.setdefault(cursor.next_seq, []).append(cursor)
-        self._cursor_count += 1
-        while self._cursor_count > CURSORS:  # the oldest-kept first
+        while sum(map(len, self._cursors.values())) > CURSORS:  # the oldest-kept first
             oldest = next(iter(self._cursors))
             dropped = self._take_cursor(oldest)
             if dropped is not None:
@@ -604,7 +602,7 @@ class JetStreamLog:
         if self._first is not None and (first is None or first > self._first):
             self._dropped += (first or state.last_seq + 1) - self._first
         if first is not None and first != self._first:
-            head = await self._get_next(first, f"{self.stream}.>")
+            head = await self._get_next(first, self.subjects)
             self._oldest_ms = head.received_at_ms if head else None
         self._first = first
         self._last = state.last_seq if state.messages else None
