@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from headwater.config.workspace import StateConfig
 from tests.fakes import free_port
 
 START_SECS = 60.0
@@ -32,6 +34,18 @@ START_SECS = 60.0
 @dataclass(frozen=True)
 class Postgres:
     port: int
+    pg_ctl: tuple[str, ...] = ()
+    """``pg_ctl -D DATA`` (as the cluster's user): what stops and starts this server."""
+    start_args: tuple[str, ...] = ()
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``immediate``: as a crash would)."""
+        subprocess.run([*self.pg_ctl, "-m", mode, "-w", "stop"], check=True,
+                       capture_output=True)  # fmt: skip
+
+    def start(self) -> None:
+        subprocess.run([*self.pg_ctl, *self.start_args, "start"], check=True,
+                       capture_output=True)  # fmt: skip
 
     def dsn(self, database: str = "postgres", user: str = "headwater") -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
@@ -94,10 +108,10 @@ def cluster(*, fsync: bool = False) -> Iterator[Postgres]:
                     "--auth=trust", "-E", "UTF8", "--no-sync"],
                    check=True, capture_output=True)  # fmt: skip
     options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync={'on' if fsync else 'off'}"
-    subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
-                    "-w", "-t", str(int(START_SECS)), "-o", options, "start"],
-                   check=True, capture_output=True)  # fmt: skip
-    server = Postgres(port)
+    pg_ctl = (*prefix, str(bin_dir / "pg_ctl"), "-D", str(data))
+    start_args = ("-l", str(root / "log"), "-w", "-t", str(int(START_SECS)), "-o", options)
+    server = Postgres(port, pg_ctl, start_args)
+    server.start()
     try:
         deadline = time.monotonic() + START_SECS
         while True:
@@ -110,6 +124,22 @@ def cluster(*, fsync: bool = False) -> Iterator[Postgres]:
                 time.sleep(0.2)
         yield server
     finally:
-        subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)  # fmt: skip
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def state_config(server: Postgres, schema: str | None = None) -> StateConfig:
+    """``state: {backend: postgres}`` on ``server``, in a schema of its own (a fresh one
+    unless named), so that tests sharing the session's cluster never see each other's rows."""
+    return StateConfig.model_validate({"backend": "postgres", "dsn": server.dsn(),
+                                       "schema": schema or f"t{uuid.uuid4().hex[:16]}",
+                                       "reconnect_secs": 60})  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_backend(request: pytest.FixtureRequest) -> StateConfig | None:
+    """Each state store test twice: on SQLite (``None``: the data directory) and PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    server: Postgres = request.getfixturevalue("postgres")
+    return state_config(server)

@@ -69,6 +69,13 @@ def test_no_disk_budget_by_default() -> None:
          "log.retention_max_bytes: 'lots' is not a size"),
         ("sources: [{name: a}]\nlog: {retention_max_age_secs: 0}\n", "log.retention_max_age_secs"),
         ("sources: [{name: a}]\ngateway: {trusted_proxies: [not-an-ip]}\n", "gateway.trusted_proxies[0]"),
+        ("sources: [{name: a}]\nstate: {backend: postgres}\n", "state: backend postgres needs dsn"),
+        ("sources: [{name: a}]\nstate: {backend: postgres, dsn: 'postgresql://hw:secret@db/hw'}\n",
+         "dsn: remove the password"),
+        ("sources: [{name: a}]\nstate: {dsn: 'postgresql://hw@db/hw'}\n", "dsn and password_env are for backend: postgres"),
+        ("sources: [{name: a}]\nstate: {backend: postgres, dsn: 'postgresql://hw@db/hw', schema: Ws-1}\n",
+         "state.schema"),
+        ("sources: [{name: a}]\nstate: {backend: mysql}\n", "state.backend"),
     ],
 )  # fmt: skip
 def test_faults_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
@@ -207,3 +214,21 @@ def test_every_fault_in_a_destinations_settings_is_named(tmp_path: Path) -> None
         "destinations[0].settings.extra", "destinations[0].settings.method",
         "destinations[0].settings.url",
     ]  # fmt: skip
+
+
+def test_state_on_postgres_keeps_its_schema_through_the_workers_dump() -> None:
+    doc = {
+        "sources": [{"name": "a"}],
+        "state": {
+            "backend": "postgres",
+            "schema": "shop_eu",
+            "dsn": "postgresql://headwater@10.0.0.5:5432/headwater",
+            "password_env": "HW_PG",
+        },
+    }
+    ws = parse_workspace(doc, "test")
+    assert (ws.state.backend, ws.state.schema_name, ws.state.reconnect_secs) == (
+        "postgres", "shop_eu", 60)  # fmt: skip
+    # The worker process gets the workspace as JSON (by alias): the schema survives.
+    again = type(ws).model_validate_json(ws.model_dump_json(by_alias=True))
+    assert again.state == ws.state

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from headwater.config.workspace import StateConfig
 from headwater.delivery.events import OutboundEvent
 from headwater.delivery.outcomes import EventState, Exchange
 from headwater.delivery.store import (
@@ -23,6 +24,7 @@ from headwater.delivery.store import (
     StoreDB,
     now_ms,
 )
+from headwater.state.sql import PostgresConn
 
 
 def ev(offset: int) -> OutboundEvent:
@@ -30,10 +32,19 @@ def ev(offset: int) -> OutboundEvent:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[StoreDB]:
-    store = StoreDB(tmp_path / DB_FILE)
+def db(tmp_path: Path, state_backend: StateConfig | None) -> Iterator[StoreDB]:
+    """The store on SQLite and on PostgreSQL: the same SQL must mean the same on both."""
+    store = StoreDB.open(tmp_path, state_backend)
     yield store
     store.close()
+
+
+def reopen(db: StoreDB) -> StoreDB:
+    """A second connection to the same store (as the CLI opens beside the server)."""
+    if isinstance(db.conn, PostgresConn):
+        doc = {"backend": "postgres", "dsn": db.conn.dsn, "schema": db.conn.schema}
+        return StoreDB.postgres(StateConfig.model_validate(doc))
+    return StoreDB(db.path)
 
 
 def test_ledger_finds_an_event_in_merged_and_wide_rows(db: StoreDB) -> None:
@@ -66,7 +77,7 @@ def test_ledger_finds_an_event_in_merged_and_wide_rows(db: StoreDB) -> None:
     assert db.ledger_rows("a", 4) == [] and db.ledger_rows("a", 899) == []
     assert db.ledger_rows("nobody", 1) == []
     # A second connection (the CLI) finds them too.
-    other = StoreDB(db.path)
+    other = reopen(db)
     assert [r.state for r in other.ledger_rows("a", 900)] == [EventState.DELIVERED]
     other.close()
 
@@ -154,8 +165,10 @@ def test_a_store_of_another_schema_is_refused(tmp_path: Path) -> None:
         StoreDB(tmp_path / DB_FILE)
 
 
-async def test_concurrent_writes_are_applied_in_order_in_groups(tmp_path: Path) -> None:
-    store = DeliveryStore(tmp_path)
+async def test_concurrent_writes_are_applied_in_order_in_groups(
+    tmp_path: Path, state_backend: StateConfig | None
+) -> None:
+    store = DeliveryStore(tmp_path, state_backend)
     await store.open()
     try:
         await asyncio.gather(*(store.write([SetCursor("a", i)]) for i in range(1, 201)))

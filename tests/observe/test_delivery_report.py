@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from headwater.config.workspace import StateConfig
 from headwater.delivery.events import OutboundEvent
 from headwater.delivery.outcomes import EventState, Exchange
-from headwater.delivery.store import DB_FILE, LedgerEntry, PutDead, PutRetry, StoreDB
+from headwater.delivery.store import LedgerEntry, PutDead, PutRetry, StoreDB
 from headwater.observe.delivery_report import bucket_for, delivery_report
 
 MIN = 60_000
@@ -21,8 +22,8 @@ UNTIL = SINCE + HOUR
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[StoreDB]:
-    store = StoreDB(tmp_path / DB_FILE)
+def db(tmp_path: Path, state_backend: StateConfig | None) -> Iterator[StoreDB]:
+    store = StoreDB.open(tmp_path, state_backend)  # SQLite and PostgreSQL
     yield store
     store.close()
 

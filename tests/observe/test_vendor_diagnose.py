@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from headwater.config.workspace import StateConfig
 from headwater.delivery.outcomes import EventState, Exchange
-from headwater.delivery.store import DB_FILE, LedgerEntry, StoreDB
+from headwater.delivery.store import LedgerEntry, StoreDB
 from headwater.destinations import TYPES
 from headwater.gateway.normalize import iso_ms
 from headwater.observe.delivery_report import delivery_report
@@ -31,8 +32,8 @@ KEY = "Amplitude 400 invalid_api_key: Invalid API Key"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[StoreDB]:
-    store = StoreDB(tmp_path / DB_FILE)
+def db(tmp_path: Path, state_backend: StateConfig | None) -> Iterator[StoreDB]:
+    store = StoreDB.open(tmp_path, state_backend)  # SQLite and PostgreSQL
     yield store
     store.close()
 

@@ -40,6 +40,8 @@ from headwater.errors import ConfigError
 from headwater.log.sqlite_reads import connect_readonly, offsets_received_between, read_after
 from headwater.processor.fanout import DestinationStage, FilteredOut
 from headwater.processor.routing import Filtered, NotMine
+from headwater.state.migrations import MigrationError
+from headwater.state.sql import StateUnavailable
 
 deadletter_app = typer.Typer(
     help="List, re-drive or purge events that outlived their retry window.",
@@ -62,7 +64,15 @@ def _workspace(config: Path) -> Workspace:
         raise refuse(str(exc)) from exc
 
 
-def _store(data_dir: Path) -> StoreDB:
+def _store(data_dir: Path, config: Path | None = None) -> StoreDB:
+    """The delivery store of the workspace at ``config`` (when that file exists): in
+    PostgreSQL with ``state: {backend: postgres}``, else the data directory's file."""
+    state = _workspace(config).state if config is not None and config.exists() else None
+    if state is not None and state.backend == "postgres":
+        try:
+            return StoreDB.postgres(state)
+        except (StateUnavailable, MigrationError) as exc:
+            raise refuse(str(exc)) from exc
     path = data_dir / "delivery" / DB_FILE
     if not path.exists():
         raise refuse(f"no delivery store at {path}; check --data-dir (has Headwater run there?)")
@@ -83,10 +93,11 @@ def deadletter_list(
     destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
     limit: Annotated[int, typer.Option(help="Show at most this many.", min=1)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line.")] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
     """List dead letters, oldest first, with the reason each one failed."""
-    with closing(_store(data_dir)) as db:
+    with closing(_store(data_dir, config)) as db:
         letters = db.dead_letters(destination, limit=limit)
         counts = db.dead_letter_counts()
     if as_json:
@@ -138,7 +149,7 @@ def deadletter_retry(
         )
         for d in workspace.destinations
     }
-    with closing(_store(data_dir)) as db:
+    with closing(_store(data_dir, config)) as db:
         orphans = set(db.dead_letter_counts()) - set(windows)
         moved = db.redrive(windows, batches, destination, ids or None)
     for name, n in sorted(moved.items()):
@@ -166,13 +177,14 @@ def deadletter_purge(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
     """Delete dead letters for good."""
     if not (destination or ids or before or all_):
         raise refuse("say which dead letters to purge: --destination, --id, --before or --all")
     before_ms = parse_when(before) if before else None
-    with closing(_store(data_dir)) as db:
+    with closing(_store(data_dir, config)) as db:
         count = len(db.dead_letters(destination, ids or None, limit=None, before_ms=before_ms))
         if not count:
             out.print("No dead letters match.")
@@ -267,7 +279,7 @@ def replay(
         if counts["sent"] == 0 and not dry_run:
             out.print("Nothing to replay.")
         return
-    with closing(_store(data_dir)) as db:
+    with closing(_store(data_dir, config)) as db:
         replay_id = db.create_replay(destination, since_ms, until_ms, last, after)
     record_change(data_dir, "replay", f"destinations/{destination}",
                   {"replay": replay_id, "since_ms": since_ms, "until_ms": until_ms,
@@ -277,13 +289,13 @@ def replay(
         out.print("Headwater is not running here: the replay runs when it starts.")
         return
     if wait:
-        _follow(data_dir, replay_id, after, last)
+        _follow(data_dir, config, replay_id, after, last)
 
 
-def _follow(data_dir: Path, replay_id: int, first: int, last: int) -> None:
+def _follow(data_dir: Path, config: Path, replay_id: int, first: int, last: int) -> None:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())  # fmt: skip
-    with closing(_store(data_dir)) as db, Progress(*columns, console=out) as progress:
+    with closing(_store(data_dir, config)) as db, Progress(*columns, console=out) as progress:
         task = progress.add_task(f"replay {replay_id}", total=max(1, last - first))
         while True:
             job = db.replay(replay_id)

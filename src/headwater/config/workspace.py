@@ -269,6 +269,47 @@ class DestinationConfig(_Model):
     to the type's preset actions. Absent: the presets as they are."""
 
 
+class StateConfig(_Model):
+    """Where Headwater keeps its state beside the log: SQLite files in the data directory (the
+    default) or a schema in a PostgreSQL database that every node shares (docs/scale-out.md).
+    Today the delivery store (positions, retries, ledger, dead letters, replays) moves to
+    PostgreSQL; the other stores stay in the data directory."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+
+    dsn: str | None = None
+    """``postgres``: the database, e.g. ``postgresql://headwater@10.0.0.5:5432/headwater``,
+    without a password."""
+
+    password_env: str | None = None
+    """``postgres``: the environment variable holding the password (or use ``PGPASSWORD``
+    or ``~/.pgpass``); a password is never written in the workspace file."""
+
+    schema_name: str = Field(default="headwater", alias="schema",
+                             pattern=r"^[a-z_][a-z0-9_]{0,62}$")  # fmt: skip
+    """``postgres``: the schema holding this workspace's tables (created if missing), so one
+    database can serve several workspaces."""
+
+    reconnect_secs: Seconds = Field(default=60, gt=0)
+    """``postgres``: how long a call waits for PostgreSQL to come back before it fails (the
+    delivery workers then keep trying; the log keeps accepting meanwhile)."""
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> StateConfig:
+        if self.backend == "sqlite":
+            if self.dsn is not None or self.password_env is not None:
+                raise ValueError("dsn and password_env are for backend: postgres; remove them "
+                                 "or add 'backend: postgres'")  # fmt: skip
+            return self
+        if not self.dsn:
+            raise ValueError("backend postgres needs dsn, e.g. "
+                             "'postgresql://headwater@127.0.0.1:5432/headwater'")  # fmt: skip
+        if _dsn_has_password(self.dsn):
+            raise ValueError("dsn: remove the password; name the environment variable holding "
+                             "it in password_env (or use PGPASSWORD / ~/.pgpass)")  # fmt: skip
+        return self
+
+
 class WarehouseConfig(_Model):
     """A warehouse: every event of some sources in SQL, in Segment's schema
     (docs/warehouses.md)."""
@@ -468,6 +509,7 @@ class Workspace(_Model):
     sources: Annotated[list[SourceConfig], Field(min_length=1)]
     destinations: list[DestinationConfig] = []
     log: LogConfig = LogConfig()
+    state: StateConfig = StateConfig()
     gateway: GatewayConfig = GatewayConfig()
     status: StatusConfig = StatusConfig()
     alerts: AlertsConfig = AlertsConfig()

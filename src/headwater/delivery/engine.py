@@ -84,7 +84,7 @@ class DeliveryEngine:
     def __init__(self, workspace: Workspace, log: EventLog, data_dir: Path) -> None:
         self.workspace = workspace
         self.log = log
-        self.store = DeliveryStore(data_dir)
+        self.store = DeliveryStore(data_dir, workspace.state)
         self.http = HttpClient()
         self.workers: dict[str, Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []

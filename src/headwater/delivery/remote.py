@@ -86,7 +86,7 @@ class RemoteEngine:
     def __init__(self, workspace: Workspace, log: EventLog, data_dir: Path, socket: Path) -> None:
         self.log = log
         self._socket = socket
-        self._store = DeliveryStore(data_dir)
+        self._store = DeliveryStore(data_dir, workspace.state)
         self._http = HttpClient()
         self._workers = {
             d.name: RemoteWorker(

@@ -1,6 +1,8 @@
 """The delivery store: where each destination stands, what waits for a retry, what happened.
 
-Storage layout, in ``<data-dir>/delivery/delivery.sqlite`` (WAL, ``synchronous=NORMAL``):
+Storage layout, in ``<data-dir>/delivery/delivery.sqlite`` (WAL, ``synchronous=NORMAL``), or
+with ``state: {backend: postgres}`` the same tables in the workspace's PostgreSQL schema
+(:mod:`headwater.state.migrations`; ``meta`` is ``delivery_meta`` there), shared by every node:
 
     cursors(destination PRIMARY KEY, offset, updated_ms)
         how far into the log each destination's worker has handed every event an outcome.
@@ -34,7 +36,8 @@ Writes come from the delivery workers as lists of operations; concurrent lists a
 in one transaction (group commit). A cursor moves in the same transaction as the outcomes of
 the events it passes, so after a crash a worker re-sends at most what it had not recorded:
 delivery is at-least-once. The CLI (``headwater deadletter``, ``replay``) opens the same file
-with :class:`StoreDB` while the server runs; SQLite's locking keeps them apart.
+with :class:`StoreDB` while the server runs; SQLite's locking (or PostgreSQL's) keeps them
+apart. The SQL is written once for both engines (:mod:`headwater.state.sql`).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -60,6 +63,10 @@ from headwater.delivery.events import (
 )
 from headwater.delivery.outcomes import EventState, Exchange
 from headwater.sqlite_files import open_store
+from headwater.state.sql import PostgresConn, SqlConn, SqliteConn
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
 
 T = TypeVar("T")
 
@@ -71,7 +78,7 @@ LATENCY_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS cursors(destination TEXT PRIMARY KEY, offset INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS cursors(destination TEXT PRIMARY KEY, "offset" INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS retries(id INTEGER PRIMARY KEY, destination TEXT NOT NULL,
     first_offset INTEGER NOT NULL, last_offset INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -88,7 +95,7 @@ CREATE INDEX IF NOT EXISTS ledger_offsets ON ledger(destination, first_offset);
 CREATE INDEX IF NOT EXISTS ledger_time ON ledger(at_ms);
 CREATE INDEX IF NOT EXISTS ledger_window ON ledger(destination, at_ms);
 CREATE TABLE IF NOT EXISTS deadletter(id INTEGER PRIMARY KEY, destination TEXT NOT NULL,
-    offset INTEGER NOT NULL, message_id TEXT NOT NULL, received_ms INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL, message_id TEXT NOT NULL, received_ms INTEGER NOT NULL,
     payload BLOB NOT NULL, reason TEXT NOT NULL, status INTEGER, attempts INTEGER NOT NULL,
     first_failed_ms INTEGER, dead_ms INTEGER NOT NULL, exchange BLOB);
 CREATE INDEX IF NOT EXISTS deadletter_dest ON deadletter(destination, id);
@@ -267,15 +274,41 @@ def _json(blob: bytes | None) -> dict[str, Any] | None:
 
 
 class StoreDB:
-    """The store on one SQLite connection; every method runs on the caller's thread."""
+    """The store on one connection (a SQLite file, or PostgreSQL with :meth:`postgres`);
+    every method runs on the caller's thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None = None, *, conn: SqlConn | None = None) -> None:
         self.path = path
-        self.conn = open_store(path, _SCHEMA, what="delivery store", version=SCHEMA_VERSION)
+        if conn is None:
+            if path is None:
+                raise TypeError("StoreDB needs a path or a connection")
+            raw = open_store(path, _SCHEMA, what="delivery store", version=SCHEMA_VERSION)
+            conn = SqliteConn(raw, str(path))
+        self.conn = conn
+        self._meta = "meta" if conn.dialect == "sqlite" else "delivery_meta"
         self._spans = {
             k.removeprefix("span:"): int(v)
-            for k, v in self.conn.execute("SELECT key, value FROM meta WHERE key LIKE 'span:%'")
+            for k, v in self.conn.execute(
+                f"SELECT key, value FROM {self._meta} WHERE key LIKE 'span:%'"
+            )
         }
+
+    @classmethod
+    def postgres(cls, state: StateConfig) -> StoreDB:
+        """The store in the PostgreSQL schema ``state`` names, migrated to this version."""
+        from headwater.state.migrations import migrate
+
+        assert state.dsn is not None  # the workspace's load check
+        conn = PostgresConn(state.dsn, state.schema_name, password_env=state.password_env,
+                            reconnect_secs=state.reconnect_secs, on_connect=migrate)  # fmt: skip
+        return cls(conn=conn)
+
+    @classmethod
+    def open(cls, data_dir: Path, state: StateConfig | None) -> StoreDB:
+        """The store where the workspace keeps it: ``data_dir``'s file, or PostgreSQL."""
+        if state is not None and state.backend == "postgres":
+            return cls.postgres(state)
+        return cls(data_dir / DB_FILE)
 
     def close(self) -> None:
         self.conn.close()
@@ -284,15 +317,13 @@ class StoreDB:
 
     def apply(self, ops: Sequence[Op]) -> None:
         """Apply operations in one transaction, merging plain successes into few rows."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for op in _merge_ledger(ops):
+        merged = _merge_ledger(ops)
+
+        def work() -> None:
+            for op in merged:
                 self._apply_one(op)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+
+        self.conn.write_once(work)
 
     def _apply_one(self, op: Op) -> None:
         conn = self.conn
@@ -358,7 +389,7 @@ class StoreDB:
         elif isinstance(op, PutDead):
             exchange = _exchange_blob(op.exchange)
             conn.executemany(
-                "INSERT INTO deadletter(destination, offset, message_id, received_ms, payload,"
+                'INSERT INTO deadletter(destination, "offset", message_id, received_ms, payload,'
                 " reason, status, attempts, first_failed_ms, dead_ms, exchange)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
@@ -380,8 +411,9 @@ class StoreDB:
             )
         elif isinstance(op, SetCursor):
             conn.execute(
-                "INSERT INTO cursors VALUES (?,?,?) ON CONFLICT(destination) DO UPDATE"
-                " SET offset=max(offset, excluded.offset), updated_ms=excluded.updated_ms",
+                'INSERT INTO cursors VALUES (?,?,?) ON CONFLICT(destination) DO UPDATE SET "offset"'
+                '=CASE WHEN excluded."offset" > cursors."offset" THEN excluded."offset" ELSE'
+                ' cursors."offset" END, updated_ms=excluded.updated_ms',
                 (op.destination, op.offset, now_ms()),
             )
         elif isinstance(op, ReplayProgress):
@@ -406,13 +438,15 @@ class StoreDB:
         if span > self._spans.get(destination, -1):
             self._spans[destination] = span
             self.conn.execute(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"span:{destination}", str(span))
+                f"INSERT INTO {self._meta} VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                " SET value=excluded.value",
+                (f"span:{destination}", str(span)),
             )
 
     # -- cursors and retries
 
     def cursors(self) -> dict[str, int]:
-        return dict(self.conn.execute("SELECT destination, offset FROM cursors").fetchall())
+        return dict(self.conn.execute('SELECT destination, "offset" FROM cursors').fetchall())
 
     def retries(
         self, destination: str, due_before_ms: int | None = None, limit: int = 100
@@ -435,7 +469,8 @@ class StoreDB:
     def retry_summary(self, destination: str) -> tuple[int, int | None]:
         """(events waiting for a retry, the earliest next attempt)."""
         row = self.conn.execute(
-            "SELECT coalesce(sum(count), 0), min(next_attempt_ms) FROM retries WHERE destination=?",
+            "SELECT CAST(coalesce(sum(count), 0) AS BIGINT), min(next_attempt_ms) FROM retries"
+            " WHERE destination=?",
             (destination,),
         ).fetchone()
         return int(row[0]), row[1]
@@ -457,7 +492,7 @@ class StoreDB:
     ) -> list[DeadLetter]:
         sql, args = self._dead_filter(destination, ids, before_ms)
         sql = (
-            "SELECT id, destination, offset, message_id, received_ms, payload, reason, status,"
+            'SELECT id, destination, "offset", message_id, received_ms, payload, reason, status,'
             " attempts, first_failed_ms, dead_ms, exchange FROM deadletter" + sql + " ORDER BY id"
         )
         if limit is not None:
@@ -506,8 +541,9 @@ class StoreDB:
         Returns the number of events re-driven per destination."""
         moved: dict[str, int] = {}
         at = now_ms()
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+
+        def work() -> None:
+            moved.clear()
             for dest, window in windows_secs.items():
                 if destination is not None and dest != destination:
                     continue
@@ -535,10 +571,8 @@ class StoreDB:
                         "DELETE FROM deadletter WHERE id=?", [(d.id,) for d in letters]
                     )
                     moved[dest] = len(letters)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+
+        self.conn.write_once(work)
         return moved
 
     def purge(
@@ -557,13 +591,12 @@ class StoreDB:
     ) -> int:
         """A replay job of the events received in ``[since_ms, until_ms)``, read from the log
         after offset ``after`` up to ``end_offset``."""
-        cur = self.conn.execute(
+        row = self.conn.execute(
             "INSERT INTO replays(destination, since_ms, until_ms, end_offset, position, state,"
-            " created_ms) VALUES (?,?,?,?,?,?,?)",
+            " created_ms) VALUES (?,?,?,?,?,?,?) RETURNING id",
             (destination, since_ms, until_ms, end_offset, after, "pending", now_ms()),
-        )
-        assert cur.lastrowid is not None  # an INSERT always has one
-        return cur.lastrowid
+        ).fetchone()
+        return int(row[0])
 
     def replays(self, destination: str | None = None, active_only: bool = False) -> list[Replay]:
         sql = (
@@ -605,7 +638,7 @@ class StoreDB:
 
     def _load_span(self, destination: str) -> int | None:
         row = self.conn.execute(
-            "SELECT value FROM meta WHERE key=?", (f"span:{destination}",)
+            f"SELECT value FROM {self._meta} WHERE key=?", (f"span:{destination}",)
         ).fetchone()
         return None if row is None else int(row[0])
 
@@ -682,17 +715,18 @@ def _merge_ledger(ops: Sequence[Op]) -> list[Op]:
 class DeliveryStore:
     """:class:`StoreDB` for asyncio: one thread, and group commit of concurrent writes."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, state: StateConfig | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headwater-delivery")
         self._db: StoreDB | None = None
-        self._path = data_dir / DB_FILE
+        self._data_dir = data_dir
+        self._state = state
         self._pending: list[tuple[Sequence[Op], asyncio.Future[None]]] = []
         self._flushing = False
         self._flush_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._db = await loop.run_in_executor(self._pool, StoreDB, self._path)
+        self._db = await loop.run_in_executor(self._pool, StoreDB.open, self._data_dir, self._state)
 
     async def close(self) -> None:
         if self._db is not None:

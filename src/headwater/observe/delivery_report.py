@@ -173,7 +173,8 @@ def delivery_report(
             group.sample_offset = first_offset
             group.sample_exchange = orjson.loads(exchange) if exchange else None
     count, deadline = db.conn.execute(
-        "SELECT COALESCE(SUM(count), 0), MIN(deadline_ms) FROM retries WHERE destination=?",
+        "SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT), MIN(deadline_ms) FROM retries"
+        " WHERE destination=?",
         (destination,),
     ).fetchone()
     report.retrying_now, report.retry_deadline_ms = count, deadline

@@ -464,8 +464,9 @@ def _failing_offsets(
 ) -> list[int]:
     state, status, reason = key
     rows = db.conn.execute(
-        "SELECT first_offset FROM ledger WHERE destination=? AND state=? AND status IS ? AND"
-        " COALESCE(reason, '')=? AND at_ms>=? AND at_ms<? ORDER BY at_ms DESC LIMIT ?",
+        "SELECT first_offset FROM ledger WHERE destination=? AND state=? AND"
+        " status IS NOT DISTINCT FROM ? AND COALESCE(reason, '')=? AND at_ms>=?"
+        " AND at_ms<? ORDER BY at_ms DESC LIMIT ?",
         (destination, state, status, reason, window.since_ms, window.until_ms, MAX_SAMPLE_IDS),
     )
     return [r[0] for r in rows]

@@ -1,0 +1,307 @@
+"""One connection interface over SQLite and PostgreSQL, for the stores that live on either.
+
+A store writes its SQL once, in the dialect both engines accept (``?`` placeholders,
+``ON CONFLICT … DO UPDATE``, ``RETURNING``, ``IS NOT DISTINCT FROM``, quoted ``"offset"``),
+and runs it on a :class:`SqlConn`:
+
+- :class:`SqliteConn`, a file in the data directory (the embedded default);
+- :class:`PostgresConn`, a schema in a PostgreSQL database shared by every node
+  (``state: {backend: postgres}``, docs/scale-out.md). Placeholders are rewritten for
+  psycopg; the schema is brought up to date by :mod:`headwater.state.migrations` at open.
+
+PostgreSQL is a server that restarts; the connection heals itself:
+
+- a statement outside a transaction that fails because the connection is gone is retried on
+  a new connection until ``reconnect_secs`` have passed (a read asks again; a lone write that
+  the server never received is sent again);
+- :meth:`SqlConn.write_once` runs a transaction **at most once**: when the connection breaks
+  during ``COMMIT`` — the one moment the client cannot know whether it happened — the
+  transaction's id is looked up with ``txid_status()`` on the new connection, and the work is
+  done again only if PostgreSQL says it was not committed. So a delivery worker that retries
+  the outcomes it could not record never records them twice.
+
+While PostgreSQL is unreachable the calls wait (the delivery workers stall and the log keeps
+accepting); past ``reconnect_secs`` they raise :class:`StateUnavailable`, which says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+from psycopg import sql
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECS = 5
+SCHEMA_LOCK_KEY = 0x4857_5354  # "HWST": the advisory lock schema creation and migrations hold
+
+
+class StateUnavailable(RuntimeError):
+    """The state database does not answer (PostgreSQL down or unreachable)."""
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Any: ...
+
+
+class SqlConn(Protocol):
+    """What a store needs of its database."""
+
+    dialect: str
+    """``sqlite`` or ``postgres``."""
+
+    where: str
+    """The database, for messages (a path, or host:port/database schema)."""
+
+    def execute(self, query: str, args: Sequence[Any] = ()) -> Cursor: ...
+    def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> None: ...
+    def write_once(self, work: Callable[[], T]) -> T: ...
+    def close(self) -> None: ...
+
+
+class SqliteConn:
+    """A SQLite connection in autocommit mode; transactions take the write lock at once."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection, where: str) -> None:
+        self.raw = conn
+        self.where = where
+
+    def execute(self, query: str, args: Sequence[Any] = ()) -> Cursor:
+        return self.raw.execute(query, args)
+
+    def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.raw.executemany(query, rows)
+
+    def write_once(self, work: Callable[[], T]) -> T:
+        self.raw.execute("BEGIN IMMEDIATE")
+        try:
+            result = work()
+            self.raw.execute("COMMIT")
+        except BaseException:
+            self.raw.execute("ROLLBACK")
+            raise
+        return result
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+@functools.lru_cache(maxsize=512)
+def to_psycopg(query: str) -> str:
+    """``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled). The stores' SQL has
+    no ``?`` inside string literals."""
+    return query.replace("%", "%%").replace("?", "%s")
+
+
+class PostgresConn:
+    """A psycopg connection to ``dsn`` with ``search_path`` set to ``schema``, reconnecting."""
+
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        *,
+        password_env: str | None = None,
+        reconnect_secs: float = 60.0,
+        on_connect: Callable[[psycopg.Connection[Any]], object] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.password_env = password_env
+        self.reconnect_secs = reconnect_secs
+        self._on_connect = on_connect
+        self._conn: psycopg.Connection[Any] | None = None
+        self._in_transaction = False
+        self.reconnects = 0
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+        self.where = (f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/"
+                      f"{info.get('dbname', '')} schema {schema}")  # fmt: skip
+        self._connect(first=True)
+
+    # -- connecting
+
+    def _connect(self, *, first: bool = False) -> psycopg.Connection[Any]:
+        extra: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECS, "autocommit": True}
+        if self.password_env:
+            password = os.environ.get(self.password_env)
+            if password is None:
+                raise StateUnavailable(f"the environment variable {self.password_env} (state."
+                                       "password_env) is not set")  # fmt: skip
+            extra["password"] = password
+        deadline = time.monotonic() + self.reconnect_secs
+        wait = 0.1
+        while True:
+            try:
+                conn = psycopg.connect(self.dsn, **extra)
+            except psycopg.OperationalError as exc:
+                if time.monotonic() + wait > deadline:
+                    raise StateUnavailable(
+                        f"PostgreSQL at {self.where} does not answer ({_first_line(exc)}); "
+                        "check that it runs and that state.dsn is right"
+                    ) from exc
+                if first:
+                    logger.warning("PostgreSQL at %s: %s; trying again", self.where,
+                                   _first_line(exc))  # fmt: skip
+                time.sleep(wait)
+                wait = min(wait * 2, 2.0)
+                continue
+            try:
+                self._prepare(conn)
+                break
+            except psycopg.OperationalError as exc:
+                conn.close()
+                if time.monotonic() + wait > deadline:
+                    raise StateUnavailable(
+                        f"PostgreSQL at {self.where}: {_first_line(exc)}"
+                    ) from exc
+                time.sleep(wait)
+            except BaseException:
+                conn.close()
+                raise
+        if not first:
+            self.reconnects += 1
+            logger.warning("reconnected to PostgreSQL at %s", self.where)
+        self._conn = conn
+        return conn
+
+    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+        """The schema (created under the migrations' lock: two nodes starting at once would
+        race on ``CREATE SCHEMA IF NOT EXISTS``), the search path, then ``on_connect``."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(self.schema)))  # fmt: skip
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        if self._on_connect is not None:
+            self._on_connect(conn)
+
+    @property
+    def raw(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._connect()
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    # -- statements
+
+    def execute(self, query: str, args: Sequence[Any] = ()) -> Cursor:
+        if self._in_transaction:  # the transaction's owner decides what a failure means
+            return self.raw.execute(to_psycopg(query), args)
+        return self._again(lambda conn: conn.execute(to_psycopg(query), args))
+
+    def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> None:
+        if self._in_transaction:
+            self.raw.cursor().executemany(to_psycopg(query), list(rows))
+            return
+        listed = list(rows)
+        self._again(lambda conn: conn.cursor().executemany(to_psycopg(query), listed))
+
+    def _again(self, statement: Callable[[psycopg.Connection[Any]], T]) -> T:
+        deadline = time.monotonic() + self.reconnect_secs
+        while True:
+            try:
+                return statement(self.raw)
+            except psycopg.OperationalError as exc:
+                if not _connection_lost(exc, self._conn) or time.monotonic() > deadline:
+                    raise
+                logger.warning("PostgreSQL at %s: %s; reconnecting", self.where, _first_line(exc))
+                self._drop()
+
+    def write_once(self, work: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.reconnect_secs
+        while True:
+            conn = self.raw
+            txid: int | None = None
+            committing = False
+            try:
+                self._in_transaction = True
+                conn.execute("BEGIN")
+                txid = conn.execute("SELECT txid_current()").fetchone()[0]  # type: ignore[index]
+                result = work()
+                committing = True
+                conn.execute("COMMIT")
+                return result
+            except psycopg.OperationalError as exc:
+                lost = _connection_lost(exc, conn)
+                self._in_transaction = False
+                if not lost:
+                    _rollback(conn)
+                    raise
+                self._drop()
+                if time.monotonic() > deadline:
+                    raise StateUnavailable(f"PostgreSQL at {self.where} went away during a "
+                                           f"write: {_first_line(exc)}") from exc  # fmt: skip
+                logger.warning("PostgreSQL at %s: %s during a write; reconnecting", self.where,
+                               _first_line(exc))  # fmt: skip
+                if committing and txid is not None and self._committed(txid):
+                    return result
+            except BaseException:
+                self._in_transaction = False
+                _rollback(conn)
+                raise
+            finally:
+                self._in_transaction = False
+
+    def _committed(self, txid: int) -> bool:
+        """Whether the transaction whose COMMIT got no answer was committed after all. While
+        the server still says "in progress" (its backend has the COMMIT and has not finished,
+        or has not yet noticed the client is gone) the answer is not known: ask again."""
+        deadline = time.monotonic() + self.reconnect_secs
+        while True:
+            row = self._again(
+                lambda conn: conn.execute("SELECT txid_status(%s)", (txid,)).fetchone()
+            )
+            status = row[0] if row else None
+            if status != "in progress" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        logger.warning("PostgreSQL: the interrupted transaction %s is %s", txid, status)
+        if status == "in progress":
+            raise StateUnavailable(f"PostgreSQL at {self.where}: cannot tell whether a write "
+                                   "whose answer was lost was committed")  # fmt: skip
+        return status == "committed"
+
+    def close(self) -> None:
+        self._drop()
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("ROLLBACK")
+
+
+def _connection_lost(exc: psycopg.OperationalError, conn: psycopg.Connection[Any] | None) -> bool:
+    """A broken connection (server restarted, network cut), not a query that failed."""
+    if conn is None or conn.closed or conn.broken:
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    # 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now
+    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
