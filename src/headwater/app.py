@@ -121,7 +121,7 @@ class Headwater:
         self.auth = Authenticator(self.token, self.tokens)
         self.audit = AuditLog.for_data_dir(data_dir)
         self.sessions = Sessions()
-        self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR)
+        self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR, state=workspace.state)
         self.admin: ProcessorAdmin | None = None
         # warehouse syncs run beside delivery (the worker process, or inline here); the
         # gateway only reads their state file

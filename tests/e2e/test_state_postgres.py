@@ -1,6 +1,7 @@
-"""``headwater serve`` with its delivery store in PostgreSQL (``state: {backend: postgres}``,
-docs/scale-out.md): positions, ledger and dead letters live in a real server that the test
-crashes and starts again mid-delivery, and Headwater itself is restarted on the same schema."""
+"""``headwater serve`` with its state in PostgreSQL (``state: {backend: postgres}``,
+docs/scale-out.md): positions, ledger, dead letters and the ingest flow counts live in a real
+server that the test crashes and starts again mid-delivery, and Headwater itself is
+restarted on the same schema."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -38,6 +40,19 @@ def rows(pg: Postgres, schema: str, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query).fetchall()
 
 
+def wait_for_state(server: Server, wanted: str) -> str:
+    """The state store's component on the status page once it shows ``wanted``, and the
+    page's open incidents (which say why)."""
+    deadline = time.monotonic() + 60
+    while True:
+        doc = httpx.get(f"{server.url}/api/v2/summary.json", timeout=10).json()
+        [state] = [c for c in doc["components"] if c["name"] == "State store (PostgreSQL)"]
+        if state["status"] == wanted:
+            return str(doc["incidents"])
+        assert time.monotonic() < deadline, f"the state component stayed {state}"
+        time.sleep(0.2)
+
+
 def test_delivery_state_in_postgres_survives_a_postgres_crash_and_a_restart(
     make_server: Any, own_pg: Postgres
 ) -> None:
@@ -53,8 +68,10 @@ def test_delivery_state_in_postgres_survives_a_postgres_crash_and_a_restart(
         own_pg.stop("immediate")  # a crash, mid-delivery
         during = [str(uuid.uuid4()) for _ in range(500)]
         post_batches(server, during)  # the Tracking API does not need PostgreSQL
-        time.sleep(2)  # longer than a worker's patience (reconnect_secs 5 is per call)
+        incidents = wait_for_state(server, "major_outage")  # "is it down?": it says so, and why
+        assert f"PostgreSQL at 127.0.0.1:{own_pg.port}/postgres schema {schema}" in incidents
         own_pg.start()
+        wait_for_state(server, "operational")
 
         every = first + during
         fake.wait_for(lambda f: set(every) <= set(delivered_ids(f)), timeout=120)
@@ -76,7 +93,11 @@ def test_delivery_state_in_postgres_survives_a_postgres_crash_and_a_restart(
         }
 
         # Headwater restarted on the same schema picks up where it stood: nothing re-sent.
-        server.stop()
+        server.stop()  # writes its last flow counts
+        # The ingest counts went to PostgreSQL too, the crash's included (kept, then written).
+        [(received,)] = rows(own_pg, schema, "SELECT sum(count) FROM flow WHERE"
+                             " source='website' AND step='received'")  # fmt: skip
+        assert received == len(every)
         server.start()
         after = [str(uuid.uuid4()) for _ in range(20)]
         post_batches(server, after)

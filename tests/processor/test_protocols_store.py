@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from headwater.config.workspace import StateConfig
 from headwater.processor.protocols import PlanEnforcer, PlanVerdict, TrackingPlanConfig
 from headwater.processor.protocols.segment_import import import_segment_plan
 from headwater.processor.protocols_store import (
@@ -52,15 +53,27 @@ def blocked_verdict(message_id: str) -> PlanVerdict:
     return verdict
 
 
+State = StateConfig | None  # the store on SQLite (None) and on PostgreSQL: state_backend
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[ProtocolsDB]:
-    store = ProtocolsDB(db_path(tmp_path))
+def db(tmp_path: Path, state_backend: State) -> Iterator[ProtocolsDB]:
+    store = ProtocolsDB.open(db_path(tmp_path).parent, state_backend)
     yield store
     store.close()
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[ProtocolsStore]:
+async def store(tmp_path: Path, state_backend: State) -> AsyncIterator[ProtocolsStore]:
+    store = ProtocolsStore(tmp_path / "protocols", flush_every_secs=3600, state=state_backend)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[ProtocolsStore]:
+    """For what only a SQLite file has (its pragmas, its tables dropped under it)."""
     store = ProtocolsStore(tmp_path / "protocols", flush_every_secs=3600)
     await store.open()
     yield store
@@ -168,12 +181,14 @@ async def test_samples_keep_the_latest_few_per_field(store: ProtocolsStore) -> N
     assert [s.message_id for s in field.samples] == [f"q{i}" for i in range(8, 3, -1)]
 
 
-async def test_counts_reach_the_file_within_the_flush_interval(tmp_path: Path) -> None:
-    store = ProtocolsStore(tmp_path, flush_every_secs=0.05)
+async def test_counts_reach_the_file_within_the_flush_interval(
+    tmp_path: Path, state_backend: State
+) -> None:
+    store = ProtocolsStore(tmp_path, flush_every_secs=0.05, state=state_backend)
     await store.open()
     try:
         store.record("website", ALLOWING.apply(track("Order Refunded", "r1"), "website"), T0)
-        reader = ProtocolsDB(tmp_path / DB_FILE)
+        reader = ProtocolsDB.open(tmp_path, state_backend)
         for _ in range(100):
             if reader.violations("website", 0).total:
                 break
@@ -184,18 +199,20 @@ async def test_counts_reach_the_file_within_the_flush_interval(tmp_path: Path) -
         await store.close()
 
 
-async def test_close_writes_pending_counts(tmp_path: Path) -> None:
-    store = ProtocolsStore(tmp_path, flush_every_secs=3600)
+async def test_close_writes_pending_counts(tmp_path: Path, state_backend: State) -> None:
+    store = ProtocolsStore(tmp_path, flush_every_secs=3600, state=state_backend)
     await store.open()
     store.record("website", ALLOWING.apply(track("Order Refunded", "r1"), "website"), T0)
     await store.close()
-    db = ProtocolsDB(tmp_path / DB_FILE)
+    db = ProtocolsDB.open(tmp_path, state_backend)
     assert db.violations("website", 0).total == 1
     db.close()
 
 
-async def test_concurrent_put_blocked_share_transactions_and_all_land(tmp_path: Path) -> None:
-    store = ProtocolsStore(tmp_path, flush_every_secs=3600)
+async def test_concurrent_put_blocked_share_transactions_and_all_land(
+    tmp_path: Path, state_backend: State
+) -> None:
+    store = ProtocolsStore(tmp_path, flush_every_secs=3600, state=state_backend)
     await store.open()
     store.record("website", ALLOWING.apply(track("Order Refunded", "r1"), "website"), T0)
 
@@ -208,7 +225,7 @@ async def test_concurrent_put_blocked_share_transactions_and_all_land(tmp_path: 
     ids = [r[0] for r in results]
     assert all(len(r) == 1 for r in results) and len(set(ids)) == 200
     assert commits < 100, f"{commits} transactions for 200 concurrent puts: no group commit"
-    db = ProtocolsDB(tmp_path / DB_FILE)
+    db = ProtocolsDB.open(tmp_path, state_backend)
     stored = {b.id: b.message_id for b in db.blocked("website")}
     assert {stored[ids[i]] for i in range(200)} == {f"m{i}" for i in range(200)}
     assert db.violations("website", 0).total == 1  # the pending count went with a group
@@ -216,8 +233,9 @@ async def test_concurrent_put_blocked_share_transactions_and_all_land(tmp_path: 
 
 
 async def test_put_blocked_is_durable_when_it_returns(
-    store: ProtocolsStore, tmp_path: Path
+    sqlite_store: ProtocolsStore, tmp_path: Path
 ) -> None:
+    store = sqlite_store
     [row_id] = await store.put_blocked([NewBlocked.of("website", blocked_verdict("m1"), T0)])
     # another connection (another process would do the same) sees the committed row
     conn = sqlite3.connect(tmp_path / "protocols" / DB_FILE)
@@ -229,15 +247,16 @@ async def test_put_blocked_is_durable_when_it_returns(
 
 
 async def test_a_failed_write_fails_the_callers_and_keeps_the_counts(
-    store: ProtocolsStore,
+    sqlite_store: ProtocolsStore,
 ) -> None:
+    store = sqlite_store
     store.record("website", ALLOWING.apply(track("Order Refunded", "r1"), "website"), T0)
     await store.run(lambda db: db.conn.execute("DROP TABLE blocked"))
     with pytest.raises(sqlite3.OperationalError):
         await store.put_blocked([NewBlocked.of("website", blocked_verdict("m1"), T0)])
     await store.flush()  # the counts taken by the failed transaction were put back
     assert (await store.violations("website", 0)).total == 1
-    await store.run(lambda db: db.conn.executescript(
+    await store.run(lambda db: db.conn.execute(
         "CREATE TABLE blocked(id INTEGER PRIMARY KEY, source TEXT, plan TEXT, message_id TEXT,"
         " received_ms INTEGER, reason TEXT, violations BLOB, payload BLOB)"))  # fmt: skip
 
@@ -266,9 +285,12 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         ProtocolsDB(tmp_path / DB_FILE)
 
 
-def test_blocked_events_past_the_byte_budget_are_counted_not_kept(tmp_path: Path) -> None:
+def test_blocked_events_past_the_byte_budget_are_counted_not_kept(
+    tmp_path: Path, state_backend: State
+) -> None:
     one = NewBlocked.of("website", blocked_verdict("b1"), T0)
-    db = ProtocolsDB(db_path(tmp_path), max_blocked_bytes=2 * len(one.payload) + 10)
+    budget = 2 * len(one.payload) + 10
+    db = ProtocolsDB.open(db_path(tmp_path).parent, state_backend, max_blocked_bytes=budget)
     first = db.put_blocked([one, NewBlocked.of("website", blocked_verdict("b2"), T0)])
     assert NOT_KEPT not in first
     assert db.put_blocked([NewBlocked.of("website", blocked_verdict("b3"), T0)]) == [NOT_KEPT]
@@ -276,7 +298,7 @@ def test_blocked_events_past_the_byte_budget_are_counted_not_kept(tmp_path: Path
     db.delete_blocked(first[:1])  # a re-send makes room
     assert db.put_blocked([NewBlocked.of("website", blocked_verdict("b4"), T0)]) != [NOT_KEPT]
     db.close()
-    reopened = ProtocolsDB(db_path(tmp_path), max_blocked_bytes=2 * len(one.payload) + 10)
+    reopened = ProtocolsDB.open(db_path(tmp_path).parent, state_backend, max_blocked_bytes=budget)
     assert reopened.blocked_bytes > len(one.payload)  # counted again from the file
     reopened.close()
 

@@ -18,6 +18,7 @@ from headwater.status.model import (
     CanarySignal,
     DestinationSignal,
     Signals,
+    StateSignal,
     Status,
     evaluate,
 )
@@ -125,6 +126,21 @@ def test_incidents_open_update_resolve_and_maintenance(tmp_path: Path) -> None:
     uptime = store.uptime("destination:hook", (NOW // 86_400_000) - 1)
     assert sum(uptime[NOW // 86_400_000].values()) == pytest.approx(12.0)
     store.close()
+
+
+def test_the_shared_state_store_down_is_its_own_major_outage_saying_what_waits() -> None:
+    assert "state" not in states()  # state in the data directory: no component
+    where = "10.0.0.5:5432/hw schema headwater"
+    up = states(state=StateSignal(where, None, 3.0))
+    assert up["state"] == (Status.OPERATIONAL, "")
+    down = states(state=StateSignal(where, "connection refused", None, NOW - 42_000))
+    status, reason = down["state"]
+    assert status is Status.MAJOR
+    assert f"PostgreSQL at {where} does not answer for 42 s (connection refused)" in reason
+    assert "accepted events wait in the log" in reason
+    assert down["sources"][0] is Status.OPERATIONAL  # ingestion does not need it
+    slow = states(state=StateSignal(where, None, 2500.0))
+    assert slow["state"][0] is Status.DEGRADED and "2500 ms" in slow["state"][1]
 
 
 def test_reserved_and_unknown_canary_names() -> None:

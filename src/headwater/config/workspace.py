@@ -272,8 +272,9 @@ class DestinationConfig(_Model):
 class StateConfig(_Model):
     """Where Headwater keeps its state beside the log: SQLite files in the data directory (the
     default) or a schema in a PostgreSQL database that every node shares (docs/scale-out.md).
-    Today the delivery store (positions, retries, ledger, dead letters, replays) moves to
-    PostgreSQL; the other stores stay in the data directory."""
+    Today the delivery store (positions, retries, ledger, dead letters, replays), the ingest
+    flow counts and the protocols store move to PostgreSQL; the others stay in the data
+    directory."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
 

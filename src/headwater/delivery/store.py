@@ -63,7 +63,8 @@ from headwater.delivery.events import (
 )
 from headwater.delivery.outcomes import EventState, Exchange
 from headwater.sqlite_files import open_store
-from headwater.state.sql import PostgresConn, SqlConn, SqliteConn
+from headwater.state import postgres
+from headwater.state.sql import SqlConn, SqliteConn
 
 if TYPE_CHECKING:
     from headwater.config.workspace import StateConfig
@@ -296,17 +297,12 @@ class StoreDB:
     @classmethod
     def postgres(cls, state: StateConfig) -> StoreDB:
         """The store in the PostgreSQL schema ``state`` names, migrated to this version."""
-        from headwater.state.migrations import migrate
-
-        assert state.dsn is not None  # the workspace's load check
-        conn = PostgresConn(state.dsn, state.schema_name, password_env=state.password_env,
-                            reconnect_secs=state.reconnect_secs, on_connect=migrate)  # fmt: skip
-        return cls(conn=conn)
+        return cls(conn=postgres.connect(state))
 
     @classmethod
     def open(cls, data_dir: Path, state: StateConfig | None) -> StoreDB:
         """The store where the workspace keeps it: ``data_dir``'s file, or PostgreSQL."""
-        if state is not None and state.backend == "postgres":
+        if postgres.uses_postgres(state):
             return cls.postgres(state)
         return cls(data_dir / DB_FILE)
 

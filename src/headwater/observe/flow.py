@@ -9,7 +9,8 @@ Counting is a dict increment on the hot path; a background task writes the count
 ``<data-dir>/observe/flow.sqlite`` every ``flush_secs`` (10 s). A crash loses at most
 the counts of that interval — never an event: the log and the ledger hold those.
 
-Storage layout (WAL):
+Storage layout (WAL), or with ``state: {backend: postgres}`` the same tables in the
+workspace's PostgreSQL schema, where every gateway adds its counts to the same rows:
 
     flow(minute, source, step, count, PRIMARY KEY(minute, source, step))
         ``minute`` is epoch milliseconds rounded down to the minute; ``step`` is one of
@@ -36,11 +37,16 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from headwater.sqlite_files import open_store
+from headwater.state import postgres
+from headwater.state.sql import SqlConn, SqliteConn
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
 
 logger = logging.getLogger("headwater.observe")
 
@@ -66,28 +72,47 @@ def _minute(at_ms: int) -> int:
 
 
 class FlowDB:
-    """The counts on one SQLite connection (the server's writer thread, or a CLI)."""
+    """The counts on one connection (the server's writer thread, or a CLI): a SQLite file,
+    or PostgreSQL with :meth:`open`."""
 
-    def __init__(self, path: Path) -> None:
-        self.conn = open_store(path, _SCHEMA, what="flow counts", version=None)
+    def __init__(self, path: Path | None = None, *, conn: SqlConn | None = None) -> None:
+        if conn is None:
+            if path is None:
+                raise TypeError("FlowDB needs a path or a connection")
+            conn = SqliteConn(open_store(path, _SCHEMA, what="flow counts", version=None),
+                              str(path))  # fmt: skip
+        self.conn = conn
+
+    @classmethod
+    def open(cls, data_dir: Path, state: StateConfig | None = None) -> FlowDB:
+        """The counts where the workspace keeps them: ``data_dir``'s file, or PostgreSQL."""
+        if postgres.uses_postgres(state):
+            return cls(conn=postgres.connect(state))
+        return cls(data_dir / DB_FILE)
 
     def add(
         self,
         counts: Iterable[tuple[int, str, str, int]],
         decisions: Iterable[tuple[str, str, int, bytes]] = (),
     ) -> None:
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
+        """Add the counts (several gateways add to the same rows) and keep the decisions, in
+        one transaction that is applied at most once (a lost COMMIT answer is looked up)."""
+        counts, decisions = list(counts), list(decisions)
+
+        def work() -> None:
             self.conn.executemany(
-                "INSERT INTO flow(minute, source, step, count) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(minute, source, step) DO UPDATE SET count = count + excluded.count",
+                "INSERT INTO flow(minute, source, step, count) VALUES (?, ?, ?, ?) ON CONFLICT"
+                "(minute, source, step) DO UPDATE SET count = flow.count + excluded.count",
                 counts,
             )
             self.conn.executemany(
-                "INSERT OR REPLACE INTO decisions(message_id, source, at_ms, decisions)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO decisions(message_id, source, at_ms, decisions) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(message_id) DO UPDATE SET source=excluded.source,"
+                " at_ms=excluded.at_ms, decisions=excluded.decisions",
                 decisions,
             )
+
+        self.conn.write_once(work)
 
     def decisions(self, message_id: str) -> list[dict[str, Any]]:
         row = self.conn.execute(
@@ -97,7 +122,7 @@ class FlowDB:
 
     def totals(self, since_ms: int, until_ms: int, source: str | None = None) -> Counter[str]:
         """Counts per step in ``[since, until)`` (whole minutes), for a source or all."""
-        sql = "SELECT step, SUM(count) FROM flow WHERE minute >= ? AND minute < ?"
+        sql = "SELECT step, CAST(SUM(count) AS BIGINT) FROM flow WHERE minute >= ? AND minute < ?"
         args: list[object] = [_minute(since_ms), until_ms]
         if source is not None:
             sql += " AND source = ?"
@@ -107,7 +132,8 @@ class FlowDB:
     def by_source(self, since_ms: int, until_ms: int) -> dict[str, Counter[str]]:
         out: dict[str, Counter[str]] = {}
         for source, step, count in self.conn.execute(
-            "SELECT source, step, SUM(count) FROM flow WHERE minute >= ? AND minute < ? "
+            "SELECT source, step, CAST(SUM(count) AS BIGINT) FROM flow WHERE minute >= ?"
+            " AND minute < ? "
             "GROUP BY source, step",
             (_minute(since_ms), until_ms),
         ):
@@ -116,8 +142,7 @@ class FlowDB:
 
     def prune(self, before_ms: int) -> None:
         """Counts older than ``before_ms`` go."""
-        with self.conn:
-            self.conn.execute("DELETE FROM flow WHERE minute < ?", (before_ms,))
+        self.conn.execute("DELETE FROM flow WHERE minute < ?", (before_ms,))
 
     def decision_rows(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM decisions").fetchone()[0])
@@ -125,13 +150,17 @@ class FlowDB:
     def prune_decisions(self, before_ms: int, max_rows: int) -> int:
         """Decisions older than ``before_ms`` (the log's retention: their events are gone)
         go, and the oldest beyond ``max_rows``; returns the rows left."""
-        with self.conn:
+        no_limit = "LIMIT -1" if self.conn.dialect == "sqlite" else "LIMIT ALL"
+
+        def work() -> None:
             self.conn.execute("DELETE FROM decisions WHERE at_ms < ?", (before_ms,))
             self.conn.execute(
                 "DELETE FROM decisions WHERE message_id IN (SELECT message_id FROM decisions"
-                " ORDER BY at_ms DESC LIMIT -1 OFFSET ?)",
+                f" ORDER BY at_ms DESC {no_limit} OFFSET ?)",
                 (max_rows,),
             )
+
+        self.conn.write_once(work)
         return self.decision_rows()
 
     def close(self) -> None:
@@ -147,8 +176,10 @@ class Flow:
         flush_secs: float = FLUSH_SECS,
         decisions_keep_secs: float = 7 * 86_400,
         max_decision_rows: int = MAX_DECISION_ROWS,
+        state: StateConfig | None = None,
     ) -> None:
-        self.path = data_dir / DB_FILE
+        self.data_dir = data_dir
+        self.state = state
         self.flush_secs = flush_secs
         self._pending: Counter[tuple[int, str, str]] = Counter()
         self._decisions: list[tuple[str, str, int, bytes]] = []
@@ -161,7 +192,7 @@ class Flow:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._db = await loop.run_in_executor(self._pool, FlowDB, self.path)
+        self._db = await loop.run_in_executor(self._pool, FlowDB.open, self.data_dir, self.state)
         self._decision_rows = await loop.run_in_executor(self._pool, self._db.decision_rows)
         self._task = asyncio.create_task(self._run(), name="headwater-flow")
 

@@ -123,7 +123,9 @@ class Observer:
         self.stats = stats
         self.debugger = Debugger()
         self.flow = Flow(
-            data_dir / OBSERVE_DIR, decisions_keep_secs=workspace.log.retention_max_age_secs
+            data_dir / OBSERVE_DIR,
+            decisions_keep_secs=workspace.log.retention_max_age_secs,
+            state=workspace.state,
         )
         self.recorder = IngestRecorder(self.debugger, self.flow)
         self.log: EventLog | None = None

@@ -1,6 +1,8 @@
 """The protocols store: the events tracking plans blocked, and counts of what violated them.
 
-Storage layout, in ``<data-dir>/protocols/protocols.sqlite`` (WAL, ``synchronous=FULL``):
+Storage layout, in ``<data-dir>/protocols/protocols.sqlite`` (WAL, ``synchronous=FULL``), or
+with ``state: {backend: postgres}`` the same tables in the workspace's PostgreSQL schema
+(``meta`` is not there: migrations version it):
 
     blocked(id PRIMARY KEY, source, plan, message_id, received_ms, reason, violations, payload)
         events a plan blocked, kept ``RETENTION_MS`` (30 days) so they can be looked at,
@@ -38,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -49,6 +51,11 @@ from headwater.processor.protocols import (
     Violation,
 )
 from headwater.sqlite_files import open_store
+from headwater.state import postgres
+from headwater.state.sql import SqlConn, SqliteConn
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -276,19 +283,41 @@ class _Pending:
 
 
 class ProtocolsDB:
-    """The store on one SQLite connection; every method runs on the caller's thread."""
+    """The store on one connection (a SQLite file, or PostgreSQL with :meth:`open`); every
+    method runs on the caller's thread."""
 
-    def __init__(self, path: Path, max_blocked_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        max_blocked_bytes: int | None = None,
+        *,
+        conn: SqlConn | None = None,
+    ) -> None:
         self.path = path
         self.max_blocked_bytes = MAX_BLOCKED_BYTES if max_blocked_bytes is None else (
             max_blocked_bytes)  # fmt: skip
-        # FULL: a blocked event is acknowledged to its sender once it is here
-        self.conn = open_store(path, _SCHEMA, what="protocols store", version=SCHEMA_VERSION,
-                               synchronous="FULL")  # fmt: skip
+        if conn is None:
+            if path is None:
+                raise TypeError("ProtocolsDB needs a path or a connection")
+            # FULL: a blocked event is acknowledged to its sender once it is here
+            conn = SqliteConn(open_store(path, _SCHEMA, what="protocols store",
+                                         version=SCHEMA_VERSION, synchronous="FULL"),
+                              str(path))  # fmt: skip
+        self.conn = conn
         self.commits = 0  # transactions written (group commit shows in tests)
         self.blocked_bytes = int(self.conn.execute(
-            "SELECT COALESCE(SUM(length(payload)), 0) FROM blocked").fetchone()[0])  # fmt: skip
+            "SELECT CAST(COALESCE(SUM(length(payload)), 0) AS BIGINT) FROM blocked"
+        ).fetchone()[0])  # fmt: skip
         self.not_kept = 0  # blocked events refused by the byte budget since opened
+
+    @classmethod
+    def open(
+        cls, directory: Path, state: StateConfig | None = None, max_blocked_bytes: int | None = None
+    ) -> ProtocolsDB:
+        """The store where the workspace keeps it: ``directory``'s file, or PostgreSQL."""
+        if postgres.uses_postgres(state):
+            return cls(max_blocked_bytes=max_blocked_bytes, conn=postgres.connect(state))
+        return cls(directory / DB_FILE, max_blocked_bytes)
 
     def close(self) -> None:
         self.conn.close()
@@ -298,24 +327,27 @@ class ProtocolsDB:
     def write(
         self, blocked: Sequence[NewBlocked] = (), pending: _Pending | None = None
     ) -> list[int]:
-        """Blocked events, counts and samples in one transaction; the blocked events' ids."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            ids = [self._put(item) for item in blocked]
+        """Blocked events, counts and samples in one transaction (applied at most once);
+        the blocked events' ids."""
+        added = [0, 0]  # bytes kept, events not kept: counted once the transaction is in
+
+        def work() -> list[int]:
+            added[:] = [0, 0]
+            ids = [self._put(item, added) for item in blocked]
             if pending is not None:
                 self._add_counts(pending.counts, pending.samples)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            return ids
+
+        ids = self.conn.write_once(work)
+        self.blocked_bytes += added[0]
+        self.not_kept += added[1]
         self.commits += 1
         return ids
 
     def put_blocked(self, blocked: Sequence[NewBlocked]) -> list[int]:
         return self.write(blocked)
 
-    def _put(self, item: NewBlocked) -> int:
+    def _put(self, item: NewBlocked, added: list[int]) -> int:
         """Keep one blocked event; an SDK's retry of one already kept is kept once."""
         if item.message_id:
             row = self.conn.execute(
@@ -324,31 +356,31 @@ class ProtocolsDB:
             ).fetchone()
             if row is not None:
                 return int(row[0])
-        if self.blocked_bytes + len(item.payload) > self.max_blocked_bytes:
-            self.not_kept += 1  # the store is full: this one is counted, not kept
+        if self.blocked_bytes + added[0] + len(item.payload) > self.max_blocked_bytes:
+            added[1] += 1  # the store is full: this one is counted, not kept
             return NOT_KEPT
         violations = [
             {"type": v.type, "field": v.field, "description": v.description,
              "expected": v.expected, "got": v.got, "rule": v.rule}
             for v in item.violations
         ]  # fmt: skip
-        cur = self.conn.execute(
+        row = self.conn.execute(
             "INSERT INTO blocked(source, plan, message_id, received_ms, reason, violations,"
-            " payload) VALUES (?,?,?,?,?,?,?)",
+            " payload) VALUES (?,?,?,?,?,?,?) RETURNING id",
             (item.source, item.plan, item.message_id, item.received_ms, item.reason,
              orjson.dumps(violations), item.payload),
-        )  # fmt: skip
-        assert cur.lastrowid is not None  # an INSERT always has one
-        self.blocked_bytes += len(item.payload)
-        return cur.lastrowid
+        ).fetchone()  # fmt: skip
+        added[0] += len(item.payload)
+        return int(row[0])
 
     def _add_counts(
         self, counts: Mapping[CountKey, int], samples: Mapping[SampleKey, deque[Sample]]
     ) -> None:
         conn = self.conn
         conn.executemany(
-            "INSERT INTO violation_counts VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE"
-            " SET count = count + excluded.count",
+            "INSERT INTO violation_counts VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(source, minute,"
+            " plan, event, event_type, violation_type, field) DO UPDATE"
+            " SET count = violation_counts.count + excluded.count",
             [(*key, count) for key, count in counts.items()],
         )
         for (source, plan, event, kind, vtype, fld), held in samples.items():
@@ -373,7 +405,8 @@ class ProtocolsDB:
             return 0
         marks = ",".join("?" * len(ids))
         size = self.conn.execute(
-            f"SELECT COALESCE(SUM(length(payload)), 0) FROM blocked WHERE id IN ({marks})",
+            f"SELECT CAST(COALESCE(SUM(length(payload)), 0) AS BIGINT) FROM blocked"
+            f" WHERE id IN ({marks})",
             tuple(ids),
         ).fetchone()[0]
         deleted = self.conn.execute(f"DELETE FROM blocked WHERE id IN ({marks})", tuple(ids))
@@ -384,10 +417,11 @@ class ProtocolsDB:
         """Drop what is older than ``retention_ms`` at ``now`` (epoch ms)."""
         before = now - retention_ms
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+
+        def work() -> tuple[int, Pruned]:
             size = conn.execute(
-                "SELECT COALESCE(SUM(length(payload)), 0) FROM blocked WHERE received_ms < ?",
+                "SELECT CAST(COALESCE(SUM(length(payload)), 0) AS BIGINT) FROM blocked"
+                " WHERE received_ms < ?",
                 (before,),
             ).fetchone()[0]
             blocked = conn.execute("DELETE FROM blocked WHERE received_ms < ?", (before,))
@@ -395,19 +429,18 @@ class ProtocolsDB:
                 "DELETE FROM violation_counts WHERE minute < ?", (before // 60_000,)
             )
             samples = conn.execute("DELETE FROM violation_samples WHERE at_ms < ?", (before,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self.blocked_bytes -= int(size)
-        return Pruned(blocked.rowcount, counts.rowcount, samples.rowcount)
+            return int(size), Pruned(blocked.rowcount, counts.rowcount, samples.rowcount)
+
+        size, pruned = conn.write_once(work)
+        self.blocked_bytes -= size
+        return pruned
 
     # -- reads
 
     def violations(self, source: str, since_ms: int) -> ViolationSummary:
         """The source's violations since ``since_ms``, by event, with samples."""
         rows = self.conn.execute(
-            "SELECT plan, event, event_type, violation_type, field, sum(count)"
+            "SELECT plan, event, event_type, violation_type, field, CAST(sum(count) AS BIGINT)"
             " FROM violation_counts WHERE source=? AND minute >= ?"
             " GROUP BY plan, event, event_type, violation_type, field",
             (source, since_ms // 60_000),
@@ -494,9 +527,11 @@ class ProtocolsStore:
         flush_every_secs: float = FLUSH_EVERY_SECS,
         prune_every_secs: float = PRUNE_EVERY_SECS,
         retention_ms: int = RETENTION_MS,
+        state: StateConfig | None = None,
     ) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headwater-protocols")
-        self._path = directory / DB_FILE
+        self._directory = directory
+        self._state = state
         self._db: ProtocolsDB | None = None
         self._flush_every = flush_every_secs
         self._prune_every = prune_every_secs
@@ -511,7 +546,9 @@ class ProtocolsStore:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._db = await loop.run_in_executor(self._pool, ProtocolsDB, self._path)
+        self._db = await loop.run_in_executor(
+            self._pool, ProtocolsDB.open, self._directory, self._state
+        )
         self._tasks = [
             loop.create_task(self._flush_loop(), name="protocols:flush"),
             loop.create_task(self._prune_loop(), name="protocols:prune"),

@@ -131,9 +131,7 @@ class PostgresConn:
         self._conn: psycopg.Connection[Any] | None = None
         self._in_transaction = False
         self.reconnects = 0
-        info = psycopg.conninfo.conninfo_to_dict(dsn)
-        self.where = (f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/"
-                      f"{info.get('dbname', '')} schema {schema}")  # fmt: skip
+        self.where = where_of(dsn, schema)
         self._connect(first=True)
 
     # -- connecting
@@ -154,12 +152,12 @@ class PostgresConn:
             except psycopg.OperationalError as exc:
                 if time.monotonic() + wait > deadline:
                     raise StateUnavailable(
-                        f"PostgreSQL at {self.where} does not answer ({_first_line(exc)}); "
+                        f"PostgreSQL at {self.where} does not answer ({first_line(exc)}); "
                         "check that it runs and that state.dsn is right"
                     ) from exc
                 if first:
                     logger.warning("PostgreSQL at %s: %s; trying again", self.where,
-                                   _first_line(exc))  # fmt: skip
+                                   first_line(exc))  # fmt: skip
                 time.sleep(wait)
                 wait = min(wait * 2, 2.0)
                 continue
@@ -170,7 +168,7 @@ class PostgresConn:
                 conn.close()
                 if time.monotonic() + wait > deadline:
                     raise StateUnavailable(
-                        f"PostgreSQL at {self.where}: {_first_line(exc)}"
+                        f"PostgreSQL at {self.where}: {first_line(exc)}"
                     ) from exc
                 time.sleep(wait)
             except BaseException:
@@ -228,7 +226,7 @@ class PostgresConn:
             except psycopg.OperationalError as exc:
                 if not _connection_lost(exc, self._conn) or time.monotonic() > deadline:
                     raise
-                logger.warning("PostgreSQL at %s: %s; reconnecting", self.where, _first_line(exc))
+                logger.warning("PostgreSQL at %s: %s; reconnecting", self.where, first_line(exc))
                 self._drop()
 
     def write_once(self, work: Callable[[], T]) -> T:
@@ -254,9 +252,9 @@ class PostgresConn:
                 self._drop()
                 if time.monotonic() > deadline:
                     raise StateUnavailable(f"PostgreSQL at {self.where} went away during a "
-                                           f"write: {_first_line(exc)}") from exc  # fmt: skip
+                                           f"write: {first_line(exc)}") from exc  # fmt: skip
                 logger.warning("PostgreSQL at %s: %s during a write; reconnecting", self.where,
-                               _first_line(exc))  # fmt: skip
+                               first_line(exc))  # fmt: skip
                 if committing and txid is not None and self._committed(txid):
                     return result
             except BaseException:
@@ -303,5 +301,12 @@ def _connection_lost(exc: psycopg.OperationalError, conn: psycopg.Connection[Any
     return state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
-def _first_line(exc: BaseException) -> str:
+def where_of(dsn: str, schema: str) -> str:
+    """``host:port/database schema S``, for messages (never the password)."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    return (f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/"
+            f"{info.get('dbname', '')} schema {schema}")  # fmt: skip
+
+
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -97,6 +97,16 @@ class ProcessSignal:
 
 
 @dataclass(frozen=True, slots=True)
+class StateSignal:
+    """The shared state store (``state: {backend: postgres}``), probed at each check."""
+
+    where: str  # host:port/database schema S
+    error: str | None  # why the probe failed; None when it answered
+    latency_ms: float | None  # the probe's round trip when it answered
+    down_since_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Signals:
     now_ms: int
     log_refusing: str | None
@@ -104,6 +114,7 @@ class Signals:
     destinations: list[DestinationSignal] = field(default_factory=list)
     canary: CanarySignal | None = None
     processes: list[ProcessSignal] = field(default_factory=list)
+    state: StateSignal | None = None  # None: the state is in the data directory
 
 
 RECENT_RESTART_SECS = 600.0
@@ -120,6 +131,12 @@ DESTINATIONS = Component(
     "destinations", "Destinations (routing)", "Routes events and runs delivery to destinations"
 )
 MANAGEMENT_API = Component("management-api", "Management API", "The /api management endpoints")
+STATE_STORE = Component(
+    "state", "State store (PostgreSQL)",
+    "Delivery positions and outcomes, flow counts and tracking-plan results, shared by nodes",
+)  # fmt: skip
+STATE_SLOW_MS = 1000.0
+"""A state store answering a trivial query slower than this shows as degraded."""
 PROCESSES = Component(
     "processes", "Processes", "The processes of `headwater serve`, restarted when they die"
 )
@@ -145,10 +162,14 @@ def destination_component(name: str) -> Component:
                      group=DESTINATIONS.id)  # fmt: skip
 
 
-def components(destinations: list[str], processes: list[str] | None = None) -> list[Component]:
+def components(
+    destinations: list[str], processes: list[str] | None = None, shared_state: bool = False
+) -> list[Component]:
     """Every component, in display order."""
     found = [TRACKING_API, INGESTION, DESTINATIONS,
              *(destination_component(d) for d in destinations), MANAGEMENT_API]  # fmt: skip
+    if shared_state:
+        found.append(STATE_STORE)
     if processes:
         found += [PROCESSES, *(process_component(p) for p in processes)]
     return found
@@ -160,12 +181,34 @@ def evaluate(signals: Signals, config: StatusConfig) -> list[ComponentState]:
     states.append(_routing(signals, config))
     states += [_destination(d, config) for d in signals.destinations]
     states.append(ComponentState(MANAGEMENT_API, Status.OPERATIONAL, ""))
+    if signals.state is not None:
+        states.append(_state_store(signals.state, signals.now_ms))
     if signals.processes:
         own = [_process(p, signals.now_ms) for p in signals.processes]
         status = worst([p.status for p in own])
         reasons = "; ".join(p.reason for p in own if p.reason)
         states += [ComponentState(PROCESSES, status, reasons), *own]
     return states
+
+
+def _state_store(state: StateSignal, now_ms: int) -> ComponentState:
+    if state.error is not None:
+        since = ""
+        if state.down_since_ms is not None:
+            since = f" for {max(0, now_ms - state.down_since_ms) // 1000} s"
+        return ComponentState(
+            STATE_STORE, Status.MAJOR,
+            f"PostgreSQL at {state.where} does not answer{since} ({state.error}); delivery "
+            "waits to record outcomes and resumes when it is back; accepted events wait in "
+            "the log",
+        )  # fmt: skip
+    if state.latency_ms is not None and state.latency_ms > STATE_SLOW_MS:
+        return ComponentState(
+            STATE_STORE, Status.DEGRADED,
+            f"PostgreSQL at {state.where} takes {state.latency_ms:.0f} ms to answer "
+            f"(threshold {STATE_SLOW_MS:.0f} ms)",
+        )  # fmt: skip
+    return ComponentState(STATE_STORE, Status.OPERATIONAL, "")
 
 
 def _process(p: ProcessSignal, now_ms: int) -> ComponentState:

@@ -17,9 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from headwater.config.workspace import StatusConfig
+from headwater.config.workspace import StateConfig, StatusConfig
 from headwater.delivery.view import DeliveryView
 from headwater.log.base import EventLog
+from headwater.state import postgres
 from headwater.status.canary import CANARY_DESTINATION, CanaryState
 from headwater.status.model import (
     Component,
@@ -27,6 +28,7 @@ from headwater.status.model import (
     DestinationSignal,
     ProcessSignal,
     Signals,
+    StateSignal,
     components,
     evaluate,
 )
@@ -48,8 +50,11 @@ class Monitor:
         directory: Path,
         on_changes: OnChanges | None = None,
         processes: Callable[[], list[ProcessSignal]] | None = None,
+        state: StateConfig | None = None,
     ) -> None:
         self.config = config
+        self._probe = postgres.Probe(state) if postgres.uses_postgres(state) else None
+        self._state_down_since: int | None = None
         self.log = log
         self.delivery = delivery
         self.canary = canary
@@ -68,7 +73,8 @@ class Monitor:
         return [n for n in self.delivery.workers if n != CANARY_DESTINATION]
 
     def components(self) -> list[Component]:
-        return components(self.destinations, [p.name for p in self._processes()])
+        return components(self.destinations, [p.name for p in self._processes()],
+                          shared_state=self._probe is not None)  # fmt: skip
 
     async def start(self) -> None:
         self._store = await self.run_sync(lambda _: StatusStore(self._directory))
@@ -128,7 +134,19 @@ class Monitor:
             )
         canary = self.canary.signal() if self.canary is not None else None
         return Signals(now_ms, stats.refusing, stats.commit_latency_ms, destinations, canary,
-                       self._processes())  # fmt: skip
+                       self._processes(), await self._state(now_ms))  # fmt: skip
+
+    async def _state(self, now_ms: int) -> StateSignal | None:
+        """The shared state store's answer to a probe (on a thread: it may take seconds)."""
+        probe = self._probe
+        if probe is None:
+            return None
+        error, latency = await asyncio.get_running_loop().run_in_executor(None, probe.check)
+        if error is None:
+            self._state_down_since = None
+        elif self._state_down_since is None:
+            self._state_down_since = now_ms
+        return StateSignal(probe.where, error, latency, self._state_down_since)
 
     async def check(self) -> list[ComponentState]:
         signals = await self.signals()

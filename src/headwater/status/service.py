@@ -101,7 +101,7 @@ class StatusService:
         self.sender = AlertSender(build_notifiers(self.workspace.alerts, delivery.http))
         self.monitor = Monitor(self.workspace.status, log, delivery, canary,
                                self.data_dir / STATUS_DIR, on_changes or self._alert,
-                               processes)  # fmt: skip
+                               processes, self.workspace.state)  # fmt: skip
         await self.monitor.start()
         if self.workspace.watch:
             loop = asyncio.get_running_loop()

@@ -1,0 +1,59 @@
+"""The workspace's PostgreSQL state (``state: {backend: postgres}``): a connection to its
+schema, migrated to this Headwater's version (:mod:`headwater.state.migrations`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, TypeGuard
+
+import psycopg
+
+from headwater.state.migrations import migrate
+from headwater.state.sql import PostgresConn, first_line, where_of
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
+
+
+def connect(state: StateConfig) -> PostgresConn:
+    """A new connection (each store has its own: they run on their own threads)."""
+    if state.backend != "postgres" or state.dsn is None:
+        raise ValueError("connect() is for state: {backend: postgres, dsn: ...}")
+    return PostgresConn(state.dsn, state.schema_name, password_env=state.password_env,
+                        reconnect_secs=state.reconnect_secs, on_connect=migrate)  # fmt: skip
+
+
+def uses_postgres(state: StateConfig | None) -> TypeGuard[StateConfig]:
+    return state is not None and state.backend == "postgres"
+
+
+PROBE_TIMEOUT_SECS = 2
+
+
+class Probe:
+    """Whether the state database answers, for the status page: a new connection each time
+    (libpq's ``connect_timeout`` bounds the whole attempt, so a server that is stopped or
+    cut off is reported within seconds, never waited for)."""
+
+    def __init__(self, state: StateConfig) -> None:
+        assert state.dsn is not None
+        self.dsn = state.dsn
+        self.password_env = state.password_env
+        self.where = where_of(state.dsn, state.schema_name)
+
+    def check(self) -> tuple[str | None, float | None]:
+        """(why it does not answer, or None; the round trip in ms when it answers)."""
+        extra: dict[str, object] = {"connect_timeout": PROBE_TIMEOUT_SECS}
+        if self.password_env:
+            password = os.environ.get(self.password_env)
+            if password is None:
+                return f"the environment variable {self.password_env} is not set", None
+            extra["password"] = password
+        started = time.perf_counter()
+        try:
+            with psycopg.connect(self.dsn, **extra) as conn:  # type: ignore[arg-type]
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            return first_line(exc), None
+        return None, (time.perf_counter() - started) * 1000
