@@ -27,7 +27,7 @@ $(NODE_SDK)/node_modules/.package-lock.json: $(NODE_SDK)/package-lock.json
 run: $(VENV)/.installed
 	$(BIN)/headwater serve --config examples/workspace.yaml --data-dir .headwater
 
-# a 3-node NATS JetStream cluster on 127.0.0.1 to try the scale-out log (docs/scale-out.md)
+# a 3-node NATS JetStream cluster and PostgreSQL on 127.0.0.1 to try scale-out (docs/scale-out.md)
 cluster: $(VENV)/.installed-dev
 	$(BIN)/headwater dev cluster
 

@@ -9,9 +9,12 @@ killed with SIGKILL and started again, and every acknowledged event still arrive
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +24,8 @@ import pytest
 import yaml
 
 from headwater.config import LogConfig
+from headwater.config.workspace import StateConfig
+from headwater.delivery.store import SetCursor, StoreDB
 from headwater.log import Record
 from headwater.log.jetstream import JetStreamLog
 from headwater.log.nats_local import LocalNats
@@ -28,6 +33,7 @@ from tests.e2e.conftest import Server
 from tests.e2e.test_delivery import delivered_ids, post_batches, webhook_yaml
 from tests.fakes import FakeDestination, always, free_port
 from tests.jetstream_cluster import leader_index, require_nats_server
+from tests.postgres import Postgres
 
 
 def jetstream_yaml(cluster: LocalNats, stream: str) -> str:
@@ -83,12 +89,16 @@ def test_a_bad_log_backend_setting_is_refused_with_its_location(make_server: Any
     assert "log" in str(failed.value) and "is not a NATS URL" in str(failed.value)
 
 
-def test_dev_cluster_runs_a_cluster_headwater_can_use_until_stopped(tmp_path: Path) -> None:
-    require_nats_server()
-    port = free_port()
+def test_dev_cluster_runs_a_cluster_headwater_can_use_until_stopped(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    require_nats_server()  # and PostgreSQL: the session's fixture fails in CI without it
+    port, pg_port = free_port(), free_port()
     output = tmp_path / "cluster.out"
+    stores = Path(tempfile.mkdtemp(prefix="headwater-dev-"))  # reachable by the postgres user
+    os.chmod(stores, 0o755)
     command = [sys.executable, "-m", "headwater.cli", "dev", "cluster", "--port", str(port),
-               "--dir", str(tmp_path / "stores")]  # fmt: skip
+               "--dir", str(stores), "--pg-port", str(pg_port)]  # fmt: skip
     with output.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
     try:
@@ -97,9 +107,19 @@ def test_dev_cluster_runs_a_cluster_headwater_can_use_until_stopped(tmp_path: Pa
             assert process.poll() is None, output.read_text()
             assert time.monotonic() < deadline, output.read_text()
             time.sleep(0.1)
-        block = next(line for line in output.read_text().splitlines() if line.startswith("log:"))
+        lines = output.read_text().splitlines()
+        block = next(line for line in lines if line.startswith("log:"))
         log = LogConfig.model_validate(yaml.safe_load(block)["log"])
         assert log.servers == [f"nats://127.0.0.1:{port + i}" for i in range(3)]
+        block = next(line for line in lines if line.startswith("state:"))
+        state = StateConfig.model_validate(yaml.safe_load(block)["state"])
+        assert state.dsn == f"postgresql://headwater@127.0.0.1:{pg_port}/postgres"
+        db = StoreDB.postgres(state)  # the delivery store can live there
+        try:
+            db.apply([SetCursor("hook", 42)])
+            assert db.cursors() == {"hook": 42}
+        finally:
+            db.close()
 
         async def use() -> None:
             js = JetStreamLog(log)
@@ -112,5 +132,6 @@ def test_dev_cluster_runs_a_cluster_headwater_can_use_until_stopped(tmp_path: Pa
         asyncio.run(use())
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        process.wait(timeout=60)
+        shutil.rmtree(stores, ignore_errors=True)
     assert process.returncode == 0 and "stopped." in output.read_text()
