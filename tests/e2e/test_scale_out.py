@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
@@ -135,3 +136,79 @@ def test_dev_cluster_runs_a_cluster_headwater_can_use_until_stopped(
         process.wait(timeout=60)
         shutil.rmtree(stores, ignore_errors=True)
     assert process.returncode == 0 and "stopped." in output.read_text()
+
+
+def owners(pg: Postgres, schema: str) -> dict[str, str]:
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        rows = conn.execute("SELECT name, owner FROM leases WHERE expires_at > now()").fetchall()
+    return dict(rows)
+
+
+def test_two_worker_nodes_share_the_destinations_and_survive_one_killed(
+    make_server: Any, nats_cluster: LocalNats, postgres: Postgres, tmp_path: Path
+) -> None:
+    """Node 1 is ``serve`` (gateway + its worker process), node 2 ``serve --role worker``
+    with a data directory of its own, as on another machine: the log is the JetStream
+    stream and the state PostgreSQL. Node 2 is killed with SIGKILL mid-delivery."""
+    stream, schema = f"share{uuid.uuid4().hex[:8]}", f"share_{uuid.uuid4().hex[:8]}"
+    fakes = [FakeDestination(always(200, delay_secs=0.002)) for _ in range(4)]
+    for f in fakes:
+        f.__enter__()
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        lines = ["destinations:"]
+        for i, f in enumerate(fakes):
+            lines += [f"  - {{name: hook{i}, type: webhook, sources: [website], "
+                      f"settings: {{url: '{f.url}'}}}}"]  # fmt: skip
+        yaml_text = (
+            jetstream_yaml(nats_cluster, stream)
+            + "\n".join(lines)
+            + "\n"
+            + f"state: {{backend: postgres, dsn: '{postgres.dsn()}', schema: {schema}}}\n"
+        )
+        server: Server = make_server(yaml_text)
+        worker_out = tmp_path / "worker.out"
+        with worker_out.open("wb") as sink:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "headwater.cli", "serve", "--role", "worker", "--config",
+                 str(server.config), "--data-dir", str(tmp_path / "node2")],
+                stdout=sink, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        hooks = {f"hook{i}" for i in range(4)}
+
+        def spread() -> bool:
+            held = owners(postgres, schema)
+            return hooks <= set(held) and len({held[h] for h in hooks}) == 2
+
+        deadline = time.monotonic() + 90
+        while not spread():
+            assert worker.poll() is None, worker_out.read_text()
+            assert time.monotonic() < deadline, (owners(postgres, schema), worker_out.read_text())
+            time.sleep(0.2)
+        node2 = {h for h, o in owners(postgres, schema).items() if f":{worker.pid}:" in o}
+        assert node2 and node2 < hooks, "node 2 should deliver some destinations, not all"
+
+        first = [str(uuid.uuid4()) for _ in range(1000)]
+        post_batches(server, first)
+        for f in fakes:
+            f.wait_for(lambda fake: len(delivered_ids(fake)) >= 100, timeout=60)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        second = [str(uuid.uuid4()) for _ in range(1000)]
+        post_batches(server, second)
+        every = set(first + second)
+        for f in fakes:  # node 1 takes node 2's destinations when their leases expire
+            f.wait_for(lambda fake: every <= set(delivered_ids(fake)), timeout=120)
+        held = owners(postgres, schema)
+        assert {held[h] for h in hooks} == {held["hook0"]} and f":{worker.pid}:" not in held[
+            "hook0"
+        ]
+        trace = server.api(f"/api/v1/events/{second[5]}")
+        assert trace.status_code == 200, trace.text
+        assert {d["state"] for d in trace.json()["destinations"]} == {"delivered"}
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+        for f in fakes:
+            f.__exit__(None, None, None)

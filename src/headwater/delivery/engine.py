@@ -2,6 +2,15 @@
 
 ``app.py`` starts it with the log the gateway appends to; it reads that log and never
 touches the gateway (stages meet only through the log).
+
+**Shared delivery** (``state: {backend: postgres}``): several engines — worker processes on
+any number of nodes, on the same log and state — share the destinations through leases
+(:mod:`headwater.state.leases`). Each destination is delivered by one engine at a time,
+from the cursor in the shared store; the others follow its position. An engine that dies
+stops renewing its leases and the others take its destinations within
+``leases.TTL_SECS``; events it had sent but not yet recorded are sent again (at-least-once).
+Per-destination order, concurrency and rate limits hold as on one node, because one
+engine at a time delivers each destination.
 """
 
 from __future__ import annotations
@@ -9,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -29,10 +40,13 @@ from headwater.functions.insert import InsertedDestination
 from headwater.log.base import EventLog, StoredRecord
 from headwater.processor.fanout import DestinationStage
 from headwater.processor.routing import NotMine, Route
+from headwater.state import leases, postgres
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPLAY_SCAN_SECS = 1.0
+HANDOVER_STOP_SECS = 10.0
 PRUNE_EVERY_SECS = 3600.0
 
 
@@ -81,10 +95,17 @@ async def states_of(
 class DeliveryEngine:
     """Runs the delivery of every destination of a workspace."""
 
-    def __init__(self, workspace: Workspace, log: EventLog, data_dir: Path) -> None:
+    def __init__(
+        self, workspace: Workspace, log: EventLog, data_dir: Path, role: str = "worker"
+    ) -> None:
         self.workspace = workspace
         self.log = log
         self.store = DeliveryStore(data_dir, workspace.state)
+        self.shared = postgres.uses_postgres(workspace.state)
+        self.node = leases.node_id(role)
+        self._leases: leases.Leases | None = None
+        self._lease_pool: ThreadPoolExecutor | None = None
+        self._valid_until = 0.0
         self.http = HttpClient()
         self.workers: dict[str, Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -109,10 +130,16 @@ class DeliveryEngine:
             self.workers[config.name] = worker
         if fresh:
             await self.store.write(fresh)
-        for worker in self.workers.values():
-            worker.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [
+        if self.shared:
+            await self._open_leases()
+            await self._share_once()  # this node's share runs before start() returns
+            self._tasks = [loop.create_task(self._share(), name="delivery:leases")]
+        else:
+            for worker in self.workers.values():
+                worker.start()
+            self._tasks = []
+        self._tasks += [
             loop.create_task(self._watch_replays(), name="delivery:replays"),
             loop.create_task(self._prune(), name="delivery:prune"),
         ]
@@ -132,6 +159,12 @@ class DeliveryEngine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
+        if self._leases is not None:  # after the workers recorded their positions
+            with contextlib.suppress(Exception):
+                await self._lease_call(lambda held: held.release())
+            await self._lease_call(lambda held: held.close())
+        if self._lease_pool is not None:
+            self._lease_pool.shutdown(wait=True)
         for worker in self.workers.values():
             await worker.destination.close()
         await self.http.close()
@@ -159,6 +192,70 @@ class DeliveryEngine:
             return None
         return {"total": sink.delivered_total, "events": sink.recent(limit)}
 
+    # ------------------------------------------------------------------ shared delivery
+
+    async def _open_leases(self) -> None:
+        state = self.workspace.state
+        assert postgres.uses_postgres(state)
+        self._lease_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hw-leases")
+        quick = state.model_copy(update={"reconnect_secs": min(2.0, state.reconnect_secs)})
+        conn = await asyncio.get_running_loop().run_in_executor(
+            self._lease_pool, postgres.connect, quick
+        )
+        self._leases = leases.Leases(conn, self.node, "worker")
+
+    async def _lease_call(self, fn: Callable[[leases.Leases], T]) -> T:
+        held = self._leases
+        assert held is not None and self._lease_pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._lease_pool, fn, held)
+
+    async def _share(self) -> None:
+        while True:
+            await asyncio.sleep(leases.RENEW_SECS)
+            try:
+                await self._share_once()
+            except Exception:
+                logger.exception("shared delivery: the lease round failed")
+
+    async def _share_once(self) -> None:
+        """Renew and take leases, then start what this node now holds and stop what it
+        lost (or can no longer be sure it holds)."""
+        names = sorted(self.workers)
+        try:
+            result = await self._lease_call(lambda held: held.round(names))
+        except Exception as exc:
+            logger.warning("shared delivery: cannot renew leases: %s", exc)
+            result = None
+        surplus: list[str] = []
+        if result is not None:
+            self._valid_until = result.valid_until
+            owners = dict(result.owners)
+            surplus = result.surplus
+            for name in surplus:  # stopped below, then given back
+                owners.pop(name, None)
+        else:  # keep acting on what this node held, until its own deadline
+            held = {n: self.node for n, w in self.workers.items() if w.running}
+            owners = held if time.monotonic() < self._valid_until else {}
+        cursors = await self.store.run(lambda db: db.cursors())
+        for name, worker in self.workers.items():
+            owner = owners.get(name)
+            cursor = cursors.get(name, worker.live.committed)
+            if owner == self.node:
+                if not worker.running:
+                    logger.info("shared delivery: %s delivers %s from offset %d", self.node,
+                                name, cursor)  # fmt: skip
+                    worker.take_over(cursor)
+                continue
+            if worker.running:
+                logger.info("shared delivery: %s hands %s over (now %s)", self.node, name,
+                            owner or "nobody")  # fmt: skip
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(worker.stop(), HANDOVER_STOP_SECS)
+                cursor = max(cursor, worker.live.committed)
+            worker.follow(owner, cursor)
+        if surplus:
+            await self._lease_call(lambda held: held.release(surplus))
+
     async def _watch_replays(self) -> None:
         """Replay jobs are created by ``headwater replay`` in the store; hand them out."""
         while True:
@@ -166,7 +263,7 @@ class DeliveryEngine:
                 active = await self.store.run(lambda db: db.replays(active_only=True))
                 for replay in active:
                     worker = self.workers.get(replay.destination)
-                    if worker is not None:
+                    if worker is not None and worker.running:
                         worker.add_replay(replay)
             except Exception:
                 logger.exception("cannot read replay jobs")

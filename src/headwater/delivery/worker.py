@@ -211,6 +211,9 @@ class Worker:
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.elsewhere: str | None = None
+        """With shared delivery, the node that delivers this destination while this one
+        does not (:meth:`follow`); None when this worker runs or nobody holds it."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -245,9 +248,31 @@ class Worker:
         self._changed.set()
 
     @property
-    def alive(self) -> bool:
-        """Whether the worker's loop runs (it stops only with stop() or a crash)."""
+    def running(self) -> bool:
+        """Whether this worker's loop runs (it stops only with stop() or a crash)."""
         return self._task is not None and not self._task.done()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the destination is being delivered: here, or by another node."""
+        return self.running or self.elsewhere is not None
+
+    def take_over(self, committed: int) -> None:
+        """Start delivering from ``committed`` (the shared store's cursor: the previous
+        owner's last recorded position), with nothing of a previous run kept."""
+        self.elsewhere = None
+        self.live = _Stream(position=committed, committed=committed)
+        self.replays = []  # the engine hands out active replays again, from the store
+        self._next_retry_ms = 0
+        self._retrying.clear()
+        self._stopping = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.start()
+
+    def follow(self, owner: str | None, committed: int) -> None:
+        """While another node delivers (or nobody, for a moment): show its position."""
+        self.elsewhere = owner
+        self.live = _Stream(position=committed, committed=committed)
 
     def queued_behind(self) -> tuple[int, int]:
         """(committed cursor, read position) of the live queue."""

@@ -1,0 +1,122 @@
+"""Leases in the shared PostgreSQL state: which node does a piece of work (delivers to a
+destination) now, so that several worker nodes share the work and one's death hands its
+part to the others.
+
+A lease is a row ``leases(name, owner, expires_at)``; ``expires_at`` is on PostgreSQL's
+clock, so nodes' clocks need not agree. Every ``RENEW_SECS`` a node, in one statement per
+lease, renews the ones it holds and takes the ones that are free or expired, and writes its
+heartbeat in ``nodes``. It takes no more than its share — ``ceil(leases / live nodes)`` —
+and, while it holds more, gives one back per round (after stopping that work: two nodes
+never run it at once), so a node that joins gets work within a few rounds and the work
+stays spread.
+
+A node holds a lease, as far as it itself is concerned, until ``TTL_SECS - MARGIN_SECS``
+after the moment it *sent* its last successful renewal (its own monotonic clock): before
+anyone else can take it at ``TTL_SECS`` after PostgreSQL applied it. When it cannot renew
+(PostgreSQL unreachable) past that, it stops the work itself. So two nodes deliver to one
+destination at once only if a node's event loop stalls for more than ``MARGIN_SECS``
+between two checks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from headwater.state.sql import PostgresConn
+
+TTL_SECS = 10.0
+RENEW_SECS = 1.0
+MARGIN_SECS = 3.0
+
+
+def node_id(role: str) -> str:
+    """This process as a node: ``host:pid:random`` (unique across restarts)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    owners: dict[str, str]  # lease name -> its owner now (absent: nobody holds it)
+    live_nodes: int
+    valid_until: float  # monotonic: this node's own leases are safe to act on until then
+    surplus: list[str]  # held beyond this node's share: stop the work, then release() it
+
+
+class Leases:
+    """The leases of one node, on a connection of their own (not the stores': a store's
+    reconnect must not delay a renewal)."""
+
+    def __init__(self, conn: PostgresConn, node: str, role: str) -> None:
+        self.conn = conn
+        self.node = node
+        self.role = role
+        self.started_ms = int(time.time() * 1000)
+
+    def round(self, names: Sequence[str]) -> Round:
+        """Heartbeat, renew what this node holds, take its share of what is free."""
+        sent = time.monotonic()
+        conn = self.conn
+        conn.execute(
+            "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, now()) ON CONFLICT(node) DO UPDATE SET"
+            " heartbeat_at = now()",
+            (self.node, self.role, socket.gethostname(), os.getpid(), self.started_ms),
+        )
+        conn.execute("DELETE FROM nodes WHERE heartbeat_at < now() - interval '1 day'")
+        live = conn.execute(
+            "SELECT count(*) FROM nodes WHERE role = ? AND heartbeat_at > now() -"
+            " make_interval(secs => ?)",
+            (self.role, TTL_SECS),
+        ).fetchone()[0]
+        owners = self._owners(names)
+        mine = sorted(n for n in names if owners.get(n) == self.node)
+        share = math.ceil(len(names) / max(1, int(live)))
+        for name in mine:
+            self._claim(name)
+        free = [n for n in names if n not in owners]
+        for name in free[: max(0, share - len(mine))]:
+            if self._claim(name):
+                mine.append(name)
+        surplus = [mine[-1]] if len(mine) > share else []  # a node joined: one per round
+        return Round(self._owners(names), int(live), sent + TTL_SECS - MARGIN_SECS, surplus)
+
+    def _owners(self, names: Sequence[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        marks = ",".join("?" * len(names))
+        rows = self.conn.execute(
+            f"SELECT name, owner FROM leases WHERE name IN ({marks}) AND expires_at > now()",
+            tuple(names),
+        ).fetchall()
+        return dict(rows)
+
+    def _claim(self, name: str) -> bool:
+        """Renew ``name`` if this node holds it, take it if it is free or expired."""
+        row = self.conn.execute(
+            "INSERT INTO leases VALUES (?, ?, now() + make_interval(secs => ?), now())"
+            " ON CONFLICT(name) DO UPDATE SET owner = excluded.owner,"
+            " expires_at = excluded.expires_at, taken_at = CASE WHEN leases.owner ="
+            " excluded.owner THEN leases.taken_at ELSE excluded.taken_at END"
+            " WHERE leases.owner = excluded.owner OR leases.expires_at <= now() RETURNING name",
+            (name, self.node, TTL_SECS),
+        ).fetchone()
+        return row is not None
+
+    def release(self, names: Sequence[str] | None = None) -> None:
+        """Give leases back (all of this node's when ``names`` is None): another node takes
+        them at its next round, without waiting for them to expire."""
+        if names is None:
+            self.conn.execute("DELETE FROM leases WHERE owner = ?", (self.node,))
+            self.conn.execute("DELETE FROM nodes WHERE node = ?", (self.node,))
+            return
+        for name in names:
+            self.conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?",
+                              (name, self.node))  # fmt: skip
+
+    def close(self) -> None:
+        self.conn.close()
