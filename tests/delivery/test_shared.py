@@ -51,7 +51,6 @@ async def engines(workspace: Workspace, tmp_path: Path) -> AsyncIterator[Callabl
 
     async def start() -> DeliveryEngine:
         engine = DeliveryEngine(workspace, log, tmp_path / f"node{len(started)}")
-        engine.log_for_test = log  # type: ignore[attr-defined]
         await engine.start()
         started.append(engine)
         return engine
@@ -88,7 +87,7 @@ async def test_a_joining_node_gets_its_share_and_each_destination_runs_once(
     await until(lambda: all(a.workers[n].elsewhere == b.node for n in running(b)))
     assert all(a.workers[n].alive for n in NAMES)
     records = [event() for _ in range(400)]
-    await a.log_for_test.append(records)
+    await a.log.append(records)
     ids = [r.message_id for r in records]
     await until(lambda: all(set(ids) <= set(c) for c in delivered(fakes).values()))
     for name, counts in delivered(fakes).items():  # no failure: nothing sent twice
@@ -102,7 +101,7 @@ async def test_a_dead_nodes_destinations_are_taken_over_and_nothing_is_lost(
     b = await engines()
     await until(lambda: len(running(a)) == 2 and len(running(b)) == 2)
     first = [event() for _ in range(300)]
-    await a.log_for_test.append(first)
+    await a.log.append(first)
     await until(lambda: sum(len(c) for c in delivered(fakes).values()) >= 200)
 
     # b dies as kill -9 would leave it: no stop, no release; its leases just stop renewing
@@ -114,7 +113,7 @@ async def test_a_dead_nodes_destinations_are_taken_over_and_nothing_is_lost(
     b._tasks = []
     died = time.monotonic()
     second = [event() for _ in range(300)]
-    await a.log_for_test.append(second)
+    await a.log.append(second)
     await until(lambda: running(a) == set(NAMES))
     took = time.monotonic() - died
     assert took < leases.TTL_SECS + 5, f"took {took:.1f} s to take over"

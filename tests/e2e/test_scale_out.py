@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import yaml
@@ -200,6 +201,15 @@ def test_two_worker_nodes_share_the_destinations_and_survive_one_killed(
         every = set(first + second)
         for f in fakes:  # node 1 takes node 2's destinations when their leases expire
             f.wait_for(lambda fake: every <= set(delivered_ids(fake)), timeout=120)
+        deadline = time.monotonic() + 60  # "is it down?": the status page names the node
+        while True:
+            doc = httpx.get(f"{server.url}/api/v2/summary.json", timeout=10).json()
+            [nodes] = [c for c in doc["components"] if c["name"] == "Worker nodes"]
+            if nodes["status"] == "degraded_performance":
+                break
+            assert time.monotonic() < deadline, nodes
+            time.sleep(0.2)
+        assert f":{worker.pid}:worker:" in str(doc["incidents"])
         held = owners(postgres, schema)
         assert {held[h] for h in hooks} == {held["hook0"]} and f":{worker.pid}:" not in held[
             "hook0"

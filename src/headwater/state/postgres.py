@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import psycopg
+from psycopg import sql
 
 from headwater.state.migrations import migrate
 from headwater.state.sql import PostgresConn, first_line, where_of
@@ -29,6 +30,9 @@ def uses_postgres(state: StateConfig | None) -> TypeGuard[StateConfig]:
 
 
 PROBE_TIMEOUT_SECS = 2
+NODES_SHOWN_SECS = 900.0
+"""A node that stopped heartbeating (crashed: a graceful stop removes it) is shown as down
+for this long, then forgotten."""
 
 
 class Probe:
@@ -40,20 +44,37 @@ class Probe:
         assert state.dsn is not None
         self.dsn = state.dsn
         self.password_env = state.password_env
+        self.schema = state.schema_name
         self.where = where_of(state.dsn, state.schema_name)
 
-    def check(self) -> tuple[str | None, float | None]:
-        """(why it does not answer, or None; the round trip in ms when it answers)."""
+    def check(self) -> tuple[str | None, float | None, list[tuple[str, float]]]:
+        """(why it does not answer, or None; the round trip in ms when it answers; the
+        worker nodes that wrote a heartbeat in the last ``NODES_SHOWN_SECS``, with the age
+        of their last one in seconds)."""
         extra: dict[str, object] = {"connect_timeout": PROBE_TIMEOUT_SECS}
         if self.password_env:
             password = os.environ.get(self.password_env)
             if password is None:
-                return f"the environment variable {self.password_env} is not set", None
+                return f"the environment variable {self.password_env} is not set", None, []
             extra["password"] = password
         started = time.perf_counter()
         try:
             with psycopg.connect(self.dsn, **extra) as conn:  # type: ignore[arg-type]
                 conn.execute("SELECT 1")
+                latency = (time.perf_counter() - started) * 1000
+                nodes = self._nodes(conn)
         except psycopg.Error as exc:
-            return first_line(exc), None
-        return None, (time.perf_counter() - started) * 1000
+            return first_line(exc), None, []
+        return None, latency, nodes
+
+    def _nodes(self, conn: psycopg.Connection[Any]) -> list[tuple[str, float]]:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        try:
+            rows = conn.execute(
+                "SELECT node, extract(epoch FROM now() - heartbeat_at)::float8 FROM nodes"
+                " WHERE heartbeat_at > now() - make_interval(secs => %s) ORDER BY node",
+                (NODES_SHOWN_SECS,),
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:  # no worker has migrated the schema yet
+            return []
+        return [(str(node), float(age)) for node, age in rows]

@@ -104,6 +104,8 @@ class StateSignal:
     error: str | None  # why the probe failed; None when it answered
     latency_ms: float | None  # the probe's round trip when it answered
     down_since_ms: int | None = None
+    nodes: list[tuple[str, float]] = field(default_factory=list)
+    """Worker nodes that heartbeat recently (shared delivery), with their last one's age."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,12 @@ STATE_STORE = Component(
     "state", "State store (PostgreSQL)",
     "Delivery positions and outcomes, flow counts and tracking-plan results, shared by nodes",
 )  # fmt: skip
+NODES = Component(
+    "nodes", "Worker nodes",
+    "The worker processes sharing the destinations (shared delivery), by their heartbeats",
+)  # fmt: skip
+NODE_SILENT_SECS = 10.0
+"""A node whose last heartbeat is older than this (a lease's life) is down."""
 STATE_SLOW_MS = 1000.0
 """A state store answering a trivial query slower than this shows as degraded."""
 PROCESSES = Component(
@@ -169,7 +177,7 @@ def components(
     found = [TRACKING_API, INGESTION, DESTINATIONS,
              *(destination_component(d) for d in destinations), MANAGEMENT_API]  # fmt: skip
     if shared_state:
-        found.append(STATE_STORE)
+        found += [STATE_STORE, NODES]
     if processes:
         found += [PROCESSES, *(process_component(p) for p in processes)]
     return found
@@ -183,6 +191,8 @@ def evaluate(signals: Signals, config: StatusConfig) -> list[ComponentState]:
     states.append(ComponentState(MANAGEMENT_API, Status.OPERATIONAL, ""))
     if signals.state is not None:
         states.append(_state_store(signals.state, signals.now_ms))
+        if signals.state.error is None:
+            states.append(_nodes(signals.state))
     if signals.processes:
         own = [_process(p, signals.now_ms) for p in signals.processes]
         status = worst([p.status for p in own])
@@ -209,6 +219,20 @@ def _state_store(state: StateSignal, now_ms: int) -> ComponentState:
             f"(threshold {STATE_SLOW_MS:.0f} ms)",
         )  # fmt: skip
     return ComponentState(STATE_STORE, Status.OPERATIONAL, "")
+
+
+def _nodes(state: StateSignal) -> ComponentState:
+    down = [(n, age) for n, age in state.nodes if age > NODE_SILENT_SECS]
+    live = len(state.nodes) - len(down)
+    if not down:
+        return ComponentState(NODES, Status.OPERATIONAL, f"{live} worker node(s) live" if live
+                              else "no worker node has written a heartbeat yet")  # fmt: skip
+    said = ", ".join(f"{n} (last heartbeat {age:.0f} s ago)" for n, age in down)
+    if live == 0:
+        return ComponentState(NODES, Status.MAJOR, f"no worker node is live: {said}; accepted "
+                              "events wait in the log")  # fmt: skip
+    return ComponentState(NODES, Status.DEGRADED, f"worker node(s) down: {said}; the {live} "
+                          "live node(s) took over their destinations")  # fmt: skip
 
 
 def _process(p: ProcessSignal, now_ms: int) -> ComponentState:

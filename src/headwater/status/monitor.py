@@ -141,12 +141,12 @@ class Monitor:
         probe = self._probe
         if probe is None:
             return None
-        error, latency = await asyncio.get_running_loop().run_in_executor(None, probe.check)
+        error, latency, nodes = await asyncio.get_running_loop().run_in_executor(None, probe.check)
         if error is None:
             self._state_down_since = None
         elif self._state_down_since is None:
             self._state_down_since = now_ms
-        return StateSignal(probe.where, error, latency, self._state_down_since)
+        return StateSignal(probe.where, error, latency, self._state_down_since, nodes)
 
     async def check(self) -> list[ComponentState]:
         signals = await self.signals()
