@@ -222,3 +222,37 @@ def test_two_worker_nodes_share_the_destinations_and_survive_one_killed(
             worker.kill()
         for f in fakes:
             f.__exit__(None, None, None)
+
+
+def test_two_gateway_nodes_behind_a_balancer_accept_and_deliver_each_event_once(
+    make_server: Any, nats_cluster: LocalNats, postgres: Postgres
+) -> None:
+    """Two ``serve`` nodes (gateway + worker each) on one stream and one state schema, as two
+    machines behind a load balancer: each takes half the requests; every event is delivered
+    once, and the flow counts of both land in the same rows."""
+    stream, schema = f"gw{uuid.uuid4().hex[:8]}", f"gw_{uuid.uuid4().hex[:8]}"
+    with FakeDestination(always(200, delay_secs=0.002)) as fake:
+        extra = (
+            jetstream_yaml(nats_cluster, stream)
+            + webhook_yaml(fake.url, concurrency=2)
+            + f"state: {{backend: postgres, dsn: '{postgres.dsn()}', schema: {schema}}}\n"
+        )
+        one: Server = make_server(extra)
+        two: Server = make_server(extra)
+        ids = [str(uuid.uuid4()) for _ in range(1200)]
+        post_batches(one, ids[:600])
+        post_batches(two, ids[600:])
+        fake.wait_for(lambda f: set(ids) <= set(delivered_ids(f)), timeout=120)
+        counts = delivered_ids(fake)
+        assert max(counts[i] for i in ids) == 1  # one node at a time delivers "hook"
+        for server in (one, two):  # either node traces any event
+            trace = server.api(f"/api/v1/events/{ids[900]}")
+            assert trace.status_code == 200, trace.text
+            assert {d["state"] for d in trace.json()["destinations"]} == {"delivered"}
+        one.stop()
+        two.stop()  # both write their last flow counts
+        with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{schema}"')
+            [(received,)] = conn.execute("SELECT sum(count) FROM flow WHERE source='website'"
+                                         " AND step='received'").fetchall()  # fmt: skip
+        assert received == len(ids)
