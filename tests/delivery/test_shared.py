@@ -123,3 +123,34 @@ async def test_a_dead_nodes_destinations_are_taken_over_and_nothing_is_lost(
     for name, counts in delivered(fakes).items():
         twice = [m for m, n in counts.items() if n > 1]
         assert len(twice) <= 2 * 100, (name, len(twice))  # concurrency 2 x batch 100
+
+
+async def test_a_node_cut_off_from_postgres_stops_before_another_takes_over(
+    engines: Callable[[], Any], fakes: dict[str, FakeDestination]
+) -> None:
+    a = await engines()
+    b = await engines()
+    await until(lambda: len(running(a)) == 2 and len(running(b)) == 2)
+    mine = running(b)
+
+    async def cut_off(fn: Any) -> Any:
+        raise ConnectionError("PostgreSQL unreachable (test)")
+
+    b._lease_call = cut_off  # type: ignore[method-assign]
+    cut = time.monotonic()
+    overlap: list[set[str]] = []
+
+    def check() -> bool:
+        both = running(a) & running(b)
+        if both:
+            overlap.append(both)
+        return running(a) == set(NAMES)
+
+    await until(check)
+    assert overlap == [], f"delivered by two nodes at once: {overlap}"
+    assert running(b) == set() and time.monotonic() - cut >= leases.TTL_SECS - leases.MARGIN_SECS
+    assert all(not b.workers[n].running for n in mine)
+    records = [event() for _ in range(200)]
+    await a.log.append(records)
+    ids = {r.message_id for r in records}
+    await until(lambda: all(ids <= set(c) for c in delivered(fakes).values()))

@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REPLAY_SCAN_SECS = 1.0
-HANDOVER_STOP_SECS = 10.0
+HANDOVER_STOP_SECS = 30.0
+ROUND_TIMEOUT_SECS = 2.0
 PRUNE_EVERY_SECS = 3600.0
 
 
@@ -106,6 +107,8 @@ class DeliveryEngine:
         self._leases: leases.Leases | None = None
         self._lease_pool: ThreadPoolExecutor | None = None
         self._valid_until = 0.0
+        self._handing: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
         self.http = HttpClient()
         self.workers: dict[str, Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,14 +158,20 @@ class DeliveryEngine:
         return destination
 
     async def stop(self) -> None:
+        self._closing = True
+        if self.shared:  # stop delivering while the leases are still renewed, then release
+            await asyncio.gather(*self._handing.values(), return_exceptions=True)
+            await asyncio.gather(*(w.stop() for w in self.workers.values() if w.running),
+                                 return_exceptions=True)  # fmt: skip
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
         if self._leases is not None:  # after the workers recorded their positions
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # unreachable: they expire by themselves
                 await self._lease_call(lambda held: held.release())
-            await self._lease_call(lambda held: held.close())
+            with contextlib.suppress(Exception):
+                await self._lease_call(lambda held: held.close())
         if self._lease_pool is not None:
             self._lease_pool.shutdown(wait=True)
         for worker in self.workers.values():
@@ -219,42 +228,73 @@ class DeliveryEngine:
 
     async def _share_once(self) -> None:
         """Renew and take leases, then start what this node now holds and stop what it
-        lost (or can no longer be sure it holds)."""
+        lost or can no longer be sure it holds. Nothing here waits on a worker: a graceful
+        hand-over runs on a task of its own, so renewals never pause."""
         names = sorted(self.workers)
+        result: leases.Round | None = None
         try:
-            result = await self._lease_call(lambda held: held.round(names))
+            result = await asyncio.wait_for(
+                self._lease_call(lambda held: held.round(names)), ROUND_TIMEOUT_SECS
+            )
         except Exception as exc:
-            logger.warning("shared delivery: cannot renew leases: %s", exc)
-            result = None
-        surplus: list[str] = []
-        if result is not None:
-            self._valid_until = result.valid_until
-            owners = dict(result.owners)
-            surplus = result.surplus
-            for name in surplus:  # stopped below, then given back
-                owners.pop(name, None)
-        else:  # keep acting on what this node held, until its own deadline
-            held = {n: self.node for n, w in self.workers.items() if w.running}
-            owners = held if time.monotonic() < self._valid_until else {}
-        cursors = await self.store.run(lambda db: db.cursors())
+            logger.warning("shared delivery: cannot renew leases: %s", exc or type(exc).__name__)
+        if result is None:
+            if time.monotonic() >= self._valid_until:  # others may take them now: stop first
+                for name, worker in self.workers.items():
+                    if worker.running:
+                        logger.warning("shared delivery: %s cannot renew its lease of %s; it "
+                                       "stops delivering it", self.node, name)  # fmt: skip
+                        await worker.halt()
+                        worker.follow(None, worker.live.committed)
+            return
+        self._valid_until = result.valid_until
+        if self._closing:
+            return  # stop() is stopping the workers; the leases stay renewed meanwhile
+        try:
+            cursors: dict[str, int] | None = await asyncio.wait_for(
+                self.store.run(lambda db: db.cursors()), ROUND_TIMEOUT_SECS
+            )
+        except Exception:
+            cursors = None  # no take-over without the shared cursor; positions shown stale
         for name, worker in self.workers.items():
-            owner = owners.get(name)
-            cursor = cursors.get(name, worker.live.committed)
-            if owner == self.node:
-                if not worker.running:
-                    logger.info("shared delivery: %s delivers %s from offset %d", self.node,
-                                name, cursor)  # fmt: skip
-                    worker.take_over(cursor)
+            if name in self._handing:
                 continue
+            owner = result.owners.get(name)
+            known = worker.live.committed if cursors is None else cursors.get(name, 0)
+            if owner == self.node and name not in result.surplus:
+                if not worker.running and cursors is not None:
+                    logger.info("shared delivery: %s delivers %s from offset %d", self.node,
+                                name, known)  # fmt: skip
+                    worker.take_over(known)
+                continue
+            if owner == self.node:  # beyond this node's share: stop, then give it back
+                self._handing[name] = asyncio.get_running_loop().create_task(
+                    self._give_back(name, worker), name=f"delivery:give-back:{name}"
+                )
+                continue
+            if worker.running:  # the lease is another node's: this one must not send
+                logger.warning("shared delivery: %s lost %s to %s; it stops at once",
+                               self.node, name, owner or "nobody")  # fmt: skip
+                await worker.halt()
+                known = max(known, worker.live.committed)
+            worker.follow(owner, known)
+
+    async def _give_back(self, name: str, worker: Worker) -> None:
+        """Stop delivering ``name`` (gracefully: outcomes recorded, cursor moved) while the
+        rounds keep renewing its lease, then release it for another node to take."""
+        try:
             if worker.running:
-                logger.info("shared delivery: %s hands %s over (now %s)", self.node, name,
-                            owner or "nobody")  # fmt: skip
-                with contextlib.suppress(Exception):
+                logger.info("shared delivery: %s hands %s over", self.node, name)
+                try:
                     await asyncio.wait_for(worker.stop(), HANDOVER_STOP_SECS)
-                cursor = max(cursor, worker.live.committed)
-            worker.follow(owner, cursor)
-        if surplus:
-            await self._lease_call(lambda held: held.release(surplus))
+                except TimeoutError:
+                    await worker.halt()
+            worker.follow(None, worker.live.committed)
+            await self._lease_call(lambda held: held.release([name]))
+        except Exception:
+            logger.exception("shared delivery: handing %s over failed", name)
+        finally:
+            self._handing.pop(name, None)
 
     async def _watch_replays(self) -> None:
         """Replay jobs are created by ``headwater replay`` in the store; hand them out."""

@@ -433,9 +433,11 @@ class StoreDB:
     def _widen_span(self, destination: str, span: int) -> None:
         if span > self._spans.get(destination, -1):
             self._spans[destination] = span
+            meta = self._meta  # the widest wins: another node may have stored a wider one
             self.conn.execute(
-                f"INSERT INTO {self._meta} VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-                " SET value=excluded.value",
+                f"INSERT INTO {meta} VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value ="
+                f" CASE WHEN CAST(excluded.value AS BIGINT) > CAST({meta}.value AS BIGINT)"
+                f" THEN excluded.value ELSE {meta}.value END",
                 (f"span:{destination}", str(span)),
             )
 
@@ -587,12 +589,16 @@ class StoreDB:
     ) -> int:
         """A replay job of the events received in ``[since_ms, until_ms)``, read from the log
         after offset ``after`` up to ``end_offset``."""
-        row = self.conn.execute(
-            "INSERT INTO replays(destination, since_ms, until_ms, end_offset, position, state,"
-            " created_ms) VALUES (?,?,?,?,?,?,?) RETURNING id",
-            (destination, since_ms, until_ms, end_offset, after, "pending", now_ms()),
-        ).fetchone()
-        return int(row[0])
+
+        def work() -> int:  # once: a replay created twice would send its window twice
+            row = self.conn.execute(
+                "INSERT INTO replays(destination, since_ms, until_ms, end_offset, position,"
+                " state, created_ms) VALUES (?,?,?,?,?,?,?) RETURNING id",
+                (destination, since_ms, until_ms, end_offset, after, "pending", now_ms()),
+            ).fetchone()
+            return int(row[0])
+
+        return self.conn.write_once(work)
 
     def replays(self, destination: str | None = None, active_only: bool = False) -> list[Replay]:
         sql = (
@@ -617,10 +623,11 @@ class StoreDB:
     def ledger_rows(self, destination: str, offset: int) -> list[LedgerRow]:
         """The ledger rows that name ``offset`` for this destination, oldest first."""
         span = self._spans.get(destination)
-        if span is None:
-            span = self._load_span(destination)
-            if span is None:
+        if span is None or self.conn.dialect != "sqlite":  # shared: others widen it too
+            stored = self._load_span(destination)
+            if stored is None and span is None:
                 return []
+            span = max(span or 0, stored or 0)
         rows = self.conn.execute(
             "SELECT offsets, state, at_ms, attempts, status, reason, duration_ms, exchange"
             " FROM ledger WHERE destination=? AND first_offset BETWEEN ? AND ? ORDER BY id",

@@ -257,10 +257,26 @@ class Worker:
         """Whether the destination is being delivered: here, or by another node."""
         return self.running or self.elsewhere is not None
 
+    async def halt(self) -> None:
+        """Stop at once, without waiting for what is in flight (the lease is gone: another
+        node may deliver this destination now). What was sent and not recorded goes again
+        from the new owner: at-least-once."""
+        self._stopping.set()
+        self._changed.set()
+        tasks = [t for t in (self._task, *self._inflight) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def take_over(self, committed: int) -> None:
         """Start delivering from ``committed`` (the shared store's cursor: the previous
         owner's last recorded position), with nothing of a previous run kept."""
         self.elsewhere = None
+        self.breaker = CircuitBreaker(self.config.breaker_failures,
+                                      self.config.breaker_probe_secs,
+                                      self.config.breaker_max_probe_secs)  # fmt: skip
+        self._inflight = set()
+        self._slots = asyncio.Semaphore(self.config.concurrency)
         self.live = _Stream(position=committed, committed=committed)
         self.replays = []  # the engine hands out active replays again, from the store
         self._next_retry_ms = 0

@@ -28,6 +28,7 @@ How the contract of :mod:`headwater.log.base` maps onto JetStream:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -456,15 +457,29 @@ class JetStreamLog:
 
     async def wait(self, after: int, timeout_secs: float) -> bool:
         await self._ready()
-        cursor = self._take_cursor(after + 1) or await self._new_cursor(after + 1)
-        if cursor is None:
-            return await self._wait_on_leader(after, timeout_secs)
-        try:
-            if not cursor.buffer and timeout_secs > 0:
-                await cursor.pull(self._client(), self.stream, 1, timeout_secs)
-            return bool(cursor.buffer)
-        finally:
-            self._keep_cursor(cursor)
+        deadline = time.monotonic() + timeout_secs
+        while True:
+            cursor = self._take_cursor(after + 1) or await self._new_cursor(after + 1)
+            if cursor is None:
+                return await self._wait_on_leader(after, max(0.0, deadline - time.monotonic()))
+            try:
+                left = deadline - time.monotonic()
+                if not cursor.buffer and left > 0:
+                    await cursor.pull(self._client(), self.stream, 1, left)
+                if cursor.buffer:
+                    return True
+                lost = cursor.lost
+            finally:
+                self._keep_cursor(cursor)
+            # The pull ended empty before its time (its consumer lost or moved, or placed on
+            # a replica that lags): the leader has the last word.
+            with contextlib.suppress(LogError):
+                if await self._read_from_leader(after, 1):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            if lost:
+                await asyncio.sleep(0.1)  # a new consumer next time round, not at once
 
     async def _wait_on_leader(self, after: int, timeout_secs: float) -> bool:
         """Poll the leader while no consumer can be made; an unreachable cluster is "nothing

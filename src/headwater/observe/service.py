@@ -465,9 +465,10 @@ def _failing_offsets(
     db: StoreDB, destination: str, key: tuple[str, int | None, str], window: Window
 ) -> list[int]:
     state, status, reason = key
+    same = "IS" if db.conn.dialect == "sqlite" else "IS NOT DISTINCT FROM"  # SQLite < 3.39
     rows = db.conn.execute(
         "SELECT first_offset FROM ledger WHERE destination=? AND state=? AND"
-        " status IS NOT DISTINCT FROM ? AND COALESCE(reason, '')=? AND at_ms>=?"
+        f" status {same} ? AND COALESCE(reason, '')=? AND at_ms>=?"
         " AND at_ms<? ORDER BY at_ms DESC LIMIT ?",
         (destination, state, status, reason, window.since_ms, window.until_ms, MAX_SAMPLE_IDS),
     )
