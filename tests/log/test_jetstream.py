@@ -205,14 +205,25 @@ async def under_load(
 
 
 async def all_stored(servers: list[str], stream: str) -> list[str]:
+    """Every id in the stream, read by a new client. Right after a fault the cluster may
+    still be electing a leader: a read that fails then (LogError, as a delivery worker would
+    see and retry) is tried again, within a generous ceiling."""
     fresh = JetStreamLog(LogConfig(backend="jetstream", servers=servers, stream=stream))
     try:
         ids: list[str] = []
         position = 0
-        while batch := await fresh.read(position, 500):
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                batch = await fresh.read(position, 500)
+            except LogError:
+                assert time.monotonic() < deadline, "the stream stayed unreadable"
+                await asyncio.sleep(0.5)
+                continue
+            if not batch:
+                return ids
             ids.extend(r.message_id for r in batch)
             position = batch[-1].offset
-        return ids
     finally:
         await fresh.close()
 

@@ -170,8 +170,11 @@ class DeliveryEngine:
         if self._leases is not None:  # after the workers recorded their positions
             with contextlib.suppress(Exception):  # unreachable: they expire by themselves
                 await self._lease_call(lambda held: held.release())
-            with contextlib.suppress(Exception):
+            try:
                 await self._lease_call(lambda held: held.close())
+            except Exception:  # the pool cannot run it: close here, never leak the socket
+                with contextlib.suppress(Exception):
+                    self._leases.close()
         if self._lease_pool is not None:
             self._lease_pool.shutdown(wait=True)
         for worker in self.workers.values():
