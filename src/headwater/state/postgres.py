@@ -3,7 +3,6 @@ schema, migrated to this Headwater's version (:mod:`headwater.state.migrations`)
 
 from __future__ import annotations
 
-import os
 import time
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -11,7 +10,13 @@ import psycopg
 from psycopg import sql
 
 from headwater.state.migrations import migrate
-from headwater.state.sql import PostgresConn, first_line, where_of
+from headwater.state.sql import (
+    PostgresConn,
+    StateUnavailable,
+    first_line,
+    password_from,
+    where_of,
+)
 
 if TYPE_CHECKING:
     from headwater.config.workspace import StateConfig
@@ -51,12 +56,11 @@ class Probe:
         """(why it does not answer, or None; the round trip in ms when it answers; the
         worker nodes that wrote a heartbeat in the last ``NODES_SHOWN_SECS``, with the age
         of their last one in seconds)."""
-        extra: dict[str, object] = {"connect_timeout": PROBE_TIMEOUT_SECS}
-        if self.password_env:
-            password = os.environ.get(self.password_env)
-            if password is None:
-                return f"the environment variable {self.password_env} is not set", None, []
-            extra["password"] = password
+        try:
+            extra: dict[str, object] = {"connect_timeout": PROBE_TIMEOUT_SECS,
+                                        **password_from(self.password_env)}  # fmt: skip
+        except StateUnavailable as exc:
+            return str(exc), None, []
         started = time.perf_counter()
         try:
             with psycopg.connect(self.dsn, **extra) as conn:  # type: ignore[arg-type]

@@ -147,13 +147,8 @@ class PostgresConn:
             "connect_timeout": CONNECT_TIMEOUT_SECS,
             "autocommit": True,
             **NETWORK_LIMITS,
+            **password_from(self.password_env),
         }
-        if self.password_env:
-            password = os.environ.get(self.password_env)
-            if password is None:
-                raise StateUnavailable(f"the environment variable {self.password_env} (state."
-                                       "password_env) is not set")  # fmt: skip
-            extra["password"] = password
         deadline = time.monotonic() + self.reconnect_secs
         wait = 0.1
         while True:
@@ -329,6 +324,18 @@ def _connection_lost(exc: psycopg.OperationalError, conn: psycopg.Connection[Any
     state = getattr(exc, "sqlstate", None) or ""
     # 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now
     return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def password_from(password_env: str | None) -> dict[str, str]:
+    """libpq's ``password`` from the environment variable ``state.password_env`` names (none
+    named: libpq's own PGPASSWORD / ~/.pgpass); StateUnavailable when it is not set."""
+    if not password_env:
+        return {}
+    password = os.environ.get(password_env)
+    if password is None:
+        raise StateUnavailable(f"the environment variable {password_env} (state.password_env) "
+                               "is not set")  # fmt: skip
+    return {"password": password}
 
 
 def where_of(dsn: str, schema: str) -> str:
