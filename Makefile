@@ -27,9 +27,10 @@ $(NODE_SDK)/node_modules/.package-lock.json: $(NODE_SDK)/package-lock.json
 run: $(VENV)/.installed
 	$(BIN)/headwater serve --config examples/workspace.yaml --data-dir .headwater
 
-# a 3-node NATS JetStream cluster and PostgreSQL on 127.0.0.1 to try scale-out (docs/scale-out.md)
+# a 3-node NATS JetStream cluster, PostgreSQL, 2 gateway and 2 worker nodes on 127.0.0.1 to try
+# scale-out (docs/scale-out.md)
 cluster: $(VENV)/.installed-dev
-	$(BIN)/headwater dev cluster
+	$(BIN)/headwater dev cluster --config examples/workspace.yaml
 
 test: $(VENV)/.installed-dev $(NODE_SDK)/node_modules/.package-lock.json
 	$(BIN)/pytest -p no:randomly -n $(TEST_WORKERS)

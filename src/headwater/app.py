@@ -59,6 +59,7 @@ from headwater.observe.service import Observer
 from headwater.processor.admin import ProcessorAdmin, effective_plans
 from headwater.processor.ingest import IngestPipeline
 from headwater.processor.protocols_store import ProtocolsStore
+from headwater.state import postgres
 from headwater.state.audit import AuditLog
 from headwater.state.tokens import TokenStore
 from headwater.state.workspace_history import record_workspace_load
@@ -245,10 +246,14 @@ class Headwater:
             config = self.workspace.model_dump_json(by_alias=True).encode() + b"\n"
             self.worker = Child("worker", "worker", command, config)
             self.worker.start()
-        remote = RemoteEngine(self.running, log, delivery_dir, control_socket(self.data_dir))
+        # a gateway node on shared state: the worker nodes deliver, wherever they run
+        cluster = self.delivery_mode == "remote" and postgres.uses_postgres(self.workspace.state)
+        remote = RemoteEngine(self.running, log, delivery_dir, control_socket(self.data_dir),
+                              cluster=cluster)  # fmt: skip
         self._engine = remote
         await remote.start()
-        await self._await_worker(remote)
+        if not cluster:
+            await self._await_worker(remote)
         return remote
 
     async def _await_worker(self, remote: RemoteEngine) -> None:

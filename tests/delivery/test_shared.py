@@ -15,6 +15,7 @@ import pytest
 
 from headwater.config.workspace import LogConfig, Workspace, parse_workspace
 from headwater.delivery.engine import DeliveryEngine
+from headwater.delivery.remote import RemoteEngine
 from headwater.log.memory import MemoryLog
 from headwater.state import leases
 from tests.delivery.conftest import event, webhook
@@ -155,3 +156,42 @@ async def test_a_node_cut_off_from_postgres_stops_before_another_takes_over(
     await a.log.append(records)
     ids = {r.message_id for r in records}
     await until(lambda: all(ids <= set(c) for c in delivered(fakes).values()))
+
+
+async def test_a_gateway_node_shows_what_the_worker_nodes_deliver(
+    engines: Callable[[], Any],
+    fakes: dict[str, FakeDestination],
+    workspace: Workspace,
+    tmp_path: Path,
+) -> None:
+    """A gateway node has no delivery of its own: it mirrors the snapshots the nodes
+    holding the leases publish, and lists itself among the nodes."""
+    a = await engines()
+    b = await engines()
+    await until(lambda: len(running(a)) == 2 and len(running(b)) == 2)
+    records = [event() for _ in range(200)]
+    await a.log.append(records)
+    ids = {r.message_id for r in records}
+    await until(lambda: all(ids <= set(c) for c in delivered(fakes).values()))
+    gateway = RemoteEngine(workspace, a.log, tmp_path / "gw", tmp_path / "no.sock", cluster=True)
+    await gateway.start()
+    try:
+
+        def caught_up() -> bool:
+            return all(w.alive and w.stats.delivered == 200 for w in gateway.workers.values())
+
+        deadline = time.monotonic() + 30
+        while not (await gateway.refresh() and caught_up()):
+            assert time.monotonic() < deadline, {n: w.stats for n, w in gateway.workers.items()}
+            await asyncio.sleep(0.2)
+        last = max(r.offset for r in await a.log.read(0, 1000))
+        assert all(w.live.committed == last for w in gateway.workers.values())
+        assert await gateway.devsink_page("d0", 10) is None  # in the deliverer's memory only
+        roles = await a._lease_call(lambda held: held.conn.execute(
+            "SELECT role, count(*) FROM nodes GROUP BY role ORDER BY role").fetchall())  # fmt: skip
+        assert [tuple(r) for r in roles] == [("gateway", 1), ("worker", 2)]
+    finally:
+        await gateway.stop()
+    rows = await a._lease_call(lambda held: held.conn.execute(
+        "SELECT count(*) FROM nodes WHERE role = 'gateway'").fetchone())  # fmt: skip
+    assert rows[0] == 0  # a gateway stopped gracefully leaves the list

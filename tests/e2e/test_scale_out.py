@@ -27,9 +27,6 @@ import yaml
 
 from headwater.config import LogConfig
 from headwater.config.workspace import StateConfig
-from headwater.delivery.store import SetCursor, StoreDB
-from headwater.log import Record
-from headwater.log.jetstream import JetStreamLog
 from headwater.log.nats_local import LocalNats
 from tests.e2e.conftest import Server
 from tests.e2e.test_delivery import delivered_ids, post_batches, webhook_yaml
@@ -91,52 +88,83 @@ def test_a_bad_log_backend_setting_is_refused_with_its_location(make_server: Any
     assert "log" in str(failed.value) and "is not a NATS URL" in str(failed.value)
 
 
-def test_dev_cluster_runs_a_cluster_headwater_can_use_until_stopped(
+def test_dev_cluster_runs_the_servers_and_two_gateways_and_two_workers_on_them(
     tmp_path: Path, postgres: Postgres
 ) -> None:
+    """``headwater dev cluster --config``: NATS ×3, PostgreSQL and four Headwater nodes, each
+    with a data directory of its own; events sent to either gateway are delivered once, the
+    status page of either lists the four nodes, and SIGTERM stops everything."""
     require_nats_server()  # and PostgreSQL: the session's fixture fails in CI without it
-    port, pg_port = free_port(), free_port()
+    port, pg_port, http_port = free_port(), free_port(), free_port()
+    while http_port + 1 in (port, port + 1, port + 2, pg_port):
+        http_port = free_port()
     output = tmp_path / "cluster.out"
     stores = Path(tempfile.mkdtemp(prefix="headwater-dev-"))  # reachable by the postgres user
     os.chmod(stores, 0o755)
-    command = [sys.executable, "-m", "headwater.cli", "dev", "cluster", "--port", str(port),
-               "--dir", str(stores), "--pg-port", str(pg_port)]  # fmt: skip
-    with output.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while "Ctrl-C stops it." not in output.read_text():
-            assert process.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.1)
-        lines = output.read_text().splitlines()
-        block = next(line for line in lines if line.startswith("log:"))
-        log = LogConfig.model_validate(yaml.safe_load(block)["log"])
-        assert log.servers == [f"nats://127.0.0.1:{port + i}" for i in range(3)]
-        block = next(line for line in lines if line.startswith("state:"))
-        state = StateConfig.model_validate(yaml.safe_load(block)["state"])
-        assert state.dsn == f"postgresql://headwater@127.0.0.1:{pg_port}/postgres"
-        db = StoreDB.postgres(state)  # the delivery store can live there
+    with FakeDestination(always(200)) as fake:
+        workspace = tmp_path / "workspace.yaml"
+        workspace.write_text(
+            "name: dev\nsources:\n  - {name: website, write_key: wk_dev_1}\n"
+            "log: {durability: fsync, retention_max_age_secs: 1d}\n"
+            + webhook_yaml(fake.url, concurrency=2)
+        )
+        command = [sys.executable, "-m", "headwater.cli", "dev", "cluster", "--port", str(port),
+                   "--dir", str(stores), "--pg-port", str(pg_port), "--config", str(workspace),
+                   "--http-port", str(http_port)]  # fmt: skip
+        with output.open("wb") as sink:
+            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
         try:
-            db.apply([SetCursor("hook", 42)])
-            assert db.cursors() == {"hook": 42}
+            deadline = time.monotonic() + 300  # servers and four nodes on a busy machine
+            while "Ctrl-C stops it." not in output.read_text():
+                assert process.poll() is None, output.read_text()
+                assert time.monotonic() < deadline, output.read_text()
+                time.sleep(0.2)
+            text = output.read_text()
+            lines = text.splitlines()
+            block = next(line for line in lines if line.startswith("log:"))
+            log = LogConfig.model_validate(yaml.safe_load(block)["log"])
+            assert log.servers == [f"nats://127.0.0.1:{port + i}" for i in range(3)]
+            block = next(line for line in lines if line.startswith("state:"))
+            state = StateConfig.model_validate(yaml.safe_load(block)["state"])
+            assert state.dsn == f"postgresql://headwater@127.0.0.1:{pg_port}/postgres"
+            for name in ("gateway-1", "gateway-2", "worker-1", "worker-2"):
+                assert f"  {name} (pid " in text, text
+            assert "Write key of source website: wk_dev_1" in text
+            made = yaml.safe_load((stores / "workspace.yaml").read_text())
+            assert made["log"] == {"backend": "jetstream", "servers": log.servers, "replicas": 3,
+                                   "retention_max_age_secs": "1d"}  # fmt: skip
+
+            ids = [str(uuid.uuid4()) for _ in range(400)]
+            for i, url in enumerate((f"http://127.0.0.1:{http_port}",
+                                     f"http://127.0.0.1:{http_port + 1}")):  # fmt: skip
+                batch = [{"type": "track", "event": "Hi", "userId": "u", "messageId": m}
+                         for m in ids[i * 200 : (i + 1) * 200]]  # fmt: skip
+                answer = httpx.post(f"{url}/v1/batch", json={"batch": batch},
+                                    auth=("wk_dev_1", ""), timeout=30)  # fmt: skip
+                assert answer.status_code == 200, answer.text
+            fake.wait_for(lambda f: set(ids) <= set(delivered_ids(f)), timeout=120)
+            assert max(delivered_ids(fake)[i] for i in ids) == 1
+
+            deadline = time.monotonic() + 60
+            while True:  # the status page of a gateway lists every node
+                doc = httpx.get(f"http://127.0.0.1:{http_port + 1}/api/v2/components.json",
+                                timeout=10).json()  # fmt: skip
+                [nodes] = [c for c in doc["components"] if c["name"] == "Nodes"]
+                [hook] = [c for c in doc["components"] if c["name"] == "Destination hook"]
+                if nodes["status"] == "operational" and hook["status"] == "operational":
+                    break
+                assert time.monotonic() < deadline, doc
+                time.sleep(0.5)
+            assert state.dsn is not None
+            with psycopg.connect(state.dsn, autocommit=True) as conn:
+                roles = conn.execute("SELECT role, count(*) FROM headwater.nodes GROUP BY role"
+                                     " ORDER BY role").fetchall()  # fmt: skip
+            assert roles == [("gateway", 2), ("worker", 2)]
         finally:
-            db.close()
-
-        async def use() -> None:
-            js = JetStreamLog(log)
-            try:
-                [stored] = await js.append([Record("m1", "web", "track", 0, b"{}")])
-                assert (await js.get("m1")) is not None and not stored.duplicate
-            finally:
-                await js.close()
-
-        asyncio.run(use())
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-        shutil.rmtree(stores, ignore_errors=True)
-    assert process.returncode == 0 and "stopped." in output.read_text()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=120)
+            shutil.rmtree(stores, ignore_errors=True)
+    assert process.returncode == 0 and output.read_text().endswith("stopped.\n")
 
 
 def owners(pg: Postgres, schema: str) -> dict[str, str]:
@@ -204,7 +232,7 @@ def test_two_worker_nodes_share_the_destinations_and_survive_one_killed(
         deadline = time.monotonic() + 60  # "is it down?": the status page names the node
         while True:
             doc = httpx.get(f"{server.url}/api/v2/summary.json", timeout=10).json()
-            [nodes] = [c for c in doc["components"] if c["name"] == "Worker nodes"]
+            [nodes] = [c for c in doc["components"] if c["name"] == "Nodes"]
             if nodes["status"] == "degraded_performance":
                 break
             assert time.monotonic() < deadline, nodes

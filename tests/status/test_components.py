@@ -143,16 +143,28 @@ def test_the_shared_state_store_down_is_its_own_major_outage_saying_what_waits()
     assert slow["state"][0] is Status.DEGRADED and "2500 ms" in slow["state"][1]
 
 
-def test_a_worker_node_that_stopped_heartbeating_is_down_and_said_so() -> None:
+def test_a_node_that_stopped_heartbeating_is_down_and_said_so() -> None:
     where = "10.0.0.5:5432/hw schema headwater"
-    nodes = [("a:1:worker:x", 0.4), ("b:2:worker:y", 0.9)]
-    assert states(state=StateSignal(where, None, 3.0, None, nodes))["nodes"][0] is (
-        Status.OPERATIONAL)  # fmt: skip
-    one_down = states(state=StateSignal(where, None, 3.0, None, [nodes[0], ("b:2:worker:y", 42.0)]))
+    a, b = ("a:1:worker:x", "worker", 0.4), ("b:2:worker:y", "worker", 0.9)
+    gw = ("c:3:gateway:z", "gateway", 0.2)
+    live = states(state=StateSignal(where, None, 3.0, None, [a, b, gw]))["nodes"]
+    assert live == (Status.OPERATIONAL, "2 worker node(s), 1 gateway node(s) live")
+    one_down = states(
+        state=StateSignal(where, None, 3.0, None, [a, ("b:2:worker:y", "worker", 42.0)])
+    )
     status, reason = one_down["nodes"]
     assert status is Status.DEGRADED and "b:2:worker:y (last heartbeat 42 s ago)" in reason
-    all_down = states(state=StateSignal(where, None, 3.0, None, [("b:2:worker:y", 42.0)]))
-    assert all_down["nodes"][0] is Status.MAJOR
+    assert "took over their destinations" in reason
+    # the last worker node down: nothing delivers, even with a gateway node live
+    all_down = states(
+        state=StateSignal(where, None, 3.0, None, [("b:2:worker:y", "worker", 42.0), gw])
+    )
+    assert all_down["nodes"][0] is Status.MAJOR and "accepted events wait" in all_down["nodes"][1]
+    gateway_down = states(
+        state=StateSignal(where, None, 3.0, None, [a, ("c:3:gateway:z", "gateway", 30.0)])
+    )
+    status, reason = gateway_down["nodes"]
+    assert status is Status.DEGRADED and reason.startswith("gateway node(s) down: c:3:gateway:z")
     # PostgreSQL down: its own outage; the nodes cannot be told, so they are not judged
     assert "nodes" not in states(state=StateSignal(where, "refused", None, NOW, []))
 

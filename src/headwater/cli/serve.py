@@ -42,8 +42,9 @@ def serve(
         str,
         typer.Option(
             help="all: the gateway and a supervised delivery worker process; gateway: the "
-            "HTTP server and the log writer only; worker: delivery only, beside a gateway "
-            "on the same data directory.",
+            "HTTP server and the log writer only (with state on PostgreSQL, a gateway node "
+            "that shows the worker nodes' delivery); worker: delivery only, beside a gateway "
+            "on the same data directory, or a worker node of its own with shared state.",
             envvar="HEADWATER_ROLE",
         ),
     ] = "all",

@@ -6,7 +6,7 @@ the stores on disk by whoever needs it; only what lives in the worker's memory c
 here, and only for readers (nothing on the delivery path waits for it):
 
     → {"op": "snapshot"}
-    ← {"pid": 123, "workers": {name: worker snapshot}}   (see :func:`worker_snapshot`)
+    ← {"pid": 123, "workers": {name: worker snapshot}}   (headwater.delivery.snapshot)
     → {"op": "devsink", "name": "sink", "limit": 100}
     ← {"total": 5, "events": [...]}  or  {"error": "not_found"}
 
@@ -26,48 +26,11 @@ from typing import Any
 import orjson
 
 from headwater.delivery.engine import DeliveryEngine
-from headwater.delivery.worker import Buckets, Worker, WorkerStats
+from headwater.delivery.snapshot import worker_snapshot
 
 logger = logging.getLogger(__name__)
 
 LINE_LIMIT_BYTES = 64 * 1024 * 1024  # a devsink page of large events fits
-
-
-def buckets_doc(b: Buckets) -> dict[str, Any]:
-    return {"counts": b.counts, "sum": b.sum, "count": b.count}
-
-
-def stats_doc(s: WorkerStats) -> dict[str, Any]:
-    return {
-        "delivered": s.delivered, "discarded": s.discarded, "retried": s.retried,
-        "dead_lettered": s.dead_lettered, "filtered": s.filtered, "requests": s.requests,
-        "last_error": s.last_error, "last_success_ms": s.last_success_ms,
-        "duration_secs": buckets_doc(s.duration_secs), "latency_secs": buckets_doc(s.latency_secs),
-    }  # fmt: skip
-
-
-def stats_from(doc: dict[str, Any]) -> WorkerStats:
-    stats = WorkerStats(**{k: v for k, v in doc.items() if not k.endswith("_secs")})
-    for name in ("duration_secs", "latency_secs"):
-        target: Buckets = getattr(stats, name)
-        found = doc[name]
-        if len(found["counts"]) == len(target.counts):
-            target.counts, target.sum, target.count = found["counts"], found["sum"], found["count"]
-    return stats
-
-
-def worker_snapshot(worker: Worker) -> dict[str, Any]:
-    committed, position = worker.queued_behind()
-    return {
-        "alive": worker.alive,
-        "committed": committed,
-        "position": position,
-        "breaker": worker.breaker.state.value,
-        "consecutive_failures": worker.breaker.consecutive_failures,
-        "stats": stats_doc(worker.stats),
-        "filter_stats": worker.stage.stats(),
-        "transformed": worker.stage.transformed,
-    }
 
 
 class ControlServer:

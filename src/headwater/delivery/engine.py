@@ -28,6 +28,7 @@ import orjson
 
 from headwater.config.workspace import DestinationConfig, Workspace
 from headwater.delivery.http import HttpClient
+from headwater.delivery.snapshot import worker_snapshot
 from headwater.delivery.state import DestinationState, state_of
 from headwater.delivery.store import DeliveryStore, SetCursor, StoreDB, now_ms
 from headwater.delivery.worker import Worker
@@ -234,10 +235,12 @@ class DeliveryEngine:
         lost or can no longer be sure it holds. Nothing here waits on a worker: a graceful
         hand-over runs on a task of its own, so renewals never pause."""
         names = sorted(self.workers)
+        shown = {name: orjson.dumps(worker_snapshot(w)).decode()
+                 for name, w in self.workers.items() if w.running}  # fmt: skip
         result: leases.Round | None = None
         try:
             result = await asyncio.wait_for(
-                self._lease_call(lambda held: held.round(names)), ROUND_TIMEOUT_SECS
+                self._lease_call(lambda held: held.round(names, shown)), ROUND_TIMEOUT_SECS
             )
         except Exception as exc:
             logger.warning("shared delivery: cannot renew leases: %s", exc or type(exc).__name__)

@@ -6,6 +6,13 @@ control channel (:mod:`headwater.delivery.control`) every ``REFRESH_SECS`` and b
 trace. The delivery store is opened here too (SQLite lets several processes share it), and
 destinations' filters are rebuilt from the workspace, so previews and traces run locally.
 While the worker process is down its workers read as not alive, with their last counters.
+
+A **gateway node** (``serve --role gateway`` with ``state: {backend: postgres}``) has no
+worker process of its own: the worker nodes deliver (docs/scale-out.md). It is then built
+with ``cluster=True`` and mirrors the snapshots the nodes delivering each destination
+publish in the shared state at every lease round (:mod:`headwater.state.leases`); a
+destination whose lease nobody holds reads as not alive. It writes its own heartbeat there
+too, so the status page lists it among the nodes.
 """
 
 from __future__ import annotations
@@ -13,28 +20,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from headwater.config.workspace import Workspace
-from headwater.delivery.control import LINE_LIMIT_BYTES, stats_from
+from headwater.config.workspace import StateConfig, Workspace
+from headwater.delivery.control import LINE_LIMIT_BYTES
 from headwater.delivery.engine import route_of, states_of
 from headwater.delivery.http import HttpClient
 from headwater.delivery.policy import BreakerState
+from headwater.delivery.snapshot import stats_from
 from headwater.delivery.state import DestinationState
 from headwater.delivery.store import DeliveryStore
 from headwater.delivery.worker import WorkerStats
 from headwater.log.base import EventLog, StoredRecord
 from headwater.processor.fanout import DestinationStage
 from headwater.processor.routing import Route
+from headwater.state import leases, postgres
 
 logger = logging.getLogger(__name__)
 
 REFRESH_SECS = 0.5
 ASK_TIMEOUT_SECS = 5.0
+CLUSTER_SECS = 2.0  # a gateway node's read of the shared state, at most
+T = TypeVar("T")
 
 
 @dataclass
@@ -83,9 +96,17 @@ class RemoteWorker:
 class RemoteEngine:
     """The worker process's delivery engine, seen from the gateway."""
 
-    def __init__(self, workspace: Workspace, log: EventLog, data_dir: Path, socket: Path) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        log: EventLog,
+        data_dir: Path,
+        socket: Path,
+        cluster: bool = False,
+    ) -> None:
         self.log = log
         self._socket = socket
+        self._state = workspace.state if cluster else None
         self._store = DeliveryStore(data_dir, workspace.state)
         self._http = HttpClient()
         self._workers = {
@@ -98,6 +119,8 @@ class RemoteEngine:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.worker_pid: int | None = None
+        self._cluster: leases.Leases | None = None
+        self._cluster_pool: ThreadPoolExecutor | None = None
 
     @property
     def workers(self) -> dict[str, RemoteWorker]:
@@ -113,6 +136,8 @@ class RemoteEngine:
 
     async def start(self) -> None:
         await self._store.open()
+        if self._state is not None:
+            await self._open_cluster(self._state)
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="delivery:view")
 
     async def stop(self) -> None:
@@ -121,11 +146,54 @@ class RemoteEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._disconnect()
+        if self._cluster is not None:
+            with contextlib.suppress(Exception):  # the node leaves the list at once
+                await asyncio.wait_for(self._cluster_call(lambda c: c.release()), CLUSTER_SECS)
+            held, self._cluster = self._cluster, None
+            assert self._cluster_pool is not None
+            self._cluster_pool.submit(held.close)
+            self._cluster_pool.shutdown(wait=False)
         await self._http.close()
         await self._store.close()
 
+    async def _open_cluster(self, state: StateConfig) -> None:
+        self._cluster_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hw-cluster")
+        quick = state.model_copy(update={"reconnect_secs": min(CLUSTER_SECS, state.reconnect_secs)})
+        conn = await asyncio.get_running_loop().run_in_executor(
+            self._cluster_pool, postgres.connect, quick
+        )
+        self._cluster = leases.Leases(conn, leases.node_id("gateway"), "gateway")
+
+    async def _cluster_call(self, fn: Callable[[leases.Leases], T]) -> T:
+        held, pool = self._cluster, self._cluster_pool
+        assert held is not None and pool is not None
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, held)
+
+    async def _refresh_cluster(self) -> bool:
+        """Heartbeat, and mirror what the nodes delivering each destination published."""
+
+        def read(held: leases.Leases) -> dict[str, str]:
+            held.heartbeat()
+            return held.snapshots()
+
+        try:
+            docs = await asyncio.wait_for(self._cluster_call(read), CLUSTER_SECS)
+        except Exception as exc:
+            logger.warning("cannot read the cluster's delivery from the state: %s",
+                           exc or type(exc).__name__)  # fmt: skip
+            docs = None
+        for name, worker in self._workers.items():
+            doc = None if docs is None else docs.get(name)
+            if doc is None:
+                worker.alive = False
+            else:
+                worker.update(orjson.loads(doc))
+        return docs is not None
+
     async def refresh(self) -> bool:
         """Mirror the worker process's state now; False when it does not answer."""
+        if self._cluster is not None:
+            return await self._refresh_cluster()
         answer = await self.ask({"op": "snapshot"})
         if answer is None or "workers" not in answer:
             for worker in self._workers.values():
@@ -143,6 +211,8 @@ class RemoteEngine:
         return await states_of(self.log, self._store, self._workers, message_id)
 
     async def devsink_page(self, name: str, limit: int) -> dict[str, Any] | None:
+        if self._cluster is not None:
+            return None  # a devsink keeps its events in the memory of the node delivering it
         answer = await self.ask({"op": "devsink", "name": name, "limit": limit})
         if answer is None or "error" in answer:
             return None

@@ -5,10 +5,11 @@ part to the others.
 A lease is a row ``leases(name, owner, expires_at)``; ``expires_at`` is on PostgreSQL's
 clock, so nodes' clocks need not agree. Every ``RENEW_SECS`` a node, in one statement per
 lease, renews the ones it holds and takes the ones that are free or expired, and writes its
-heartbeat in ``nodes``. It takes no more than its share — ``ceil(leases / live nodes)`` —
-and, while it holds more, gives one back per round (after stopping that work: two nodes
-never run it at once), so a node that joins gets work within a few rounds and the work
-stays spread.
+heartbeat in ``nodes``, and the snapshot of each destination it delivers
+(``worker_snapshots``: what a gateway node without delivery of its own shows). It takes no
+more than its share — ``ceil(leases / live nodes)`` — and, while it holds more, gives one
+back per round (after stopping that work: two nodes never run it at once), so a node that
+joins gets work within a few rounds and the work stays spread.
 
 A node holds a lease, as far as it itself is concerned, until ``TTL_SECS - MARGIN_SECS``
 after the moment it *sent* its last successful renewal (its own monotonic clock): before
@@ -25,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from headwater.state.sql import PostgresConn
@@ -58,16 +59,21 @@ class Leases:
         self.role = role
         self.started_ms = int(time.time() * 1000)
 
-    def round(self, names: Sequence[str]) -> Round:
-        """Heartbeat, renew what this node holds, take its share of what is free."""
-        sent = time.monotonic()
-        conn = self.conn
-        conn.execute(
+    def heartbeat(self) -> None:
+        """This node is alive (the status page's Nodes component reads these)."""
+        self.conn.execute(
             "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, now()) ON CONFLICT(node) DO UPDATE SET"
             " heartbeat_at = now()",
             (self.node, self.role, socket.gethostname(), os.getpid(), self.started_ms),
         )
-        conn.execute("DELETE FROM nodes WHERE heartbeat_at < now() - interval '1 day'")
+        self.conn.execute("DELETE FROM nodes WHERE heartbeat_at < now() - interval '1 day'")
+
+    def round(self, names: Sequence[str], snapshots: Mapping[str, str] | None = None) -> Round:
+        """Heartbeat, renew what this node holds, take its share of what is free, and
+        publish ``snapshots`` (destination -> JSON) of the destinations it delivered."""
+        sent = time.monotonic()
+        conn = self.conn
+        self.heartbeat()
         live = conn.execute(
             "SELECT count(*) FROM nodes WHERE role = ? AND heartbeat_at > now() -"
             " make_interval(secs => ?)",
@@ -83,7 +89,22 @@ class Leases:
             if self._claim(name):
                 mine.append(name)
         surplus = [mine[-1]] if len(mine) > share else []  # a node joined: one per round
+        rows = [(n, self.node, doc) for n, doc in (snapshots or {}).items() if n in mine]
+        if rows:
+            conn.executemany(
+                "INSERT INTO worker_snapshots VALUES (?, ?, ?, now()) ON CONFLICT(name) DO"
+                " UPDATE SET node = excluded.node, doc = excluded.doc, updated_at = now()",
+                rows,
+            )
         return Round(self._owners(names), int(live), sent + TTL_SECS - MARGIN_SECS, surplus)
+
+    def snapshots(self) -> dict[str, str]:
+        """The latest snapshot of each destination whose deliverer holds its lease now."""
+        rows = self.conn.execute(
+            "SELECT s.name, s.doc FROM worker_snapshots s JOIN leases l ON l.name = s.name"
+            " AND l.owner = s.node AND l.expires_at > now()"
+        ).fetchall()
+        return {str(name): str(doc) for name, doc in rows}
 
     def _owners(self, names: Sequence[str]) -> dict[str, str]:
         if not names:

@@ -52,10 +52,10 @@ class Probe:
         self.schema = state.schema_name
         self.where = where_of(state.dsn, state.schema_name)
 
-    def check(self) -> tuple[str | None, float | None, list[tuple[str, float]]]:
+    def check(self) -> tuple[str | None, float | None, list[tuple[str, str, float]]]:
         """(why it does not answer, or None; the round trip in ms when it answers; the
-        worker nodes that wrote a heartbeat in the last ``NODES_SHOWN_SECS``, with the age
-        of their last one in seconds)."""
+        nodes that wrote a heartbeat in the last ``NODES_SHOWN_SECS``: name, role and the
+        age of their last one in seconds)."""
         try:
             extra: dict[str, object] = {"connect_timeout": PROBE_TIMEOUT_SECS,
                                         **password_from(self.password_env)}  # fmt: skip
@@ -71,14 +71,14 @@ class Probe:
             return first_line(exc), None, []
         return None, latency, nodes
 
-    def _nodes(self, conn: psycopg.Connection[Any]) -> list[tuple[str, float]]:
+    def _nodes(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str, float]]:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
         try:
             rows = conn.execute(
-                "SELECT node, extract(epoch FROM now() - heartbeat_at)::float8 FROM nodes"
+                "SELECT node, role, extract(epoch FROM now() - heartbeat_at)::float8 FROM nodes"
                 " WHERE heartbeat_at > now() - make_interval(secs => %s) ORDER BY node",
                 (NODES_SHOWN_SECS,),
             ).fetchall()
         except psycopg.errors.UndefinedTable:  # no worker has migrated the schema yet
             return []
-        return [(str(node), float(age)) for node, age in rows]
+        return [(str(node), str(role), float(age)) for node, role, age in rows]

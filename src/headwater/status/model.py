@@ -104,8 +104,9 @@ class StateSignal:
     error: str | None  # why the probe failed; None when it answered
     latency_ms: float | None  # the probe's round trip when it answered
     down_since_ms: int | None = None
-    nodes: list[tuple[str, float]] = field(default_factory=list)
-    """Worker nodes that heartbeat recently (shared delivery), with their last one's age."""
+    nodes: list[tuple[str, str, float]] = field(default_factory=list)
+    """Nodes that heartbeat recently (gateway and worker nodes on shared state): name, role
+    and their last heartbeat's age in seconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +139,9 @@ STATE_STORE = Component(
     "Delivery positions and outcomes, flow counts and tracking-plan results, shared by nodes",
 )  # fmt: skip
 NODES = Component(
-    "nodes", "Worker nodes",
-    "The worker processes sharing the destinations (shared delivery), by their heartbeats",
+    "nodes", "Nodes",
+    "The gateway and worker nodes sharing the state (worker nodes share the destinations), "
+    "by their heartbeats",
 )  # fmt: skip
 NODE_SILENT_SECS = 10.0
 """A node whose last heartbeat is older than this (a lease's life) is down."""
@@ -222,17 +224,23 @@ def _state_store(state: StateSignal, now_ms: int) -> ComponentState:
 
 
 def _nodes(state: StateSignal) -> ComponentState:
-    down = [(n, age) for n, age in state.nodes if age > NODE_SILENT_SECS]
-    live = len(state.nodes) - len(down)
+    down = [(n, role) for n, role, age in state.nodes if age > NODE_SILENT_SECS]
+    ages = {n: age for n, _, age in state.nodes}
+    live = [role for n, role, age in state.nodes if age <= NODE_SILENT_SECS]
+    counted = f"{live.count('worker')} worker node(s), {live.count('gateway')} gateway node(s)"
     if not down:
-        return ComponentState(NODES, Status.OPERATIONAL, f"{live} worker node(s) live" if live
-                              else "no worker node has written a heartbeat yet")  # fmt: skip
-    said = ", ".join(f"{n} (last heartbeat {age:.0f} s ago)" for n, age in down)
-    if live == 0:
+        return ComponentState(NODES, Status.OPERATIONAL, f"{counted} live" if live
+                              else "no node has written a heartbeat yet")  # fmt: skip
+    said = ", ".join(f"{n} (last heartbeat {ages[n]:.0f} s ago)" for n, _ in down)
+    workers_down = any(role == "worker" for _, role in down)
+    if workers_down and "worker" not in live:
         return ComponentState(NODES, Status.MAJOR, f"no worker node is live: {said}; accepted "
                               "events wait in the log")  # fmt: skip
-    return ComponentState(NODES, Status.DEGRADED, f"worker node(s) down: {said}; the {live} "
-                          "live node(s) took over their destinations")  # fmt: skip
+    if workers_down:
+        return ComponentState(NODES, Status.DEGRADED, f"node(s) down: {said}; the live worker "
+                              f"node(s) took over their destinations ({counted} live)")  # fmt: skip
+    return ComponentState(NODES, Status.DEGRADED, f"gateway node(s) down: {said}; the "
+                          f"balancer sends their requests to others ({counted} live)")  # fmt: skip
 
 
 def _process(p: ProcessSignal, now_ms: int) -> ComponentState:
