@@ -17,6 +17,7 @@ from headwater.errors import LogError, LogUnavailable
 from headwater.log import Record
 from headwater.log.jetstream import JetStreamLog, bucket_subject
 from headwater.log.nats_local import LocalNats
+from headwater.status.model import REPLICA_SILENT_SECS
 from tests.jetstream_cluster import delete_streams, leader_index
 
 CEILING = 60.0
@@ -288,6 +289,38 @@ async def test_stats_say_the_cluster_is_unreachable_without_an_append_failing(
             return log.stats().refusing is None
 
         await eventually(says_up, "stats() report the cluster back")
+    finally:
+        await log.close()
+
+
+async def test_stats_name_a_copy_the_leader_stopped_hearing_from(own_cluster: LocalNats) -> None:
+    """The status page's "log degraded" (docs/scale-out.md): a server holding a copy is
+    killed; the leader's report names it within seconds, and all is well once it is back."""
+    log = JetStreamLog(config(own_cluster.urls))
+    try:
+        await log.append([rec("one")])
+
+        async def all_heard() -> bool:
+            copies = log.stats().replicas
+            return len(copies) == 3 and all(
+                not r.offline and r.seen_secs < REPLICA_SILENT_SECS for r in copies
+            )
+
+        await eventually(all_heard, "three copies, all heard from")
+        assert log.stats().replicas[0].leader
+        leader = await leader_index(own_cluster, log.stream)
+        other = next(i for i in range(3) if i != leader)
+        name = own_cluster.servers[other].name
+        own_cluster.kill(other)
+
+        async def named() -> bool:
+            found = {r.name: r for r in log.stats().replicas}.get(name)
+            return found is not None and (found.offline or found.seen_secs > REPLICA_SILENT_SECS)
+
+        await eventually(named, f"the leader's report names {name}")
+        await log.append([rec("two")])  # two of three: still a quorum
+        own_cluster.restart(other)
+        await eventually(all_heard, f"{name} heard from again")
     finally:
         await log.close()
 

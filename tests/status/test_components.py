@@ -14,6 +14,7 @@ from headwater.app import Headwater
 from headwater.config import parse_workspace
 from headwater.config.workspace import StatusConfig
 from headwater.errors import ConfigError
+from headwater.log.base import Replica
 from headwater.status.model import (
     CanarySignal,
     DestinationSignal,
@@ -95,6 +96,28 @@ def test_log_refusing_writes() -> None:
     cluster_gone = states(log_refusing="jetstream_unavailable")  # docs/scale-out.md
     assert cluster_gone["sources"][0] is Status.MAJOR
     assert "jetstream_unavailable" in cluster_gone["sources"][1]
+
+
+def test_a_stream_copy_its_leader_has_not_heard_from_degrades_ingestion() -> None:
+    leader = Replica("n1", True, True, False, 0.0, 0)
+    fine = (leader, Replica("n2", False, True, False, 0.3, 0), Replica("n3", False, True,
+                                                                        False, 4.0, 2))  # fmt: skip
+    assert states(log_replicas=fine)["sources"] == (Status.OPERATIONAL, "")
+    lost = (
+        leader,
+        Replica("n2", False, True, False, 0.3, 0),
+        Replica("n3", False, True, False, 12.0, 340),
+    )  # still "current" for a while
+    status, reason = states(log_replicas=lost)["sources"]
+    assert status is Status.DEGRADED
+    assert reason.startswith("JetStream server(s) n3 (not heard from for 12 s, 340 operation(s)"
+                             " behind) according to the stream's leader n1")  # fmt: skip
+    assert "2 of the 3 copies" in reason
+    offline = (leader, Replica("n2", False, False, True, 0.0, 0))
+    assert "n2 (offline" in states(log_replicas=offline)["sources"][1]
+    # refusing writes outranks it
+    assert states(log_replicas=lost, log_refusing="jetstream_unavailable")["sources"][0] is (
+        Status.MAJOR)  # fmt: skip
 
 
 def test_incidents_open_update_resolve_and_maintenance(tmp_path: Path) -> None:

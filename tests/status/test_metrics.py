@@ -23,8 +23,9 @@ from headwater.app import Headwater
 from headwater.config import parse_workspace
 from headwater.delivery.policy import BreakerState
 from headwater.delivery.worker import Buckets, Worker, WorkerStats
-from headwater.gateway.stats import redact_key
-from headwater.status.metrics import add_histogram
+from headwater.gateway.stats import IngestStats, redact_key
+from headwater.log.base import LogStats, Replica
+from headwater.status.metrics import HeadwaterCollector, Readings, add_histogram
 from tests.fakes import FakeDestination, always
 
 WEBSITE_KEY = "wk_website_123"
@@ -259,7 +260,8 @@ async def test_every_metric_is_documented(running: Running) -> None:
     # this workspace has no warehouse, space nor function: tests/warehouses/test_visible.py,
     # tests/e2e/test_unify.py and tests/functions/test_source.py check those
     documented = {m for m in documented if not m.startswith((
-        "headwater_warehouse_", "headwater_identity_", "headwater_function_"))}  # fmt: skip
+        "headwater_warehouse_", "headwater_identity_", "headwater_function_",
+        "headwater_log_replica_"))}  # fmt: skip  # replicas: JetStream only, tested below
     served = {
         re.sub(r"_(bucket|sum|count)$", "", s.name) if f.type == "histogram" else s.name
         for f in scrape.families.values()
@@ -322,3 +324,25 @@ async def test_plans_and_filters_are_counted(running: Running) -> None:
     assert scrape.value(filters, destination="inspector", filter="1", outcome="matched") == 2
     assert scrape.value(filters, destination="inspector", filter="1", outcome="dropped") == 2
     assert scrape.value(filters, destination="inspector", filter="1", outcome="modified") == 0
+
+
+class _ReplicatedLog:
+    """The stats of a JetStream log whose leader reports one copy lost (the real report is
+    tested in tests/log/test_jetstream.py)."""
+
+    def stats(self) -> LogStats:
+        copies = (Replica("n1", True, True, False, 0.0, 0),
+                  Replica("n3", False, False, False, 12.5, 340))  # fmt: skip
+        return LogStats(None, 7, 7, 10, 30, 0, None, 7, 0, 1.0, None, copies)
+
+
+def test_a_replicated_logs_copies_are_metrics() -> None:
+    collector = HeadwaterCollector(IngestStats(), lambda: _ReplicatedLog(),  # type: ignore[arg-type,return-value]
+                                   lambda: None, Readings())  # fmt: skip
+    samples = {(s.name, s.labels["replica"]): s.value for f in collector.collect()
+               for s in f.samples if "replica" in s.labels}  # fmt: skip
+    assert samples == {
+        ("headwater_log_replica_lag", "n1"): 0, ("headwater_log_replica_lag", "n3"): 340,
+        ("headwater_log_replica_seen_seconds", "n1"): 0.0,
+        ("headwater_log_replica_seen_seconds", "n3"): 12.5,
+    }  # fmt: skip

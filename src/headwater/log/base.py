@@ -83,6 +83,19 @@ class LogStats:
     duplicates_total: int  # duplicates refused since the process started
     commit_latency_ms: float  # recent commit latency (moving average)
     refusing: str | None  # why writes are refused now, None when accepting
+    replicas: tuple[Replica, ...] = ()  # a replicated log's copies (JetStream), leader first
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One server's copy of a replicated log, as its leader reports it."""
+
+    name: str
+    leader: bool
+    current: bool  # caught up with the leader
+    offline: bool
+    seen_secs: float  # since the leader last heard from it (0 for the leader itself)
+    lag: int  # operations behind the leader
 
 
 @runtime_checkable

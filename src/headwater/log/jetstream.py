@@ -47,6 +47,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
+    ClusterInfo,
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
@@ -62,6 +63,7 @@ from headwater.log.base import (
     AppendResult,
     LogStats,
     Record,
+    Replica,
     RetentionReport,
     StoredRecord,
 )
@@ -228,6 +230,7 @@ class JetStreamLog:
         self._last: int | None = None
         self._records = 0
         self._bytes = 0
+        self._replicas: tuple[Replica, ...] = ()
         self._oldest_ms: int | None = None
         self._dropped = 0  # records retention dropped, seen by the stats refresher
         self._unreachable = False  # the last stats refresh got no answer from the stream
@@ -609,7 +612,9 @@ class JetStreamLog:
         js = self._js
         if js is None:
             return
-        state = (await js.stream_info(self.stream)).state
+        info = await js.stream_info(self.stream)
+        state = info.state
+        self._replicas = replicas_of(info.cluster)
         if state.messages == 0:
             first: int | None = None
         else:
@@ -637,7 +642,7 @@ class JetStreamLog:
             payload_bytes=self._bytes, disk_bytes=self._bytes * self.config.replicas,
             segments=0, oldest_received_at_ms=self._oldest_ms, appended_total=self._appended,
             duplicates_total=self._duplicates, commit_latency_ms=self._latency_ms,
-            refusing=refusing,
+            refusing=refusing, replicas=self._replicas,
         )  # fmt: skip
 
     async def close(self) -> None:
@@ -650,3 +655,15 @@ class JetStreamLog:
         self._cursors.clear()
         if nc is not None:  # every append already has its acks: nothing is left to drain
             await nc.close()
+
+
+def replicas_of(cluster: ClusterInfo | None) -> tuple[Replica, ...]:
+    """The stream's copies as its leader reports them, the leader first. A peer's
+    ``active`` is the nanoseconds since the leader last heard from it."""
+    if cluster is None or not cluster.leader:
+        return ()
+    found = [Replica(cluster.leader, True, True, False, 0.0, 0)]
+    for peer in cluster.replicas or []:
+        found.append(Replica(peer.name or "?", False, bool(peer.current), bool(peer.offline),
+                             (peer.active or 0) / 1e9, int(peer.lag or 0)))  # fmt: skip
+    return tuple(found)

@@ -174,6 +174,22 @@ class HeadwaterCollector:
         for reason in reasons:
             refusing.add_metric([reason], 1 if stats.refusing == reason else 0)
         yield refusing
+        if stats.replicas:  # a JetStream stream: its copies as the leader reports them
+            lag = GaugeMetricFamily(
+                "headwater_log_replica_lag",
+                "Operations a copy of the stream is behind its leader (JetStream).",
+                labels=["replica", "leader"],
+            )
+            seen = GaugeMetricFamily(
+                "headwater_log_replica_seen_seconds",
+                "Seconds since the stream's leader last heard from this copy (JetStream).",
+                labels=["replica", "leader"],
+            )
+            for r in stats.replicas:
+                lag.add_metric([r.name, str(r.leader).lower()], r.lag)
+                seen.add_metric([r.name, str(r.leader).lower()], r.seen_secs)
+            yield lag
+            yield seen
 
     def _delivery_metrics(self) -> Iterator[Metric]:
         engine = self._delivery()

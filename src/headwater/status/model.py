@@ -17,6 +17,7 @@ import enum
 from dataclasses import dataclass, field
 
 from headwater.config.workspace import StatusConfig
+from headwater.log.base import Replica
 
 
 class Status(enum.StrEnum):
@@ -118,6 +119,7 @@ class Signals:
     canary: CanarySignal | None = None
     processes: list[ProcessSignal] = field(default_factory=list)
     state: StateSignal | None = None  # None: the state is in the data directory
+    log_replicas: tuple[Replica, ...] = ()  # a JetStream stream's copies, leader first
 
 
 RECENT_RESTART_SECS = 600.0
@@ -143,6 +145,9 @@ NODES = Component(
     "The gateway and worker nodes sharing the state (worker nodes share the destinations), "
     "by their heartbeats",
 )  # fmt: skip
+REPLICA_SILENT_SECS = 5.0
+"""A stream copy its leader has not heard from for this long is lost for now (the servers'
+own ``current`` flag flips only after about 10 s)."""
 NODE_SILENT_SECS = 10.0
 """A node whose last heartbeat is older than this (a lease's life) is down."""
 STATE_SLOW_MS = 1000.0
@@ -286,6 +291,20 @@ def _ingestion(signals: Signals, config: StatusConfig) -> ComponentState:
         return ComponentState(
             INGESTION, Status.PARTIAL, f"the event log refuses writes: {refusing}"
         )
+    silent = [r for r in signals.log_replicas
+              if not r.leader and (r.offline or r.seen_secs > REPLICA_SILENT_SECS)]  # fmt: skip
+    if silent:
+        leader = signals.log_replicas[0].name
+        said = ", ".join(
+            f"{r.name} ({'offline' if r.offline else f'not heard from for {r.seen_secs:.0f} s'}"
+            f", {r.lag} operation(s) behind)" for r in silent
+        )  # fmt: skip
+        copies = len(signals.log_replicas)
+        return ComponentState(
+            INGESTION, Status.DEGRADED,
+            f"JetStream server(s) {said} according to the stream's leader {leader}: writes "
+            f"go on while {copies // 2 + 1} of the {copies} copies answer",
+        )  # fmt: skip
     if signals.commit_latency_ms > config.commit_latency_degraded_ms:
         return ComponentState(
             INGESTION, Status.DEGRADED,

@@ -134,7 +134,7 @@ class Monitor:
             )
         canary = self.canary.signal() if self.canary is not None else None
         return Signals(now_ms, stats.refusing, stats.commit_latency_ms, destinations, canary,
-                       self._processes(), await self._state(now_ms))  # fmt: skip
+                       self._processes(), await self._state(now_ms), stats.replicas)  # fmt: skip
 
     async def _state(self, now_ms: int) -> StateSignal | None:
         """The shared state store's answer to a probe (on a thread: it may take seconds)."""
