@@ -48,7 +48,11 @@ from headwater.observe.service import WINDOWS, ObserveError, Observer
 from headwater.observe.tester import Tester
 from headwater.processor.admin import AdminError, ProcessorAdmin
 from headwater.processor.protocols_store import RETENTION_MS
+from headwater.state import postgres
 from headwater.state.audit import AuditLog
+from headwater.state.postgres import NodeRow
+from headwater.state.sql import StateUnavailable
+from headwater.status.model import NODE_SILENT_SECS, REPLICA_SILENT_SECS
 from headwater.unify.api import ProfileError, Profiles
 from headwater.warehouses.view import FIXES, WarehouseView
 
@@ -121,6 +125,10 @@ class Console:
         self.env = environment()
         self.static = load_static()
         self.env.globals["static"] = self._static_url
+        # the Cluster page: shown when the log or the state is shared by several nodes
+        self.env.globals["clustered"] = (
+            workspace.log.backend == "jetstream" or postgres.uses_postgres(workspace.state)
+        )
 
     def routes(self) -> list[BaseRoute]:
         listing = Need("sources:read", lists_sources=True)
@@ -139,6 +147,7 @@ class Console:
             ("/event-tester", self._event_tester, Need("tester:run")),
             ("/diagnose", self._diagnose, Need("diagnose:read")),
             ("/audit", self._audit, Need("audit:read")),
+            ("/cluster", self._cluster, Need("diagnose:read")),
             ("/profiles", self._profile, Need("profiles:read")),
             ("/warehouses", self._warehouses, Need("warehouses:read")),
             ("/warehouses/{name}", self._warehouse, Need("warehouses:read")),
@@ -751,6 +760,30 @@ class Console:
         return self._render(
             request, "audit.html", session, section="audit", resource=resource,
             entries=[e.to_json() for e in page.entries], next_cursor=page.next_cursor,
+        )  # fmt: skip
+
+    async def _cluster(self, request: Request, session: Session) -> Response:
+        """The nodes sharing the state (role, host, pid, heartbeat, the destinations each
+        delivers) and the stream's copies as its leader reports them."""
+        state = self.workspace.state
+        nodes: list[NodeRow] = []
+        nodes_error = None
+        if postgres.uses_postgres(state):
+            try:
+                nodes = await asyncio.get_running_loop().run_in_executor(
+                    None, postgres.Probe(state).cluster
+                )
+            except StateUnavailable as exc:
+                nodes_error = str(exc)
+        log = self.observer.log
+        stats = log.stats() if log is not None else None
+        return self._render(
+            request, "cluster.html", session, section="cluster", nodes=nodes,
+            nodes_error=nodes_error, shared_state=postgres.uses_postgres(state),
+            log_backend=self.workspace.log.backend,
+            replicas=stats.replicas if stats is not None else (),
+            silent_secs=NODE_SILENT_SECS, replica_silent_secs=REPLICA_SILENT_SECS,
+            now_ms=int(time.time() * 1000),
         )  # fmt: skip
 
     def _warehouse_view(self) -> WarehouseView:

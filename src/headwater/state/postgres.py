@@ -4,6 +4,7 @@ schema, migrated to this Headwater's version (:mod:`headwater.state.migrations`)
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import psycopg
@@ -40,6 +41,17 @@ NODES_SHOWN_SECS = 900.0
 for this long, then forgotten."""
 
 
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    node: str
+    role: str
+    host: str
+    pid: int
+    started_ms: int
+    heartbeat_age_secs: float
+    destinations: list[str]  # whose leases it holds now
+
+
 class Probe:
     """Whether the state database answers, for the status page: a new connection each time
     (libpq's ``connect_timeout`` bounds the whole attempt, so a server that is stopped or
@@ -51,6 +63,37 @@ class Probe:
         self.password_env = state.password_env
         self.schema = state.schema_name
         self.where = where_of(state.dsn, state.schema_name)
+
+    def cluster(self) -> list[NodeRow]:
+        """Every node seen in the last ``NODES_SHOWN_SECS`` with the destinations it holds
+        leases on now (the console's Cluster page); StateUnavailable when PostgreSQL does
+        not answer."""
+        try:
+            extra: dict[str, object] = {"connect_timeout": PROBE_TIMEOUT_SECS,
+                                        **password_from(self.password_env)}  # fmt: skip
+            with psycopg.connect(self.dsn, **extra) as conn:  # type: ignore[arg-type]
+                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+                nodes = conn.execute(
+                    "SELECT node, role, host, pid, started_ms, extract(epoch FROM now() -"
+                    " heartbeat_at)::float8 FROM nodes WHERE heartbeat_at > now() -"
+                    " make_interval(secs => %s) ORDER BY role DESC, node",
+                    (NODES_SHOWN_SECS,),
+                ).fetchall()
+                held = conn.execute(
+                    "SELECT owner, name FROM leases WHERE expires_at > now() ORDER BY name"
+                ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+        except psycopg.Error as exc:
+            raise StateUnavailable(f"PostgreSQL at {self.where}: {first_line(exc)}") from exc
+        leases: dict[str, list[str]] = {}
+        for owner, name in held:
+            leases.setdefault(str(owner), []).append(str(name))
+        return [
+            NodeRow(str(n), str(role), str(host), int(pid), int(started), float(age),
+                    leases.get(str(n), []))
+            for n, role, host, pid, started, age in nodes
+        ]  # fmt: skip
 
     def check(self) -> tuple[str | None, float | None, list[tuple[str, str, float]]]:
         """(why it does not answer, or None; the round trip in ms when it answers; the
