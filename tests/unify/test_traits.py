@@ -100,11 +100,33 @@ def test_merge_combines_trait_states_and_announces_changes(tmp_path: Path) -> No
     feed.send({"anonymousId": "a", "event": "Order", "properties": {"total": 5}},
               {"anonymousId": "a", "event": "Order", "properties": {"total": 7}},
               {"userId": "u", "event": "Order", "properties": {"total": 100}})  # fmt: skip
+    # a batch announces each trait's final value once per profile, not each event's
+    assert seen == [("orders", None, 2), ("spent", None, 12),
+                    ("orders", None, 1), ("spent", None, 100)]  # fmt: skip
+    seen.clear()
     feed.send({"type": "identify", "userId": "u", "anonymousId": "a"})
     p = feed.profile_of("user_id", "u")
     assert feed.traits(p) == {"orders": 3, "spent": 112}  # type: ignore[arg-type]
-    assert ("orders", 2, 3) in seen and ("spent", 12, 112) in seen
-    assert seen[:2] == [("orders", None, 1), ("spent", None, 5)]
+    assert seen == [("orders", 2, 3), ("spent", 12, 112)]
+
+
+def test_a_batch_announces_a_trait_once_per_profile_with_its_final_value(
+    tmp_path: Path,
+) -> None:
+    feed = Feeder(tmp_path, traits(
+        {"name": "orders", "type": "event_counter", "event": "Order"},
+        {"name": "biggest", "type": "aggregation", "aggregation": "max", "event": "Order",
+         "property": "total"}))  # fmt: skip
+    changes = feed.send(*({"userId": "u", "event": "Order", "messageId": f"o{n}",
+                           "properties": {"total": total}}
+                          for n, total in enumerate([3, 9, 4])))  # fmt: skip
+    assert [(c.key, c.old, c.new, c.message_id) for c in changes] == [
+        ("orders", None, 3, "o2"), ("biggest", None, 9, "o2")]  # the batch's last event  # fmt: skip
+    changes = feed.send({"userId": "u", "event": "Order", "properties": {"total": 1}},
+                        {"userId": "u", "event": "Order", "properties": {"total": 2}})  # fmt: skip
+    # the next batch starts from the value the last one settled; max did not change
+    assert [(c.key, c.old, c.new) for c in changes] == [("orders", 3, 5)]
+    assert feed.traits(feed.profile_of("user_id", "u")) == {"orders": 5, "biggest": 9}  # type: ignore[arg-type]
 
 
 def test_changes_are_announced_only_when_the_value_changes(tmp_path: Path) -> None:

@@ -221,7 +221,7 @@ class AudienceEngine:
                 if id(c.performed or c.funnel) in self._counter]  # fmt: skip
 
     def profile(self, store: ProfileStore, segment_id: str, now_ms: int,
-                held: Mapping[str, tuple[Any, Any]] | None = None) -> Profile:  # fmt: skip
+                held: Mapping[str, Any] | None = None) -> Profile:  # fmt: skip
         """What the audiences read of a profile: the traits they name, their counters.
         ``held``: the profile's trait states as the transaction holds them (every one of
         them, by key), instead of reading the counters' from the store."""
@@ -232,7 +232,7 @@ class AudienceEngine:
             if held is None:
                 found = store.states_with_prefix(segment_id, COUNTER_PREFIX)
             else:
-                found = {k: held[k][0] for k in self._by_key if k in held}
+                found = {k: held[k] for k in self._by_key if k in held}
             for key, state in found.items():
                 comp = self._by_key.get(key)
                 if comp is not None:
@@ -247,7 +247,7 @@ class AudienceEngine:
         touched: Mapping[str, str | None],
         now_ms: Callable[[], int],
         waiting: frozenset[str] = frozenset(),
-        held: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None,
+        held: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> tuple[int, int]:
         """Evaluate the ``touched`` profiles (live ones: segment_id → the messageId that
         touched it, None for a window that moved) and write who entered and who exited; (entries,

@@ -112,8 +112,8 @@ class SpaceProcessor:
             else:
                 for record in records:
                     if record.source in self.sources:
-                        changes.extend(self._one(record))
-                self._write()
+                        self._one(record)
+                changes = self._write()
             self._evaluate()
             store.set_position(records[-1].offset)
             store.commit()
@@ -125,13 +125,16 @@ class SpaceProcessor:
             raise
         return changes
 
-    def _write(self) -> None:
-        """What the events so far kept for the batch, written (before the commit)."""
+    def _write(self) -> list[Change]:
+        """What the events so far kept for the batch, written (before the commit); the
+        computed traits that changed (once per profile and trait)."""
         self.graph.flush()
+        changes = self.traits.settle()
         self._held.update(self.traits.flush(self.store))
         self.store.add_events(self._live(self._events))
         self.store.add_links(self._live(self._links))
         self._reset()
+        return changes
 
     def _evaluate(self) -> None:
         """The audiences of the profiles the batch touched (after its writes: they read what
@@ -174,8 +177,8 @@ class SpaceProcessor:
         db.execute("SAVEPOINT event")
         touched = dict(self._touched)
         try:
-            changes = self._one(record)
-            self._write()
+            self._one(record)
+            changes = self._write()
         except Exception:
             db.execute("ROLLBACK TO event")
             db.execute("RELEASE event")
@@ -189,7 +192,8 @@ class SpaceProcessor:
         db.execute("RELEASE event")
         return changes
 
-    def _one(self, record: StoredRecord) -> list[Change]:
+    def _one(self, record: StoredRecord) -> None:
+        """Apply one event (its computed traits' values are settled at :meth:`_write`)."""
         event = orjson.loads(record.payload)
         ts = _event_ms(event, record.received_at_ms)
         mid, source, store = record.message_id, record.source, self.store
@@ -199,11 +203,11 @@ class SpaceProcessor:
             self.counts.blocked += 1
         if not extracted.identifiers:
             store.count("no_identifiers", "", "", mid, ts)
-            return []
+            return
         result = self.graph.resolve(extracted.identifiers, mid, record.offset, source, ts)
         segment_id = result.segment_id
         if segment_id is None:
-            return []
+            return
         counts = self.counts
         counts.events += 1
         counts.created += result.created
@@ -213,13 +217,12 @@ class SpaceProcessor:
                 counts.refused += 1
             else:
                 counts.limited += 1
-        changes: list[Change] = []
         traits = self.traits
         for loser in result.merged:
             self._moved[loser] = segment_id
             self._touched.pop(loser, None)  # its survivor is evaluated instead
-            changes.extend(traits.merge(store, segment_id, traits.states(store, segment_id),
-                                        traits.states(store, loser), mid))  # fmt: skip
+            traits.merge(store, segment_id, traits.states(store, segment_id),
+                         traits.states(store, loser), mid)  # fmt: skip
             traits.drop(store, loser)
         given = _traits_of(event)
         if given:
@@ -228,7 +231,7 @@ class SpaceProcessor:
             else:
                 store.set_traits(segment_id, given, ts, source, mid)
         name = event_name(event)
-        changes.extend(self.traits.observe(store, segment_id, event, ts, mid, source, name))
+        traits.observe(store, segment_id, event, ts, mid, source, name)
         self._events.append(
             (segment_id, EventRef(record.offset, mid, record.type, name, ts, source))
         )
@@ -238,7 +241,6 @@ class SpaceProcessor:
             if group_id is not None and len(group_id) <= self.extractor.max_chars:
                 link = Link("accounts", "group_id", group_id, ts, source, mid)
                 self._links.append((segment_id, link))
-        return changes
 
     # ------------------------------------------------------------ audience backfills
 

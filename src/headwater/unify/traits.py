@@ -10,8 +10,12 @@ a bucket is recomputed from the buckets alone (:meth:`TraitEngine.expire`, on a 
 the store indexes the hour each state next drops a bucket).
 
 The engine is written to be reused (Engage's audiences build on it): a
-:class:`Computation` is one thing evaluated per profile from events, and every change of a
-value is announced to the listeners in ``on_change`` with the old and new value.
+:class:`Computation` is one thing evaluated per profile from events. Events add to the
+states; the values are worked out once per profile and trait per batch
+(:meth:`TraitEngine.settle`), and a value that changed since the last batch is announced
+to the listeners in ``on_change`` with the old and new value — a batch announces a trait's
+final value once per profile, not each event's (nothing downstream needs the steps in
+between: audiences are evaluated after the batch, the store keeps only the final value).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class Change:
     key: str
     old: Any
     new: Any
-    message_id: str | None  # the event that changed it (None: a window moved, a merge)
+    message_id: str | None  # the batch's last event that added to it (None: a window moved)
 
 
 Listener = Callable[[Change], None]
@@ -197,30 +201,69 @@ class TraitEngine:
         self.on_change: list[Listener] = []
         # what this transaction read and changed, written once at flush(): a profile's
         # events tend to come together, and each would otherwise rewrite the same rows
-        self._states: dict[str, dict[str, tuple[State, int | None]]] = {}
+        self._states: dict[str, dict[str, State]] = {}
         # states changed, by (segment_id, key): their expiry hours are computed at flush,
         # once per state and batch rather than once per event
         self._dirty: dict[tuple[str, str], tuple[Computation, State]] = {}
+        # the traits (not hidden) whose value is to be worked out at settle(), once per
+        # profile and batch: (computation, state, the last event that added to it, source)
+        self._pending: dict[tuple[str, str], tuple[Computation, State, str | None, str]] = {}
         self._values: dict[str, dict[str, tuple[Any, int, str, str]]] = {}
 
-    def states(self, store: ProfileStore, segment_id: str) -> dict[str, tuple[State, int | None]]:
+    def states(self, store: ProfileStore, segment_id: str) -> dict[str, State]:
         found = self._states.get(segment_id)
         if found is None:
-            found = self._states[segment_id] = store.trait_states(segment_id)
+            found = self._states[segment_id] = {
+                key: state for key, (state, _) in store.trait_states(segment_id).items()
+            }
         return found
 
     def drop(self, store: ProfileStore, segment_id: str) -> None:
         """A profile merged away: its states are gone."""
         self._states.pop(segment_id, None)
         self._values.pop(segment_id, None)
-        for key in [k for k in self._dirty if k[0] == segment_id]:
-            del self._dirty[key]
+        for held in (self._dirty, self._pending):
+            for key in [k for k in held if k[0] == segment_id]:
+                del held[key]
         store.drop_trait_states(segment_id)
 
-    def flush(self, store: ProfileStore) -> dict[str, dict[str, tuple[State, int | None]]]:
-        """Write what this transaction changed (call before committing), and forget it; the
-        states it had read, by profile (what an audience evaluation of the same transaction
-        can use instead of reading them again)."""
+    def settle(self) -> list[Change]:
+        """Work out the values of the traits this transaction added to, once per profile and
+        trait; the ones that changed since the last batch, told to the listeners (a batch
+        announces a trait's final value once per profile, not each event's)."""
+        if not self._pending:
+            return []
+        now = self.now_ms()
+        changes: list[Change] = []
+        for (seg, _), (comp, state, message_id, source) in self._pending.items():
+            change = self._value(seg, comp, state, now, message_id, source)
+            if change is not None:
+                changes.append(change)
+        self._pending.clear()
+        return changes
+
+    def _value(self, seg: str, comp: Computation, state: State, now: int,
+               message_id: str | None, source: str) -> Change | None:  # fmt: skip
+        """The state's value now, kept in it; its Change if it changed (a hidden
+        computation's is neither written nor announced, only returned)."""
+        had, old = "v" in state, state.get("v")
+        new = comp.value(state, now)
+        state["v"] = new
+        if had and new == old:
+            return None
+        change = Change(seg, comp.key, old, new, message_id)
+        if not comp.hidden:
+            self._values.setdefault(seg, {})[comp.key] = (new, now, source, message_id or "")
+            for listener in self.on_change:
+                listener(change)
+        return change
+
+    def flush(self, store: ProfileStore) -> dict[str, dict[str, State]]:
+        """Write what this transaction changed (call before committing; values not settled
+        yet are settled first), and forget it; the states it had read, by profile (what an
+        audience evaluation of the same transaction can use instead of reading them
+        again)."""
+        self.settle()
         if self._dirty:
             rows = [(seg, key, state, comp.expires_hour(state))
                     for (seg, key), (comp, state) in self._dirty.items()]  # fmt: skip
@@ -237,22 +280,24 @@ class TraitEngine:
         """Forget this transaction's reads and writes (after a flush or a rollback)."""
         self._states.clear()
         self._dirty.clear()
+        self._pending.clear()
         self._values.clear()
 
     def observe(self, store: ProfileStore, segment_id: str, event: dict[str, Any], ts_ms: int,
                 message_id: str, source: str, name: str | None,
-                only: frozenset[str] | None = None) -> list[Change]:  # fmt: skip
-        """Add an event (known by ``name``, :func:`event_name`) to the profile's traits; the
-        values that changed. ``only``: to these computations' keys (a backfill of new
-        ones over the log's history)."""
+                only: frozenset[str] | None = None) -> None:  # fmt: skip
+        """Add an event (known by ``name``, :func:`event_name`) to the profile's traits'
+        states; their values are worked out at :meth:`settle`. ``only``: to these
+        computations' keys (a backfill of new ones over the log's history)."""
         hits = self._by_event.get(name)
         if hits and only is not None:
             hits = [c for c in hits if c.key in only]
         if not hits:
-            return []
-        now = self.now_ms()
-        states: dict[str, tuple[State, int | None]] | None = None
-        writes: _Writes | None = None
+            return
+        states: dict[str, State] | None = None
+        hour = ts_ms // HOUR_MS
+        current = -1
+        dirty, pending = self._dirty, self._pending
         for comp in hits:
             if comp.condition is not None and not comp.condition(event):
                 continue
@@ -260,111 +305,67 @@ class TraitEngine:
             if part is None:
                 continue
             if comp.window_hours:
-                hour = ts_ms // HOUR_MS
-                if hour <= now // HOUR_MS - comp.window_hours:
+                if current < 0:
+                    current = self.now_ms() // HOUR_MS
+                if hour <= current - comp.window_hours:
                     continue  # a late event already outside the window
                 slot = str(hour)
             else:
                 slot = "0"
             if states is None:
                 states = self.states(store, segment_id)
-                writes = _Writes(segment_id)
-            held = states.get(comp.key)
-            if held is None:
-                state: State = {"b": {}}
-                states[comp.key] = (state, None)
-            else:
-                state = held[0]
+            key = comp.key
+            state = states.get(key)
+            if state is None:
+                state = states[key] = {"b": {}}
             buckets = state.setdefault("b", {})
             buckets[slot] = comp.combine(buckets[slot], part) if slot in buckets else part
-            assert writes is not None
-            writes.add(comp, state, now, message_id)
-        if writes is None:
-            return []
-        return self._flush(store, writes, now, message_id, source)
+            dirty[(segment_id, key)] = (comp, state)
+            if not comp.hidden:  # an audience's counter is valued when it is evaluated
+                pending[(segment_id, key)] = (comp, state, message_id, source)
 
-    def _flush(self, store: ProfileStore, writes: _Writes, now: int, message_id: str | None,
-               source: str) -> list[Change]:  # fmt: skip
-        """Note the states and changed values for :meth:`flush`; tell the listeners."""
-        seg = writes.segment_id
-        cached = self._states.setdefault(seg, {})
-        for comp, state in writes.states:
-            cached[comp.key] = (state, None)
-            self._dirty[(seg, comp.key)] = (comp, state)
-        if writes.changes:
-            values = self._values.setdefault(seg, {})
-            for change in writes.changes:
-                if change.key in writes.hidden:
-                    continue
-                values[change.key] = (change.new, now, source, message_id or "")
-                for listener in self.on_change:
-                    listener(change)
-        return writes.changes
-
-    def merge(self, store: ProfileStore, survivor: str, survivor_states: dict[str, Any],
-              loser_states: dict[str, Any], message_id: str) -> list[Change]:  # fmt: skip
+    def merge(self, store: ProfileStore, survivor: str, survivor_states: dict[str, State],
+              loser_states: dict[str, State], message_id: str) -> None:  # fmt: skip
         """Combine the states of two profiles merged into ``survivor`` (read both before the
-        store's merge: it drops the loser's)."""
-        now = self.now_ms()
-        writes = _Writes(survivor)
+        store's merge: it drops the loser's; ``survivor_states`` is :meth:`states`'s, and
+        takes the combined ones). The values are worked out at :meth:`settle`."""
         for comp in self.computations:
-            mine = survivor_states.get(comp.key, ({"b": {}}, None))[0]
-            theirs = loser_states.get(comp.key, ({"b": {}}, None))[0]
-            if not theirs.get("b"):
+            theirs = loser_states.get(comp.key)
+            if not theirs or not theirs.get("b"):
                 continue
+            mine = survivor_states.get(comp.key)
+            if mine is None:
+                mine = survivor_states[comp.key] = {"b": {}}
             buckets = mine.setdefault("b", {})
             for hour, part in theirs["b"].items():
                 buckets[hour] = comp.combine(buckets[hour], part) if hour in buckets else part
-            writes.add(comp, mine, now, message_id)
-        return self._flush(store, writes, now, message_id, "merge")
+            self._dirty[(survivor, comp.key)] = (comp, mine)
+            if not comp.hidden:
+                self._pending[(survivor, comp.key)] = (comp, mine, message_id, "merge")
 
     def expire(self, store: ProfileStore, batch: int = 500) -> list[Change]:
-        """Recompute the traits whose window moved past a bucket (called on a schedule)."""
+        """Recompute the traits whose window moved past a bucket (called on a schedule);
+        the changes, hidden computations' too (the profiles whose audiences may have
+        changed)."""
         now = self.now_ms()
         windowed = [c for c in self.computations if c.window_hours]
         changes: list[Change] = []
         if not windowed:
             return changes
+        known = {c.key for c in self.computations}
         for segment_id in store.expiring(now // HOUR_MS, batch):
             states = store.trait_states(segment_id)
-            known = {c.key for c in self.computations}
             for key, (state, _) in states.items():
                 if key not in known:  # a trait no longer declared: its state stops expiring
                     store.put_trait_states([(segment_id, key, state, None)])
-            writes = _Writes(segment_id, exact=True)
             for comp in windowed:
                 if comp.key not in states:
                     continue
                 state = states[comp.key][0]
                 comp.prune(state, now)
-                writes.add(comp, state, now, None)
-            changes.extend(self._flush(store, writes, now, None, "window"))
+                self._dirty[(segment_id, comp.key)] = (comp, state)
+                change = self._value(segment_id, comp, state, now, None, "window")
+                if change is not None:
+                    changes.append(change)
         self.flush(store)
         return changes
-
-
-class _Writes:
-    """What one profile's traits need written: states, and the values that changed."""
-
-    def __init__(self, segment_id: str, exact: bool = False) -> None:
-        """``exact``: hidden computations' changes too (a window that moved: the profiles
-        whose audiences may have changed)."""
-        self.segment_id = segment_id
-        self.exact = exact
-        self.states: list[tuple[Computation, State]] = []
-        self.changes: list[Change] = []
-        self.hidden: set[str] = set()  # keys of the hidden computations among the changes
-
-    def add(self, comp: Computation, state: State, now: int, message_id: str | None) -> None:
-        if comp.hidden and not self.exact:
-            # an audience's counter: read when the audience is evaluated, not as it changes
-            self.states.append((comp, state))
-            return
-        had, old = "v" in state, state.get("v")
-        new = comp.value(state, now)
-        state["v"] = new
-        self.states.append((comp, state))
-        if not (had and new == old):
-            self.changes.append(Change(self.segment_id, comp.key, old, new, message_id))
-            if comp.hidden:
-                self.hidden.add(comp.key)
