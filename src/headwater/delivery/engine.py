@@ -20,7 +20,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -105,8 +104,7 @@ class DeliveryEngine:
         self.store = DeliveryStore(data_dir, workspace.state)
         self.shared = postgres.uses_postgres(workspace.state)
         self.node = leases.node_id(role)
-        self._leases: leases.Leases | None = None
-        self._lease_pool: ThreadPoolExecutor | None = None
+        self._leases: leases.LeaseThread | None = None
         self._valid_until = 0.0
         self._handing: dict[str, asyncio.Task[None]] = {}
         self._closing = False
@@ -136,7 +134,9 @@ class DeliveryEngine:
             await self.store.write(fresh)
         loop = asyncio.get_running_loop()
         if self.shared:
-            await self._open_leases()
+            state = self.workspace.state
+            assert postgres.uses_postgres(state)
+            self._leases = await leases.LeaseThread.open(state, self.node, "worker")
             await self._share_once()  # this node's share runs before start() returns
             self._tasks = [loop.create_task(self._share(), name="delivery:leases")]
         else:
@@ -169,15 +169,7 @@ class DeliveryEngine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
         if self._leases is not None:  # after the workers recorded their positions
-            with contextlib.suppress(Exception):  # unreachable: they expire by themselves
-                await self._lease_call(lambda held: held.release())
-            try:
-                await self._lease_call(lambda held: held.close())
-            except Exception:  # the pool cannot run it: close here, never leak the socket
-                with contextlib.suppress(Exception):
-                    self._leases.close()
-        if self._lease_pool is not None:
-            self._lease_pool.shutdown(wait=True)
+            await self._leases.close()
         for worker in self.workers.values():
             await worker.destination.close()
         await self.http.close()
@@ -207,20 +199,9 @@ class DeliveryEngine:
 
     # ------------------------------------------------------------------ shared delivery
 
-    async def _open_leases(self) -> None:
-        state = self.workspace.state
-        assert postgres.uses_postgres(state)
-        self._lease_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hw-leases")
-        quick = state.model_copy(update={"reconnect_secs": min(2.0, state.reconnect_secs)})
-        conn = await asyncio.get_running_loop().run_in_executor(
-            self._lease_pool, postgres.connect, quick
-        )
-        self._leases = leases.Leases(conn, self.node, "worker")
-
     async def _lease_call(self, fn: Callable[[leases.Leases], T]) -> T:
-        held = self._leases
-        assert held is not None and self._lease_pool is not None
-        return await asyncio.get_running_loop().run_in_executor(self._lease_pool, fn, held)
+        assert self._leases is not None
+        return await self._leases.call(fn)
 
     async def _share(self) -> None:
         while True:

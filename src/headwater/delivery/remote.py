@@ -20,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
-from headwater.config.workspace import StateConfig, Workspace
+from headwater.config.workspace import Workspace
 from headwater.delivery.control import LINE_LIMIT_BYTES
 from headwater.delivery.engine import route_of, states_of
 from headwater.delivery.http import HttpClient
@@ -40,14 +38,13 @@ from headwater.delivery.worker import WorkerStats
 from headwater.log.base import EventLog, StoredRecord
 from headwater.processor.fanout import DestinationStage
 from headwater.processor.routing import Route
-from headwater.state import leases, postgres
+from headwater.state import leases
 
 logger = logging.getLogger(__name__)
 
 REFRESH_SECS = 0.5
 ASK_TIMEOUT_SECS = 5.0
 CLUSTER_SECS = 2.0  # a gateway node's read of the shared state, at most
-T = TypeVar("T")
 
 
 @dataclass
@@ -119,8 +116,7 @@ class RemoteEngine:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.worker_pid: int | None = None
-        self._cluster: leases.Leases | None = None
-        self._cluster_pool: ThreadPoolExecutor | None = None
+        self._cluster: leases.LeaseThread | None = None
 
     @property
     def workers(self) -> dict[str, RemoteWorker]:
@@ -137,7 +133,9 @@ class RemoteEngine:
     async def start(self) -> None:
         await self._store.open()
         if self._state is not None:
-            await self._open_cluster(self._state)
+            self._cluster = await leases.LeaseThread.open(
+                self._state, leases.node_id("gateway"), "gateway"
+            )
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="delivery:view")
 
     async def stop(self) -> None:
@@ -146,28 +144,11 @@ class RemoteEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._disconnect()
-        if self._cluster is not None:
-            with contextlib.suppress(Exception):  # the node leaves the list at once
-                await asyncio.wait_for(self._cluster_call(lambda c: c.release()), CLUSTER_SECS)
+        if self._cluster is not None:  # the node leaves the list at once
             held, self._cluster = self._cluster, None
-            assert self._cluster_pool is not None
-            self._cluster_pool.submit(held.close)
-            self._cluster_pool.shutdown(wait=False)
+            await held.close(CLUSTER_SECS)
         await self._http.close()
         await self._store.close()
-
-    async def _open_cluster(self, state: StateConfig) -> None:
-        self._cluster_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hw-cluster")
-        quick = state.model_copy(update={"reconnect_secs": min(CLUSTER_SECS, state.reconnect_secs)})
-        conn = await asyncio.get_running_loop().run_in_executor(
-            self._cluster_pool, postgres.connect, quick
-        )
-        self._cluster = leases.Leases(conn, leases.node_id("gateway"), "gateway")
-
-    async def _cluster_call(self, fn: Callable[[leases.Leases], T]) -> T:
-        held, pool = self._cluster, self._cluster_pool
-        assert held is not None and pool is not None
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, held)
 
     async def _refresh_cluster(self) -> bool:
         """Heartbeat, and mirror what the nodes delivering each destination published."""
@@ -176,8 +157,9 @@ class RemoteEngine:
             held.heartbeat()
             return held.snapshots()
 
+        assert self._cluster is not None
         try:
-            docs = await asyncio.wait_for(self._cluster_call(read), CLUSTER_SECS)
+            docs = await asyncio.wait_for(self._cluster.call(read), CLUSTER_SECS)
         except Exception as exc:
             logger.warning("cannot read the cluster's delivery from the state: %s",
                            exc or type(exc).__name__)  # fmt: skip

@@ -21,19 +21,29 @@ between two checks.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
+from headwater.state import postgres
 from headwater.state.sql import PostgresConn
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
 
 TTL_SECS = 10.0
 RENEW_SECS = 1.0
 MARGIN_SECS = 3.0
+RECONNECT_SECS = 2.0  # a lease connection retries a statement this long at most
+T = TypeVar("T")
 
 
 def node_id(role: str) -> str:
@@ -141,3 +151,39 @@ class Leases:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class LeaseThread:
+    """A node's :class:`Leases` on a thread of their own, for an event loop: a PostgreSQL
+    that stalls delays these calls, never the loop. Used by the delivery engine (worker
+    nodes) and by a gateway node's view of delivery."""
+
+    def __init__(self, pool: ThreadPoolExecutor, held: Leases) -> None:
+        self._pool = pool
+        self.leases = held
+
+    @classmethod
+    async def open(cls, state: StateConfig, node: str, role: str) -> LeaseThread:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hw-leases-{role}")
+        quick = state.model_copy(
+            update={"reconnect_secs": min(RECONNECT_SECS, state.reconnect_secs)}
+        )
+        conn = await asyncio.get_running_loop().run_in_executor(pool, postgres.connect, quick)
+        return cls(pool, Leases(conn, node, role))
+
+    async def call(self, fn: Callable[[Leases], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self.leases)
+
+    async def close(self, within: float | None = None) -> None:
+        """Release this node's leases and heartbeat (unreachable: they expire by
+        themselves), then close the connection — here when the thread cannot, never
+        leaking the socket. ``within``: seconds each step may take, and the thread is then
+        not waited for."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.call(lambda held: held.release()), within)
+        try:
+            await asyncio.wait_for(self.call(lambda held: held.close()), within)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.leases.close()
+        self._pool.shutdown(wait=within is None)
