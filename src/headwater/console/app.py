@@ -783,7 +783,6 @@ class Console:
             log_backend=self.workspace.log.backend,
             replicas=stats.replicas if stats is not None else (),
             silent_secs=NODE_SILENT_SECS, replica_silent_secs=REPLICA_SILENT_SECS,
-            now_ms=int(time.time() * 1000),
         )  # fmt: skip
 
     def _warehouse_view(self) -> WarehouseView:

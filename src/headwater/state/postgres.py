@@ -69,9 +69,7 @@ class Probe:
         leases on now (the console's Cluster page); StateUnavailable when PostgreSQL does
         not answer."""
         try:
-            extra: dict[str, object] = {"connect_timeout": PROBE_TIMEOUT_SECS,
-                                        **password_from(self.password_env)}  # fmt: skip
-            with psycopg.connect(self.dsn, **extra) as conn:  # type: ignore[arg-type]
+            with self._connect() as conn:
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
                 nodes = conn.execute(
                     "SELECT node, role, host, pid, started_ms, extract(epoch FROM now() -"
@@ -99,20 +97,24 @@ class Probe:
         """(why it does not answer, or None; the round trip in ms when it answers; the
         nodes that wrote a heartbeat in the last ``NODES_SHOWN_SECS``: name, role and the
         age of their last one in seconds)."""
-        try:
-            extra: dict[str, object] = {"connect_timeout": PROBE_TIMEOUT_SECS,
-                                        **password_from(self.password_env)}  # fmt: skip
-        except StateUnavailable as exc:
-            return str(exc), None, []
         started = time.perf_counter()
         try:
-            with psycopg.connect(self.dsn, **extra) as conn:  # type: ignore[arg-type]
+            with self._connect() as conn:
                 conn.execute("SELECT 1")
                 latency = (time.perf_counter() - started) * 1000
                 nodes = self._nodes(conn)
+        except StateUnavailable as exc:
+            return str(exc), None, []
         except psycopg.Error as exc:
             return first_line(exc), None, []
         return None, latency, nodes
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new connection, within ``PROBE_TIMEOUT_SECS``; StateUnavailable when the
+        password's environment variable is not set."""
+        extra: dict[str, object] = {"connect_timeout": PROBE_TIMEOUT_SECS,
+                                    **password_from(self.password_env)}  # fmt: skip
+        return psycopg.connect(self.dsn, **extra)  # type: ignore[arg-type]
 
     def _nodes(self, conn: psycopg.Connection[Any]) -> list[tuple[str, str, float]]:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
