@@ -221,7 +221,7 @@ class SpaceProcessor:
         for loser in result.merged:
             self._moved[loser] = segment_id
             self._touched.pop(loser, None)  # its survivor is evaluated instead
-            traits.merge(store, segment_id, traits.states(store, segment_id),
+            traits.merge(segment_id, traits.states(store, segment_id),
                          traits.states(store, loser), mid)  # fmt: skip
             traits.drop(store, loser)
         given = _traits_of(event)

@@ -297,7 +297,6 @@ class TraitEngine:
         states: dict[str, State] | None = None
         hour = ts_ms // HOUR_MS
         current = -1
-        dirty, pending = self._dirty, self._pending
         for comp in hits:
             if comp.condition is not None and not comp.condition(event):
                 continue
@@ -320,11 +319,9 @@ class TraitEngine:
                 state = states[key] = {"b": {}}
             buckets = state.setdefault("b", {})
             buckets[slot] = comp.combine(buckets[slot], part) if slot in buckets else part
-            dirty[(segment_id, key)] = (comp, state)
-            if not comp.hidden:  # an audience's counter is valued when it is evaluated
-                pending[(segment_id, key)] = (comp, state, message_id, source)
+            self._added(segment_id, comp, state, message_id, source)
 
-    def merge(self, store: ProfileStore, survivor: str, survivor_states: dict[str, State],
+    def merge(self, survivor: str, survivor_states: dict[str, State],
               loser_states: dict[str, State], message_id: str) -> None:  # fmt: skip
         """Combine the states of two profiles merged into ``survivor`` (read both before the
         store's merge: it drops the loser's; ``survivor_states`` is :meth:`states`'s, and
@@ -339,9 +336,15 @@ class TraitEngine:
             buckets = mine.setdefault("b", {})
             for hour, part in theirs["b"].items():
                 buckets[hour] = comp.combine(buckets[hour], part) if hour in buckets else part
-            self._dirty[(survivor, comp.key)] = (comp, mine)
-            if not comp.hidden:
-                self._pending[(survivor, comp.key)] = (comp, mine, message_id, "merge")
+            self._added(survivor, comp, mine, message_id, "merge")
+
+    def _added(self, seg: str, comp: Computation, state: State, message_id: str,
+               source: str) -> None:  # fmt: skip
+        """``state`` took a part: written at :meth:`flush`, valued at :meth:`settle` (an
+        audience's counter is valued when its audience is evaluated, not here)."""
+        self._dirty[(seg, comp.key)] = (comp, state)
+        if not comp.hidden:
+            self._pending[(seg, comp.key)] = (comp, state, message_id, source)
 
     def expire(self, store: ProfileStore, batch: int = 500) -> list[Change]:
         """Recompute the traits whose window moved past a bucket (called on a schedule);
