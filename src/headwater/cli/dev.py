@@ -188,7 +188,7 @@ class LocalNodes:
     def _workspace(self, config: Path, log: dict[str, Any], state: dict[str, Any]) -> Path:
         """``config`` with its log and state on the cluster, every source's write key set
         (generated once, kept in --dir) and function files made absolute."""
-        load_workspace(config)  # its own faults first, with its own file's name
+        original = load_workspace(config)  # its own faults first, with its own file's name
         data = yaml.safe_load(config.read_text(encoding="utf-8"))
         # the age limit carries over; a byte limit the local servers might not reserve
         kept = {k: v for k, v in (data.get("log") or {}).items()
@@ -198,12 +198,11 @@ class LocalNodes:
         for function in data.get("functions") or []:
             if isinstance(function, dict) and "file" in function:
                 function["file"] = str((config.parent / function["file"]).resolve())
-        path = self.directory / "workspace.yaml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        keyed, _ = assign_write_keys(load_workspace(path), self.directory)
+        keyed, _ = assign_write_keys(original, self.directory)
         keys = {s.name: s.write_key for s in keyed.sources}
         for source in data.get("sources") or []:
             source["write_key"] = keys[source["name"]]
+        path = self.directory / "workspace.yaml"
         path.write_text(f"# made by `headwater dev cluster` from {config.resolve()}\n"
                         + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")  # fmt: skip
         load_workspace(path)
