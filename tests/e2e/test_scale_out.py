@@ -30,7 +30,7 @@ from headwater.config.workspace import StateConfig
 from headwater.log.nats_local import LocalNats
 from tests.e2e.conftest import Server
 from tests.e2e.test_delivery import delivered_ids, post_batches, webhook_yaml
-from tests.fakes import FakeDestination, always, free_port
+from tests.fakes import FakeDestination, always, free_port_block
 from tests.jetstream_cluster import leader_index, require_nats_server
 from tests.postgres import Postgres
 
@@ -95,9 +95,9 @@ def test_dev_cluster_runs_the_servers_and_two_gateways_and_two_workers_on_them(
     with a data directory of its own; events sent to either gateway are delivered once, the
     status page of either lists the four nodes, and SIGTERM stops everything."""
     require_nats_server()  # and PostgreSQL: the session's fixture fails in CI without it
-    port, pg_port, http_port = free_port(), free_port(), free_port()
-    while http_port + 1 in (port, port + 1, port + 2, pg_port):
-        http_port = free_port()
+    # NATS clients on port..port+2, routes on +100, monitoring on +200; gateways on 2 more
+    port = free_port_block(*(base + i for base in (0, 100, 200) for i in range(3)))
+    pg_port, http_port = free_port_block(0), free_port_block(0, 1)
     output = tmp_path / "cluster.out"
     stores = Path(tempfile.mkdtemp(prefix="headwater-dev-"))  # reachable by the postgres user
     os.chmod(stores, 0o755)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import random
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -62,11 +65,46 @@ def free_port() -> int:
     it. Without the reservation, a test of another xdist worker could be given the same port
     between this call and its use.
     """
+    sock = _reserve(0)
+    assert sock is not None
+    return int(sock.getsockname()[1])
+
+
+def _reserve(port: int) -> socket.socket | None:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
     _RESERVED.append(sock)
-    return int(sock.getsockname()[1])
+    return sock
+
+
+def free_port_block(*offsets: int) -> int:
+    """A base port such that ``base + offset`` is free for every offset (a command that
+    derives ports from one, as ``headwater dev cluster`` does: clients, routes on +100,
+    monitoring on +200), each reserved as :func:`free_port` reserves one.
+
+    The block lies below the kernel's ephemeral range, where outgoing connections take their
+    local ports: a port there can be free when checked and taken by a connection a moment
+    later, before the command listens on it.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    top = low - max(offsets) - 1
+    for _ in range(200):
+        base = random.randrange(10000, top)
+        held = [_reserve(base + offset) for offset in offsets]
+        if all(held):
+            return base
+        for sock in held:
+            if sock is not None:
+                _RESERVED.remove(sock)
+                sock.close()
+    raise RuntimeError(f"no block of free ports for offsets {offsets} below {low}")
 
 
 Script = Callable[[Received, int], Reply]  # (request, its index) -> the reply

@@ -8,7 +8,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -102,7 +102,8 @@ class CuttingProxy:
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
         self.port = free_port()
-        self.cut: str | None = None  # "after" or "before": the next COMMIT
+        self.cut: str | None = None  # "after", "before" or "crash": the next COMMIT
+        self.crash: Callable[[], None] | None = None
         self.cuts = 0
         self._deaf = False  # answers from the server are dropped
         self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
@@ -132,6 +133,8 @@ class CuttingProxy:
                     if mode == "after":
                         dst.sendall(chunk)
                         time.sleep(0.5)  # the server commits; its answer is dropped
+                    elif mode == "crash" and self.crash is not None:
+                        self.crash()  # the server goes down before it sees the COMMIT
                     self.cuts += 1
                     for s in (src, dst):
                         with contextlib.suppress(OSError):
@@ -169,6 +172,39 @@ def test_a_commit_whose_answer_is_lost_is_done_exactly_once(postgres: Postgres, 
     finally:
         conn.close()
         proxy.close()
+
+
+def test_a_commit_lost_in_a_crash_is_redone_though_its_txid_is_reused(own: Postgres) -> None:
+    """The server crashes as the COMMIT is on its way; the transaction's WAL never reached
+    the disk, so the restarted server hands its id to the next transactions, and
+    ``txid_status()`` of that id says "committed". The write mark says what happened."""
+    proxy = CuttingProxy(own.port)
+    conn = PostgresConn(proxy.dsn(), "crashed_commit", reconnect_secs=30)
+
+    def crash() -> None:
+        own.stop("immediate")
+        own.start()
+        with psycopg.connect(own.dsn(), autocommit=True) as other:
+            for _ in range(5):  # other clients' transactions take the ids again
+                other.execute("CREATE TEMP TABLE x(i int); DROP TABLE x")
+
+    try:
+        table(conn)
+        runs = []
+
+        def work() -> None:
+            runs.append(1)
+            conn.execute("INSERT INTO t(v) VALUES (?)", ("once",))
+
+        proxy.crash, proxy.cut = crash, "crash"
+        conn.write_once(work)
+        assert proxy.cuts == 1 and len(runs) == 2
+        assert conn.execute("SELECT v FROM t").fetchall() == [("once",)]
+    finally:
+        conn.close()
+        proxy.close()
+        if not _answers(own):
+            own.start()
 
 
 def test_migrations_run_once_in_order_and_a_newer_schema_is_refused(postgres: Postgres) -> None:

@@ -53,6 +53,7 @@ class _Server:
     monitor_port: int
     store: Path
     process: subprocess.Popen[bytes] | None = None
+    killed: bool = False  # by :meth:`LocalNats.kill`: its exit is no fault
 
 
 @dataclass
@@ -90,6 +91,7 @@ class LocalNats:
         if binary is None:
             raise RuntimeError(NOT_INSTALLED)
         server = self.servers[i]
+        server.killed = False
         server.store.mkdir(parents=True, exist_ok=True)
         config = server.store.with_suffix(".conf")
         limits = f"\n  max_file_store: {self.max_file_store}" if self.max_file_store else ""
@@ -118,14 +120,27 @@ class LocalNats:
                             break
                 except (urllib.error.URLError, OSError):
                     pass
-                process = self.servers[i].process
-                if process is not None and process.poll() is not None:
-                    raise RuntimeError(f"nats-server {self.servers[i].name} exited "
-                                       f"({process.returncode}); see {self.root}")  # fmt: skip
+                self._check_alive()  # a peer that died keeps this one from a quorum
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"nats-server {self.servers[i].name} not ready within "
-                                       f"{READY_SECS:.0f} s; see {self.root}")  # fmt: skip
+                                       f"{READY_SECS:.0f} s; see {self.root}"
+                                       f"{self._log_tail(self.servers[i])}")  # fmt: skip
                 time.sleep(0.1)
+
+    def _check_alive(self) -> None:
+        for server in self.servers:
+            process = server.process
+            if process is not None and not server.killed and process.poll() is not None:
+                raise RuntimeError(f"nats-server {server.name} exited ({process.returncode});"
+                                   f" see {self.root}{self._log_tail(server)}")  # fmt: skip
+
+    def _log_tail(self, server: _Server, lines: int = 5) -> str:
+        """The last lines of the server's log, where it says why (a port in use, ...)."""
+        try:
+            tail = (self.root / f"{server.name}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "".join(f"\n  {line}" for line in tail.splitlines()[-lines:])
 
     def _signal(self, i: int, sig: signal.Signals) -> None:
         process = self.servers[i].process
@@ -134,6 +149,7 @@ class LocalNats:
 
     def kill(self, i: int) -> None:
         """``kill -9`` server ``i`` (its store stays for :meth:`restart`)."""
+        self.servers[i].killed = True
         self._signal(i, signal.SIGKILL)
         process = self.servers[i].process
         if process is not None:

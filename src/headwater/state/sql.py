@@ -14,12 +14,16 @@ PostgreSQL is a server that restarts; the connection heals itself:
 - a statement outside a transaction that fails because the connection is gone is retried on
   a new connection until ``reconnect_secs`` have passed (a read asks again; a lone write that
   the server never received is sent again);
-- :meth:`SqlConn.write_once` runs a transaction **at most once**: when the connection breaks
-  during ``COMMIT`` — the one moment the client cannot know whether it happened — the
-  transaction's id is looked up with ``txid_status()`` on the new connection (as long as it
-  takes; a transaction still "in progress" has its backend terminated, which settles it),
-  and the work is done again only if PostgreSQL says it was not committed. So a delivery
-  worker that retries the outcomes it could not record never records them twice.
+- :meth:`SqlConn.write_once` runs a transaction **exactly once**: each transaction also
+  writes this connection's next *write mark* (a row of ``write_marks``); when the connection
+  breaks during ``COMMIT`` — the one moment the client cannot know whether it happened — the
+  new connection reads the mark back (as long as it takes; while the same server still has
+  the transaction "in progress", by ``txid_status()``, its backend is terminated, which
+  settles it), and the work is done again only if the mark is not there. So a delivery
+  worker that retries the outcomes it could not record never records them twice, nor loses
+  one. ``txid_status()`` alone cannot answer after a crash: a transaction whose WAL never
+  reached the disk leaves its id unused, the restarted server hands it to the next
+  transaction, and the lost one reads as "committed".
 - keepalives and ``tcp_user_timeout`` make a connection to a cut-off server fail in ~15 s.
 
 While PostgreSQL is unreachable the calls wait (the delivery workers stall and the log keeps
@@ -34,6 +38,7 @@ import logging
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -49,6 +54,11 @@ NETWORK_LIMITS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 
 """libpq settings so a connection to a server cut off without a reset (network partition)
 fails within ~15 s instead of TCP's minutes: a call then reconnects or reports it."""
 SCHEMA_LOCK_KEY = 0x4857_5354  # "HWST": the advisory lock schema creation and migrations hold
+WRITE_MARKS = ("CREATE TABLE IF NOT EXISTS {} (writer text PRIMARY KEY, mark bigint NOT NULL,"
+               " at timestamptz NOT NULL DEFAULT now())")  # fmt: skip
+"""One row per connection: the number of its last transaction, written by the transaction
+itself, so that a COMMIT whose answer was lost can be looked up
+(:meth:`PostgresConn._committed`)."""
 
 
 class StateUnavailable(RuntimeError):
@@ -136,6 +146,8 @@ class PostgresConn:
         self._on_connect = on_connect
         self._conn: psycopg.Connection[Any] | None = None
         self._in_transaction = False
+        self._writer = uuid.uuid4().hex  # this connection's row of write_marks
+        self._mark = 0
         self.reconnects = 0
         self.where = where_of(dsn, schema)
         self._connect(first=True)
@@ -194,6 +206,10 @@ class PostgresConn:
                                   (self.schema,)).fetchone()  # fmt: skip
             if exists is None:  # a role without CREATE on the database can use a made schema
                 conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
+            marks = sql.Identifier(self.schema, "write_marks")
+            conn.execute(sql.SQL(WRITE_MARKS).format(marks))
+            conn.execute(sql.SQL("DELETE FROM {} WHERE at < now() - interval '7 days'")
+                         .format(marks))  # fmt: skip  # of connections long closed
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
         if self._on_connect is not None:
             self._on_connect(conn)
@@ -242,12 +258,17 @@ class PostgresConn:
             conn = self.raw
             txid: int | None = None
             backend = 0
+            server: object = None
             committing = False
+            self._mark += 1
             try:
                 self._in_transaction = True
                 conn.execute("BEGIN")
-                txid, backend = conn.execute(  # type: ignore[misc]
-                    "SELECT txid_current(), pg_backend_pid()"
+                txid, backend, server = conn.execute(  # type: ignore[misc]
+                    "WITH mark AS (INSERT INTO write_marks(writer, mark) VALUES (%s, %s)"
+                    " ON CONFLICT (writer) DO UPDATE SET mark = excluded.mark, at = now())"
+                    " SELECT txid_current(), pg_backend_pid(), pg_postmaster_start_time()",
+                    (self._writer, self._mark),
                 ).fetchone()
                 result = work()
                 committing = True
@@ -265,7 +286,7 @@ class PostgresConn:
                 if committing and txid is not None:
                     # the one ambiguous moment: find out, however long it takes, before
                     # anything else is written (a redo after a commit would write it twice)
-                    if self._committed(txid, backend):
+                    if self._committed(txid, backend, server):
                         return result
                 elif time.monotonic() > deadline:
                     raise StateUnavailable(f"PostgreSQL at {self.where} went away during a "
@@ -277,26 +298,33 @@ class PostgresConn:
             finally:
                 self._in_transaction = False
 
-    def _committed(self, txid: int, backend: int) -> bool:
-        """Whether the transaction whose COMMIT got no answer was committed after all. Asked
-        until PostgreSQL answers (while it is unreachable, the store waits: writing anything
-        else first could write this twice). While it says "in progress" (its backend still
-        has the transaction: finishing the COMMIT, or not yet aware the client is gone), the
-        backend is terminated after a second, which makes the answer final."""
+    def _committed(self, txid: int, backend: int, server: object) -> bool:
+        """Whether the transaction whose COMMIT got no answer was committed after all: its
+        write mark is there. Asked until PostgreSQL answers (while it is unreachable, the
+        store waits: writing anything else first could write this twice). While the same
+        server (its start time) says the transaction is "in progress" (its backend still has
+        it: finishing the COMMIT, or not yet aware the client is gone), the mark is not final;
+        the backend is terminated after a second, which makes it so. A restarted server has
+        no transaction of before in progress, and its ``txid_status(txid)`` may be another
+        transaction's, so it is not asked."""
         started = time.monotonic()
         terminated = False
         while True:
             try:
-                row = self._again(
-                    lambda conn: conn.execute("SELECT txid_status(%s)", (txid,)).fetchone()
-                )
+                now_server, mark = self._again(lambda conn: conn.execute(  # type: ignore[misc]
+                    "SELECT pg_postmaster_start_time(),"
+                    " (SELECT mark FROM write_marks WHERE writer = %s)", (self._writer,)
+                ).fetchone())  # fmt: skip
+                status = None
+                if now_server == server:
+                    [status] = self._again(lambda conn: conn.execute(  # type: ignore[misc]
+                        "SELECT txid_status(%s)", (txid,)).fetchone())  # fmt: skip
             except (StateUnavailable, psycopg.OperationalError) as exc:
                 logger.warning("PostgreSQL at %s: cannot yet tell whether transaction %s "
                                "committed (%s); asking again", self.where, txid,
                                first_line(exc))  # fmt: skip
                 time.sleep(1.0)
                 continue
-            status = row[0] if row else None
             if status != "in progress":
                 break
             if not terminated and time.monotonic() - started > 1.0:
@@ -305,8 +333,11 @@ class PostgresConn:
                     self._again(lambda conn: conn.execute("SELECT pg_terminate_backend(%s)",
                                                           (backend,)))  # fmt: skip
             time.sleep(0.05)
-        logger.warning("PostgreSQL: the interrupted transaction %s is %s", txid, status)
-        return status == "committed"
+        committed = bool(mark == self._mark)
+        restarted = "" if now_server == server else " (the server restarted meanwhile)"
+        logger.warning("PostgreSQL: the interrupted transaction %s %s%s", txid,
+                       "committed" if committed else "did not commit", restarted)  # fmt: skip
+        return committed
 
     def close(self) -> None:
         self._drop()
