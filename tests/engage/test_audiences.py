@@ -264,6 +264,37 @@ def test_an_edited_audience_is_backfilled_again_and_a_new_store_is_not(tmp_path:
     assert feed.processor.backfills.waiting() == set() and members(feed, "churned") == {"dee"}
 
 
+def test_an_audience_deleted_then_added_again_unchanged_is_backfilled_again(
+    tmp_path: Path,
+) -> None:
+    """Nobody counted for it while it was gone: its old counts and progress would say ann
+    ordered twice and cy never did."""
+    twice = {"key": "twice", "where": {"performed": {"event": "Order Completed", "at_least": 2}}}
+    first = feeder(tmp_path, twice)
+    first.send(order("ann", 1), order("ann", 1))
+    assert members(first, "twice") == {"ann"}
+    history = list(first.records)
+    first.store.close()
+    gone = feeder(tmp_path)  # deleted: these orders are counted by nobody
+    gone.send(order("cy", 1), order("cy", 1))
+    history += gone.records
+    gone.store.close()
+
+    back = feeder(tmp_path, twice)
+    backfills = back.processor.backfills
+    assert backfills is not None and backfills.waiting() == {"twice"}
+    assert back.processor.backfill_after() == 0, "counted again from the log's start"
+    back.processor.backfill(history)
+    back.processor.sweep()
+    assert backfills.waiting() == set()
+    assert members(back, "twice") == {"ann", "cy"}, "each order counted once"
+    cy = back.profile_of("user_id", "cy")
+    assert cy is not None
+    why = back.processor.audiences.explain(back.store, back.processor.audiences.audiences[0],
+                                           cy, T0).as_dict()  # fmt: skip
+    assert why["says"].endswith(": 2 times"), why
+
+
 def test_windowed_audiences_exit_within_a_minute() -> None:
     recent = {"key": "recent", "where": {"performed": {"event": "E", "within": "1d"}}}
     ws = {"sources": [{"name": "website", "write_key": "wk_website_aud_1"}],

@@ -13,7 +13,9 @@ When a space starts with an audience it has not seen, or whose condition changed
 Until it is ready an audience is not evaluated at all: no entry nor exit is written (and
 none activated) from a half-counted history. Progress is kept in the store's ``meta``
 (``counter:<key>``, ``audience:<key>``), committed with each step, so a restart goes on
-where it was. A space with no history yet (a new store) has nothing to backfill.
+where it was. A space with no history yet (a new store) has nothing to backfill. An audience
+deleted or disabled loses its progress and counts at the next start: nothing counted for it
+meanwhile, so when it comes back, even unchanged, it is backfilled again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ def fingerprint(audience: AudienceConfig) -> str:
     return hashlib.sha256(orjson.dumps(where)).hexdigest()[:16]
 
 
+def forget_removed(engine: AudienceEngine, store: ProfileStore) -> None:
+    """Drop the progress and counts of audiences and counters that are gone (deleted or
+    disabled), in the caller's transaction: nobody kept their counts while they were, so one
+    that comes back is a new one, backfilled from the log."""
+    counters = {f"counter:{c.key}" for c in engine.computations}
+    audiences = {f"audience:{a.key}" for a in engine.audiences}
+    gone = [k for k in store.meta_keys("counter:") if k not in counters]
+    store.forget(gone + [k for k in store.meta_keys("audience:") if k not in audiences],
+                 [k.removeprefix("counter:") for k in gone])  # fmt: skip
+
+
 class Backfills:
     """The backfill state of a space's audiences and counters."""
 
@@ -47,6 +60,7 @@ class Backfills:
         position = store.position()
         store.begin()
         try:
+            forget_removed(engine, store)
             for comp in engine.computations:
                 found = store.meta(f"counter:{comp.key}")
                 if found is None:

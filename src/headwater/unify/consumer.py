@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from headwater.engage.audiences import AudienceEngine
-from headwater.engage.backfill import SWEEP_BATCH, Backfills
+from headwater.engage.backfill import SWEEP_BATCH, Backfills, forget_removed
 from headwater.gateway.normalize import ItemError, parse_ms
 from headwater.log.base import EventLog, StoredRecord
 from headwater.unify.config import SpaceConfig
@@ -80,6 +80,14 @@ class SpaceProcessor:
         self.traits = TraitEngine(space.computed_traits, now_ms, self.audiences.computations)
         self.now_ms = now_ms
         self.backfills = Backfills(self.audiences, store) if self.audiences else None
+        if self.backfills is None:  # but audiences that were have things to forget
+            store.begin()
+            try:
+                forget_removed(self.audiences, store)
+                store.commit()
+            except BaseException:
+                store.rollback()
+                raise
         self.counts = SpaceCounts()
         self._events: list[tuple[str, EventRef]] = []  # written once per batch
         self._links: list[tuple[str, Link]] = []

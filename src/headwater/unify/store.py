@@ -249,6 +249,8 @@ class ProfileStore(Protocol):
     def audience_hourly(self, audience: str, since_ms: int) -> list[tuple[int, int, int]]: ...
     def meta(self, key: str) -> Any: ...
     def set_meta(self, key: str, value: Any) -> None: ...
+    def meta_keys(self, prefix: str) -> list[str]: ...
+    def forget(self, meta_keys: Sequence[str], traits: Sequence[str]) -> None: ...
     def memberships(self, segment_id: str) -> dict[str, int]: ...
     def change_memberships(
         self,
@@ -661,6 +663,16 @@ class SqliteProfileStore:
     def set_meta(self, key: str, value: Any) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                          (key, orjson.dumps(value).decode()))  # fmt: skip
+
+    def meta_keys(self, prefix: str) -> list[str]:
+        rows = self._db.execute("SELECT key FROM meta WHERE substr(key, 1, ?) = ?",
+                                (len(prefix), prefix))  # fmt: skip
+        return [k for (k,) in rows]
+
+    def forget(self, meta_keys: Sequence[str], traits: Sequence[str]) -> None:
+        """Drop these meta values, and every profile's state of these (hidden) traits."""
+        self._db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in meta_keys])
+        self._db.executemany("DELETE FROM trait_state WHERE trait = ?", [(t,) for t in traits])
 
     def memberships(self, segment_id: str) -> dict[str, int]:
         """The audiences the profile is in, each with the time it entered."""
