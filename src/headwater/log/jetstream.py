@@ -268,6 +268,16 @@ class JetStreamLog:
                 await self._refresh_once()  # the stream's end, before any read trusts it
                 self._stats_task = asyncio.create_task(self._refresh_stats())
                 return
+            except nats.js.errors.BadRequestError as exc:
+                if "insufficient" in (exc.description or ""):  # no election will change it
+                    raise LogError(
+                        f"cannot use JetStream at {', '.join(self.config.servers)}: the servers "
+                        f"refuse stream {self.stream} ({exc.description}). Lower "
+                        "log.retention_max_bytes, or give the servers more room (jetstream "
+                        "max_file_store) or disk"
+                    ) from exc
+                last = exc
+                await asyncio.sleep(0.5)
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 last = exc
                 await asyncio.sleep(0.5)
