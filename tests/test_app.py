@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from headwater.api.auth import AdminToken
 from headwater.app import Headwater
 from headwater.config.workspace import parse_workspace
 from headwater.log.base import EventLog
+from headwater.state.admin_token import AdminToken
 
 WORKSPACE = {
     "sources": [{"name": "website", "write_key": "wk_website_123"}],

@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from headwater.api.app import build_api
-from headwater.api.auth import AdminToken, Authenticator, load_admin_token
+from headwater.api.auth import Authenticator
 from headwater.api.permissions import PUBLIC, Principal, declare_routes
 from headwater.config.workspace import Workspace
 from headwater.console.app import Console
@@ -60,6 +60,7 @@ from headwater.processor.admin import ProcessorAdmin, effective_plans
 from headwater.processor.ingest import IngestPipeline
 from headwater.processor.protocols_store import ProtocolsStore
 from headwater.state import postgres
+from headwater.state.admin_token import AdminToken, load_admin_token
 from headwater.state.audit import AuditLog
 from headwater.state.tokens import TokenStore
 from headwater.state.workspace_history import record_workspace_load

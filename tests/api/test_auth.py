@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from headwater.api.auth import (
+from headwater.cli import app as cli
+from headwater.errors import ConfigError
+from headwater.state.admin_token import (
     AUTH_DIR,
     ENV_VAR,
     TOKEN_FILE,
@@ -19,8 +21,6 @@ from headwater.api.auth import (
     load_admin_token,
     reset_admin_token,
 )
-from headwater.cli import app as cli
-from headwater.errors import ConfigError
 
 ENV_TOKEN = "operator-chosen-token-0123456789"
 

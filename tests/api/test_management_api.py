@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from headwater.api.app import MASK
-from headwater.api.auth import AdminToken, _digest
 from headwater.app import Headwater
 from headwater.config.workspace import parse_workspace
 from headwater.console.sessions import COOKIE
+from headwater.state.admin_token import AdminToken, _digest
 from tests.fakes import free_port
 
 TOKEN = "hwa_management_api_test_token_0123"

@@ -14,11 +14,11 @@ import pytest
 from fastapi.routing import APIRoute
 from typer.testing import CliRunner
 
-from headwater.api.auth import AdminToken, _digest
 from headwater.api.permissions import ROLES, Principal, route_need, walk_routes
 from headwater.app import Headwater
 from headwater.cli import app as cli
 from headwater.config.workspace import parse_workspace
+from headwater.state.admin_token import AdminToken, _digest
 from headwater.state.audit import AuditLog
 from tests.fakes import free_port
 

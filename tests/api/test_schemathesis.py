@@ -33,9 +33,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from headwater.api.auth import AdminToken, _digest
 from headwater.app import Headwater
 from headwater.config.workspace import parse_workspace
+from headwater.state.admin_token import AdminToken, _digest
 
 TOKEN = "hwa_schemathesis_token_0123456789"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}

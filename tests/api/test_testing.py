@@ -13,9 +13,9 @@ import httpx
 import orjson
 import pytest
 
-from headwater.api.auth import AdminToken, _digest
 from headwater.app import Headwater
 from headwater.config.workspace import parse_workspace
+from headwater.state.admin_token import AdminToken, _digest
 from tests.fakes import FakeDestination
 
 TOKEN = "hwa_destination_test_token_01234"

@@ -15,12 +15,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from headwater.api.auth import load_admin_token
 from headwater.app import Headwater
 from headwater.config import parse_workspace
 from headwater.console.app import safe_next
 from headwater.console.charts import delivery_chart, nice_max
 from headwater.console.sessions import LOGIN_FAILURES_PER_MINUTE
+from headwater.state.admin_token import load_admin_token
 from tests.fakes import FakeDestination, always
 
 TOKEN = "hwa_console_test_token_0123456789"

@@ -14,11 +14,11 @@ import httpx
 import orjson
 import pytest
 
-from headwater.api.auth import load_admin_token
 from headwater.app import Headwater
 from headwater.config import parse_workspace
 from headwater.console.processing import action_text, rule_view
 from headwater.processor.filters import FilterConfig
+from headwater.state.admin_token import load_admin_token
 from tests.console.test_console import KEY, TOKEN, _form_csrf, login
 
 ADMIN = {"authorization": f"Bearer {TOKEN}"}

@@ -14,9 +14,9 @@ import httpx
 import orjson
 import pytest
 
-from headwater.api.auth import AdminToken, _digest
 from headwater.app import Headwater
 from headwater.config.workspace import parse_workspace
+from headwater.state.admin_token import AdminToken, _digest
 from tests.api.test_testing import API_KEY, ORDER, SIGNING, workspace
 from tests.console.test_console import TOKEN, _form_csrf, login
 from tests.fakes import FakeDestination

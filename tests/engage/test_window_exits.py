@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from headwater.api.auth import AdminToken, _digest
 from headwater.app import Headwater
 from headwater.config.workspace import parse_workspace
 from headwater.gateway.normalize import iso_ms
+from headwater.state.admin_token import AdminToken, _digest
 from tests.fakes import FakeDestination
 
 TOKEN = "hwa_window_exits_test_token"

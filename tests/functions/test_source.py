@@ -19,10 +19,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from headwater.api.auth import AdminToken, _digest
 from headwater.app import Headwater
 from headwater.cli import app as cli
 from headwater.config.workspace import parse_workspace
+from headwater.state.admin_token import AdminToken, _digest
 from tests.console.test_console import login
 
 METRICS_DOC = Path(__file__).parents[2] / "docs" / "metrics.md"

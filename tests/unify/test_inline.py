@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from headwater.api.auth import load_admin_token
 from headwater.app import Headwater
 from headwater.config import parse_workspace
+from headwater.state.admin_token import load_admin_token
 from tests.console.test_console import TOKEN, login
 
 KEY = "wk_unify_site_1"

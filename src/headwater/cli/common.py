@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from headwater.api.auth import ENV_VAR
 from headwater.config.units import parse_seconds
+from headwater.state.admin_token import ENV_VAR
 from headwater.state.audit import AuditLog
 
 out = Console(soft_wrap=True)

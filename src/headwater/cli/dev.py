@@ -30,7 +30,6 @@ import httpx
 import typer
 import yaml
 
-from headwater.api.auth import AUTH_DIR, TOKEN_FILE, ensure_admin_token
 from headwater.cli.common import out, refuse
 from headwater.config.keys import assign_write_keys
 from headwater.config.workspace import load_workspace
@@ -159,6 +158,12 @@ class LocalNodes:
 
     def start(self, config: Path, log: dict[str, Any], state: dict[str, Any]) -> None:
         workspace = self._workspace(config, log, state)
+        from headwater.state.admin_token import (  # the web stack
+            AUTH_DIR,
+            TOKEN_FILE,
+            ensure_admin_token,
+        )
+
         token = ensure_admin_token(self.directory)
         digest = self.directory / AUTH_DIR / TOKEN_FILE
         for i in range(1, self.gateways + 1):

@@ -16,9 +16,9 @@ import orjson
 import typer
 from rich.markup import escape
 
-from headwater.api.auth import reset_admin_token
 from headwater.cli.common import DEFAULT_URL, Api, UrlOption, err, fail, out
 from headwater.observe.debugger import KEEP
+from headwater.state.admin_token import reset_admin_token
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 

@@ -11,11 +11,11 @@ from typing import Annotated
 import typer
 
 from headwater import __version__
-from headwater.api.auth import AUTH_DIR, TOKEN_FILE, ensure_admin_token, load_admin_token
 from headwater.cli.common import err, out
 from headwater.config.keys import assign_write_keys
 from headwater.config.workspace import Workspace, load_workspace
 from headwater.errors import ConfigError, LogError
+from headwater.state.admin_token import AUTH_DIR, TOKEN_FILE, ensure_admin_token, load_admin_token
 
 SWITCH_INTERVAL_SECS = 0.001
 GC_THRESHOLDS = (50_000, 20, 20)
