@@ -33,7 +33,7 @@ cluster: $(VENV)/.installed-dev
 	$(BIN)/headwater dev cluster --config examples/workspace.yaml
 
 test: $(VENV)/.installed-dev $(NODE_SDK)/node_modules/.package-lock.json
-	$(BIN)/pytest -p no:randomly -n $(TEST_WORKERS)
+	$(BIN)/pytest -p no:randomly -n $(TEST_WORKERS) --durations=15
 
 # the flakiness check of docs/testing.md: 5 runs beside a CPU hog, 3 in random orders
 test-stress: $(VENV)/.installed-dev $(NODE_SDK)/node_modules/.package-lock.json
