@@ -119,7 +119,8 @@ class Headwater:
         self.observer = Observer(workspace, data_dir, self.stats)
         self.stats.on_refuse = self.observer.recorder.refused
         self.token = admin_token or load_admin_token(data_dir)
-        self.tokens = TokenStore.for_data_dir(data_dir)
+        self.tokens = TokenStore.open(data_dir, workspace.state)
+        self.tokens.follow()  # on PostgreSQL: every node's tokens, in memory
         self.auth = Authenticator(self.token, self.tokens)
         self.audit = AuditLog.for_data_dir(data_dir)
         self.sessions = Sessions()
@@ -338,6 +339,7 @@ class Headwater:
         await self.activator.close()
         await self.profiles.close()
         await self.source_functions.close()
+        await asyncio.to_thread(self.tokens.close)
         if self.unify is not None:
             await self.unify.stop()
         if self.worker is not None:

@@ -5,12 +5,15 @@ would, and revoking one shuts it out at the next request."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from fastapi.routing import APIRoute
 from typer.testing import CliRunner
 
@@ -21,6 +24,7 @@ from headwater.config.workspace import parse_workspace
 from headwater.state.admin_token import AdminToken, _digest
 from headwater.state.audit import AuditLog
 from tests.fakes import free_port
+from tests.postgres import Postgres, state_config
 
 TOKEN = "hwa_permissions_test_token_0123456"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -167,6 +171,49 @@ async def test_a_revoked_token_stops_at_the_next_request(
     assert (await client.get("/api/v1/sources", headers=headers)).status_code == 401
     again = runner.invoke(cli, ["tokens", "revoke", "ci-deploy", "--data-dir", str(tmp_path)])
     assert again.exit_code == 2 and "revoked already" in again.output
+
+
+async def test_with_shared_state_a_token_works_on_every_node_and_revoked_stops_on_every_node(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    state = state_config(postgres)
+    workspace = {**WORKSPACE, "state": {"backend": "postgres", "dsn": state.dsn,
+                                        "schema": state.schema_name}}  # fmt: skip
+    config = tmp_path / "workspace.yaml"
+    config.write_text(yaml.safe_dump(workspace))
+    nodes = [Headwater(parse_workspace(workspace), tmp_path / f"node-{i}",
+                       admin_token=AdminToken(_digest(TOKEN), "env")) for i in (1, 2)]  # fmt: skip
+    args = ["--data-dir", str(tmp_path / "cli"), "--config", str(config)]
+    for node in nodes:
+        await node.start()
+    try:
+        clients = [httpx.AsyncClient(transport=httpx.ASGITransport(n), base_url="http://hw")  # type: ignore[arg-type]
+                   for n in nodes]  # fmt: skip
+        made = runner.invoke(cli, ["tokens", "create", "--name", "ci", "--role", "read_only",
+                                   *args])  # fmt: skip
+        assert made.exit_code == 0, made.output
+        headers = {"authorization": f"Bearer {made.stdout.strip().splitlines()[0]}"}
+
+        async def answers(code: int) -> bool:
+            got = [(await c.get("/api/v1/sources", headers=headers)).status_code for c in clients]
+            return got == [code, code]
+
+        await eventually(lambda: answers(200), "the token works on both nodes")
+        revoked = runner.invoke(cli, ["tokens", "revoke", "ci", *args])
+        assert revoked.exit_code == 0, revoked.output
+        await eventually(lambda: answers(401), "the revoked token stops on both nodes")
+        for client in clients:
+            await client.aclose()
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not await check():
+        assert time.monotonic() < deadline, f"not within 30 s: {what}"
+        await asyncio.sleep(0.1)
 
 
 def test_tokens_create_refuses_bad_roles_and_names(tmp_path: Path) -> None:

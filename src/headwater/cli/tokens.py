@@ -1,9 +1,11 @@
 """``headwater tokens create | list | revoke``: scoped API tokens of a data directory.
 
 Like ``headwater deadletter``, these work on the files in ``--data-dir``
-(:mod:`headwater.state.tokens`), beside a running server or without one: the server looks a
-token up at every request, so a new token works, and a revoked one stops, at once. Each
-change is recorded in the audit trail as ``local:<user>`` from the CLI.
+(:mod:`headwater.state.tokens`), or on PostgreSQL when the workspace at ``--config`` says
+``state: {backend: postgres}``, beside a running server or without one: the server looks a
+token up at every request, so a new token works, and a revoked one stops, at once (within
+a second on every node, with shared state). Each change is recorded in the audit trail as
+``local:<user>`` from the CLI.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from headwater.cli.common import (
     record_change,
     refuse,
 )
-from headwater.config.workspace import load_workspace
+from headwater.config.workspace import Workspace, load_workspace
 from headwater.errors import ConfigError
+from headwater.state import postgres
+from headwater.state.migrations import MigrationError
+from headwater.state.sql import StateUnavailable
 from headwater.state.tokens import TokenError, TokenStore
 from headwater.status.statuspage import iso
 
@@ -36,21 +41,29 @@ tokens_app = typer.Typer(
 )
 
 
-def _store(data_dir: Path) -> TokenStore:
-    if not data_dir.exists():
-        raise refuse(f"no data directory at {data_dir}; check --data-dir")
-    return TokenStore.for_data_dir(data_dir)
-
-
-def _sources(config: Path) -> list[str] | None:
-    """The workspace's source names, to check ``--source`` against; None when there is no
-    workspace file to read (the check is then left to the server's 403s)."""
+def _workspace(config: Path) -> Workspace | None:
+    """The workspace, for its sources and where it keeps state; None when there is no file
+    (then: the data directory's tokens, and ``--source`` is left to the server's 403s)."""
     if not config.exists():
         return None
     try:
-        return [s.name for s in load_workspace(config).sources]
+        return load_workspace(config)
     except ConfigError as exc:
-        raise refuse(f"cannot read {config} to check --source: {exc}") from None
+        raise refuse(f"cannot read {config}: {exc}") from None
+
+
+def _store(data_dir: Path, workspace: Workspace | None) -> TokenStore:
+    """The tokens where the workspace keeps them: PostgreSQL with ``state: {backend:
+    postgres}`` (every node's), else the data directory's file."""
+    state = workspace.state if workspace is not None else None
+    if postgres.uses_postgres(state):
+        try:
+            return TokenStore.open(data_dir, state)
+        except (StateUnavailable, MigrationError) as exc:
+            raise refuse(str(exc)) from None
+    if not data_dir.exists():
+        raise refuse(f"no data directory at {data_dir}; check --data-dir")
+    return TokenStore.for_data_dir(data_dir)
 
 
 @tokens_app.command("create")
@@ -66,11 +79,12 @@ def tokens_create(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
     """Create a token and print it once (only its SHA-256 is kept)."""
+    workspace = _workspace(config)
     try:
-        validate_role(role, source, _sources(config))
+        validate_role(role, source, [s.name for s in workspace.sources] if workspace else None)
     except ValueError as exc:
         raise refuse(str(exc)) from None
-    with closing(_store(data_dir)) as store:
+    with closing(_store(data_dir, workspace)) as store:
         try:
             record, token = store.create(name, role, source, created_by="cli")
         except TokenError as exc:
@@ -88,10 +102,11 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(
     all_: Annotated[bool, typer.Option("--all", help="Include revoked tokens.")] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
     """List tokens: names, roles, sources and when they were made (never the tokens)."""
-    with closing(_store(data_dir)) as store:
+    with closing(_store(data_dir, _workspace(config))) as store:
         records = store.list(include_revoked=all_)
     if not records:
         out.print("No tokens. Make one with `headwater tokens create --name N --role R`.")
@@ -106,10 +121,12 @@ def tokens_list(
 @tokens_app.command("revoke")
 def tokens_revoke(
     name: Annotated[str, typer.Argument(help="The token's name, as `list` shows it.")],
+    config: ConfigOption = DEFAULT_CONFIG,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
-    """Revoke a token: it stops working at its next request."""
-    with closing(_store(data_dir)) as store:
+    """Revoke a token: it stops working at its next request (on every node within a
+    second, with shared state)."""
+    with closing(_store(data_dir, _workspace(config))) as store:
         try:
             record = store.revoke(name)
         except TokenError as exc:
