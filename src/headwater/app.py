@@ -122,7 +122,7 @@ class Headwater:
         self.tokens = TokenStore.open(data_dir, workspace.state)
         self.tokens.follow()  # on PostgreSQL: every node's tokens, in memory
         self.auth = Authenticator(self.token, self.tokens)
-        self.audit = AuditLog.for_data_dir(data_dir)
+        self.audit = AuditLog.open(data_dir, workspace.state)
         self.sessions = Sessions()
         self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR, state=workspace.state)
         self.admin: ProcessorAdmin | None = None
@@ -187,7 +187,7 @@ class Headwater:
         )
 
     async def start(self) -> None:
-        record_workspace_load(self.audit, self.workspace, self.data_dir)
+        await asyncio.to_thread(record_workspace_load, self.audit, self.workspace, self.data_dir)
         config = self.workspace.log
         log: SqliteLog | ProcessLog | JetStreamLog
         if config.backend == "jetstream":

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from headwater.config.workspace import StateConfig
 from headwater.state.audit import MASK, AuditLog, decode_cursor, diff_of, mask_secrets
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> AuditLog:
-    return AuditLog.for_data_dir(tmp_path)
+def log(tmp_path: Path, state_backend: StateConfig | None) -> Iterator[AuditLog]:
+    """Each test of the trail twice: the data directory's file, and PostgreSQL's schema."""
+    opened = AuditLog.open(tmp_path, state_backend)
+    yield opened
+    opened.close()
 
 
 def test_record_survives_reopen_in_the_state_dir(tmp_path: Path) -> None:
@@ -25,13 +29,14 @@ def test_record_survives_reopen_in_the_state_dir(tmp_path: Path) -> None:
         "api",
     )
     first.close()
-    again = AuditLog(tmp_path / "state" / "audit.db")
+    again = AuditLog.for_data_dir(tmp_path)
     [back] = again.entries().entries
     assert back == entry
     assert back.diff == {"enabled": {"from": True, "to": False}}
 
 
-def test_secrets_are_masked_before_they_reach_the_file(log: AuditLog) -> None:
+def test_secrets_are_masked_before_they_reach_the_file(tmp_path: Path) -> None:
+    log = AuditLog.for_data_dir(tmp_path)
     diff = {
         "settings": {"apiKey": {"from": "k-old-123", "to": "k-new-456"}, "region": "EU"},
         "credentials": {"user": "u", "password": "p"},
@@ -41,7 +46,7 @@ def test_secrets_are_masked_before_they_reach_the_file(log: AuditLog) -> None:
         "api_key": "${AMPLITUDE_KEY}",
     }
     log.record("admin", "update", "destinations/amplitude", diff, "api")
-    raw = log.path.read_bytes() + Path(str(log.path) + "-wal").read_bytes()
+    raw = Path(log.where).read_bytes() + Path(log.where + "-wal").read_bytes()
     for secret in (b"k-old-123", b"k-new-456", b"wk_live_abcdef", b"hwt_xxxx"):
         assert secret not in raw
     [entry] = log.entries().entries
@@ -117,13 +122,17 @@ def test_last_change_by_action(log: AuditLog) -> None:
     assert log.last_change("destinations/mixpanel") is None
 
 
-def test_two_connections_append_without_losing_entries(tmp_path: Path) -> None:
-    server, cli = AuditLog.for_data_dir(tmp_path), AuditLog.for_data_dir(tmp_path)
+def test_two_connections_append_without_losing_entries(
+    tmp_path: Path, state_backend: StateConfig | None
+) -> None:
+    server, cli = (AuditLog.open(tmp_path, state_backend) for _ in range(2))
     for i in range(20):
         (server if i % 2 else cli).record("a", "update", f"sources/s{i}", {}, "api")
-    assert len(list(server.iter_entries())) == 20
-    rows = sqlite3.connect(server.path).execute("SELECT count(DISTINCT id) FROM entries").fetchone()
-    assert rows[0] == 20
+    entries = list(server.iter_entries())
+    server.close()
+    cli.close()
+    assert len({e.id for e in entries}) == 20
+    assert {e.resource for e in entries} == {f"sources/s{i}" for i in range(20)}
 
 
 def test_diff_of_lists_changed_fields_only() -> None:

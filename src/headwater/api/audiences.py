@@ -81,7 +81,7 @@ def register(
         assert activator is not None
         found = sync(space, key, destination)
         pause = await activator.pause(found, key, destination)
-        record(audit, request, "pause", f"audiences/{space}/{key}/{destination}", {})
+        await record(audit, request, "pause", f"audiences/{space}/{key}/{destination}", {})
         return {"audience": key, "destination": destination, "paused": True,
                 "paused_since": iso_ms(pause["since_ms"])}  # fmt: skip
 
@@ -95,5 +95,5 @@ def register(
             raise ObserveError("not_paused", f"the sync of {key!r} to {destination!r} is not "
                                "paused", 409)  # fmt: skip
         sent = await activator.resume(found, key, destination)
-        record(audit, request, "resume", f"audiences/{space}/{key}/{destination}", sent)
+        await record(audit, request, "resume", f"audiences/{space}/{key}/{destination}", sent)
         return {"audience": key, "destination": destination, "paused": False, **sent}

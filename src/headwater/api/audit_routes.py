@@ -6,6 +6,7 @@ output ``pagination: {current, next, count}`` where ``next`` is null on the last
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any
 
@@ -38,7 +39,7 @@ def register(app: FastAPI, audit: AuditLog) -> None:
         if since is not None:
             since_ms = int((time.time() - duration_secs(since)) * 1000)
         try:
-            page = audit.entries(resource, since_ms, count, cursor)
+            page = await asyncio.to_thread(audit.entries, resource, since_ms, count, cursor)
         except ValueError as exc:
             raise ObserveError("invalid_cursor", str(exc), 400) from None
         return {

@@ -5,6 +5,7 @@ trail (:mod:`headwater.state.audit`) with the token's name."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -20,14 +21,16 @@ from headwater.state.audit import AuditLog, diff_of
 JsonObject = Annotated[dict[str, Any], Body()]
 
 
-def record(
+async def record(
     audit: AuditLog | None, request: Request, action: str, resource: str, diff: dict[str, Any]
 ) -> None:
-    """One audit entry for a change made through the API (or the console's live views)."""
+    """One audit entry for a change made through the API (or the console's live views), on
+    a thread: the trail may be PostgreSQL, which must not hold up the event loop."""
     if audit is None:
         return
     origin = getattr(request.state, "origin", "api")
-    audit.record(current_principal(request).name, action, resource, diff, origin)
+    await asyncio.to_thread(audit.record, current_principal(request).name, action, resource,
+                            diff, origin)  # fmt: skip
 
 
 def register(
@@ -77,7 +80,7 @@ def register(
             before = None
         saved = processor.put_plan(name, plan)
         action = "create" if before is None else "update"
-        record(audit, request, action, f"tracking-plans/{name}", diff_of(before, saved))
+        await record(audit, request, action, f"tracking-plans/{name}", diff_of(before, saved))
         return saved
 
     @app.get(
@@ -110,7 +113,9 @@ def register(
             raise AdminError("invalid_window", "blocked events are kept 30 days; use since ≤ 30d")
         now_ms = time.time_ns() // 1_000_000
         result = await require().resend_blocked(name, now_ms - secs * 1000, until_ms)
-        record(audit, request, "resend", f"sources/{name}/blocked", {"since": since, **result})
+        await record(
+            audit, request, "resend", f"sources/{name}/blocked", {"since": since, **result}
+        )
         return result
 
     @app.post(

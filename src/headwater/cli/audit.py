@@ -15,9 +15,19 @@ import orjson
 import typer
 from rich.table import Table
 
-from headwater.cli.common import DEFAULT_DATA_DIR, DataDirOption, out, refuse
+from headwater.cli.common import (
+    DEFAULT_CONFIG,
+    DEFAULT_DATA_DIR,
+    ConfigOption,
+    DataDirOption,
+    out,
+    refuse,
+    state_of,
+)
 from headwater.config.units import parse_seconds
 from headwater.state.audit import AuditLog
+from headwater.state.migrations import MigrationError
+from headwater.state.sql import StateUnavailable
 
 
 def audit(
@@ -31,6 +41,7 @@ def audit(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many entries.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:  # fmt: skip
     """Show the audit trail, newest first."""
@@ -42,9 +53,14 @@ def audit(
             raise typer.BadParameter(str(exc), param_hint="--since") from None
         assert isinstance(secs, int)  # parse_seconds returns int for strings
         since_ms = int((time.time() - secs) * 1000)
-    if not data_dir.exists():
+    state = state_of(config)  # the cluster's trail with state: {backend: postgres}
+    if state is None and not data_dir.exists():
         raise refuse(f"no data directory at {data_dir}; check --data-dir")
-    with closing(AuditLog.for_data_dir(data_dir)) as log:
+    try:
+        opened = AuditLog.open(data_dir, state)
+    except (StateUnavailable, MigrationError) as exc:
+        raise refuse(str(exc)) from None
+    with closing(opened) as log:
         entries = list(islice(log.iter_entries(resource, since_ms), limit))
     if as_json:
         for entry in entries:

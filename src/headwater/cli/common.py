@@ -18,8 +18,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from headwater.config.units import parse_seconds
+from headwater.config.workspace import StateConfig, load_workspace
+from headwater.errors import ConfigError
 from headwater.state.admin_token import ENV_VAR
 from headwater.state.audit import AuditLog
+from headwater.state.migrations import MigrationError
+from headwater.state.sql import StateUnavailable
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -169,10 +173,25 @@ def local_actor() -> str:
     return f"local:{user}"
 
 
-def record_change(data_dir: Path, action: str, resource: str, diff: dict[str, Any]) -> None:
-    """An audit entry for a change this command made on the data directory (origin
-    ``cli``); the running server reads the same file."""
-    log = AuditLog.for_data_dir(data_dir)
+def state_of(config: Path | None) -> StateConfig | None:
+    """Where the workspace at ``config`` keeps state (None without a file: the data
+    directory's)."""
+    if config is None or not config.exists():
+        return None
+    try:
+        return load_workspace(config).state
+    except ConfigError as exc:
+        raise refuse(f"cannot read {config}: {exc}") from None
+
+
+def record_change(data_dir: Path, action: str, resource: str, diff: dict[str, Any],
+                  state: StateConfig | None = None) -> None:  # fmt: skip
+    """An audit entry for a change this command made (origin ``cli``), where the running
+    server reads the trail: the data directory's file, or PostgreSQL with ``state``."""
+    try:
+        log = AuditLog.open(data_dir, state)
+    except (StateUnavailable, MigrationError) as exc:
+        raise refuse(f"the change is made, but not in the audit trail: {exc}") from None
     try:
         log.record(local_actor(), action, resource, diff, "cli")
     finally:

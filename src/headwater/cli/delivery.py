@@ -31,6 +31,7 @@ from headwater.cli.common import (
     record_change,
     refuse,
     server_running,
+    state_of,
 )
 from headwater.config.workspace import Workspace, load_workspace
 from headwater.delivery.engine import route_of
@@ -154,7 +155,7 @@ def deadletter_retry(
         moved = db.redrive(windows, batches, destination, ids or None)
     for name, n in sorted(moved.items()):
         record_change(data_dir, "retry", f"destinations/{name}/deadletters",
-                      {"events": n, "ids": ids or None})  # fmt: skip
+                      {"events": n, "ids": ids or None}, workspace.state)  # fmt: skip
         out.print(f"{name}: {n} event(s) queued for delivery again", highlight=False)
     if not moved:
         out.print("Nothing to re-drive.")
@@ -194,7 +195,8 @@ def deadletter_purge(
         purged = db.purge(destination, ids or None, before_ms)
     resource = f"destinations/{destination}/deadletters" if destination else "deadletters"
     record_change(data_dir, "purge", resource, {"events": purged, "ids": ids or None,
-                                                "before_ms": before_ms})  # fmt: skip
+                                                "before_ms": before_ms},
+                  state_of(config))  # fmt: skip
     out.print(f"Purged {purged} dead letter(s).")
 
 
@@ -283,7 +285,7 @@ def replay(
         replay_id = db.create_replay(destination, since_ms, until_ms, last, after)
     record_change(data_dir, "replay", f"destinations/{destination}",
                   {"replay": replay_id, "since_ms": since_ms, "until_ms": until_ms,
-                   "events": counts["sent"]})  # fmt: skip
+                   "events": counts["sent"]}, state_of(config))  # fmt: skip
     out.print(f"Replay {replay_id} queued.", highlight=False)
     if not server_running(data_dir):
         out.print("Headwater is not running here: the replay runs when it starts.")

@@ -89,7 +89,8 @@ def tokens_create(
             record, token = store.create(name, role, source, created_by="cli")
         except TokenError as exc:
             raise refuse(str(exc)) from None
-    record_change(data_dir, "create", f"tokens/{name}", {"role": role, "source": source})
+    record_change(data_dir, "create", f"tokens/{name}", {"role": role, "source": source},
+                  workspace.state if workspace else None)  # fmt: skip
     out.print(token, highlight=False, soft_wrap=True)
     scope = f" for source {source}" if source else ""
     typer.echo(
@@ -126,12 +127,14 @@ def tokens_revoke(
 ) -> None:
     """Revoke a token: it stops working at its next request (on every node within a
     second, with shared state)."""
-    with closing(_store(data_dir, _workspace(config))) as store:
+    workspace = _workspace(config)
+    with closing(_store(data_dir, workspace)) as store:
         try:
             record = store.revoke(name)
         except TokenError as exc:
             raise refuse(str(exc)) from None
-    record_change(data_dir, "revoke", f"tokens/{name}", {"role": record.role})
+    record_change(data_dir, "revoke", f"tokens/{name}", {"role": record.role},
+                  workspace.state if workspace else None)  # fmt: skip
     out.print(f"Token {name} revoked.")
 
 

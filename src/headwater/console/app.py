@@ -559,8 +559,8 @@ class Console:
         since_ms = time.time_ns() // 1_000_000 - RETENTION_MS
         result = await self._admin().resend_blocked(name, since_ms, None)
         if self.audit is not None:
-            self.audit.record(
-                session.principal.name, "resend", f"sources/{name}/blocked",
+            await asyncio.to_thread(
+                self.audit.record, session.principal.name, "resend", f"sources/{name}/blocked",
                 {"since": "30d", **result}, "console",
             )  # fmt: skip
         return await self._violations_page(request, session, resend=result)
@@ -754,7 +754,8 @@ class Console:
         resource = (request.query_params.get("resource") or "").strip() or None
         cursor = request.query_params.get("cursor") or None
         try:
-            page = self.audit.entries(resource, None, AUDIT_PAGE_ENTRIES, cursor)
+            page = await asyncio.to_thread(self.audit.entries, resource, None,
+                                           AUDIT_PAGE_ENTRIES, cursor)  # fmt: skip
         except ValueError as exc:
             raise ObserveError("invalid_cursor", str(exc), 400) from None
         return self._render(

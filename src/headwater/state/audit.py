@@ -22,6 +22,12 @@ survives a power cut; changes are rare, so the fsync costs nothing that matters)
 
 The server and the CLI (``headwater tokens create`` beside a running server) both append;
 SQLite's lock serialises them.
+
+With ``state: {backend: postgres}`` the trail is the cluster's: the same rows in the shared
+schema (``audit_entries``, migration 0007), written by every node and the CLI, read by the
+console and API of any node. Writes there are transactions that run exactly once
+(:meth:`~headwater.state.sql.SqlConn.write_once`); the API's handlers call the log on a
+thread, so a PostgreSQL stall delays the change's answer, not the event loop.
 """
 
 from __future__ import annotations
@@ -31,14 +37,18 @@ import binascii
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from headwater.sqlite_files import open_store
+from headwater.state import postgres
+from headwater.state.sql import SqlConn
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
 
 STATE_DIR = "state"
 DB_FILE = "audit.db"
@@ -47,6 +57,7 @@ ORIGINS = ("api", "cli", "console", "workspace")
 MASK = "********"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+SNAPSHOT_LOCK_KEY = 0x4857_5753  # "HWWS": nodes recording a workspace load take turns
 
 # Keys whose values are secrets wherever they appear in a diff (matched on the key's
 # lower-cased name, as a whole word part: ``api_key``, ``apiKey``, ``client_secret``).
@@ -217,18 +228,25 @@ def decode_cursor(cursor: str) -> int:
 
 
 class AuditLog:
-    """Append and read the audit trail in one SQLite file (thread-safe: one lock)."""
+    """Append and read the audit trail in one SQLite file or the shared PostgreSQL schema
+    (thread-safe: one lock)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, conn: SqlConn) -> None:
+        self.conn = conn
+        self.where = conn.where
+        self.shared = conn.dialect == "postgres"
+        self._table = "audit_entries" if self.shared else "entries"
         self._lock = threading.Lock()
-        self.conn = open_store(
-            path, _SCHEMA, what="audit log", version=SCHEMA_VERSION, synchronous="FULL"
-        )
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> AuditLog:
-        return cls(data_dir / STATE_DIR / DB_FILE)
+        return cls.open(data_dir, None)
+
+    @classmethod
+    def open(cls, data_dir: Path, state: StateConfig | None) -> AuditLog:
+        """Where the workspace keeps the trail: ``data_dir``'s file, or PostgreSQL."""
+        return cls(postgres.store_conn(state, data_dir / STATE_DIR / DB_FILE, _SCHEMA,
+                                       what="audit log", version=SCHEMA_VERSION))  # fmt: skip
 
     def close(self) -> None:
         with self._lock:
@@ -254,15 +272,50 @@ class AuditLog:
                 raise ValueError(f"audit {name} must be a non-empty string, got {value!r}")
         masked = mask_secrets(dict(diff or {}))
         when = int(time.time() * 1000) if at_ms is None else at_ms
-        blob = orjson.dumps(masked, default=str)
         with self._lock:
-            cur = self.conn.execute(
-                "INSERT INTO entries(at_ms, actor, action, resource, origin, diff) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (when, actor, action, resource, origin, blob),
+            return self.conn.write_once(
+                lambda: self._insert(when, actor, action, resource, origin, masked)
             )
-            entry_id = int(cur.lastrowid or 0)
-        return AuditEntry(entry_id, when, actor, action, resource, origin, masked)
+
+    def _insert(self, when: int, actor: str, action: str, resource: str, origin: str,
+                masked: dict[str, Any]) -> AuditEntry:  # fmt: skip
+        blob = orjson.dumps(masked, default=str)
+        [(entry_id,)] = self.conn.execute(
+            f"INSERT INTO {self._table}(at_ms, actor, action, resource, origin, diff) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (when, actor, action, resource, origin, blob.decode() if self.shared else blob),
+        ).fetchall()
+        return AuditEntry(int(entry_id), when, actor, action, resource, origin, masked)
+
+    def swap_snapshot(
+        self,
+        current: dict[str, Any],
+        changes: Callable[[dict[str, Any]], list[tuple[str, str, dict[str, Any]]]],
+        actor: str,
+        origin: str,
+    ) -> list[AuditEntry]:
+        """On PostgreSQL: in one transaction, under a lock every node takes, read the
+        snapshot of the workspace the cluster last loaded, record ``changes(previous)``
+        (action, resource, diff) and keep ``current`` as the snapshot. So when several nodes
+        start with the same new file, the first records what changed and the others
+        nothing."""
+        if not self.shared:
+            raise RuntimeError("swap_snapshot is for the shared (PostgreSQL) audit trail")
+        when = int(time.time() * 1000)
+
+        def work() -> list[AuditEntry]:
+            self.conn.execute("SELECT pg_advisory_xact_lock(?)", (SNAPSHOT_LOCK_KEY,))
+            row = self.conn.execute("SELECT doc FROM workspace_snapshot WHERE id = 1").fetchone()
+            previous = orjson.loads(row[0]) if row else {}
+            made = [self._insert(when, actor, action, resource, origin, mask_secrets(diff))
+                    for action, resource, diff in changes(previous)]  # fmt: skip
+            doc = orjson.dumps(current, option=orjson.OPT_SORT_KEYS).decode()
+            self.conn.execute("INSERT INTO workspace_snapshot VALUES (1, ?) ON CONFLICT (id) "
+                              "DO UPDATE SET doc = excluded.doc", (doc,))  # fmt: skip
+            return made
+
+        with self._lock:
+            return self.conn.write_once(work)
 
     def entries(
         self,
@@ -280,7 +333,7 @@ class AuditLog:
         if cursor:
             where.append("id < ?")
             args.append(decode_cursor(cursor))
-        sql = "SELECT id, at_ms, actor, action, resource, origin, diff FROM entries"
+        sql = f"SELECT id, at_ms, actor, action, resource, origin, diff FROM {self._table}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
@@ -306,9 +359,8 @@ class AuditLog:
     def last_change(self, resource: str, action: str | None = None) -> AuditEntry | None:
         """The newest entry for exactly ``resource`` (and ``action``, or one of several
         given as ``"disable|delete"``), or None."""
-        sql = (
-            "SELECT id, at_ms, actor, action, resource, origin, diff FROM entries WHERE resource=?"
-        )
+        sql = (f"SELECT id, at_ms, actor, action, resource, origin, diff FROM {self._table}"
+               " WHERE resource=?")  # fmt: skip
         args: list[Any] = [resource]
         if action:
             actions = action.split("|")

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import psycopg
 from psycopg import sql
 
+from headwater.sqlite_files import open_store
 from headwater.state.migrations import migrate
 from headwater.state.sql import (
     PostgresConn,
+    SqlConn,
+    SqliteConn,
     StateUnavailable,
     first_line,
     password_from,
@@ -33,6 +37,17 @@ def connect(state: StateConfig) -> PostgresConn:
 
 def uses_postgres(state: StateConfig | None) -> TypeGuard[StateConfig]:
     return state is not None and state.backend == "postgres"
+
+
+def store_conn(state: StateConfig | None, path: Path, schema: str, *, what: str,
+               version: int) -> SqlConn:  # fmt: skip
+    """A small store's connection: PostgreSQL's schema with ``state: {backend: postgres}``
+    (its tables come from the migrations), else its SQLite file at ``path``, made with
+    ``schema`` (WAL, ``synchronous=FULL``: such stores hold few, precious rows)."""
+    if uses_postgres(state):
+        return connect(state)
+    raw = open_store(path, schema, what=what, version=version, synchronous="FULL")
+    return SqliteConn(raw, str(path))
 
 
 PROBE_TIMEOUT_SECS = 2

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from headwater.sqlite_files import open_store
 from headwater.state import postgres
-from headwater.state.sql import SqlConn, SqliteConn
+from headwater.state.sql import SqlConn
 
 if TYPE_CHECKING:
     from headwater.config.workspace import StateConfig
@@ -100,17 +99,13 @@ class TokenStore:
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> TokenStore:
-        path = data_dir / STATE_DIR / DB_FILE
-        raw = open_store(path, _SCHEMA, what="token store", version=SCHEMA_VERSION,
-                         synchronous="FULL")  # fmt: skip
-        return cls(SqliteConn(raw, str(path)))
+        return cls.open(data_dir, None)
 
     @classmethod
     def open(cls, data_dir: Path, state: StateConfig | None) -> TokenStore:
         """Where the workspace keeps tokens: ``data_dir``'s file, or PostgreSQL."""
-        if postgres.uses_postgres(state):
-            return cls(postgres.connect(state))
-        return cls.for_data_dir(data_dir)
+        return cls(postgres.store_conn(state, data_dir / STATE_DIR / DB_FILE, _SCHEMA,
+                                       what="token store", version=SCHEMA_VERSION))  # fmt: skip
 
     def follow(self) -> None:
         """On PostgreSQL: answer lookups from memory, read again every

@@ -1,7 +1,8 @@
 """What the workspace file changed since the previous start, as audit entries.
 
 At each start the server compares the workspace it loads with a snapshot of the one the
-previous start loaded (``<data-dir>/state/workspace.last.json``) and records, per resource,
+previous start loaded (``<data-dir>/state/workspace.last.json``; with ``state: {backend:
+postgres}``, the cluster's, in the shared schema, swapped under a lock) and records, per resource,
 ``create``, ``update``, ``enable``, ``disable`` or ``delete`` (actor ``workspace``, origin
 ``workspace``). So "who turned amplitude off?" has an answer when the answer is "someone
 edited the file and restarted".
@@ -69,19 +70,29 @@ def _action(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
 def record_workspace_load(
     audit: AuditLog, workspace: Workspace, data_dir: Path
 ) -> list[AuditEntry]:
-    """Record what changed since the previous start and keep this start's snapshot."""
-    path = data_dir / STATE_DIR / SNAPSHOT_FILE
+    """Record what changed since the previous start and keep this start's snapshot: the
+    data directory's, or with a shared trail (PostgreSQL) the cluster's, so that the first
+    node started with a new file records its changes and the others find nothing new."""
     current = resources(workspace)
-    previous = _read(path)
-    recorded: list[AuditEntry] = []
-    for resource in sorted(current.keys() | previous.keys()):
-        before, after = previous.get(resource), current.get(resource)
-        if before == after:
-            continue
-        diff = diff_of(before, after)
-        recorded.append(audit.record(ACTOR, _action(before, after), resource, diff, "workspace"))
+    if audit.shared:
+        return audit.swap_snapshot(current, lambda previous: changes(previous, current),
+                                   ACTOR, "workspace")  # fmt: skip
+    path = data_dir / STATE_DIR / SNAPSHOT_FILE
+    recorded = [audit.record(ACTOR, action, resource, diff, "workspace")
+                for action, resource, diff in changes(_read(path), current)]  # fmt: skip
     _write(path, current)
     return recorded
+
+
+def changes(previous: dict[str, Any], current: dict[str, Any]
+            ) -> list[tuple[str, str, dict[str, Any]]]:  # fmt: skip
+    """(action, resource, diff) for each resource that differs, in resource order."""
+    found = []
+    for resource in sorted(current.keys() | previous.keys()):
+        before, after = previous.get(resource), current.get(resource)
+        if before != after:
+            found.append((_action(before, after), resource, diff_of(before, after)))
+    return found
 
 
 def _read(path: Path) -> dict[str, dict[str, Any]]:
