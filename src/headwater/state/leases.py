@@ -43,6 +43,7 @@ TTL_SECS = 10.0
 RENEW_SECS = 1.0
 MARGIN_SECS = 3.0
 RECONNECT_SECS = 2.0  # a lease connection retries a statement this long at most
+PRUNE_SECS = 60.0  # how often a node deletes the rows of nodes silent for a day
 T = TypeVar("T")
 
 
@@ -68,15 +69,25 @@ class Leases:
         self.node = node
         self.role = role
         self.started_ms = int(time.time() * 1000)
+        self._beat_at = -math.inf  # monotonic time of the last heartbeat, and of the last prune
+        self._pruned_at = -math.inf
 
-    def heartbeat(self) -> None:
-        """This node is alive (the status page's Nodes component reads these)."""
+    def heartbeat(self, *, every: float = 0.0) -> None:
+        """This node is alive (the status page's Nodes component reads these); nothing when
+        the last heartbeat is under ``every`` seconds old. Rows of nodes silent for a day
+        are pruned once a minute."""
+        now = time.monotonic()
+        if now - self._beat_at < every:
+            return
         self.conn.execute(
             "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, now()) ON CONFLICT(node) DO UPDATE SET"
             " heartbeat_at = now()",
             (self.node, self.role, socket.gethostname(), os.getpid(), self.started_ms),
         )
-        self.conn.execute("DELETE FROM nodes WHERE heartbeat_at < now() - interval '1 day'")
+        self._beat_at = now
+        if now - self._pruned_at >= PRUNE_SECS:
+            self.conn.execute("DELETE FROM nodes WHERE heartbeat_at < now() - interval '1 day'")
+            self._pruned_at = now
 
     def round(self, names: Sequence[str], snapshots: Mapping[str, str] | None = None) -> Round:
         """Heartbeat, renew what this node holds, take its share of what is free, and
@@ -106,6 +117,8 @@ class Leases:
                 " UPDATE SET node = excluded.node, doc = excluded.doc, updated_at = now()",
                 rows,
             )
+        # owners read again: a renewal can fail (the lease expired and another node took
+        # it), and what this node holds now is what the database says, not what it asked
         return Round(self._owners(names), int(live), sent + TTL_SECS - MARGIN_SECS, surplus)
 
     def snapshots(self) -> dict[str, str]:
