@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from headwater.config.workspace import parse_workspace
+from headwater.engage.audiences import legacy_key
 from headwater.errors import ConfigError
 from tests.unify.helpers import T0, Feeder, space
 
@@ -293,6 +294,35 @@ def test_an_audience_deleted_then_added_again_unchanged_is_backfilled_again(
     why = back.processor.audiences.explain(back.store, back.processor.audiences.audiences[0],
                                            cy, T0).as_dict()  # fmt: skip
     assert why["says"].endswith(": 2 times"), why
+
+
+def test_audiences_counting_the_same_events_share_one_counter_and_adopt_a_legacy_one(
+    tmp_path: Path,
+) -> None:
+    twice = {"key": "twice", "where": {"performed": {"event": "Order Completed", "at_least": 2}}}
+    once = {"key": "once", "where": {"performed": {"event": "Order Completed", "at_least": 1}}}
+    first = feeder(tmp_path, twice)
+    first.send(order("ann", 1), order("ann", 1))
+    [key] = first.processor.audiences.counters_of(first.processor.audiences.audiences[0])
+    # as a store written before counters were shared keeps it: under the audience's name
+    legacy = legacy_key("twice", key)
+    first.store.begin()
+    first.store.rename_states(key, legacy)
+    first.store.set_meta(f"counter:{legacy}", first.store.meta(f"counter:{key}"))
+    first.store.forget([f"counter:{key}"], [])
+    first.store.commit()
+    first.store.close()
+
+    both = feeder(tmp_path, twice, once)
+    engine = both.processor.audiences
+    assert len(engine.computations) == 1, "two audiences, one count"
+    assert both.store.meta(f"counter:{legacy}") is None and both.store.meta(f"counter:{key}")
+    assert both.processor.backfill_after() is None, "the adopted counter is complete"
+    both.processor.sweep()
+    assert both.processor.backfills is not None and both.processor.backfills.waiting() == set()
+    assert members(both, "twice") == {"ann"} and members(both, "once") == {"ann"}
+    both.send(order("bob", 1))
+    assert members(both, "once") == {"ann", "bob"} and members(both, "twice") == {"ann"}
 
 
 def test_windowed_audiences_exit_within_a_minute() -> None:

@@ -41,12 +41,21 @@ COUNTER_PREFIX = "audience:"
 (those are snake_case), never written as a trait."""
 
 
-def counter_key(audience: str, performed: Performed) -> str:
+def counter_key(performed: Performed) -> str:
     """The counter of a ``performed`` condition, named by what it counts (event, where,
-    window) — not by the threshold, which reads the same counter — so that a changed
-    definition starts a counter of its own instead of reading one that counted otherwise."""
+    window) — not by the threshold, which reads the same counter, nor by the audience: every
+    audience counting the same events shares one counter — so that a changed definition
+    starts a counter of its own instead of reading one that counted otherwise. (``~`` is not
+    in audience keys: these never meet :func:`legacy_key`'s.)"""
     what = orjson.dumps([performed.event, performed.where, performed.within])
-    return f"{COUNTER_PREFIX}{audience}:{hashlib.sha256(what).hexdigest()[:12]}"
+    return f"{COUNTER_PREFIX}~count:{hashlib.sha256(what).hexdigest()[:12]}"
+
+
+def legacy_key(audience: str, key: str) -> str:
+    """The name the counter ``key`` had in stores written before counters were shared: one
+    per audience (:func:`~headwater.engage.backfill.adopt_legacy` renames them)."""
+    kind, digest = key.removeprefix(COUNTER_PREFIX + "~").split(":")
+    return f"{COUNTER_PREFIX}{audience}:{'funnel:' if kind == 'funnel' else ''}{digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +85,9 @@ class Verdict:
         return doc
 
 
-def funnel_key(audience: str, funnel: Funnel) -> str:
+def funnel_key(funnel: Funnel) -> str:
     what = orjson.dumps(funnel.model_dump())
-    return f"{COUNTER_PREFIX}{audience}:funnel:{hashlib.sha256(what).hexdigest()[:12]}"
+    return f"{COUNTER_PREFIX}~funnel:{hashlib.sha256(what).hexdigest()[:12]}"
 
 
 class FunnelComputation:
@@ -168,13 +177,13 @@ class AudienceEngine:
         self._by_key: dict[str, Computation] = {}
         for audience in self.audiences:
             for funnel in [c.funnel for c in audience.where.walk() if c.funnel]:
-                key = funnel_key(audience.key, funnel)
+                key = funnel_key(funnel)
                 self._counter[id(funnel)] = key
                 if key not in self._by_key:
                     self._by_key[key] = FunnelComputation(key, funnel)  # type: ignore[assignment]
             performed = [c.performed for c in audience.where.walk() if c.performed]
             for p in performed:
-                key = counter_key(audience.key, p)
+                key = counter_key(p)
                 self._counter[id(p)] = key
                 if key in self._by_key:
                     continue  # the same count asked twice (at least 1, at most 5): one counter

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from headwater.engage.audiences import AudienceEngine
+from headwater.engage.audiences import AudienceEngine, legacy_key
 from headwater.engage.config import AudienceConfig
 from headwater.unify.store import ProfileStore
 
@@ -37,6 +37,22 @@ def fingerprint(audience: AudienceConfig) -> str:
     """The audience's condition, hashed: a change of it is a new audience to backfill."""
     where = audience.where.model_dump(by_alias=True, exclude_none=True)
     return hashlib.sha256(orjson.dumps(where)).hexdigest()[:16]
+
+
+def adopt_legacy(engine: AudienceEngine, store: ProfileStore) -> None:
+    """Stores written before audiences shared their counters keep one counter per audience
+    (:func:`~headwater.engage.audiences.legacy_key`): each shared counter takes over the
+    counts and progress of the first such counter found, in the caller's transaction; the
+    others (the same counts again) are then dropped by :func:`forget_removed`."""
+    for audience in engine.audiences:
+        for key in engine.counters_of(audience):
+            old = legacy_key(audience.key, key)
+            progress = store.meta(f"counter:{old}")
+            if progress is None or store.meta(f"counter:{key}") is not None:
+                continue
+            store.rename_states(old, key)
+            store.set_meta(f"counter:{key}", progress)
+            store.forget([f"counter:{old}"], [])
 
 
 def forget_removed(engine: AudienceEngine, store: ProfileStore) -> None:
@@ -60,6 +76,7 @@ class Backfills:
         position = store.position()
         store.begin()
         try:
+            adopt_legacy(engine, store)
             forget_removed(engine, store)
             for comp in engine.computations:
                 found = store.meta(f"counter:{comp.key}")

@@ -251,6 +251,7 @@ class ProfileStore(Protocol):
     def set_meta(self, key: str, value: Any) -> None: ...
     def meta_keys(self, prefix: str) -> list[str]: ...
     def forget(self, meta_keys: Sequence[str], traits: Sequence[str]) -> None: ...
+    def rename_states(self, old: str, new: str) -> None: ...
     def memberships(self, segment_id: str) -> dict[str, int]: ...
     def change_memberships(
         self,
@@ -673,6 +674,11 @@ class SqliteProfileStore:
         """Drop these meta values, and every profile's state of these (hidden) traits."""
         self._db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in meta_keys])
         self._db.executemany("DELETE FROM trait_state WHERE trait = ?", [(t,) for t in traits])
+
+    def rename_states(self, old: str, new: str) -> None:
+        """Every profile's state of the (hidden) trait ``old`` becomes ``new``'s."""
+        self._db.execute("UPDATE OR REPLACE trait_state SET trait = ? WHERE trait = ?",
+                         (new, old))  # fmt: skip
 
     def memberships(self, segment_id: str) -> dict[str, int]:
         """The audiences the profile is in, each with the time it entered."""
