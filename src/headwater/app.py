@@ -340,6 +340,7 @@ class Headwater:
         await self.profiles.close()
         await self.source_functions.close()
         await asyncio.to_thread(self.tokens.close)
+        await asyncio.to_thread(self.audit.close)
         if self.unify is not None:
             await self.unify.stop()
         if self.worker is not None:
