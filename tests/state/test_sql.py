@@ -174,6 +174,45 @@ def test_a_commit_whose_answer_is_lost_is_done_exactly_once(postgres: Postgres, 
         proxy.close()
 
 
+@pytest.mark.parametrize("ends", ["commits", "is_terminated"])
+def test_a_commit_still_running_when_its_answer_is_lost_is_settled_before_the_mark_is_read(
+    postgres: Postgres, ends: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The COMMIT is slow (a deferred trigger sleeps in it, on the first attempt only) and
+    the connection is cut while it runs: the mark is not there yet, but the backend is. It
+    is waited for — and the commit it finishes counts — or terminated, and the work redone."""
+    proxy = CuttingProxy(postgres.port)
+    conn = PostgresConn(proxy.dsn(), f"slow_commit_{ends}", reconnect_secs=30)
+    secs = 1.5 if ends == "commits" else 60
+    if ends == "commits":
+        monkeypatch.setattr(PostgresConn, "TERMINATE_AFTER_SECS", 30.0)
+    try:
+        conn.execute("DROP TABLE IF EXISTS t; DROP SEQUENCE IF EXISTS attempts")
+        table(conn)
+        conn.execute(
+            "CREATE SEQUENCE attempts;"
+            " CREATE OR REPLACE FUNCTION slow_once() RETURNS trigger LANGUAGE plpgsql AS $$"
+            f" BEGIN IF nextval('attempts') = 1 THEN PERFORM pg_sleep({secs}); END IF;"
+            " RETURN NULL; END $$;"
+            " CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED"
+            " FOR EACH ROW EXECUTE FUNCTION slow_once()"
+        )
+        runs = []
+
+        def work() -> None:
+            runs.append(1)
+            conn.execute("INSERT INTO t(v) VALUES (?)", ("once",))
+
+        proxy.cut = "after"  # cut 0.5 s after the COMMIT went up: the trigger still sleeps
+        conn.write_once(work)
+        assert proxy.cuts == 1
+        assert len(runs) == (1 if ends == "commits" else 2)
+        assert conn.execute("SELECT v FROM t").fetchall() == [("once",)]
+    finally:
+        conn.close()
+        proxy.close()
+
+
 def test_a_commit_lost_in_a_crash_is_redone_though_its_txid_is_reused(own: Postgres) -> None:
     """The server crashes as the COMMIT is on its way; the transaction's WAL never reached
     the disk, so the restarted server hands its id to the next transactions, and

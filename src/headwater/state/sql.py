@@ -17,13 +17,15 @@ PostgreSQL is a server that restarts; the connection heals itself:
 - :meth:`SqlConn.write_once` runs a transaction **exactly once**: each transaction also
   writes this connection's next *write mark* (a row of ``write_marks``); when the connection
   breaks during ``COMMIT`` — the one moment the client cannot know whether it happened — the
-  new connection reads the mark back (as long as it takes; while the same server still has
-  the transaction "in progress", by ``txid_status()``, its backend is terminated, which
-  settles it), and the work is done again only if the mark is not there. So a delivery
-  worker that retries the outcomes it could not record never records them twice, nor loses
-  one. ``txid_status()`` alone cannot answer after a crash: a transaction whose WAL never
-  reached the disk leaves its id unused, the restarted server hands it to the next
-  transaction, and the lost one reads as "committed".
+  new connection waits until the transaction's backend (its pid and start time, from
+  ``pg_stat_activity``) is gone — terminating it after a second, which settles a commit it
+  was still finishing — then reads the mark back, and the work is done again only if the
+  mark is not there. So a delivery worker that retries the outcomes it could not record
+  never records them twice, nor loses one. ``txid_status()`` cannot answer this: after a
+  crash a transaction whose WAL never reached the disk leaves its id unused, the restarted
+  server hands it to the next transaction, and the lost one reads as "committed" (or as "in
+  progress", someone else's); and a mark read while the backend may still commit is not
+  final.
 - keepalives and ``tcp_user_timeout`` make a connection to a cut-off server fail in ~15 s.
 
 While PostgreSQL is unreachable the calls wait (the delivery workers stall and the log keeps
@@ -129,6 +131,10 @@ class PostgresConn:
     """A psycopg connection to ``dsn`` with ``search_path`` set to ``schema``, reconnecting."""
 
     dialect = "postgres"
+
+    TERMINATE_AFTER_SECS = 1.0
+    """How long a backend whose client lost a COMMIT's answer may go on before it is
+    terminated (a commit takes milliseconds; one still running after this is stuck)."""
 
     def __init__(
         self,
@@ -257,19 +263,20 @@ class PostgresConn:
         while True:
             conn = self.raw
             txid: int | None = None
-            backend = 0
-            server: object = None
+            backend: tuple[int, object] = (0, None)
             committing = False
             self._mark += 1
             try:
                 self._in_transaction = True
                 conn.execute("BEGIN")
-                txid, backend, server = conn.execute(  # type: ignore[misc]
+                txid, *pid_start = conn.execute(  # type: ignore[misc]
                     "WITH mark AS (INSERT INTO write_marks(writer, mark) VALUES (%s, %s)"
                     " ON CONFLICT (writer) DO UPDATE SET mark = excluded.mark, at = now())"
-                    " SELECT txid_current(), pg_backend_pid(), pg_postmaster_start_time()",
+                    " SELECT txid_current(), pid, backend_start FROM pg_stat_activity"
+                    " WHERE pid = pg_backend_pid()",
                     (self._writer, self._mark),
                 ).fetchone()
+                backend = (pid_start[0], pid_start[1])
                 result = work()
                 committing = True
                 conn.execute("COMMIT")
@@ -286,7 +293,7 @@ class PostgresConn:
                 if committing and txid is not None:
                     # the one ambiguous moment: find out, however long it takes, before
                     # anything else is written (a redo after a commit would write it twice)
-                    if self._committed(txid, backend, server):
+                    if self._committed(txid, backend):
                         return result
                 elif time.monotonic() > deadline:
                     raise StateUnavailable(f"PostgreSQL at {self.where} went away during a "
@@ -298,45 +305,43 @@ class PostgresConn:
             finally:
                 self._in_transaction = False
 
-    def _committed(self, txid: int, backend: int, server: object) -> bool:
+    def _committed(self, txid: int, backend: tuple[int, object]) -> bool:
         """Whether the transaction whose COMMIT got no answer was committed after all: its
-        write mark is there. Asked until PostgreSQL answers (while it is unreachable, the
-        store waits: writing anything else first could write this twice). While the same
-        server (its start time) says the transaction is "in progress" (its backend still has
-        it: finishing the COMMIT, or not yet aware the client is gone), the mark is not final;
-        the backend is terminated after a second, which makes it so. A restarted server has
-        no transaction of before in progress, and its ``txid_status(txid)`` may be another
-        transaction's, so it is not asked."""
+        write mark is there once its backend is gone. Asked until PostgreSQL answers (while
+        it is unreachable, the store waits: writing anything else first could write this
+        twice). While the backend (pid and start time, so a reused pid is not mistaken for
+        it) is still in ``pg_stat_activity`` — finishing the COMMIT, or not yet aware the
+        client is gone — its transaction may still commit; it is terminated after a second,
+        which settles it. A server restarted or reset after a crash has none of its backends
+        of before, so the mark it recovered is final at once."""
+        pid, since = backend
+        alive_sql = "FROM pg_stat_activity WHERE pid = %s AND backend_start = %s"
         started = time.monotonic()
         terminated = False
         while True:
             try:
-                now_server, mark = self._again(lambda conn: conn.execute(  # type: ignore[misc]
-                    "SELECT pg_postmaster_start_time(),"
-                    " (SELECT mark FROM write_marks WHERE writer = %s)", (self._writer,)
-                ).fetchone())  # fmt: skip
-                status = None
-                if now_server == server:
-                    [status] = self._again(lambda conn: conn.execute(  # type: ignore[misc]
-                        "SELECT txid_status(%s)", (txid,)).fetchone())  # fmt: skip
+                [alive] = self._again(lambda conn: conn.execute(  # type: ignore[misc]
+                    f"SELECT count(*) {alive_sql}", (pid, since)).fetchone())  # fmt: skip
+                if not alive:
+                    row = self._again(lambda conn: conn.execute(
+                        "SELECT mark FROM write_marks WHERE writer = %s", (self._writer,)
+                    ).fetchone())  # fmt: skip
+                    break
             except (StateUnavailable, psycopg.OperationalError) as exc:
                 logger.warning("PostgreSQL at %s: cannot yet tell whether transaction %s "
                                "committed (%s); asking again", self.where, txid,
                                first_line(exc))  # fmt: skip
                 time.sleep(1.0)
                 continue
-            if status != "in progress":
-                break
-            if not terminated and time.monotonic() - started > 1.0:
+            if not terminated and time.monotonic() - started > self.TERMINATE_AFTER_SECS:
                 terminated = True
                 with contextlib.suppress(psycopg.Error):
-                    self._again(lambda conn: conn.execute("SELECT pg_terminate_backend(%s)",
-                                                          (backend,)))  # fmt: skip
+                    self._again(lambda conn: conn.execute(
+                        f"SELECT pg_terminate_backend(pid) {alive_sql}", (pid, since)))  # fmt: skip
             time.sleep(0.05)
-        committed = bool(mark == self._mark)
-        restarted = "" if now_server == server else " (the server restarted meanwhile)"
-        logger.warning("PostgreSQL: the interrupted transaction %s %s%s", txid,
-                       "committed" if committed else "did not commit", restarted)  # fmt: skip
+        committed = row is not None and row[0] == self._mark
+        logger.warning("PostgreSQL: the interrupted transaction %s %s", txid,
+                       "committed" if committed else "did not commit")  # fmt: skip
         return committed
 
     def close(self) -> None:
