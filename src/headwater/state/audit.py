@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -227,6 +228,28 @@ def decode_cursor(cursor: str) -> int:
     return value
 
 
+def _adopt(conn: SqlConn, local: sqlite3.Connection) -> str:
+    """A node's trail from before shared state, into the cluster's, oldest first. An entry
+    the cluster holds already (same time, who, what, where from and diff: nodes started with
+    one file each recorded its load) is not copied twice. Copied entries get new ids, so
+    they list as newer than the cluster's; their times are their own."""
+    columns = "at_ms, actor, action, resource, origin, diff"
+    copied = same = 0
+    for *row, diff in local.execute(f"SELECT {columns} FROM entries ORDER BY id"):
+        values = (*row, bytes(diff).decode() if isinstance(diff, bytes | memoryview) else diff)
+        if conn.execute(
+            f"INSERT INTO audit_entries({columns}) SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
+            "(SELECT 1 FROM audit_entries WHERE at_ms = ? AND actor = ? AND action = ? AND "
+            "resource = ? AND origin = ? AND diff = ?)", (*values, *values),
+        ).rowcount:  # fmt: skip
+            copied += 1
+        else:
+            same += 1
+    return f"{copied} audit entr{'y' if copied == 1 else 'ies'} copied" + (
+        f" ({same} the cluster had already)" if same else ""
+    )
+
+
 class AuditLog:
     """Append and read the audit trail in one SQLite file or the shared PostgreSQL schema
     (thread-safe: one lock)."""
@@ -246,7 +269,8 @@ class AuditLog:
     def open(cls, data_dir: Path, state: StateConfig | None) -> AuditLog:
         """Where the workspace keeps the trail: ``data_dir``'s file, or PostgreSQL."""
         return cls(postgres.store_conn(state, data_dir / STATE_DIR / DB_FILE, _SCHEMA,
-                                       what="audit log", version=SCHEMA_VERSION))  # fmt: skip
+                                       what="audit log", version=SCHEMA_VERSION,
+                                       adopt=_adopt))  # fmt: skip
 
     def close(self) -> None:
         with self._lock:
@@ -293,12 +317,15 @@ class AuditLog:
         changes: Callable[[dict[str, Any]], list[tuple[str, str, dict[str, Any]]]],
         actor: str,
         origin: str,
+        *,
+        first: dict[str, Any] | None = None,
     ) -> list[AuditEntry]:
         """On PostgreSQL: in one transaction, under a lock every node takes, read the
         snapshot of the workspace the cluster last loaded, record ``changes(previous)``
         (action, resource, diff) and keep ``current`` as the snapshot. So when several nodes
         start with the same new file, the first records what changed and the others
-        nothing."""
+        nothing. ``first`` stands for the snapshot while the cluster has none (a node's
+        own, from before shared state)."""
         if not self.shared:
             raise RuntimeError("swap_snapshot is for the shared (PostgreSQL) audit trail")
         when = int(time.time() * 1000)
@@ -306,7 +333,7 @@ class AuditLog:
         def work() -> list[AuditEntry]:
             self.conn.execute("SELECT pg_advisory_xact_lock(?)", (SNAPSHOT_LOCK_KEY,))
             row = self.conn.execute("SELECT doc FROM workspace_snapshot WHERE id = 1").fetchone()
-            previous = orjson.loads(row[0]) if row else {}
+            previous = orjson.loads(row[0]) if row else dict(first or {})
             made = [self._insert(when, actor, action, resource, origin, mask_secrets(diff))
                     for action, resource, diff in changes(previous)]  # fmt: skip
             doc = orjson.dumps(current, option=orjson.OPT_SORT_KEYS).decode()

@@ -3,7 +3,10 @@ schema, migrated to this Headwater's version (:mod:`headwater.state.migrations`)
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -26,6 +29,13 @@ from headwater.state.sql import (
 if TYPE_CHECKING:
     from headwater.config.workspace import StateConfig
 
+logger = logging.getLogger(__name__)
+ADOPT_LOCK_KEY = 0x4857_4144  # "HWAD": nodes adopting their former files take turns
+ADOPTED_SUFFIX = ".adopted"
+Adopt = Callable[[SqlConn, sqlite3.Connection], str]
+"""Copies a store's rows from its former SQLite file into PostgreSQL (inside a transaction)
+and says what it copied and what it could not."""
+
 
 def connect(state: StateConfig) -> PostgresConn:
     """A new connection (each store has its own: they run on their own threads)."""
@@ -40,14 +50,50 @@ def uses_postgres(state: StateConfig | None) -> TypeGuard[StateConfig]:
 
 
 def store_conn(state: StateConfig | None, path: Path, schema: str, *, what: str,
-               version: int) -> SqlConn:  # fmt: skip
+               version: int, adopt: Adopt | None = None) -> SqlConn:  # fmt: skip
     """A small store's connection: PostgreSQL's schema with ``state: {backend: postgres}``
     (its tables come from the migrations), else its SQLite file at ``path``, made with
-    ``schema`` (WAL, ``synchronous=FULL``: such stores hold few, precious rows)."""
+    ``schema`` (WAL, ``synchronous=FULL``: such stores hold few, precious rows).
+
+    A node moved to shared state keeps what its file held: the first time it opens the
+    store on PostgreSQL with the file still there, ``adopt`` copies the rows in and the file
+    is renamed ``….adopted`` (kept, never read again)."""
     if uses_postgres(state):
-        return connect(state)
+        conn = connect(state)
+        if adopt is not None and path.exists():
+            try:
+                adopt_file(conn, path, adopt, what=what)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
     raw = open_store(path, schema, what=what, version=version, synchronous="FULL")
     return SqliteConn(raw, str(path))
+
+
+def adopt_file(conn: SqlConn, path: Path, adopt: Adopt, *, what: str) -> None:
+    """Copy ``path``'s rows into ``conn`` in one transaction (under a lock, so two nodes
+    adopting at once take turns), then rename the file (and any ``-wal``) aside."""
+    local = sqlite3.connect(path)
+    try:
+        local.execute("PRAGMA query_only = 1")
+
+        def work() -> str:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (ADOPT_LOCK_KEY,))
+            return adopt(conn, local)
+
+        said = conn.write_once(work)
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"{what}: {path} is left from before shared state but cannot be "
+                         f"read ({exc}); move it away to start without it") from exc  # fmt: skip
+    finally:
+        local.close()
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.rename(part.with_name(part.name + ADOPTED_SUFFIX))
+    logger.warning("%s: %s from %s (now state: postgres); the file is kept as %s%s", what,
+                   said, path, path.name, ADOPTED_SUFFIX)  # fmt: skip
 
 
 PROBE_TIMEOUT_SECS = 2

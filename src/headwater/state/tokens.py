@@ -30,6 +30,7 @@ import hashlib
 import logging
 import re
 import secrets
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -58,6 +59,27 @@ CREATE TABLE IF NOT EXISTS tokens(name TEXT PRIMARY KEY, role TEXT NOT NULL, sou
     digest TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL, created_by TEXT NOT NULL,
     revoked_ms INTEGER);
 """
+
+
+def _adopt(conn: SqlConn, local: sqlite3.Connection) -> str:
+    """A node's tokens from before shared state, into the cluster's table. A name the
+    cluster already gives another token stays the cluster's (names are never reused); the
+    node's token of that name stops working, and the log names it."""
+    columns = "name, role, source, digest, created_ms, created_by, revoked_ms"
+    copied, clashes = 0, []
+    for row in local.execute(f"SELECT {columns} FROM tokens ORDER BY created_ms"):
+        if conn.execute(f"INSERT INTO tokens({columns}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT DO NOTHING", row).rowcount:  # fmt: skip
+            copied += 1
+            continue
+        theirs = conn.execute("SELECT digest FROM tokens WHERE name = ?", (row[0],)).fetchone()
+        if theirs is None or theirs[0] != row[3]:
+            clashes.append(row[0])
+    said = f"{copied} token(s) copied"
+    if clashes:
+        said += (f"; not copied, the cluster has other tokens named {', '.join(clashes)}: "
+                 "create them again under new names")  # fmt: skip
+    return said
 
 
 class TokenError(ValueError):
@@ -105,7 +127,8 @@ class TokenStore:
     def open(cls, data_dir: Path, state: StateConfig | None) -> TokenStore:
         """Where the workspace keeps tokens: ``data_dir``'s file, or PostgreSQL."""
         return cls(postgres.store_conn(state, data_dir / STATE_DIR / DB_FILE, _SCHEMA,
-                                       what="token store", version=SCHEMA_VERSION))  # fmt: skip
+                                       what="token store", version=SCHEMA_VERSION,
+                                       adopt=_adopt))  # fmt: skip
 
     def follow(self) -> None:
         """On PostgreSQL: answer lookups from memory, read again every

@@ -23,6 +23,7 @@ import orjson
 
 from headwater.config.workspace import Workspace
 from headwater.state.audit import STATE_DIR, AuditEntry, AuditLog, diff_of, mask_secrets
+from headwater.state.postgres import ADOPTED_SUFFIX
 
 SNAPSHOT_FILE = "workspace.last.json"
 ACTOR = "workspace"
@@ -74,10 +75,15 @@ def record_workspace_load(
     data directory's, or with a shared trail (PostgreSQL) the cluster's, so that the first
     node started with a new file records its changes and the others find nothing new."""
     current = resources(workspace)
-    if audit.shared:
-        return audit.swap_snapshot(current, lambda previous: changes(previous, current),
-                                   ACTOR, "workspace")  # fmt: skip
     path = data_dir / STATE_DIR / SNAPSHOT_FILE
+    if audit.shared:
+        # a node's snapshot from before shared state stands in while the cluster has none
+        own = _read(path) if path.exists() else None
+        recorded = audit.swap_snapshot(current, lambda previous: changes(previous, current),
+                                       ACTOR, "workspace", first=own)  # fmt: skip
+        if own is not None:
+            path.rename(path.with_name(path.name + ADOPTED_SUFFIX))
+        return recorded
     recorded = [audit.record(ACTOR, action, resource, diff, "workspace")
                 for action, resource, diff in changes(_read(path), current)]  # fmt: skip
     _write(path, current)
