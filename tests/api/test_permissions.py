@@ -23,6 +23,7 @@ from headwater.cli import app as cli
 from headwater.config.workspace import parse_workspace
 from headwater.state.admin_token import AdminToken, _digest
 from headwater.state.audit import AuditLog
+from headwater.state.sql import StateUnavailable
 from tests.fakes import free_port
 from tests.postgres import Postgres, state_config
 
@@ -261,3 +262,25 @@ def test_token_changes_are_in_the_audit_trail_and_the_audit_command(tmp_path: Pa
     assert none.exit_code == 0 and "No changes recorded for destinations" in none.stdout
     bad = runner.invoke(cli, ["audit", "--since", "soon", "--data-dir", str(tmp_path)])
     assert bad.exit_code == 2 and "--since" in bad.output
+
+
+async def test_a_change_the_audit_trail_cannot_take_still_succeeds_and_is_logged(
+    served: tuple[Headwater, httpx.AsyncClient],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The plan is saved before the trail is written: a 500 then would have the caller send
+    a change again that was made already."""
+    app, client = served
+
+    def down(*_: object, **__: object) -> None:
+        raise StateUnavailable("PostgreSQL at 127.0.0.1:1/x schema s does not answer")
+
+    monkeypatch.setattr(app.audit, "record", down)
+    plan = {"name": "checkout", "sources": ["website"], "rules": []}
+    saved = await client.put("/api/v1/tracking-plans/checkout", headers=ADMIN, json=plan)
+    assert saved.status_code == 200, saved.text
+    got = await client.get("/api/v1/tracking-plans/checkout", headers=ADMIN)
+    assert got.status_code == 200 and got.json()["name"] == "checkout"
+    [said] = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
+    assert "create tracking-plans/checkout by admin (api)" in said and "does not answer" in said

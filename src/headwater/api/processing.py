@@ -6,6 +6,7 @@ trail (:mod:`headwater.state.audit`) with the token's name."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -19,18 +20,27 @@ from headwater.processor.admin import AdminError, ProcessorAdmin
 from headwater.state.audit import AuditLog, diff_of
 
 JsonObject = Annotated[dict[str, Any], Body()]
+logger = logging.getLogger(__name__)
 
 
 async def record(
     audit: AuditLog | None, request: Request, action: str, resource: str, diff: dict[str, Any]
 ) -> None:
     """One audit entry for a change made through the API (or the console's live views), on
-    a thread: the trail may be PostgreSQL, which must not hold up the event loop."""
+    a thread: the trail may be PostgreSQL, which must not hold up the event loop.
+
+    The change is made already when this runs: if the trail cannot take the entry (its
+    PostgreSQL down past ``reconnect_secs``), the caller still hears the change succeeded —
+    an error would have it send the change again — and the log says what went unrecorded."""
     if audit is None:
         return
     origin = getattr(request.state, "origin", "api")
-    await asyncio.to_thread(audit.record, current_principal(request).name, action, resource,
-                            diff, origin)  # fmt: skip
+    actor = current_principal(request).name
+    try:
+        await asyncio.to_thread(audit.record, actor, action, resource, diff, origin)
+    except Exception as exc:  # the change stands; say what the trail misses
+        logger.error("audit trail at %s: could not record %s %s by %s (%s): %s", audit.where,
+                     action, resource, actor, origin, exc)  # fmt: skip
 
 
 def register(
