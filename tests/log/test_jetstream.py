@@ -14,7 +14,7 @@ import pytest
 
 from headwater.config import LogConfig
 from headwater.errors import LogError, LogUnavailable
-from headwater.log import Record
+from headwater.log import Record, jetstream
 from headwater.log.jetstream import JetStreamLog, bucket_subject
 from headwater.log.nats_local import LocalNats
 from headwater.status.model import REPLICA_SILENT_SECS
@@ -139,6 +139,20 @@ async def test_a_limit_the_servers_cannot_hold_is_refused_at_open(
     log = make(retention_max_bytes=10**15)  # a petabyte: more than the servers may reserve
     with pytest.raises(LogError, match=r"insufficient storage.*Lower log\.retention_max_bytes"):
         await asyncio.wait_for(log.open(), 20)  # at once: waiting would not make room
+
+
+async def test_more_replicas_than_servers_are_refused_after_a_while_naming_the_replicas(
+    make: Callable[..., JetStreamLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Too few peers may pass (one restarting, the cluster forming): asked again for
+    PLACEMENT_SECS, then refused with what to do."""
+    monkeypatch.setattr(jetstream, "PLACEMENT_SECS", 1.5)
+    log = make(replicas=5)  # three servers
+    started = time.monotonic()
+    with pytest.raises(LogError, match=r"5 replicas needs that many servers.*log\.replicas"):
+        await asyncio.wait_for(log.open(), 30)
+    assert time.monotonic() - started >= 1.5, "asked again before giving up"
+    assert log._nc is None, "the connection is closed, not left reconnecting"
 
 
 async def test_a_follower_in_another_process_sees_every_event_once(
@@ -332,6 +346,7 @@ async def test_a_frozen_server_is_routed_around(own_cluster: LocalNats) -> None:
     async def freeze_own_server(log: JetStreamLog) -> None:
         assert log._nc is not None and log._nc.connected_url is not None
         port = log._nc.connected_url.port
+        assert port is not None
         frozen = [s.client_port for s in own_cluster.servers].index(port)
         own_cluster.pause(frozen)
         await asyncio.sleep(8)  # past the client's stale-connection detection (2 pings)

@@ -77,6 +77,7 @@ ID_HEADER = "Nats-Msg-Id"
 
 CONNECT_SECS = 10.0  # no server answers by then: start-up fails with the servers named
 OPEN_SECS = 60.0  # connect and create the stream: the cluster may still be electing
+PLACEMENT_SECS = 10.0  # placement refused this long (a peer offline, the cluster forming)
 ACK_SECS = 5.0  # a publish not acknowledged by then: refused with 503 (retried by the SDK)
 PING_SECS = 2  # a frozen or partitioned server is given up after 2 unanswered pings
 REQUEST_SECS = 5.0  # a pull or a get answered by then, or the consumer is lost
@@ -258,6 +259,7 @@ class JetStreamLog:
     async def _connect(self) -> None:
         deadline = time.monotonic() + OPEN_SECS
         last: Exception | None = None
+        refused_since: float | None = None
         while time.monotonic() < deadline and not self._closed:
             try:
                 if self._nc is None:
@@ -269,22 +271,45 @@ class JetStreamLog:
                 self._stats_task = asyncio.create_task(self._refresh_stats())
                 return
             except nats.js.errors.BadRequestError as exc:
-                if "insufficient" in (exc.description or ""):  # no election will change it
-                    raise LogError(
-                        f"cannot use JetStream at {', '.join(self.config.servers)}: the servers "
-                        f"refuse stream {self.stream} ({exc.description}). Lower "
-                        "log.retention_max_bytes, or give the servers more room (jetstream "
-                        "max_file_store) or disk"
-                    ) from exc
+                said = exc.description or ""
+                if "no suitable peers" in said or "insufficient" in said:
+                    # too little storage: no election changes that, so at once; too few
+                    # peers (one offline, the cluster still forming) may pass: a while
+                    refused_since = refused_since or time.monotonic()
+                    storage = "storage" in said and "offline" not in said
+                    if storage or time.monotonic() - refused_since >= PLACEMENT_SECS:
+                        await self._hang_up()
+                        raise LogError(self._placement_refused(said, storage)) from exc
+                else:
+                    refused_since = None
                 last = exc
                 await asyncio.sleep(0.5)
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                refused_since = None
                 last = exc
                 await asyncio.sleep(0.5)
+        await self._hang_up()
         raise LogError(
             f"cannot use JetStream at {', '.join(self.config.servers)}: {last!r}. Start the "
             "servers (with -js), check log.servers, and that a quorum of them is up"
         )
+
+    def _placement_refused(self, said: str, storage: bool) -> str:
+        where = f"cannot use JetStream at {', '.join(self.config.servers)}: the servers refuse " \
+                f"stream {self.stream} ({said})."  # fmt: skip
+        if storage:
+            return (f"{where} Lower log.retention_max_bytes, or give the servers more room "
+                    "(jetstream max_file_store) or disk")  # fmt: skip
+        return (f"{where} A stream of {self.config.replicas} replicas needs that many "
+                "servers up with JetStream and room: start the missing ones, or lower "
+                "log.replicas")  # fmt: skip
+
+    async def _hang_up(self) -> None:
+        """Open failed: the connection (reconnecting on its own) is closed, not left behind."""
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     async def _dial(self) -> Client:
         nc = Client()
