@@ -4,6 +4,7 @@ elsewhere within a second, and the tokens last read working while PostgreSQL is 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from headwater.cli import app as cli
 from headwater.config.workspace import StateConfig
 from headwater.state import tokens as tokens_module
+from headwater.state.sql import StateUnavailable
 from headwater.state.tokens import TokenError, TokenStore
 from tests.postgres import Postgres, cluster, state_config
 
@@ -86,6 +88,28 @@ def test_a_following_node_sees_other_nodes_tokens_and_keeps_them_while_postgres_
         assert node.lookup(mine) is not None, "a node's own change counts at once"
     finally:
         node.close()
+
+
+def test_a_follower_closes_though_postgres_is_down_and_its_refresh_waits_for_it(
+    tmp_path: Path, own: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh thread holds the store while it waits up to reconnect_secs (here ten
+    minutes) for PostgreSQL: closing interrupts it instead of waiting that long."""
+    monkeypatch.setattr(tokens_module, "REFRESH_SECS", 0.1)
+    state = state_config(own).model_copy(update={"reconnect_secs": 600})
+    node = TokenStore.open(tmp_path / "node", state)
+    node.follow()
+    own.stop("immediate")
+    try:
+        time.sleep(0.5)  # a refresh is waiting for the server now
+        closer = threading.Thread(target=node.close, daemon=True)
+        closer.start()
+        closer.join(timeout=60)
+        assert not closer.is_alive(), "close waited for PostgreSQL"
+        with pytest.raises(StateUnavailable, match="is closed"):
+            node.conn.execute("SELECT 1")
+    finally:
+        own.start()
 
 
 def test_the_cli_makes_and_revokes_tokens_in_postgres_when_the_workspace_says_so(

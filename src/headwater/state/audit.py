@@ -273,6 +273,7 @@ class AuditLog:
                                        adopt=_adopt))  # fmt: skip
 
     def close(self) -> None:
+        self.conn.interrupt()  # a record waiting for PostgreSQL gives up now
         with self._lock:
             self.conn.close()
 

@@ -88,6 +88,7 @@ class SqlConn(Protocol):
     def execute(self, query: str, args: Sequence[Any] = ()) -> Cursor: ...
     def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> None: ...
     def write_once(self, work: Callable[[], T]) -> T: ...
+    def interrupt(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -115,6 +116,9 @@ class SqliteConn:
             self.raw.execute("ROLLBACK")
             raise
         return result
+
+    def interrupt(self) -> None:
+        """Nothing waits on a local file."""
 
     def close(self) -> None:
         self.raw.close()
@@ -154,6 +158,7 @@ class PostgresConn:
         self._in_transaction = False
         self._writer = uuid.uuid4().hex  # this connection's row of write_marks
         self._mark = 0
+        self._closed = False
         self.reconnects = 0
         self.where = where_of(dsn, schema)
         self._connect(first=True)
@@ -173,7 +178,7 @@ class PostgresConn:
             try:
                 conn = psycopg.connect(self.dsn, **extra)
             except psycopg.OperationalError as exc:
-                if time.monotonic() + wait > deadline:
+                if time.monotonic() + wait > deadline or self._closed:
                     raise StateUnavailable(
                         f"PostgreSQL at {self.where} does not answer ({first_line(exc)}); "
                         "check that it runs and that state.dsn is right"
@@ -189,7 +194,7 @@ class PostgresConn:
                 break
             except psycopg.OperationalError as exc:
                 conn.close()
-                if time.monotonic() + wait > deadline:
+                if time.monotonic() + wait > deadline or self._closed:
                     raise StateUnavailable(
                         f"PostgreSQL at {self.where}: {first_line(exc)}"
                     ) from exc
@@ -224,6 +229,8 @@ class PostgresConn:
     def raw(self) -> psycopg.Connection[Any]:
         conn = self._conn
         if conn is None or conn.closed:
+            if self._closed:
+                raise StateUnavailable(f"the connection to PostgreSQL at {self.where} is closed")
             conn = self._connect()
         return conn
 
@@ -253,7 +260,8 @@ class PostgresConn:
             try:
                 return statement(self.raw)
             except psycopg.OperationalError as exc:
-                if not _connection_lost(exc, self._conn) or time.monotonic() > deadline:
+                if (not _connection_lost(exc, self._conn) or time.monotonic() > deadline
+                        or self._closed):  # fmt: skip
                     raise
                 logger.warning("PostgreSQL at %s: %s; reconnecting", self.where, first_line(exc))
                 self._drop()
@@ -328,6 +336,9 @@ class PostgresConn:
                     ).fetchone())  # fmt: skip
                     break
             except (StateUnavailable, psycopg.OperationalError) as exc:
+                if self._closed:
+                    raise StateUnavailable(f"closed before PostgreSQL at {self.where} said "
+                                           f"whether transaction {txid} committed") from exc  # fmt: skip
                 logger.warning("PostgreSQL at %s: cannot yet tell whether transaction %s "
                                "committed (%s); asking again", self.where, txid,
                                first_line(exc))  # fmt: skip
@@ -344,7 +355,14 @@ class PostgresConn:
                        "committed" if committed else "did not commit")  # fmt: skip
         return committed
 
+    def interrupt(self) -> None:
+        """Stop waiting for PostgreSQL: a call reconnecting or waiting on another thread
+        raises :class:`StateUnavailable` at its next try, and no new connection is made
+        (for a store being closed while its server is away)."""
+        self._closed = True
+
     def close(self) -> None:
+        self._closed = True
         self._drop()
 
 

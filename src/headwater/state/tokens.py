@@ -165,6 +165,7 @@ class TokenStore:
 
     def close(self) -> None:
         self._stop.set()
+        self.conn.interrupt()  # a refresh waiting for PostgreSQL gives up now
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self._lock:
