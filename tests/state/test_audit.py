@@ -112,7 +112,8 @@ def test_bad_cursor_and_origin_are_refused_with_the_field_named(log: AuditLog) -
 def test_last_change_by_action(log: AuditLog) -> None:
     log.record("ci-deploy", "disable", "destinations/amplitude", {}, "api", at_ms=1_000)
     log.record("alice", "update", "destinations/amplitude", {}, "console", at_ms=2_000)
-    assert log.last_change("destinations/amplitude").actor == "alice"
+    last = log.last_change("destinations/amplitude")
+    assert last is not None and last.actor == "alice"
     off = log.last_change("destinations/amplitude", "disable|delete")
     assert off is not None and off.actor == "ci-deploy"
     assert (

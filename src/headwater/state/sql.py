@@ -337,8 +337,10 @@ class PostgresConn:
                     break
             except (StateUnavailable, psycopg.OperationalError) as exc:
                 if self._closed:
-                    raise StateUnavailable(f"closed before PostgreSQL at {self.where} said "
-                                           f"whether transaction {txid} committed") from exc  # fmt: skip
+                    raise StateUnavailable(
+                        f"closed before PostgreSQL at {self.where} said whether transaction "
+                        f"{txid} committed"
+                    ) from exc
                 logger.warning("PostgreSQL at %s: cannot yet tell whether transaction %s "
                                "committed (%s); asking again", self.where, txid,
                                first_line(exc))  # fmt: skip
