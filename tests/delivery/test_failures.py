@@ -244,8 +244,9 @@ async def test_timeouts_are_retried_until_the_destination_answers(
     make_pipeline: Any, fake: FakeDestination
 ) -> None:
     # The slow answers say 202 so they can be told apart: the engine never sees them.
-    fake.script = lambda _r, i: Reply(202, delay_secs=0.5) if i < 2 else Reply(200)
-    pipeline = await make_pipeline([webhook("hook", fake.url, timeout_secs=0.2, concurrency=1,
+    # The timeout leaves a loaded machine time for the quick answer (only the slow ones fail).
+    fake.script = lambda _r, i: Reply(202, delay_secs=4.0) if i < 2 else Reply(200)
+    pipeline = await make_pipeline([webhook("hook", fake.url, timeout_secs=1.0, concurrency=1,
                                             **FAST)])  # fmt: skip
     [mid] = await pipeline.send([event()])
     await pipeline.wait_states("hook", [mid], EventState.DELIVERED)

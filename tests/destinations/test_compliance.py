@@ -358,6 +358,7 @@ class Answer:
     status: int | None = None
     after_secs: float | None = None
     refused: bool = False  # nothing listens at the destination's URL
+    timeout_secs: float = 30.0  # the client's; only the timeout case waits less than the reply
 
 
 ANSWERS: dict[str, Answer] = {
@@ -381,7 +382,7 @@ ANSWERS: dict[str, Answer] = {
     "413": Answer(always(413), Discard, 413),
     "422": Answer(always(422), Discard, 422),
     "301": Answer(always(301, headers={"Location": "https://elsewhere/"}), Discard, 301),
-    "timeout": Answer(lambda _r, _i: Reply(200, delay_secs=0.5), Retry),
+    "timeout": Answer(lambda _r, _i: Reply(200, delay_secs=2.0), Retry, timeout_secs=0.2),
     "connection refused": Answer(always(200), Retry, refused=True),
 }
 
@@ -393,7 +394,8 @@ async def test_answers_become_outcomes_and_never_exceptions(
     expected = ANSWERS[answer]
     fake.script = expected.script
     url = f"http://127.0.0.1:{free_port()}" if expected.refused else fake.url
-    destination = build(type_, case.settings(url), http, batch_events=2, timeout_secs=0.2)
+    destination = build(type_, case.settings(url), http, batch_events=2,
+                        timeout_secs=expected.timeout_secs)  # fmt: skip
     sent = outbounds(2, **case.event_fields)
 
     attempt = await destination.deliver(sent)  # must not raise, whatever the answer
