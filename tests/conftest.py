@@ -9,7 +9,7 @@ import pytest
 from headwater.delivery.http import HttpClient
 from tests.fakes import FakeDestination
 from tests.jetstream_cluster import nats_cluster, own_cluster  # noqa: F401  (JetStream)
-from tests.postgres import postgres, state_backend  # noqa: F401  (PostgreSQL)
+from tests.postgres import postgres, profile_backend, state_backend  # noqa: F401  (PostgreSQL)
 
 
 @pytest.fixture

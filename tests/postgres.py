@@ -66,3 +66,19 @@ def state_backend(request: pytest.FixtureRequest) -> StateConfig | None:
         return None
     server: Postgres = request.getfixturevalue("postgres")
     return state_config(server)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def profile_backend(request: pytest.FixtureRequest) -> Iterator[StateConfig | None]:
+    """The profile store tests (tests/unify/helpers.py's Feeder) twice: on the space's
+    SQLite file and in PostgreSQL (``state: {backend: postgres}``)."""
+    from tests.unify import helpers
+
+    state = None if request.param == "sqlite" else state_config(request.getfixturevalue("postgres"))
+    helpers.STATE, before = state, helpers.STATE
+    try:
+        yield state
+    finally:
+        helpers.STATE = before
+        while helpers.OPENED:
+            helpers.OPENED.pop().close()

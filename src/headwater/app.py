@@ -113,7 +113,7 @@ class Headwater:
         self._engage_keys: dict[str, str] = {}
         self.running = with_engage(self.running, lambda source: self._engage_keys.setdefault(
             source, "wk_engage_" + secrets.token_urlsafe(18)))  # fmt: skip
-        self.activator = Activator(workspace.spaces, data_dir, self._activate)
+        self.activator = Activator(workspace.spaces, data_dir, self._activate, workspace.state)
         self.status = StatusService(workspace, data_dir, self_url)
         self.stats = IngestStats(samples=workspace.gateway.rejection_samples)
         self.observer = Observer(workspace, data_dir, self.stats)
@@ -132,7 +132,9 @@ class Headwater:
         self._loaders: Warehouses | None = None
         self.observer.stages.append(self.warehouses.trace_stages)
         self.observer.findings.append(self.warehouses.findings)
-        self.profiles = profile_api.Profiles(workspace.spaces, data_dir, self._fetch_event)
+        self.profiles = profile_api.Profiles(
+            workspace.spaces, data_dir, self._fetch_event, workspace.state
+        )
         self._api = build_api(
             workspace, self.observer, self.auth, self._session_principal, lambda: self.admin,
             audit=self.audit, warehouse_view=self.warehouses,
@@ -237,7 +239,9 @@ class Headwater:
             await engine.start()
             self._loaders = Warehouses(self.workspace, log, self.data_dir)
             self._loaders.start()
-            self.unify = Unify(self.workspace.spaces, log, self.data_dir, self._now_ms)
+            self.unify = Unify(
+                self.workspace.spaces, log, self.data_dir, self._now_ms, self.workspace.state
+            )
             await self.unify.start()
             return engine
         if not isinstance(log, JetStreamLog):  # the worker follows the stream by itself

@@ -52,7 +52,8 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
     control = ControlServer(engine, control_socket(data_dir))
     warehouses = Warehouses(workspace, log, data_dir)  # syncs beside delivery, never on the
     # gateway's loop (docs/warehouses.md)
-    unify = Unify(workspace.spaces, log, data_dir)  # identity processing, beside delivery
+    # identity processing, beside delivery
+    unify = Unify(workspace.spaces, log, data_dir, state=workspace.state)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -14,6 +14,8 @@ from headwater.engage.audiences import legacy_key
 from headwater.errors import ConfigError
 from tests.unify.helpers import T0, Feeder, space
 
+pytestmark = pytest.mark.usefixtures("profile_backend")  # SQLite and PostgreSQL
+
 DAY = 86_400_000
 HOUR = 3_600_000
 

@@ -8,22 +8,29 @@ from typing import Any
 
 import orjson
 
+from headwater.config.workspace import StateConfig
 from headwater.gateway.normalize import iso_ms
 from headwater.log.base import StoredRecord
 from headwater.unify.config import SpaceConfig
 from headwater.unify.consumer import SpaceProcessor
-from headwater.unify.store import SqliteProfileStore, store_path
+from headwater.unify.store import open_profile_store
 
 T0 = 1_796_000_000_000  # 2026-11-30, a fixed clock for windows
+STATE: StateConfig | None = None
+"""Where Feeders keep their stores: None for the space's SQLite file, else PostgreSQL (set
+by the ``profile_backend`` fixture, which the tests using Feeder run under)."""
+OPENED: list[Any] = []  # the Feeders' stores, closed by the fixture after each test
 
 
 class Feeder:
-    """A space's processor and a counter of offsets, on a real SQLite store."""
+    """A space's processor and a counter of offsets, on a real store (SQLite or PostgreSQL:
+    :data:`STATE`)."""
 
     def __init__(self, tmp: Path, space: dict[str, Any], now: list[int] | None = None) -> None:
         self.config = SpaceConfig.model_validate(space)
         self.now = now if now is not None else [T0]
-        self.store = SqliteProfileStore(store_path(tmp, self.config.name))
+        self.store = open_profile_store(tmp, self.config.name, STATE, writer=True)
+        OPENED.append(self.store)
         self.processor = SpaceProcessor(self.config, self.store, lambda: self.now[0])
         self._offsets = itertools.count(self.store.position() + 1)  # a reopened store goes on
         self._ids = itertools.count(1)

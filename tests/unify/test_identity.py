@@ -10,6 +10,8 @@ import pytest
 from headwater.unify.identifiers import Extractor
 from tests.unify.helpers import Feeder, space
 
+pytestmark = pytest.mark.usefixtures("profile_backend")  # SQLite and PostgreSQL
+
 
 @pytest.fixture
 def feed(tmp_path: Path) -> Feeder:

@@ -14,6 +14,7 @@ import pytest
 
 from headwater.app import Headwater
 from headwater.config import parse_workspace
+from headwater.config.workspace import StateConfig
 from headwater.state.admin_token import load_admin_token
 from tests.console.test_console import TOKEN, login
 
@@ -22,13 +23,18 @@ BASE = "/v1/spaces/main/collections/users/profiles"
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    tmp_path: Path, state_backend: StateConfig | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Headwater with its profiles in the space's SQLite file, or in PostgreSQL."""
+    shared = {"state": state_backend.model_dump(by_alias=True)} if state_backend else {}
     workspace = parse_workspace({
         "sources": [{"name": "website", "write_key": KEY}],
         "log": {"durability": "os", "writer": "thread"},
         "status": {"canary_enabled": False},
         "spaces": [{"name": "main", "sources": ["website"], "computed_traits": [
             {"name": "Orders", "type": "event_counter", "event": "Order Completed"}]}],
+        **shared,
     })  # fmt: skip
     data_dir = tmp_path / "data"
     app = Headwater(workspace, data_dir, admin_token=load_admin_token(

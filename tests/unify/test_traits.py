@@ -11,6 +11,8 @@ from headwater.config.workspace import parse_workspace
 from headwater.errors import ConfigError
 from tests.unify.helpers import T0, Feeder, space
 
+pytestmark = pytest.mark.usefixtures("profile_backend")  # SQLite and PostgreSQL
+
 DAY = 86_400_000
 HOUR = 3_600_000
 

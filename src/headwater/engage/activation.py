@@ -5,7 +5,9 @@ A space whose audiences name destinations gets a source of its own, ``engage-<sp
 (:func:`with_engage`: the process's running workspace adds it, as it adds the canary's, and
 lists it among the sources of those destinations). The :class:`Activator` runs on the
 gateway: it reads the changes the space's consumer wrote (``audience_changes``, an outbox
-in the space's store) after the position it keeps in ``<data-dir>/engage/<space>.json``,
+in the space's store) after the position it keeps in ``<data-dir>/engage/<space>.json`` (with
+``state: {backend: postgres}``, in the shared store's ``meta``, with the pauses: every
+gateway goes on from the same change, and a pause made on one counts on all),
 makes for each change and destination an ``identify`` (trait ``<key>: true/false``) and/or
 a ``track`` (``Audience Entered`` / ``Audience Exited``) with ``context.personas`` and
 ``integrations: {"All": false, "<destination>": true}``, and posts them to the Tracking API
@@ -30,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -38,11 +40,15 @@ from headwater.config.workspace import SourceConfig, Workspace
 from headwater.engage.config import AudienceConfig, AudienceDestination, source_of
 from headwater.gateway.normalize import iso_ms
 from headwater.unify.config import SpaceConfig
-from headwater.unify.store import SqliteProfileStore, store_path
+from headwater.unify.store import SqliteProfileStore, open_profile_store, profile_store_exists
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
 
 logger = logging.getLogger(__name__)
 
 STATE_DIR = "engage"
+ACTIVATION_KEY = "activation"  # the shared store's meta value of position and pauses
 BATCH = 200  # changes per post (each is at most two messages per destination)
 POLL_SECS = 0.5
 ENTERED, EXITED = "Audience Entered", "Audience Exited"
@@ -96,21 +102,32 @@ class ActivationCounts:
 class SpaceActivator:
     """One space's outbox, read on a thread of its own (``step`` is synchronous)."""
 
-    def __init__(self, space: SpaceConfig, data_dir: Path) -> None:
+    def __init__(self, space: SpaceConfig, data_dir: Path,
+                 state: StateConfig | None = None) -> None:  # fmt: skip
         self.space = space
         self.source = source_of(space.name)
         self.audiences: dict[str, AudienceConfig] = {
             a.key: a for a in space.audiences if a.enabled and a.destinations
         }
         self.space_id = _id("spa_", space.name)
-        self._db_path = store_path(data_dir, space.name)
+        self._data_dir = data_dir
+        self._state_config = state
+        self.shared = state is not None and state.backend == "postgres"
         self._state = data_dir / STATE_DIR / f"{space.name}.json"
         self._store: SqliteProfileStore | None = None
         self.counts = ActivationCounts()
 
+    def _exists(self) -> bool:
+        return profile_store_exists(self._data_dir, self.space.name, self._state_config)
+
     def _read(self) -> dict[str, Any]:
+        """The position and pauses: a file of this node's, or with shared state one value
+        in the space's store that every gateway reads (a pause made on one counts on all)."""
         try:
-            state = orjson.loads(self._state.read_bytes())
+            if self.shared:
+                state = self._open().meta(ACTIVATION_KEY) or {}
+            else:
+                state = orjson.loads(self._state.read_bytes())
         except (OSError, ValueError):
             return {"change": 0, "paused": {}}
         if not isinstance(state, dict):
@@ -118,6 +135,9 @@ class SpaceActivator:
         return {"change": int(state.get("change") or 0), "paused": dict(state.get("paused") or {})}
 
     def _write(self, state: dict[str, Any]) -> None:
+        if self.shared:
+            self._open().set_meta(ACTIVATION_KEY, state)
+            return
         self._state.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._state.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(state))
@@ -148,7 +168,7 @@ class SpaceActivator:
         state = self._read()
         pause = state["paused"].get(f"{key}/{destination}")
         audience = self.audiences.get(key)
-        if pause is None or audience is None or not self._db_path.exists():
+        if pause is None or audience is None or not self._exists():
             return [], 0
         target = next(t for t in audience.destinations if t.name == destination)
         store = self._open()
@@ -183,7 +203,8 @@ class SpaceActivator:
 
     def _open(self) -> SqliteProfileStore:
         if self._store is None:
-            self._store = SqliteProfileStore(self._db_path)
+            self._store = open_profile_store(self._data_dir, self.space.name,
+                                             self._state_config)  # fmt: skip
         return self._store
 
     def pending(self) -> tuple[int, list[dict[str, Any]]] | None:
@@ -191,7 +212,7 @@ class SpaceActivator:
         is no new change."""
         state = self._read()
         after, paused = int(state["change"]), state["paused"]
-        if not self._db_path.exists():
+        if not self._exists():
             return None
         store = self._open()
         messages: list[dict[str, Any]] = []
@@ -262,8 +283,9 @@ class SpaceActivator:
 class Activator:
     """Every activated space's outbox, sent through ``submit``."""
 
-    def __init__(self, spaces: Iterable[SpaceConfig], data_dir: Path, submit: Submit) -> None:
-        self.spaces = [SpaceActivator(s, data_dir) for s in activated(spaces)]
+    def __init__(self, spaces: Iterable[SpaceConfig], data_dir: Path, submit: Submit,
+                 state: StateConfig | None = None) -> None:  # fmt: skip
+        self.spaces = [SpaceActivator(s, data_dir, state) for s in activated(spaces)]
         self._submit = submit
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="headwater-engage")
         self._lock = asyncio.Lock()  # a resume and a step never interleave

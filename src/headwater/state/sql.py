@@ -156,6 +156,7 @@ class PostgresConn:
         self._on_connect = on_connect
         self._conn: psycopg.Connection[Any] | None = None
         self._in_transaction = False
+        self._tx: psycopg.Connection[Any] | None = None  # the connection begin() opened on
         self._writer = uuid.uuid4().hex  # this connection's row of write_marks
         self._mark = 0
         self._closed = False
@@ -244,12 +245,12 @@ class PostgresConn:
 
     def execute(self, query: str, args: Sequence[Any] = ()) -> Cursor:
         if self._in_transaction:  # the transaction's owner decides what a failure means
-            return self.raw.execute(to_psycopg(query), args)
+            return (self._tx or self.raw).execute(to_psycopg(query), args)
         return self._again(lambda conn: conn.execute(to_psycopg(query), args))
 
     def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> None:
         if self._in_transaction:
-            self.raw.cursor().executemany(to_psycopg(query), list(rows))
+            (self._tx or self.raw).cursor().executemany(to_psycopg(query), list(rows))
             return
         listed = list(rows)
         self._again(lambda conn: conn.cursor().executemany(to_psycopg(query), listed))
@@ -265,6 +266,34 @@ class PostgresConn:
                     raise
                 logger.warning("PostgreSQL at %s: %s; reconnecting", self.where, first_line(exc))
                 self._drop()
+
+    def begin(self) -> None:
+        """Open a transaction the caller ends with :meth:`commit` or :meth:`rollback` (for a
+        store whose transaction carries its own position, so a lost COMMIT is found out by
+        reading it back). Its statements run on the connection it began on: if that breaks,
+        they fail — none runs outside the transaction on a new one."""
+        conn = self.raw
+        conn.execute("BEGIN")
+        self._tx, self._in_transaction = conn, True
+
+    def commit(self) -> None:
+        conn, self._tx, self._in_transaction = self._tx, None, False
+        if conn is None:
+            raise RuntimeError("commit() without begin()")
+        try:
+            conn.execute("COMMIT")
+        except psycopg.OperationalError:
+            self._drop()
+            raise
+
+    def rollback(self) -> None:
+        conn, self._tx, self._in_transaction = self._tx, None, False
+        if conn is None:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except psycopg.Error:
+            self._drop()  # a broken connection: the server rolls back on its own
 
     def write_once(self, work: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.reconnect_secs

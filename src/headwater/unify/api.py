@@ -25,7 +25,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -42,7 +42,10 @@ from headwater.log.base import StoredRecord
 from headwater.unify.config import SpaceConfig
 from headwater.unify.consumer import wall_ms
 from headwater.unify.identifiers import Extractor
-from headwater.unify.store import AUDIENCE_SOURCE, SqliteProfileStore, store_path
+from headwater.unify.store import AUDIENCE_SOURCE, SqliteProfileStore, open_profile_store
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
 
 PREFIX = "/v1/spaces/"
 TRAITS_LIMIT, TRAITS_MAX = 10, 200
@@ -71,16 +74,18 @@ NOT_FOUND = ProfileError(404, "not_found", "Profile was not found.")
 class SpaceReader:
     """One space's store, read on the readers' thread."""
 
-    def __init__(self, space: SpaceConfig, data_dir: Path) -> None:
+    def __init__(self, space: SpaceConfig, data_dir: Path,
+                 state: StateConfig | None = None) -> None:  # fmt: skip
         self.space = space
         self.extractor = Extractor(space.identity)
         self.audiences = AudienceEngine(space.audiences)
-        self._path = store_path(data_dir, space.name)
+        self._data_dir = data_dir
+        self._state = state
         self._store: SqliteProfileStore | None = None
 
     def store(self) -> SqliteProfileStore:
         if self._store is None:
-            self._store = SqliteProfileStore(self._path)
+            self._store = open_profile_store(self._data_dir, self.space.name, self._state)
         return self._store
 
     def close(self) -> None:
@@ -109,8 +114,9 @@ class SpaceReader:
 class Profiles:
     """The documents of the Profile API, the console's profile page and the CLI."""
 
-    def __init__(self, spaces: list[SpaceConfig], data_dir: Path, fetch: FetchEvent) -> None:
-        self.readers = {s.name: SpaceReader(s, data_dir) for s in spaces}
+    def __init__(self, spaces: list[SpaceConfig], data_dir: Path, fetch: FetchEvent,
+                 state: StateConfig | None = None) -> None:  # fmt: skip
+        self.readers = {s.name: SpaceReader(s, data_dir, state) for s in spaces}
         self._fetch = fetch
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="headwater-profiles")
         self._totals: dict[str, list[tuple[str, str, int]]] = {}

@@ -23,22 +23,38 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+import psycopg
 
 from headwater.engage.audiences import AudienceEngine
 from headwater.engage.backfill import SWEEP_BATCH, Backfills, forget_removed
 from headwater.gateway.normalize import ItemError, parse_ms
 from headwater.log.base import EventLog, StoredRecord
+from headwater.state.sql import StateUnavailable
 from headwater.unify.config import SpaceConfig
 from headwater.unify.graph import IdentityGraph
 from headwater.unify.identifiers import Extractor
-from headwater.unify.store import EventRef, Link, SqliteProfileStore, store_path
+from headwater.unify.store import (
+    EventRef,
+    Link,
+    NotTheWriter,
+    PositionMoved,
+    SqliteProfileStore,
+    open_profile_store,
+)
 from headwater.unify.traits import Change, TraitEngine, event_name
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
 
 logger = logging.getLogger(__name__)
 
+STORE_DOWN = (NotTheWriter, PositionMoved, StateUnavailable, psycopg.OperationalError)
+"""Failures of the store or of the writer's standing, not of an event: the batch is not
+retried event by event (each would fail alike), the consumer reads its position again."""
+STANDBY_SECS = 2.0  # a consumer whose store another node writes asks again this often
 BATCH = 500
 WAIT_SECS = 1.0
 MAX_TRAITS = 300
@@ -95,24 +111,31 @@ class SpaceProcessor:
         self._touched: dict[str, str | None] = {}  # profiles to evaluate → the last messageId
         self._held: dict[str, dict[str, Any]] = {}  # their trait states the batch read
 
-    def apply(self, records: list[StoredRecord]) -> list[Change]:
+    def apply(self, records: list[StoredRecord], after: int | None = None) -> list[Change]:
         """One transaction: the records of this space's sources, then the position. If an
         event fails, the batch is applied again with each event in a savepoint of its own,
-        so that only the failing one is skipped (and counted)."""
+        so that only the failing one is skipped (and counted). With ``after`` (the offset
+        the records were read after) a shared store's position is checked first
+        (:class:`PositionMoved`)."""
         if not records:
             return []
         try:
-            return self._apply(records, guarded=False)
+            return self._apply(records, False, after)
+        except STORE_DOWN:
+            raise
         except Exception:
             logger.warning("space %s: a batch failed; applying its events one by one",
                            self.space.name)  # fmt: skip
-            return self._apply(records, guarded=True)
+            return self._apply(records, True, after)
 
-    def _apply(self, records: list[StoredRecord], guarded: bool) -> list[Change]:
+    def _apply(self, records: list[StoredRecord], guarded: bool,
+               after: int | None) -> list[Change]:  # fmt: skip
         store = self.store
         changes: list[Change] = []
         store.begin()
         try:
+            if after is not None and store.shared and store.position() != after:
+                raise PositionMoved(f"space {self.space.name}: the store is past {after}")
             if guarded:
                 for record in records:
                     if record.source in self.sources:
@@ -181,15 +204,16 @@ class SpaceProcessor:
     def _one_guarded(self, record: StoredRecord) -> list[Change]:
         """One event and its writes in a savepoint: a failure rolls back it alone, and the
         graph's and traits' caches with it."""
-        db = self.store._db
-        db.execute("SAVEPOINT event")
+        store = self.store
+        store.savepoint()
         touched = dict(self._touched)
         try:
             self._one(record)
             changes = self._write()
+        except STORE_DOWN:
+            raise
         except Exception:
-            db.execute("ROLLBACK TO event")
-            db.execute("RELEASE event")
+            store.rollback_to_savepoint()
             self._reset()
             self._touched = touched  # the event's profile may not exist after the rollback
             logger.exception("space %s: event %s not applied", self.space.name,
@@ -197,7 +221,7 @@ class SpaceProcessor:
             self.counts.errors += 1
             self.store.count("error", "", "", record.message_id, record.received_at_ms)
             return []
-        db.execute("RELEASE event")
+        store.release_savepoint()
         return changes
 
     def _one(self, record: StoredRecord) -> None:
@@ -344,50 +368,108 @@ class SpaceConsumer:
     """Follows the log for one space on its own thread."""
 
     def __init__(self, space: SpaceConfig, log: EventLog, data_dir: Path,
-                 now_ms: Callable[[], int] = wall_ms) -> None:  # fmt: skip
+                 now_ms: Callable[[], int] = wall_ms,
+                 state: StateConfig | None = None) -> None:  # fmt: skip
         self.space = space
         self.log = log
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"headwater-unify-{space.name}")
-        self._path = store_path(data_dir, space.name)
+        self._data_dir = data_dir
+        self._state = state
         self._now_ms = now_ms
+        self.standing_by = False  # another node writes the space's store (PostgreSQL)
+        self._waiting: SqliteProfileStore | None = None  # the store, while standing by
+        self._stopped = False
         self.processor: SpaceProcessor | None = None
         self.position = 0
         self.on_change: list[Callable[[Change], None]] = []
         self._task: asyncio.Task[None] | None = None
 
+    def _open(self) -> SpaceProcessor:
+        store, self._waiting = self._waiting, None  # kept open while standing by
+        if store is None:
+            store = open_profile_store(self._data_dir, self.space.name, self._state,
+                                       writer=True)  # fmt: skip
+        try:
+            if store.try_writer():
+                return SpaceProcessor(self.space, store, self._now_ms)
+        except BaseException:
+            store.close()
+            raise
+        self._waiting = store
+        raise NotTheWriter(f"space {self.space.name}: another node writes its profiles")
+
     async def start(self) -> None:
+        """Open the store and follow the log; with a shared store another node may be its
+        writer, and this consumer stands by (asking every :data:`STANDBY_SECS`)."""
         loop = asyncio.get_running_loop()
+        try:
+            await self._take_over(loop)
+        except NotTheWriter:
+            self._stand_by()
+        self._task = loop.create_task(self._run(), name=f"unify:{self.space.name}")
+
+    async def _take_over(self, loop: asyncio.AbstractEventLoop) -> None:
         self.processor = await loop.run_in_executor(self._executor, self._open)
         self.position = await loop.run_in_executor(self._executor, self.processor.store.position)
         self.processor.traits.on_change.extend(self.on_change)
-        self._task = loop.create_task(self._run(), name=f"unify:{self.space.name}")
+        if self.standing_by:
+            logger.info("space %s: this node writes its profiles now (from offset %d)",
+                        self.space.name, self.position)  # fmt: skip
+        self.standing_by = False
 
-    def _open(self) -> SpaceProcessor:
-        return SpaceProcessor(self.space, SqliteProfileStore(self._path), self._now_ms)
+    def _stand_by(self) -> None:
+        if not self.standing_by:
+            logger.info("space %s: another node writes its profiles; standing by",
+                        self.space.name)  # fmt: skip
+        self.standing_by = True
 
     async def _run(self) -> None:
-        assert self.processor is not None
         loop = asyncio.get_running_loop()
         interval = self.space.recompute_interval_secs
         next_expiry = time.monotonic()
         while True:
             try:
+                if self.processor is None:  # standing by
+                    await asyncio.sleep(STANDBY_SECS)
+                    await self._take_over(loop)
+                    continue
                 if time.monotonic() >= next_expiry:
                     await loop.run_in_executor(self._executor, self.processor.expire)
                     next_expiry = time.monotonic() + interval
                 records = await self.log.read(self.position, BATCH)
                 if records:
-                    await loop.run_in_executor(self._executor, self.processor.apply, records)
+                    await loop.run_in_executor(self._executor, self.processor.apply, records,
+                                               self.position)  # fmt: skip
                     self.position = records[-1].offset
                 if await self._backfill() or records:
                     continue
                 await self.log.wait(self.position, min(WAIT_SECS, interval))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the store or the log failed: try again, never spin
-                logger.exception("space %s: identity processing failed; retrying in 1 s",
-                                 self.space.name)  # fmt: skip
-                await asyncio.sleep(1.0)
+            except NotTheWriter:  # lost the store to another node (its session ended)
+                await self._let_go(loop)
+                self._stand_by()
+            except Exception as exc:  # the store or the log failed: try again, never spin
+                if isinstance(exc, PositionMoved):
+                    logger.warning("%s; reading the position again", exc)
+                else:
+                    logger.exception("space %s: identity processing failed; retrying in 1 s",
+                                     self.space.name)  # fmt: skip
+                    await asyncio.sleep(1.0)
+                await self._reread(loop)
+
+    async def _reread(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The position as stored: a COMMIT whose answer was lost may have moved it."""
+        store = self.processor.store if self.processor is not None else None
+        if store is not None:
+            with contextlib.suppress(Exception):
+                self.position = await loop.run_in_executor(self._executor, store.position)
+
+    async def _let_go(self, loop: asyncio.AbstractEventLoop) -> None:
+        processor, self.processor = self.processor, None
+        if processor is not None:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(self._executor, processor.store.close)
 
     async def _backfill(self) -> bool:
         """One step of a new audience's backfill, between live batches; False when none is
@@ -405,14 +487,17 @@ class SpaceConsumer:
         return False
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.processor is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.processor.store.close
-            )
+        for store in (self.processor.store if self.processor else None, self._waiting):
+            if store is not None:
+                await asyncio.get_running_loop().run_in_executor(self._executor, store.close)
+        self.processor = self._waiting = None
         self._executor.shutdown(wait=True)
 
 
@@ -420,8 +505,10 @@ class Unify:
     """Every enabled space's consumer (what the worker process, or an inline gateway, runs)."""
 
     def __init__(self, spaces: list[SpaceConfig], log: EventLog, data_dir: Path,
-                 now_ms: Callable[[], int] = wall_ms) -> None:  # fmt: skip
-        self.consumers = [SpaceConsumer(s, log, data_dir, now_ms) for s in spaces if s.enabled]
+                 now_ms: Callable[[], int] = wall_ms,
+                 state: StateConfig | None = None) -> None:  # fmt: skip
+        self.consumers = [SpaceConsumer(s, log, data_dir, now_ms, state)
+                          for s in spaces if s.enabled]  # fmt: skip
 
     async def start(self) -> None:
         for consumer in self.consumers:

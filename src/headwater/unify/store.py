@@ -28,18 +28,24 @@ Layout:
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import string
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+import psycopg
 
 from headwater.sqlite_files import open_store
+from headwater.state.sql import SCHEMA_LOCK_KEY, PostgresConn
 from headwater.unify.identifiers import Identifier
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
 
 SCHEMA_VERSION = 1
 AUDIENCE_SOURCE = "audience"
@@ -276,13 +282,42 @@ def store_path(data_dir: Path, space: str) -> Path:
     return data_dir / UNIFY_DIR / f"{space}.sqlite"
 
 
+class NotTheWriter(RuntimeError):
+    """Another node holds the space's store for writing (PostgreSQL: one writer per space)."""
+
+
+class PositionMoved(RuntimeError):
+    """The stored position is not the one the batch was read after: another writer (or a
+    COMMIT whose answer was lost) moved it; read it again."""
+
+
 class SqliteProfileStore:
     """The embedded backend. Not thread-safe: each thread (the consumer's, a reader's) opens
     its own."""
 
+    shared = False  # several nodes' processes use the store (PostgreSQL)
+    _SEQ = "rowid"  # the order profiles were made in
+    _GREATEST = "max"  # the larger of two values
+    _TRUE = "'true'"  # an audience trait's stored value (JSON ``true``)
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = open_store(path, SCHEMA, what="profile store", version=SCHEMA_VERSION)
+        self._db: Any = open_store(path, SCHEMA, what="profile store", version=SCHEMA_VERSION)
+
+    def try_writer(self) -> bool:
+        """Whether this process may write the store (always, for a file: one process opens
+        it for writing)."""
+        return True
+
+    def savepoint(self) -> None:
+        self._db.execute("SAVEPOINT event")
+
+    def rollback_to_savepoint(self) -> None:
+        self._db.execute("ROLLBACK TO event")
+        self._db.execute("RELEASE event")
+
+    def release_savepoint(self) -> None:
+        self._db.execute("RELEASE event")
 
     def derive_audience_traits(self) -> None:
         """Drop the audience traits that stores written before 2026-12-07 kept in ``traits``
@@ -308,12 +343,12 @@ class SqliteProfileStore:
             self._db.execute("ROLLBACK")
 
     def position(self) -> int:
-        row = self._db.execute("SELECT offset FROM position WHERE id = 1").fetchone()
+        row = self._db.execute('SELECT "offset" FROM position WHERE id = 1').fetchone()
         return int(row[0]) if row else 0
 
     def set_position(self, offset: int) -> None:
-        self._db.execute("INSERT INTO position VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET "
-                         "offset = excluded.offset", (offset,))  # fmt: skip
+        self._db.execute('INSERT INTO position VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET '
+                         '"offset" = excluded."offset"', (offset,))  # fmt: skip
 
     # -------------------------------------------------------------- the graph
 
@@ -337,7 +372,7 @@ class SqliteProfileStore:
     def profile(self, segment_id: str) -> Profile | None:
         row = self._db.execute(
             "SELECT segment_id, created_ms, updated_ms, first_message_id, first_source, "
-            "last_message_id, last_source, merges, identifiers, rowid FROM profiles "
+            f"last_message_id, last_source, merges, identifiers, {self._SEQ} FROM profiles "
             "WHERE segment_id = ? AND canonical IS NULL", (segment_id,)
         ).fetchone()  # fmt: skip
         return Profile(*row) if row else None
@@ -358,7 +393,7 @@ class SqliteProfileStore:
         )
         db.executemany(
             "INSERT INTO id_counts VALUES (?, ?, 1) ON CONFLICT (segment_id, type) "
-            "DO UPDATE SET n = n + 1", [(segment_id, t) for t, _ in identifiers],
+            "DO UPDATE SET n = id_counts.n + 1", [(segment_id, t) for t, _ in identifiers],
         )  # fmt: skip
         db.execute("UPDATE profiles SET identifiers = identifiers + ? WHERE segment_id = ?",
                    (len(identifiers), segment_id))  # fmt: skip
@@ -367,13 +402,14 @@ class SqliteProfileStore:
         db = self._db
         db.execute("UPDATE identifiers SET segment_id = ? WHERE segment_id = ?", (survivor, loser))
         db.execute(
-            "INSERT INTO id_counts SELECT ?, type, n FROM id_counts WHERE segment_id = ? AND 1 "
-            "ON CONFLICT (segment_id, type) DO UPDATE SET n = n + excluded.n", (survivor, loser)
-        )  # fmt: skip
+            "INSERT INTO id_counts SELECT ?, type, n FROM id_counts WHERE segment_id = ? AND "
+            "true ON CONFLICT (segment_id, type) DO UPDATE SET n = id_counts.n + excluded.n",
+            (survivor, loser),
+        )
         db.execute("DELETE FROM id_counts WHERE segment_id = ?", (loser,))
         db.execute(
             "INSERT INTO traits SELECT ?, name, value, updated_ms, source, message_id, computed "
-            "FROM traits WHERE segment_id = ? AND computed = 0 AND 1 "
+            "FROM traits WHERE segment_id = ? AND computed = 0 AND true "
             "ON CONFLICT (segment_id, name) DO UPDATE SET value = excluded.value, "
             "updated_ms = excluded.updated_ms, source = excluded.source, "
             "message_id = excluded.message_id WHERE excluded.updated_ms > traits.updated_ms",
@@ -383,7 +419,7 @@ class SqliteProfileStore:
         db.execute("UPDATE events SET segment_id = ? WHERE segment_id = ?", (survivor, loser))
         db.execute(
             "INSERT INTO links SELECT ?, collection, type, value, created_ms, source, "
-            "first_message_id FROM links WHERE segment_id = ? AND 1 ON CONFLICT (segment_id, "
+            "first_message_id FROM links WHERE segment_id = ? AND true ON CONFLICT (segment_id, "
             "collection, type, value) DO UPDATE SET "
             "created_ms = excluded.created_ms, source = excluded.source, first_message_id = "
             "excluded.first_message_id WHERE excluded.created_ms < links.created_ms",
@@ -397,7 +433,7 @@ class SqliteProfileStore:
                          "FROM profiles WHERE segment_id = ?", (loser,)).fetchone()  # fmt: skip
         db.execute(
             "UPDATE profiles SET merges = merges + ? + 1, identifiers = identifiers + ?, "
-            "updated_ms = max(updated_ms, ?) WHERE segment_id = ?",
+            f"updated_ms = {self._GREATEST}(updated_ms, ?) WHERE segment_id = ?",
             (row[0], row[1], at_ms, survivor),
         )
         db.execute("UPDATE profiles SET canonical = ? WHERE canonical = ? OR segment_id = ?",
@@ -407,23 +443,24 @@ class SqliteProfileStore:
         """(segment_id, time, messageId, source) of the last event each profile took, oldest
         first; a profile merged away since hands them to its survivor."""
         self._db.executemany(
-            "UPDATE profiles SET updated_ms = max(updated_ms, ?2), last_message_id = ?3, "
-            "last_source = ?4 WHERE segment_id = (SELECT coalesce(canonical, segment_id) FROM "
-            "profiles WHERE segment_id = ?1)", touched,
+            f"UPDATE profiles SET updated_ms = {self._GREATEST}(updated_ms, ?), "
+            "last_message_id = ?, last_source = ? WHERE segment_id = (SELECT "
+            "coalesce(canonical, segment_id) FROM profiles WHERE segment_id = ?)",
+            [(at, mid, source, seg) for seg, at, mid, source in touched],
         )  # fmt: skip
 
     def record(self, kind: str, segment_id: str | None, other_id: str | None, message_id: str,
                offset: int, at_ms: int, detail: dict[str, Any]) -> None:  # fmt: skip
         self._db.execute(
-            "INSERT INTO history (at_ms, kind, segment_id, other_id, message_id, offset, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            'INSERT INTO history (at_ms, kind, segment_id, other_id, message_id, "offset", '
+            "detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (at_ms, kind, segment_id, other_id, message_id, offset, orjson.dumps(detail)),
         )
 
     def count(self, kind: str, id_type: str, value: str, message_id: str, at_ms: int) -> None:
         self._db.execute(
             "INSERT INTO counters VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (kind, type, value) "
-            "DO UPDATE SET n = n + 1, last_message_id = excluded.last_message_id, "
+            "DO UPDATE SET n = counters.n + 1, last_message_id = excluded.last_message_id, "
             "last_ms = excluded.last_ms", (kind, id_type, value, message_id, at_ms)
         )  # fmt: skip
 
@@ -457,7 +494,9 @@ class SqliteProfileStore:
         if gone:
             db.executemany("DELETE FROM traits WHERE segment_id = ? AND name = ?", gone)
         db.executemany(
-            "INSERT OR REPLACE INTO traits VALUES (?, ?, ?, ?, ?, ?, 1)",
+            "INSERT INTO traits VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (segment_id, name) "
+            "DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms, "
+            "source = excluded.source, message_id = excluded.message_id, computed = 1",
             [(seg, key, orjson.dumps(value), at, source, mid)
              for seg, key, value, at, source, mid in rows if value is not None],
         )  # fmt: skip
@@ -466,7 +505,10 @@ class SqliteProfileStore:
         """(segment_id, reference) pairs, each segment_id a live profile (the caller maps
         the profiles merged away in its transaction to their survivors)."""
         self._db.executemany(
-            "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+            'INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT ("offset") DO UPDATE '
+            "SET segment_id = excluded.segment_id, message_id = excluded.message_id, "
+            "type = excluded.type, name = excluded.name, ts_ms = excluded.ts_ms, "
+            "source = excluded.source",
             [(r.offset, s, r.message_id, r.type, r.name, r.ts_ms, r.source) for s, r in refs],
         )
 
@@ -474,8 +516,8 @@ class SqliteProfileStore:
         """(segment_id, link) pairs, oldest first: a link already known keeps its first
         sighting; a profile merged away since hands them to its survivor."""
         self._db.executemany(
-            "INSERT OR IGNORE INTO links VALUES ((SELECT coalesce(canonical, segment_id) FROM "
-            "profiles WHERE segment_id = ?), ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO links VALUES ((SELECT coalesce(canonical, segment_id) FROM "
+            "profiles WHERE segment_id = ?), ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(s, k.collection, k.type, k.value, k.created_ms, k.source, k.first_message_id)
              for s, k in links],
         )  # fmt: skip
@@ -487,8 +529,11 @@ class SqliteProfileStore:
 
     def put_trait_states(self, rows: Sequence[tuple[str, str, Any, int | None]]) -> None:
         """(segment_id, trait, state, the hour it next drops a bucket) for each row."""
-        self._db.executemany("INSERT OR REPLACE INTO trait_state VALUES (?, ?, ?, ?)",
-                             [(g, t, orjson.dumps(s), e) for g, t, s, e in rows])  # fmt: skip
+        self._db.executemany(
+            "INSERT INTO trait_state VALUES (?, ?, ?, ?) ON CONFLICT (segment_id, trait) "
+            "DO UPDATE SET state = excluded.state, expires_hour = excluded.expires_hour",
+            [(g, t, orjson.dumps(s), e) for g, t, s, e in rows],
+        )
 
     def drop_trait_states(self, segment_id: str) -> None:
         self._db.execute("DELETE FROM trait_state WHERE segment_id = ?", (segment_id,))
@@ -533,9 +578,9 @@ class SqliteProfileStore:
         the members: not stored twice)."""
         rows = self._db.execute(
             "SELECT name, value, updated_ms, source, message_id, computed FROM traits "
-            "WHERE segment_id = ?1 UNION ALL SELECT audience, 'true', since_ms, ?2, "
-            "message_id, 1 FROM audience_members WHERE segment_id = ?1 ORDER BY 1, 6",
-            (segment_id, AUDIENCE_SOURCE),
+            f"WHERE segment_id = ? UNION ALL SELECT audience, {self._TRUE}, since_ms, ?, "
+            "message_id, 1 FROM audience_members WHERE segment_id = ? ORDER BY 1, 6",
+            (segment_id, AUDIENCE_SOURCE, segment_id),
         )  # fmt: skip
         return [Trait(n, orjson.loads(v), u, s, m, bool(c)) for n, v, u, s, m, c in rows]
 
@@ -543,12 +588,12 @@ class SqliteProfileStore:
                after: int | None = None) -> list[EventRef]:  # fmt: skip
         """Newest first below ``before``, or oldest first above ``after``."""
         if after is not None:
-            sql = ("SELECT offset, message_id, type, name, ts_ms, source FROM events WHERE "
-                   "segment_id = ? AND offset > ? ORDER BY offset LIMIT ?")  # fmt: skip
+            sql = ('SELECT "offset", message_id, type, name, ts_ms, source FROM events WHERE '
+                   'segment_id = ? AND "offset" > ? ORDER BY "offset" LIMIT ?')  # fmt: skip
             args: tuple[Any, ...] = (segment_id, after, limit)
         else:
-            sql = ("SELECT offset, message_id, type, name, ts_ms, source FROM events WHERE "
-                   "segment_id = ? AND offset < ? ORDER BY offset DESC LIMIT ?")  # fmt: skip
+            sql = ('SELECT "offset", message_id, type, name, ts_ms, source FROM events WHERE '
+                   'segment_id = ? AND "offset" < ? ORDER BY "offset" DESC LIMIT ?')  # fmt: skip
             args = (segment_id, before if before is not None else 2**62, limit)
         return [EventRef(*r) for r in self._db.execute(sql, args)]
 
@@ -563,26 +608,26 @@ class SqliteProfileStore:
             "SELECT segment_id FROM profiles WHERE canonical = ?", (segment_id,)))]  # fmt: skip
         marks = ",".join("?" * len(ids))
         return self._entries(
-            "SELECT id, at_ms, kind, segment_id, other_id, message_id, offset, detail FROM "
+            'SELECT id, at_ms, kind, segment_id, other_id, message_id, "offset", detail FROM '
             f"history WHERE segment_id IN ({marks}) OR other_id IN ({marks}) ORDER BY id",
             [*ids, *ids],
         )
 
     def history_of_message(self, message_id: str) -> list[HistoryEntry]:
-        return self._entries("SELECT id, at_ms, kind, segment_id, other_id, message_id, offset, "
+        return self._entries('SELECT id, at_ms, kind, segment_id, other_id, message_id, "offset", '
                              "detail FROM history WHERE message_id = ? ORDER BY id",
                              (message_id,))  # fmt: skip
 
     def profile_of_event(self, offset: int) -> str | None:
         """The profile the event at this log offset joined (events are keyed by offset: an
         index of messageIds would cost a random page write per event)."""
-        row = self._db.execute("SELECT segment_id FROM events WHERE offset = ?",
+        row = self._db.execute('SELECT segment_id FROM events WHERE "offset" = ?',
                                (offset,)).fetchone()  # fmt: skip
         return row[0] if row else None
 
     def problems(self, since_ms: int, limit: int) -> list[HistoryEntry]:
         return self._entries(
-            "SELECT id, at_ms, kind, segment_id, other_id, message_id, offset, detail FROM "
+            'SELECT id, at_ms, kind, segment_id, other_id, message_id, "offset", detail FROM '
             "history WHERE kind IN ('refused', 'limit') AND at_ms >= ? ORDER BY id DESC LIMIT ?",
             (since_ms, limit),
         )
@@ -662,8 +707,8 @@ class SqliteProfileStore:
         return orjson.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                         (key, orjson.dumps(value).decode()))  # fmt: skip
+        self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                         "value = excluded.value", (key, orjson.dumps(value).decode()))  # fmt: skip
 
     def meta_keys(self, prefix: str) -> list[str]:
         rows = self._db.execute("SELECT key FROM meta WHERE substr(key, 1, ?) = ?",
@@ -679,8 +724,9 @@ class SqliteProfileStore:
 
     def rename_states(self, old: str, new: str) -> None:
         """Every profile's state of the (hidden) trait ``old`` becomes ``new``'s."""
-        self._db.execute("UPDATE OR REPLACE trait_state SET trait = ? WHERE trait = ?",
-                         (new, old))  # fmt: skip
+        self._db.execute("DELETE FROM trait_state WHERE trait = ? AND segment_id IN (SELECT "
+                         "segment_id FROM trait_state WHERE trait = ?)", (new, old))  # fmt: skip
+        self._db.execute("UPDATE trait_state SET trait = ? WHERE trait = ?", (new, old))
 
     def memberships(self, segment_id: str) -> dict[str, int]:
         """The audiences the profile is in, each with the time it entered."""
@@ -693,7 +739,9 @@ class SqliteProfileStore:
         """(audience, segment_id, time, messageId) entries and exits: the members, and each
         change in ``audience_changes`` (what activation and the figures read)."""
         db = self._db
-        db.executemany("INSERT OR REPLACE INTO audience_members VALUES (?, ?, ?, ?)",
+        db.executemany("INSERT INTO audience_members VALUES (?, ?, ?, ?) ON CONFLICT "
+                       "(segment_id, audience) DO UPDATE SET since_ms = excluded.since_ms, "
+                       "message_id = excluded.message_id",
                        [(seg, aud, at, mid) for aud, seg, at, mid in entered])  # fmt: skip
         db.executemany("DELETE FROM audience_members WHERE segment_id = ? AND audience = ?",
                        [(seg, aud) for aud, seg, _, _ in exited])  # fmt: skip
@@ -717,7 +765,7 @@ class SqliteProfileStore:
             "SELECT segment_id, since_ms FROM audience_members WHERE audience = ? AND "
             "(since_ms, segment_id) > (?, ?) ORDER BY since_ms, segment_id LIMIT ?",
             (audience, *after, limit))  # fmt: skip
-        return rows.fetchall()
+        return [(str(seg), int(since)) for seg, since in rows]
 
     def audience_flow(self, audience: str, since_ms: int) -> tuple[int, int]:
         """Entries and exits since ``since_ms``."""
@@ -747,3 +795,193 @@ class SqliteProfileStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+
+PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS position (
+    id integer PRIMARY KEY CHECK (id = 1), "offset" bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (
+    segment_id text PRIMARY KEY, canonical text, created_ms bigint NOT NULL,
+    updated_ms bigint NOT NULL, first_message_id text, first_source text,
+    last_message_id text, last_source text, merges bigint NOT NULL DEFAULT 0,
+    identifiers bigint NOT NULL DEFAULT 0, seq bigserial NOT NULL);
+CREATE INDEX IF NOT EXISTS profiles_canonical ON profiles (canonical) WHERE canonical IS NOT NULL;
+CREATE TABLE IF NOT EXISTS identifiers (
+    type text NOT NULL, value text NOT NULL, segment_id text NOT NULL,
+    created_ms bigint NOT NULL, source text, first_message_id text, PRIMARY KEY (type, value));
+CREATE INDEX IF NOT EXISTS identifiers_profile ON identifiers (segment_id, type);
+CREATE TABLE IF NOT EXISTS id_counts (
+    segment_id text NOT NULL, type text NOT NULL, n bigint NOT NULL,
+    PRIMARY KEY (segment_id, type));
+CREATE TABLE IF NOT EXISTS traits (
+    segment_id text NOT NULL, name text NOT NULL, value bytea NOT NULL,
+    updated_ms bigint NOT NULL, source text, message_id text, computed integer NOT NULL,
+    PRIMARY KEY (segment_id, name));
+CREATE TABLE IF NOT EXISTS trait_state (
+    segment_id text NOT NULL, trait text NOT NULL, state bytea NOT NULL, expires_hour bigint,
+    PRIMARY KEY (segment_id, trait));
+CREATE INDEX IF NOT EXISTS trait_state_expiry ON trait_state (expires_hour)
+    WHERE expires_hour IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    "offset" bigint PRIMARY KEY, segment_id text NOT NULL, message_id text NOT NULL,
+    type text NOT NULL, name text, ts_ms bigint NOT NULL, source text NOT NULL);
+CREATE INDEX IF NOT EXISTS events_profile ON events (segment_id, "offset");
+CREATE TABLE IF NOT EXISTS links (
+    segment_id text NOT NULL, collection text NOT NULL, type text NOT NULL, value text NOT NULL,
+    created_ms bigint NOT NULL, source text, first_message_id text,
+    PRIMARY KEY (segment_id, collection, type, value));
+CREATE TABLE IF NOT EXISTS history (
+    id bigserial PRIMARY KEY, at_ms bigint NOT NULL, kind text NOT NULL,
+    segment_id text, other_id text, message_id text, "offset" bigint, detail bytea);
+CREATE INDEX IF NOT EXISTS history_profile ON history (segment_id);
+CREATE INDEX IF NOT EXISTS history_other ON history (other_id) WHERE other_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS history_message ON history (message_id);
+CREATE INDEX IF NOT EXISTS history_kind ON history (kind, id);
+CREATE TABLE IF NOT EXISTS audience_members (
+    segment_id text NOT NULL, audience text NOT NULL, since_ms bigint NOT NULL,
+    message_id text, PRIMARY KEY (segment_id, audience));
+CREATE INDEX IF NOT EXISTS audience_members_since
+    ON audience_members (audience, since_ms, segment_id);
+CREATE TABLE IF NOT EXISTS audience_changes (
+    id bigserial PRIMARY KEY, at_ms bigint NOT NULL, audience text NOT NULL,
+    segment_id text NOT NULL, entered integer NOT NULL, message_id text);
+CREATE INDEX IF NOT EXISTS audience_changes_audience ON audience_changes (audience, id);
+CREATE TABLE IF NOT EXISTS counters (
+    kind text NOT NULL, type text NOT NULL, value text NOT NULL, n bigint NOT NULL,
+    last_message_id text, last_ms bigint, PRIMARY KEY (kind, type, value));
+"""
+"""The same tables as :data:`SCHEMA`, in PostgreSQL's types; made by the first connection
+(under the state schema's lock) and versioned by ``meta``'s ``schema_version`` as the file is."""
+
+
+def pg_schema_of(state: StateConfig, space: str) -> str:
+    """The PostgreSQL schema of a space's store: ``<state schema>_unify_<space>``, shortened
+    with a hash past PostgreSQL's 63 bytes (which it would cut silently)."""
+    name = f"{state.schema_name}_unify_{space}"
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.blake2b(name.encode(), digest_size=6).hexdigest()
+    return f"{name.encode()[:50].decode(errors='ignore')}_{digest}"
+
+
+class _PgDb:
+    """What :class:`SqliteProfileStore`'s methods ask of their connection, on PostgreSQL."""
+
+    def __init__(self, conn: PostgresConn) -> None:
+        self.conn = conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn._in_transaction
+
+    def execute(self, query: str, args: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(query, args)
+
+    def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> None:
+        listed = list(rows)
+        if listed:
+            self.conn.executemany(query, listed)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class PostgresProfileStore(SqliteProfileStore):
+    """A space's store in a PostgreSQL schema of its own (``state: {backend: postgres}``):
+    the same methods and SQL as the file; every node's Profile API and activation read it.
+
+    One writer per space: the consumer that writes holds a session advisory lock on the
+    schema (:meth:`try_writer`); the others stand by and take over when its session ends (a
+    node stopped or cut off: PostgreSQL ends the session within ~15 s, the keepalives set at
+    connect). Each batch checks, in its transaction, that the stored position is the one it
+    was read after (:class:`PositionMoved` otherwise), so a writer that took over, or a
+    COMMIT whose answer was lost, never applies a batch twice."""
+
+    shared = True
+    _SEQ = "seq"
+    _GREATEST = "greatest"
+    _TRUE = "'true'::bytea"
+
+    def __init__(self, state: StateConfig, space: str, *, writer: bool = False) -> None:
+        assert state.dsn is not None
+        self.writer = writer  # the consumer's: its transactions need the writer's lock
+        self.path = None  # type: ignore[assignment]
+        self.schema = pg_schema_of(state, space)
+        self._lock_key = int.from_bytes(hashlib.blake2b(self.schema.encode(), digest_size=8)
+                                        .digest(), "big", signed=True)  # fmt: skip
+        self._locked_on: object = None  # the connection whose session holds the lock
+        self.conn = PostgresConn(state.dsn, self.schema, password_env=state.password_env,
+                                 reconnect_secs=state.reconnect_secs,
+                                 on_connect=self._prepare)  # fmt: skip
+        self._db = _PgDb(self.conn)
+
+    @staticmethod
+    def _prepare(conn: psycopg.Connection[Any]) -> None:
+        # the server notices a vanished client within ~15 s, ending its session and lock
+        conn.execute("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
+                     "SET tcp_keepalives_count = 3")  # fmt: skip
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            conn.execute(PG_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('schema_version', %s)",
+                             (str(SCHEMA_VERSION),))  # fmt: skip
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise RuntimeError(f"profile store schema {row[0]} in PostgreSQL, this "
+                                   f"Headwater reads {SCHEMA_VERSION}")  # fmt: skip
+
+    def try_writer(self) -> bool:
+        conn = self.conn.raw
+        if conn is self._locked_on:
+            return True
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key,)).fetchone()
+        got = bool(row and row[0])
+        if got:
+            self._locked_on = conn
+        return got
+
+    def begin(self) -> None:
+        """A reader's transaction (a profile deleted through the API) takes no lock: the
+        rows it touches are locked by PostgreSQL as the writer's are."""
+        if self.writer and not self.try_writer():
+            raise NotTheWriter(f"another node writes the profile store {self.conn.where}")
+        self.conn.begin()
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+    def savepoint(self) -> None:
+        self._db.execute("SAVEPOINT event")
+
+    def rollback_to_savepoint(self) -> None:
+        self._db.execute("ROLLBACK TO SAVEPOINT event")
+        self._db.execute("RELEASE SAVEPOINT event")
+
+    def release_savepoint(self) -> None:
+        self._db.execute("RELEASE SAVEPOINT event")
+
+    def close(self) -> None:
+        self.conn.close()  # the session ends, and the writer's lock with it
+
+
+def open_profile_store(data_dir: Path, space: str, state: StateConfig | None, *,
+                       writer: bool = False) -> SqliteProfileStore:  # fmt: skip
+    """A space's store: its file in the data directory, or its schema in PostgreSQL (for
+    its one ``writer``, the consumer, or a reader)."""
+    if state is not None and state.backend == "postgres":
+        return PostgresProfileStore(state, space, writer=writer)
+    return SqliteProfileStore(store_path(data_dir, space))
+
+
+def profile_store_exists(data_dir: Path, space: str, state: StateConfig | None) -> bool:
+    """Whether a reader will find the store (a file is made by its writer only)."""
+    if state is not None and state.backend == "postgres":
+        return True
+    return store_path(data_dir, space).exists()
