@@ -60,7 +60,8 @@ def test_delivery_state_in_postgres_survives_a_postgres_crash_and_a_restart(
     with FakeDestination(always(200, delay_secs=0.002)) as fake:
         server: Server = make_server(
             state_yaml(own_pg, schema) + webhook_yaml(fake.url, concurrency=2)
-        )
+            + "spaces: [{name: main, sources: [website]}]\n"
+        )  # fmt: skip
         first = [str(uuid.uuid4()) for _ in range(1500)]
         post_batches(server, first)
         fake.wait_for(lambda f: len(delivered_ids(f)) >= 200, timeout=60)
@@ -86,6 +87,22 @@ def test_delivery_state_in_postgres_survives_a_postgres_crash_and_a_restart(
                 break
             time.sleep(0.2)
         assert ledgered == len(every)
+        # The space's profiles are in PostgreSQL too, made once each through the crash
+        # (u0..u1499; the 500 sent during it are the same users), and any node reads them.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            [(profiles,)] = rows(own_pg, f"{schema}_unify_main", "SELECT count(*) FROM "
+                                 "profiles WHERE canonical IS NULL")  # fmt: skip
+            [(refs,)] = rows(own_pg, f"{schema}_unify_main", "SELECT count(*) FROM events")
+            if refs >= len(every):
+                break
+            time.sleep(0.2)
+        assert (profiles, refs) == (1500, len(every))
+        traits = httpx.get(f"{server.url}/v1/spaces/main/collections/users/profiles/"
+                           "user_id:u7/events", auth=(ADMIN_TOKEN, ""), timeout=10)  # fmt: skip
+        assert traits.status_code == 200, traits.text
+        assert len(traits.json()["data"]) == 2, "its event before the crash and during it"
+        assert not (server.data_dir / "unify").exists()
         trace = server.api(f"/api/v1/events/{during[3]}")
         assert trace.status_code == 200, trace.text
         assert {d["destination"]: d["state"] for d in trace.json()["destinations"]} == {
