@@ -1,7 +1,7 @@
 """``headwater serve`` with its state in PostgreSQL (``state: {backend: postgres}``,
 docs/scale-out.md): positions, ledger, dead letters and the ingest flow counts live in a real
 server that the test crashes and starts again mid-delivery, and Headwater itself is
-restarted on the same schema."""
+restarted on the same schema; a space's profiles are built there through the crash."""
 
 from __future__ import annotations
 
