@@ -121,3 +121,30 @@ async def test_two_nodes_consumers_one_writes_the_other_takes_over_and_none_appl
             await node.stop()
         reader.close()
         await log.close()
+
+
+def test_activation_position_and_pauses_are_the_clusters_with_shared_state(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """Two gateways activate one space: they go on from the same change, and a pause made
+    on one holds on the other (no file in either data directory)."""
+    from headwater.engage.activation import STATE_DIR, SpaceActivator
+
+    state = state_config(postgres)
+    config = SpaceConfig.model_validate(space(audiences=[{
+        "key": "vip", "where": {"trait": {"name": "plan", "op": "=", "value": "vip"}},
+        "destinations": [{"name": "sink"}]}]))  # fmt: skip
+    one, two = (SpaceActivator(config, tmp_path / name, state) for name in ("gw1", "gw2"))
+    try:
+        assert one.position() == 0 and one.paused() == {}
+        one.set_position(7)
+        assert two.position() == 7
+        one.pause("vip", "sink", 1_000)
+        assert two.paused() == {"vip/sink": {"at": 7, "since_ms": 1_000}}
+        two.unpause("vip", "sink")
+        assert one.paused() == {} and one.position() == 7
+        assert not (tmp_path / "gw1" / STATE_DIR).exists()
+        assert not (tmp_path / "gw2" / STATE_DIR).exists()
+    finally:
+        one.close()
+        two.close()
