@@ -22,7 +22,7 @@ from headwater.config.workspace import DestinationConfig, SourceConfig, WatchTar
 from headwater.delivery.view import DeliveryView
 from headwater.log.base import EventLog
 from headwater.status import page, statuspage, watch
-from headwater.status.alerts import AlertSender, Dispatcher
+from headwater.status.alerts import AlertSender, Dispatcher, Outgoing
 from headwater.status.canary import (
     CANARY_DESTINATION,
     CANARY_SOURCE,
@@ -30,6 +30,7 @@ from headwater.status.canary import (
     CanaryState,
     canary_write_key,
 )
+from headwater.status.claims import AlertClaims
 from headwater.status.model import ComponentState, ProcessSignal
 from headwater.status.monitor import Monitor, OnChanges
 from headwater.status.notifiers import build_notifiers
@@ -81,6 +82,9 @@ class StatusService:
         self._watch_alerts = watch.WatchAlerts(self.dispatcher)
         self._watch_tasks: list[asyncio.Task[None]] = []
         self._watch_client: httpx.AsyncClient | None = None
+        # with shared state every gateway alerts; a claim in PostgreSQL makes it once
+        state = workspace.state
+        self.claims = AlertClaims(state) if state.backend == "postgres" else None
         config = workspace.status
         self.canary_state = CanaryState(
             enabled=config.canary_enabled,
@@ -142,8 +146,19 @@ class StatusService:
                 incident_title=incident.name if incident else None,
                 message=change.state.reason, url=link,
             )  # fmt: skip
-            if outgoing and self.sender is not None:
-                self.sender.submit(outgoing)
+            await self._send(outgoing)
+
+    async def _send(self, outgoing: list[Outgoing]) -> None:
+        if outgoing and self.claims is not None:
+            outgoing = await asyncio.to_thread(self.claims.sendable, outgoing, self._renotify_secs)
+        if outgoing and self.sender is not None:
+            self.sender.submit(outgoing)
+
+    def _renotify_secs(self, item: Outgoing) -> float:
+        """The shortest renotify interval of the rules that route this alert."""
+        found = [rule.renotify_secs for rule, _ in self.dispatcher.routes(item.alert.component)
+                 if rule.renotify_secs > 0]  # fmt: skip
+        return float(min(found)) if found else 0.0
 
     async def _open_incident(self, component: str) -> Incident | None:
         assert self.monitor is not None  # called by the monitor
@@ -164,8 +179,7 @@ class StatusService:
 
     async def _alert_watched(self, states: list[ComponentState]) -> None:
         outgoing = self._watch_alerts.observe(states, datetime.now(UTC))
-        if outgoing and self.sender is not None:
-            self.sender.submit(outgoing)
+        await self._send(outgoing)
 
     async def stop(self) -> None:
         for task in self._watch_tasks:
@@ -179,6 +193,8 @@ class StatusService:
             await self.monitor.stop()
         if self.sender is not None:
             await self.sender.close()
+        if self.claims is not None:
+            await asyncio.to_thread(self.claims.close)
 
     # ------------------------------------------------------------------ the API
 
