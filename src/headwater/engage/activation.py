@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATE_DIR = "engage"
-ACTIVATION_KEY = "activation"  # the shared store's meta value of position and pauses
+CHANGE_KEY, PAUSED_KEY = "activation.change", "activation.paused"  # shared state's meta
 BATCH = 200  # changes per post (each is at most two messages per destination)
 POLL_SECS = 0.5
 ENTERED, EXITED = "Audience Entered", "Audience Exited"
@@ -115,28 +116,38 @@ class SpaceActivator:
         self.shared = state is not None and state.backend == "postgres"
         self._state = data_dir / STATE_DIR / f"{space.name}.json"
         self._store: SqliteProfileStore | None = None
+        self._paused: dict[str, Any] = {}  # as last read or written
+        self._store_lock = threading.Lock()  # _open from the activator's thread and a caller's
         self.counts = ActivationCounts()
 
     def _exists(self) -> bool:
         return profile_store_exists(self._data_dir, self.space.name, self._state_config)
 
     def _read(self) -> dict[str, Any]:
-        """The position and pauses: a file of this node's, or with shared state one value
+        """The position and pauses: a file of this node's, or with shared state two values
         in the space's store that every gateway reads (a pause made on one counts on all)."""
+        state: Any
         try:
             if self.shared:
-                state = self._open().meta(ACTIVATION_KEY) or {}
+                store = self._open()
+                state = {"change": store.meta(CHANGE_KEY), "paused": store.meta(PAUSED_KEY)}
             else:
                 state = orjson.loads(self._state.read_bytes())
         except (OSError, ValueError):
-            return {"change": 0, "paused": {}}
+            state = {}
         if not isinstance(state, dict):
-            return {"change": 0, "paused": {}}
-        return {"change": int(state.get("change") or 0), "paused": dict(state.get("paused") or {})}
+            state = {}
+        paused = dict(state.get("paused") or {})
+        self._paused = dict(paused)
+        return {"change": int(state.get("change") or 0), "paused": paused}
 
-    def _write(self, state: dict[str, Any]) -> None:
+    def _write(self, state: dict[str, Any], part: str) -> None:
+        """Keep ``state``; with shared state only its ``part`` (``change`` or ``paused``), so
+        a gateway moving the position never writes back a pause it read before another
+        gateway changed it."""
+        self._paused = dict(state["paused"])
         if self.shared:
-            self._open().set_meta(ACTIVATION_KEY, state)
+            self._open().set_meta(CHANGE_KEY if part == "change" else PAUSED_KEY, state[part])
             return
         self._state.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._state.with_suffix(".tmp")
@@ -147,10 +158,14 @@ class SpaceActivator:
         return int(self._read()["change"])
 
     def set_position(self, change: int) -> None:
-        self._write({**self._read(), "change": change})
+        self._write({**self._read(), "change": change}, "change")
 
     def paused(self) -> dict[str, dict[str, Any]]:
-        """``<audience>/<destination>`` → ``{"at": change, "since_ms": time}`` of each pause."""
+        """``<audience>/<destination>`` → ``{"at": change, "since_ms": time}`` of each pause.
+        With shared state, as last read (every poll, ≤ 0.5 s ago): this is asked on the
+        event loop, which must not wait on PostgreSQL."""
+        if self.shared:
+            return dict(self._paused)
         return dict(self._read()["paused"])
 
     def pause(self, key: str, destination: str, now_ms: int) -> dict[str, Any]:
@@ -158,7 +173,7 @@ class SpaceActivator:
         pair = f"{key}/{destination}"
         if pair not in state["paused"]:
             state["paused"][pair] = {"at": state["change"], "since_ms": now_ms}
-            self._write(state)
+            self._write(state, "paused")
         return dict(state["paused"][pair])
 
     def resumed(self, key: str, destination: str) -> tuple[list[dict[str, Any]], int]:
@@ -199,13 +214,14 @@ class SpaceActivator:
     def unpause(self, key: str, destination: str) -> None:
         state = self._read()
         state["paused"].pop(f"{key}/{destination}", None)
-        self._write(state)
+        self._write(state, "paused")
 
     def _open(self) -> SqliteProfileStore:
-        if self._store is None:
-            self._store = open_profile_store(self._data_dir, self.space.name,
-                                             self._state_config)  # fmt: skip
-        return self._store
+        with self._store_lock:
+            if self._store is None:
+                self._store = open_profile_store(self._data_dir, self.space.name,
+                                                 self._state_config)  # fmt: skip
+            return self._store
 
     def pending(self) -> tuple[int, list[dict[str, Any]]] | None:
         """The messages of the next changes and the change id they reach; None when there
@@ -273,6 +289,10 @@ class SpaceActivator:
                     newest[ext.type] = (ext.created_ms, ext.value)
         found = {t: v for t, (_, v) in newest.items()}
         return found if ("user_id" in found or "anonymous_id" in found) else {}
+
+    def interrupt(self) -> None:
+        if self._store is not None:
+            self._store.interrupt()
 
     def close(self) -> None:
         if self._store is not None:
@@ -362,6 +382,8 @@ class Activator:
             self._wake.clear()
 
     async def close(self) -> None:
+        for space in self.spaces:
+            space.interrupt()  # a step waiting for PostgreSQL gives up now
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

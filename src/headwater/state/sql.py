@@ -273,7 +273,14 @@ class PostgresConn:
         reading it back). Its statements run on the connection it began on: if that breaks,
         they fail — none runs outside the transaction on a new one."""
         conn = self.raw
-        conn.execute("BEGIN")
+        try:
+            conn.execute("BEGIN")
+        except psycopg.OperationalError as exc:  # a connection the server dropped: once more
+            if not _connection_lost(exc, conn) or self._closed:
+                raise
+            self._drop()
+            conn = self.raw
+            conn.execute("BEGIN")
         self._tx, self._in_transaction = conn, True
 
     def commit(self) -> None:

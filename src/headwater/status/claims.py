@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 CLAIM_SECS = 300.0
 """How long a node's opened or resolved alert of a component stands for the cluster's."""
 CLAIM_LOCK_KEY = 0x4857_414C  # "HWAL": claims are decided one at a time
-CLAIM_WAIT_SECS = 3.0  # PostgreSQL silent this long: the alert goes out unclaimed
+CLAIM_WAIT_SECS = 3.0  # PostgreSQL silent this long (and one connect attempt, up to 5 s):
+# the alert goes out unclaimed
 _OPPOSITE = {AlertKind.OPENED: AlertKind.RESOLVED, AlertKind.RESOLVED: AlertKind.OPENED}
 
 
@@ -44,6 +46,7 @@ class AlertClaims:
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
         self._conn: PostgresConn | None = None
+        self._lock = threading.Lock()  # the monitor's and each watch's alerts, on threads
         self._state = state
         self.where = where_of(state.dsn or "", state.schema_name)
 
@@ -59,6 +62,10 @@ class AlertClaims:
 
     def claim(self, component: str, kind: AlertKind, renotify_secs: float = 0.0) -> bool:
         """Whether this node sends the alert (it claimed it), recording the claim."""
+        with self._lock:
+            return self._claim(component, kind, renotify_secs)
+
+    def _claim(self, component: str, kind: AlertKind, renotify_secs: float) -> bool:
         now = self._now_ms()
         window_ms = int((renotify_secs * 0.9 if kind is AlertKind.RENOTIFY and renotify_secs
                          else CLAIM_SECS) * 1000)  # fmt: skip
@@ -109,4 +116,5 @@ class AlertClaims:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.interrupt()
-            self._conn.close()
+            with self._lock:
+                self._conn.close()

@@ -134,6 +134,9 @@ class Profiles:
 
     async def close(self) -> None:
         for reader in self.readers.values():
+            if reader._store is not None:
+                reader._store.interrupt()  # a read waiting for PostgreSQL gives up now
+        for reader in self.readers.values():
             await self.run(reader.close)
         self._executor.shutdown(wait=True)
 

@@ -51,9 +51,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STORE_DOWN = (NotTheWriter, PositionMoved, StateUnavailable, psycopg.OperationalError)
-"""Failures of the store or of the writer's standing, not of an event: the batch is not
-retried event by event (each would fail alike), the consumer reads its position again."""
+
+def store_down(exc: BaseException) -> bool:
+    """A failure of the store (unreachable, restarting) or of the writer's standing, not of
+    an event: the batch is not retried event by event (each would fail alike); the consumer
+    starts again from the stored position. A query the database refused (a value over an
+    index's limit, a deadlock) is the event's: it is retried alone and skipped if it fails."""
+    if isinstance(exc, NotTheWriter | PositionMoved | StateUnavailable):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate or ""
+    # no state (the connection is gone), 08: connection exception, 57P0x: server shutdown
+    return not state or state.startswith(("08", "57P"))
+
+
 STANDBY_SECS = 2.0  # a consumer whose store another node writes asks again this often
 BATCH = 500
 WAIT_SECS = 1.0
@@ -121,9 +133,9 @@ class SpaceProcessor:
             return []
         try:
             return self._apply(records, False, after)
-        except STORE_DOWN:
-            raise
-        except Exception:
+        except Exception as exc:
+            if store_down(exc):
+                raise
             logger.warning("space %s: a batch failed; applying its events one by one",
                            self.space.name)  # fmt: skip
             return self._apply(records, True, after)
@@ -210,9 +222,9 @@ class SpaceProcessor:
         try:
             self._one(record)
             changes = self._write()
-        except STORE_DOWN:
-            raise
-        except Exception:
+        except Exception as exc:
+            if store_down(exc):
+                raise
             store.rollback_to_savepoint()
             self._reset()
             self._touched = touched  # the event's profile may not exist after the rollback
@@ -429,8 +441,9 @@ class SpaceConsumer:
         next_expiry = time.monotonic()
         while True:
             try:
-                if self.processor is None:  # standing by
-                    await asyncio.sleep(STANDBY_SECS)
+                if self.processor is None:  # standing by, or after a failure
+                    if self.standing_by:
+                        await asyncio.sleep(STANDBY_SECS)
                     await self._take_over(loop)
                     continue
                 if time.monotonic() >= next_expiry:
@@ -456,14 +469,11 @@ class SpaceConsumer:
                     logger.exception("space %s: identity processing failed; retrying in 1 s",
                                      self.space.name)  # fmt: skip
                     await asyncio.sleep(1.0)
-                await self._reread(loop)
-
-    async def _reread(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The position as stored: a COMMIT whose answer was lost may have moved it."""
-        store = self.processor.store if self.processor is not None else None
-        if store is not None:
-            with contextlib.suppress(Exception):
-                self.position = await loop.run_in_executor(self._executor, store.position)
+                # a new processor on the store as committed: what the failed transaction
+                # did in memory (caches, a backfill's progress) is dropped with the old one,
+                # and the position is read again (a COMMIT whose answer was lost may have
+                # moved it)
+                await self._let_go(loop)
 
     async def _let_go(self, loop: asyncio.AbstractEventLoop) -> None:
         processor, self.processor = self.processor, None
@@ -490,6 +500,9 @@ class SpaceConsumer:
         if self._stopped:
             return
         self._stopped = True
+        for store in (self.processor.store if self.processor else None, self._waiting):
+            if store is not None:
+                store.interrupt()  # a call waiting for PostgreSQL gives up now
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -29,6 +29,7 @@ Layout:
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import string
 import time
@@ -308,6 +309,9 @@ class SqliteProfileStore:
         """Whether this process may write the store (always, for a file: one process opens
         it for writing)."""
         return True
+
+    def interrupt(self) -> None:
+        """Make a call waiting for the store give up (nothing waits on a file)."""
 
     def savepoint(self) -> None:
         self._db.execute("SAVEPOINT event")
@@ -799,7 +803,7 @@ class SqliteProfileStore:
 
 # ---------------------------------------------------------------------------- PostgreSQL
 
-PG_SCHEMA = """
+_PG_TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE IF NOT EXISTS position (
     id integer PRIMARY KEY CHECK (id = 1), "offset" bigint NOT NULL);
@@ -853,8 +857,11 @@ CREATE TABLE IF NOT EXISTS counters (
     kind text NOT NULL, type text NOT NULL, value text NOT NULL, n bigint NOT NULL,
     last_message_id text, last_ms bigint, PRIMARY KEY (kind, type, value));
 """
+PG_SCHEMA = re.sub(r"\btext\b", 'text COLLATE "C"', _PG_TABLES)
 """The same tables as :data:`SCHEMA`, in PostgreSQL's types; made by the first connection
-(under the state schema's lock) and versioned by ``meta``'s ``schema_version`` as the file is."""
+(under the state schema's lock) and versioned by ``meta``'s ``schema_version`` as the file is.
+Text is ``COLLATE "C"``: byte order, as SQLite compares, which the prefix ranges over trait
+keys and the cursors over segment_ids rely on (a database's default collation may not)."""
 
 
 def pg_schema_of(state: StateConfig, space: str) -> str:
@@ -926,6 +933,7 @@ class PostgresProfileStore(SqliteProfileStore):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
             conn.execute(PG_SCHEMA)
+            conn.execute("INSERT INTO position VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('schema_version', %s)",
@@ -950,6 +958,13 @@ class PostgresProfileStore(SqliteProfileStore):
         if self.writer and not self.try_writer():
             raise NotTheWriter(f"another node writes the profile store {self.conn.where}")
         self.conn.begin()
+        # every transaction on the store takes the position row first: a batch and a
+        # profile deleted through the API run one after the other, as on SQLite
+        try:
+            self._db.execute("SELECT 1 FROM position WHERE id = 1 FOR UPDATE")
+        except BaseException:
+            self.conn.rollback()
+            raise
 
     def commit(self) -> None:
         self.conn.commit()
@@ -966,6 +981,9 @@ class PostgresProfileStore(SqliteProfileStore):
 
     def release_savepoint(self) -> None:
         self._db.execute("RELEASE SAVEPOINT event")
+
+    def interrupt(self) -> None:
+        self.conn.interrupt()
 
     def close(self) -> None:
         self.conn.close()  # the session ends, and the writer's lock with it
