@@ -390,6 +390,7 @@ class SpaceConsumer:
         self._now_ms = now_ms
         self.standing_by = False  # another node writes the space's store (PostgreSQL)
         self._waiting: SqliteProfileStore | None = None  # the store, while standing by
+        self._opened: SqliteProfileStore | None = None  # the last store _open made a writer
         self._stopped = False
         self.processor: SpaceProcessor | None = None
         self.position = 0
@@ -403,6 +404,7 @@ class SpaceConsumer:
                                        writer=True)  # fmt: skip
         try:
             if store.try_writer():
+                self._opened = store  # closed by stop() even if start() was cancelled
                 return SpaceProcessor(self.space, store, self._now_ms)
         except BaseException:
             store.close()
@@ -477,6 +479,7 @@ class SpaceConsumer:
 
     async def _let_go(self, loop: asyncio.AbstractEventLoop) -> None:
         processor, self.processor = self.processor, None
+        self._opened = None
         if processor is not None:
             with contextlib.suppress(Exception):
                 await loop.run_in_executor(self._executor, processor.store.close)
@@ -507,10 +510,15 @@ class SpaceConsumer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for store in (self.processor.store if self.processor else None, self._waiting):
-            if store is not None:
-                await asyncio.get_running_loop().run_in_executor(self._executor, store.close)
-        self.processor = self._waiting = None
+        loop = asyncio.get_running_loop()
+        # what the thread was doing when the task was cancelled finishes first (an _open
+        # whose store the cancelled task never got), then every store it made is closed
+        await loop.run_in_executor(self._executor, lambda: None)
+        stores = {id(s): s for s in (self.processor.store if self.processor else None,
+                                     self._waiting, self._opened) if s is not None}  # fmt: skip
+        for store in stores.values():
+            await loop.run_in_executor(self._executor, store.close)
+        self.processor = self._waiting = self._opened = None
         self._executor.shutdown(wait=True)
 
 
