@@ -150,6 +150,10 @@ def test_activation_position_and_pauses_are_the_clusters_with_shared_state(
         one.set_position(9)  # moving the position never writes back a pause it read
         two.unpause("vip", "sink")
         assert one.position() == 9 and one.paused() == {}
+        one.pause("vip", "sink", 2_000)  # each pause is a value of its own: one gateway's
+        two.pause("vip", "crm", 2_001)  # pause never writes over another's
+        one.position()
+        assert set(one.paused()) == {"vip/sink", "vip/crm"}, "neither pause lost"
         assert not (tmp_path / "gw1" / STATE_DIR).exists()
         assert not (tmp_path / "gw2" / STATE_DIR).exists()
     finally:

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATE_DIR = "engage"
-CHANGE_KEY, PAUSED_KEY = "activation.change", "activation.paused"  # shared state's meta
+CHANGE_KEY, PAUSED_PREFIX = "activation.change", "activation.paused:"  # shared state's meta
 BATCH = 200  # changes per post (each is at most two messages per destination)
 POLL_SECS = 0.5
 ENTERED, EXITED = "Audience Entered", "Audience Exited"
@@ -124,13 +124,17 @@ class SpaceActivator:
         return profile_store_exists(self._data_dir, self.space.name, self._state_config)
 
     def _read(self) -> dict[str, Any]:
-        """The position and pauses: a file of this node's, or with shared state two values
-        in the space's store that every gateway reads (a pause made on one counts on all)."""
+        """The position and pauses: a file of this node's, or with shared state values in
+        the space's store that every gateway reads (a pause made on one counts on all): the
+        position, and one value per paused pair."""
         state: Any
         try:
             if self.shared:
                 store = self._open()
-                state = {"change": store.meta(CHANGE_KEY), "paused": store.meta(PAUSED_KEY)}
+                pauses = {k.removeprefix(PAUSED_PREFIX): store.meta(k)
+                          for k in store.meta_keys(PAUSED_PREFIX)}  # fmt: skip
+                state = {"change": store.meta(CHANGE_KEY),
+                         "paused": {k: v for k, v in pauses.items() if v}}  # fmt: skip
             else:
                 state = orjson.loads(self._state.read_bytes())
         except (OSError, ValueError):
@@ -141,13 +145,19 @@ class SpaceActivator:
         self._paused = dict(paused)
         return {"change": int(state.get("change") or 0), "paused": paused}
 
-    def _write(self, state: dict[str, Any], part: str) -> None:
-        """Keep ``state``; with shared state only its ``part`` (``change`` or ``paused``), so
-        a gateway moving the position never writes back a pause it read before another
+    def _write(self, state: dict[str, Any], pair: str | None = None) -> None:
+        """Keep ``state``; with shared state only what changed — the position, or the pause
+        of ``pair`` (made, or gone) — so no gateway writes back what it read before another
         gateway changed it."""
         self._paused = dict(state["paused"])
         if self.shared:
-            self._open().set_meta(CHANGE_KEY if part == "change" else PAUSED_KEY, state[part])
+            store = self._open()
+            if pair is None:
+                store.set_meta(CHANGE_KEY, state["change"])
+            elif pair in state["paused"]:
+                store.set_meta(PAUSED_PREFIX + pair, state["paused"][pair])
+            else:
+                store.forget([PAUSED_PREFIX + pair], [])
             return
         self._state.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._state.with_suffix(".tmp")
@@ -158,7 +168,7 @@ class SpaceActivator:
         return int(self._read()["change"])
 
     def set_position(self, change: int) -> None:
-        self._write({**self._read(), "change": change}, "change")
+        self._write({**self._read(), "change": change})
 
     def paused(self) -> dict[str, dict[str, Any]]:
         """``<audience>/<destination>`` → ``{"at": change, "since_ms": time}`` of each pause.
@@ -173,7 +183,7 @@ class SpaceActivator:
         pair = f"{key}/{destination}"
         if pair not in state["paused"]:
             state["paused"][pair] = {"at": state["change"], "since_ms": now_ms}
-            self._write(state, "paused")
+            self._write(state, pair)
         return dict(state["paused"][pair])
 
     def resumed(self, key: str, destination: str) -> tuple[list[dict[str, Any]], int]:
@@ -213,8 +223,9 @@ class SpaceActivator:
 
     def unpause(self, key: str, destination: str) -> None:
         state = self._read()
-        state["paused"].pop(f"{key}/{destination}", None)
-        self._write(state, "paused")
+        pair = f"{key}/{destination}"
+        state["paused"].pop(pair, None)
+        self._write(state, pair)
 
     def _open(self) -> SqliteProfileStore:
         with self._store_lock:

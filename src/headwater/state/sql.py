@@ -363,6 +363,9 @@ class PostgresConn:
         started = time.monotonic()
         terminated = False
         while True:
+            if self._closed:  # closing: what happened stays unknown to this process
+                raise StateUnavailable(f"closed before PostgreSQL at {self.where} said "
+                                       f"whether transaction {txid} committed")  # fmt: skip
             try:
                 [alive] = self._again(lambda conn: conn.execute(  # type: ignore[misc]
                     f"SELECT count(*) {alive_sql}", (pid, since)).fetchone())  # fmt: skip
