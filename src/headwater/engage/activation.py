@@ -40,6 +40,7 @@ import orjson
 from headwater.config.workspace import SourceConfig, Workspace
 from headwater.engage.config import AudienceConfig, AudienceDestination, source_of
 from headwater.gateway.normalize import iso_ms
+from headwater.state import postgres
 from headwater.unify.config import SpaceConfig
 from headwater.unify.store import SqliteProfileStore, open_profile_store, profile_store_exists
 
@@ -113,7 +114,7 @@ class SpaceActivator:
         self.space_id = _id("spa_", space.name)
         self._data_dir = data_dir
         self._state_config = state
-        self.shared = state is not None and state.backend == "postgres"
+        self.shared = postgres.uses_postgres(state)
         self._state = data_dir / STATE_DIR / f"{space.name}.json"
         self._store: SqliteProfileStore | None = None
         self._paused: dict[str, Any] = {}  # as last read or written

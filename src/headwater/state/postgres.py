@@ -37,12 +37,21 @@ Adopt = Callable[[SqlConn, sqlite3.Connection], str]
 and says what it copied and what it could not."""
 
 
-def connect(state: StateConfig) -> PostgresConn:
-    """A new connection (each store has its own: they run on their own threads)."""
+def connect(
+    state: StateConfig,
+    *,
+    schema: str | None = None,
+    on_connect: Callable[[psycopg.Connection[Any]], object] = migrate,
+    reconnect_secs: float | None = None,
+) -> PostgresConn:
+    """A new connection (each store has its own: they run on their own threads) to the
+    workspace's schema, migrated — or to a store's own ``schema``, prepared by its
+    ``on_connect``; ``reconnect_secs`` when a caller waits less than ``state`` says."""
     if state.backend != "postgres" or state.dsn is None:
         raise ValueError("connect() is for state: {backend: postgres, dsn: ...}")
-    return PostgresConn(state.dsn, state.schema_name, password_env=state.password_env,
-                        reconnect_secs=state.reconnect_secs, on_connect=migrate)  # fmt: skip
+    return PostgresConn(state.dsn, schema or state.schema_name, password_env=state.password_env,
+                        reconnect_secs=state.reconnect_secs if reconnect_secs is None
+                        else reconnect_secs, on_connect=on_connect)  # fmt: skip
 
 
 def uses_postgres(state: StateConfig | None) -> TypeGuard[StateConfig]:

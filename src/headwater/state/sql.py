@@ -313,14 +313,14 @@ class PostgresConn:
             try:
                 self._in_transaction = True
                 conn.execute("BEGIN")
-                txid, *pid_start = conn.execute(  # type: ignore[misc]
+                txid, pid, since = conn.execute(  # type: ignore[misc]
                     "WITH mark AS (INSERT INTO write_marks(writer, mark) VALUES (%s, %s)"
                     " ON CONFLICT (writer) DO UPDATE SET mark = excluded.mark, at = now())"
                     " SELECT txid_current(), pid, backend_start FROM pg_stat_activity"
                     " WHERE pid = pg_backend_pid()",
                     (self._writer, self._mark),
                 ).fetchone()
-                backend = (pid_start[0], pid_start[1])
+                backend = (pid, since)
                 result = work()
                 committing = True
                 conn.execute("COMMIT")
@@ -375,15 +375,11 @@ class PostgresConn:
                     ).fetchone())  # fmt: skip
                     break
             except (StateUnavailable, psycopg.OperationalError) as exc:
-                if self._closed:
-                    raise StateUnavailable(
-                        f"closed before PostgreSQL at {self.where} said whether transaction "
-                        f"{txid} committed"
-                    ) from exc
-                logger.warning("PostgreSQL at %s: cannot yet tell whether transaction %s "
-                               "committed (%s); asking again", self.where, txid,
-                               first_line(exc))  # fmt: skip
-                time.sleep(1.0)
+                if not self._closed:  # closed: the loop's first line says so
+                    logger.warning("PostgreSQL at %s: cannot yet tell whether transaction %s "
+                                   "committed (%s); asking again", self.where, txid,
+                                   first_line(exc))  # fmt: skip
+                    time.sleep(1.0)
                 continue
             if not terminated and time.monotonic() - started > self.TERMINATE_AFTER_SECS:
                 terminated = True

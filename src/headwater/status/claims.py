@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from headwater.config.workspace import StateConfig
-from headwater.state.migrations import migrate
+from headwater.state import postgres
 from headwater.state.sql import PostgresConn, first_line, where_of
 from headwater.status.alerts import Outgoing
 from headwater.status.notifiers import AlertKind
@@ -38,26 +38,21 @@ _OPPOSITE = {AlertKind.OPENED: AlertKind.RESOLVED, AlertKind.RESOLVED: AlertKind
 
 
 class AlertClaims:
-    """One node's claims (thread-safe only as one caller at a time: the status service
-    calls it from one thread)."""
+    """One node's claims (thread-safe: one lock, since the monitor and each watched
+    service claim from threads of their own)."""
 
     def __init__(self, state: StateConfig, node: str | None = None,
                  now_ms: Callable[[], int] | None = None) -> None:  # fmt: skip
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
         self._conn: PostgresConn | None = None
-        self._lock = threading.Lock()  # the monitor's and each watch's alerts, on threads
+        self._lock = threading.Lock()
         self._state = state
         self.where = where_of(state.dsn or "", state.schema_name)
 
     def _db(self) -> PostgresConn:
         if self._conn is None:
-            state = self._state
-            assert state.dsn is not None
-            self._conn = PostgresConn(state.dsn, state.schema_name,
-                                      password_env=state.password_env,
-                                      reconnect_secs=CLAIM_WAIT_SECS,
-                                      on_connect=migrate)  # fmt: skip
+            self._conn = postgres.connect(self._state, reconnect_secs=CLAIM_WAIT_SECS)
         return self._conn
 
     def claim(self, component: str, kind: AlertKind, renotify_secs: float = 0.0) -> bool:

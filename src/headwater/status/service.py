@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from headwater.config.workspace import DestinationConfig, SourceConfig, WatchTarget, Workspace
 from headwater.delivery.view import DeliveryView
 from headwater.log.base import EventLog
+from headwater.state import postgres
 from headwater.status import page, statuspage, watch
 from headwater.status.alerts import AlertSender, Dispatcher, Outgoing
 from headwater.status.canary import (
@@ -84,7 +85,7 @@ class StatusService:
         self._watch_client: httpx.AsyncClient | None = None
         # with shared state every gateway alerts; a claim in PostgreSQL makes it once
         state = workspace.state
-        self.claims = AlertClaims(state) if state.backend == "postgres" else None
+        self.claims = AlertClaims(state) if postgres.uses_postgres(state) else None
         config = workspace.status
         self.canary_state = CanaryState(
             enabled=config.canary_enabled,

@@ -88,6 +88,10 @@ class SpaceReader:
             self._store = open_profile_store(self._data_dir, self.space.name, self._state)
         return self._store
 
+    def interrupt(self) -> None:
+        if self._store is not None:
+            self._store.interrupt()
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -134,8 +138,7 @@ class Profiles:
 
     async def close(self) -> None:
         for reader in self.readers.values():
-            if reader._store is not None:
-                reader._store.interrupt()  # a read waiting for PostgreSQL gives up now
+            reader.interrupt()  # a read waiting for PostgreSQL gives up now
         for reader in self.readers.values():
             await self.run(reader.close)
         self._executor.shutdown(wait=True)

@@ -42,6 +42,7 @@ import orjson
 import psycopg
 
 from headwater.sqlite_files import open_store
+from headwater.state import postgres
 from headwater.state.sql import SCHEMA_LOCK_KEY, PostgresConn
 from headwater.unify.identifiers import Identifier
 
@@ -313,15 +314,16 @@ class SqliteProfileStore:
     def interrupt(self) -> None:
         """Make a call waiting for the store give up (nothing waits on a file)."""
 
+    # the savepoint of one event (SQLite and PostgreSQL both read these statements)
     def savepoint(self) -> None:
         self._db.execute("SAVEPOINT event")
 
     def rollback_to_savepoint(self) -> None:
-        self._db.execute("ROLLBACK TO event")
-        self._db.execute("RELEASE event")
+        self._db.execute("ROLLBACK TO SAVEPOINT event")
+        self._db.execute("RELEASE SAVEPOINT event")
 
     def release_savepoint(self) -> None:
-        self._db.execute("RELEASE event")
+        self._db.execute("RELEASE SAVEPOINT event")
 
     def derive_audience_traits(self) -> None:
         """Drop the audience traits that stores written before 2026-12-07 kept in ``traits``
@@ -880,10 +882,6 @@ class _PgDb:
     def __init__(self, conn: PostgresConn) -> None:
         self.conn = conn
 
-    @property
-    def in_transaction(self) -> bool:
-        return self.conn._in_transaction
-
     def execute(self, query: str, args: Sequence[Any] = ()) -> Any:
         return self.conn.execute(query, args)
 
@@ -891,9 +889,6 @@ class _PgDb:
         listed = list(rows)
         if listed:
             self.conn.executemany(query, listed)
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class PostgresProfileStore(SqliteProfileStore):
@@ -913,16 +908,13 @@ class PostgresProfileStore(SqliteProfileStore):
     _TRUE = "'true'::bytea"
 
     def __init__(self, state: StateConfig, space: str, *, writer: bool = False) -> None:
-        assert state.dsn is not None
         self.writer = writer  # the consumer's: its transactions need the writer's lock
         self.path = None  # type: ignore[assignment]
         self.schema = pg_schema_of(state, space)
         self._lock_key = int.from_bytes(hashlib.blake2b(self.schema.encode(), digest_size=8)
                                         .digest(), "big", signed=True)  # fmt: skip
         self._locked_on: object = None  # the connection whose session holds the lock
-        self.conn = PostgresConn(state.dsn, self.schema, password_env=state.password_env,
-                                 reconnect_secs=state.reconnect_secs,
-                                 on_connect=self._prepare)  # fmt: skip
+        self.conn = postgres.connect(state, schema=self.schema, on_connect=self._prepare)
         self._db = _PgDb(self.conn)
 
     @staticmethod
@@ -972,16 +964,6 @@ class PostgresProfileStore(SqliteProfileStore):
     def rollback(self) -> None:
         self.conn.rollback()
 
-    def savepoint(self) -> None:
-        self._db.execute("SAVEPOINT event")
-
-    def rollback_to_savepoint(self) -> None:
-        self._db.execute("ROLLBACK TO SAVEPOINT event")
-        self._db.execute("RELEASE SAVEPOINT event")
-
-    def release_savepoint(self) -> None:
-        self._db.execute("RELEASE SAVEPOINT event")
-
     def interrupt(self) -> None:
         self.conn.interrupt()
 
@@ -993,13 +975,13 @@ def open_profile_store(data_dir: Path, space: str, state: StateConfig | None, *,
                        writer: bool = False) -> SqliteProfileStore:  # fmt: skip
     """A space's store: its file in the data directory, or its schema in PostgreSQL (for
     its one ``writer``, the consumer, or a reader)."""
-    if state is not None and state.backend == "postgres":
+    if postgres.uses_postgres(state):
         return PostgresProfileStore(state, space, writer=writer)
     return SqliteProfileStore(store_path(data_dir, space))
 
 
 def profile_store_exists(data_dir: Path, space: str, state: StateConfig | None) -> bool:
     """Whether a reader will find the store (a file is made by its writer only)."""
-    if state is not None and state.backend == "postgres":
+    if postgres.uses_postgres(state):
         return True
     return store_path(data_dir, space).exists()
