@@ -127,7 +127,7 @@ class Headwater:
         self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR, state=workspace.state)
         self.admin: ProcessorAdmin | None = None
         # warehouse syncs run beside delivery (the worker process, or inline here); the
-        # gateway only reads their state file
+        # gateway only reads their state (the cluster's, with shared state)
         self.warehouses = WarehouseView(workspace, data_dir, lambda: self.log)
         self._loaders: Warehouses | None = None
         self.observer.stages.append(self.warehouses.trace_stages)
@@ -237,7 +237,7 @@ class Headwater:
             engine = DeliveryEngine(self.running, log, delivery_dir)
             self._engine = engine
             await engine.start()
-            self._loaders = Warehouses(self.workspace, log, self.data_dir)
+            self._loaders = Warehouses(self.workspace, log, self.data_dir, engine.node)
             self._loaders.start()
             self.unify = Unify(
                 self.workspace.spaces, log, self.data_dir, self._now_ms, self.workspace.state

@@ -50,8 +50,8 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
     await log.open()
     engine = DeliveryEngine(running, log, data_dir / DELIVERY_DIR)
     control = ControlServer(engine, control_socket(data_dir))
-    warehouses = Warehouses(workspace, log, data_dir)  # syncs beside delivery, never on the
-    # gateway's loop (docs/warehouses.md)
+    # syncs beside delivery, never on the gateway's loop (docs/warehouses.md)
+    warehouses = Warehouses(workspace, log, data_dir, engine.node)
     # identity processing, beside delivery
     unify = Unify(workspace.spaces, log, data_dir, state=workspace.state)
     loop = asyncio.get_running_loop()

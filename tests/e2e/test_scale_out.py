@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -93,7 +94,8 @@ def test_dev_cluster_runs_the_servers_and_two_gateways_and_two_workers_on_them(
 ) -> None:
     """``headwater dev cluster --config``: NATS ×3, PostgreSQL and four Headwater nodes, each
     with a data directory of its own; events sent to either gateway are delivered once, the
-    status page of either lists the four nodes, and SIGTERM stops everything."""
+    status page of either lists the four nodes, a warehouse sync asked of one gateway is run
+    by a worker and shown by the other, and SIGTERM stops everything."""
     require_nats_server()  # and PostgreSQL: the session's fixture fails in CI without it
     # NATS clients on port..port+2, routes on +100, monitoring on +200; gateways on 2 more
     port = free_port_block(*(base + i for base in (0, 100, 200) for i in range(3)))
@@ -106,6 +108,7 @@ def test_dev_cluster_runs_the_servers_and_two_gateways_and_two_workers_on_them(
         workspace.write_text(
             "name: dev\nsources:\n  - {name: website, write_key: wk_dev_1}\n"
             "log: {durability: fsync, retention_max_age_secs: 1d}\n"
+            "warehouses:\n  - {name: analytics, sources: [website], sync_interval: 1h}\n"
             + webhook_yaml(fake.url, concurrency=2)
         )
         command = [sys.executable, "-m", "headwater.cli", "dev", "cluster", "--port", str(port),
@@ -133,6 +136,12 @@ def test_dev_cluster_runs_the_servers_and_two_gateways_and_two_workers_on_them(
             made = yaml.safe_load((stores / "workspace.yaml").read_text())
             assert made["log"] == {"backend": "jetstream", "servers": log.servers, "replicas": 3,
                                    "retention_max_age_secs": "1d"}  # fmt: skip
+            # the DuckDB file is one for the workers, who take turns loading it
+            assert made["warehouses"][0]["path"] == str(stores.resolve() / "warehouses"
+                                                        / "analytics.duckdb")  # fmt: skip
+            token = re.search(r"Admin token \(API and console of every gateway\): (\S+)", text)
+            assert token is not None, text
+            admin = {"authorization": f"Bearer {token[1]}"}
 
             ids = [str(uuid.uuid4()) for _ in range(400)]
             for i, url in enumerate((f"http://127.0.0.1:{http_port}",
@@ -144,6 +153,21 @@ def test_dev_cluster_runs_the_servers_and_two_gateways_and_two_workers_on_them(
                 assert answer.status_code == 200, answer.text
             fake.wait_for(lambda f: set(ids) <= set(delivered_ids(f)), timeout=120)
             assert max(delivered_ids(fake)[i] for i in ids) == 1
+
+            first, second = (f"http://127.0.0.1:{http_port + i}/api/v1/warehouses/analytics"
+                             for i in (0, 1))  # fmt: skip
+            asked = httpx.post(f"{first}/sync", headers=admin, timeout=10)
+            assert asked.status_code == 200, asked.text
+            request = asked.json()["request"]
+            deadline = time.monotonic() + 120
+            while not httpx.get(f"{second}/requests/{request}", headers=admin,
+                                timeout=10).json()["done"]:  # fmt: skip
+                assert time.monotonic() < deadline, httpx.get(second, headers=admin).text
+                time.sleep(0.5)
+            doc = httpx.get(second, headers=admin, timeout=10).json()
+            assert doc["lastSync"]["status"] == "success", doc
+            assert ":worker:" in doc["lastSync"]["node"], doc  # a worker node's, not its own
+            assert doc["rowsPerTable"]["website.tracks"] == 400
 
             deadline = time.monotonic() + 60
             while True:  # the status page of a gateway lists every node

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from headwater.config.workspace import Workspace, parse_workspace
+from headwater.config.workspace import StateConfig, Workspace, parse_workspace
 from headwater.log.memory import MemoryLog
 from headwater.warehouses.loader import Loader, duckdb_path
 from headwater.warehouses.view import WarehouseView
@@ -23,11 +23,12 @@ from tests.warehouses.helpers import Target, append, event, memory_log, warehous
 WAIT_SECS = 60
 
 
-def workspace(*warehouses: dict[str, Any]) -> Workspace:
+def workspace(*warehouses: dict[str, Any], state: StateConfig | None = None) -> Workspace:
     return parse_workspace({
         "sources": [{"name": "website", "write_key": "wk_website_1"},
                     {"name": "backend", "write_key": "wk_backend_2"}],
         "warehouses": list(warehouses),
+        **({} if state is None else {"state": state.model_dump(by_alias=True)}),
     })  # fmt: skip
 
 
@@ -36,15 +37,23 @@ def duckdb_warehouse(**options: Any) -> dict[str, Any]:
 
 
 def view_and_loader(ws: Workspace, log: MemoryLog, data_dir: Path) -> tuple[WarehouseView, Loader]:
-    return WarehouseView(ws, data_dir, lambda: log), Loader(ws.warehouses[0], log, data_dir)
+    """A gateway's view and a worker's loader; with shared state each in a data directory of
+    its own (two nodes: what the view shows is the cluster's, not its own file's)."""
+    shared = ws.state.backend == "postgres"
+    loader = Loader(ws.warehouses[0], log, data_dir / "worker" if shared else data_dir,
+                    state=ws.state, node="worker-1")  # fmt: skip
+    return WarehouseView(ws, data_dir / "gateway" if shared else data_dir, lambda: log), loader
 
 
 async def stored(log: MemoryLog, offset: int) -> Any:
     return (await log.read(offset - 1, 1))[0]
 
 
-async def test_the_trace_says_which_sync_and_tables_an_event_landed_in(tmp_path: Path) -> None:
-    ws = workspace(duckdb_warehouse(exclude_events=["Heartbeat"]))
+async def test_the_trace_says_which_sync_and_tables_an_event_landed_in(
+    tmp_path: Path, state_backend: StateConfig | None
+) -> None:
+    ws = workspace(duckdb_warehouse(exclude_events=["Heartbeat"], path=str(tmp_path / "a.duckdb")),
+                   state=state_backend)  # fmt: skip
     log = memory_log()
     view, loader = view_and_loader(ws, log, tmp_path)
     await append(log, [event("track", event="Order Completed", properties={"total": 1}),
@@ -68,6 +77,7 @@ async def test_the_trace_says_which_sync_and_tables_an_event_landed_in(tmp_path:
     assert conflict["discarded"] == ["total"]
     assert "total went to website._discards" in conflict["detail"]
     view.close()
+    loader.state.close()
 
 
 async def test_diagnose_names_a_failing_sync_with_its_fix_and_the_waiting_events(
@@ -95,8 +105,10 @@ async def test_diagnose_names_a_failing_sync_with_its_fix_and_the_waiting_events
     view.close()
 
 
-async def test_discards_are_a_warning_with_the_query_to_see_them(tmp_path: Path) -> None:
-    ws = workspace(duckdb_warehouse())
+async def test_discards_are_a_warning_with_the_query_to_see_them(
+    tmp_path: Path, state_backend: StateConfig | None
+) -> None:
+    ws = workspace(duckdb_warehouse(path=str(tmp_path / "a.duckdb")), state=state_backend)
     log = memory_log()
     view, loader = view_and_loader(ws, log, tmp_path)
     await append(log, [event("track", event="A", properties={"n": 1}),
@@ -106,6 +118,7 @@ async def test_discards_are_a_warning_with_the_query_to_see_them(tmp_path: Path)
     assert finding.severity == "warning" and finding.events == 1
     assert "FROM website._discards" in finding.fix
     view.close()
+    loader.state.close()
 
 
 async def test_metrics_show_rows_lag_and_a_failing_sync(tmp_path: Path) -> None:

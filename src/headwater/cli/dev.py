@@ -192,7 +192,8 @@ class LocalNodes:
 
     def _workspace(self, config: Path, log: dict[str, Any], state: dict[str, Any]) -> Path:
         """``config`` with its log and state on the cluster, every source's write key set
-        (generated once, kept in --dir) and function files made absolute."""
+        (generated once, kept in --dir), function files made absolute and DuckDB warehouses
+        one file in --dir, which the worker nodes take turns loading."""
         original = load_workspace(config)  # its own faults first, with its own file's name
         data = yaml.safe_load(config.read_text(encoding="utf-8"))
         # the age limit carries over; a byte limit the local servers might not reserve
@@ -203,6 +204,11 @@ class LocalNodes:
         for function in data.get("functions") or []:
             if isinstance(function, dict) and "file" in function:
                 function["file"] = str((config.parent / function["file"]).resolve())
+        for warehouse in data.get("warehouses") or []:
+            if isinstance(warehouse, dict) and warehouse.get("type", "duckdb") == "duckdb":
+                path = Path(warehouse.get("path") or f"warehouses/{warehouse['name']}.duckdb")
+                warehouse["path"] = str(path if path.is_absolute()
+                                        else (self.directory / path).resolve())  # fmt: skip
         keyed, _ = assign_write_keys(original, self.directory)
         keys = {s.name: s.write_key for s in keyed.sources}
         for source in data.get("sources") or []:

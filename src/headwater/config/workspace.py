@@ -272,9 +272,10 @@ class DestinationConfig(_Model):
 class StateConfig(_Model):
     """Where Headwater keeps its state beside the log: SQLite files in the data directory (the
     default) or a schema in a PostgreSQL database that every node shares (docs/scale-out.md).
-    Today the delivery store (positions, retries, ledger, dead letters, replays), the ingest
-    flow counts and the protocols store move to PostgreSQL; the others stay in the data
-    directory."""
+    The delivery store (positions, retries, ledger, dead letters, replays), the ingest flow
+    counts, the protocols store, tokens, the audit trail, profiles and the warehouse sync
+    history move to PostgreSQL; the status page's incidents, maintenance and uptime stay in
+    each node's data directory."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
 
@@ -555,7 +556,7 @@ class Workspace(_Model):
         _check_destinations(self.destinations, names)
         check_tracking_plans(self.tracking_plans, names)
         _check_transformations(self.transformations, names, {d.name for d in self.destinations})
-        _check_warehouses(self.warehouses, names)
+        _check_warehouses(self.warehouses, names, shared=self.state.backend == "postgres")
         _check_spaces(self.spaces, names, {d.name for d in self.destinations},
                       self.tracking_plans)  # fmt: skip
         named = (("sources", [s.name for s in self.sources]),
@@ -586,12 +587,23 @@ class Workspace(_Model):
         return next((w for w in self.warehouses if w.name == name), None)
 
 
-def _check_warehouses(warehouses: list[WarehouseConfig], sources: set[str]) -> None:
+def _check_warehouses(warehouses: list[WarehouseConfig], sources: set[str], *,
+                      shared: bool) -> None:  # fmt: skip
+    """Names unique, sources known; with shared state (the worker nodes take turns loading
+    each warehouse) a DuckDB file named by an absolute path, the same for every node."""
     seen: set[str] = set()
     for i, warehouse in enumerate(warehouses):
         if warehouse.name in seen:
             raise ValueError(f"warehouses[{i}].name: {warehouse.name!r} is used by two warehouses")
         seen.add(warehouse.name)
+        if shared and warehouse.type == "duckdb" and not Path(warehouse.path or "").is_absolute():
+            raise ValueError(
+                f"warehouses[{i}].path: with state on PostgreSQL the worker nodes take turns "
+                f"loading {warehouse.name!r}, so they must all open one DuckDB file, and a "
+                "path relative to each node's data directory is a file per node: give an "
+                "absolute path on storage every worker sees (one machine, or a shared "
+                "volume), or make it a postgres warehouse (docs/scale-out.md)"
+            )
         for j, source in enumerate(warehouse.sources):
             check_known(f"warehouses[{i}].sources[{j}]", "source", source, sources)
 

@@ -3,7 +3,9 @@
 Every ``sync_interval`` (or within a second of ``headwater warehouse sync``), a sync:
 
 1. takes the warehouse's lock file (``<data-dir>/warehouses/<name>.lock``), so two
-   Headwater processes never sync one warehouse at once;
+   Headwater processes never sync one warehouse at once — and with shared state the
+   warehouse's turn first (:class:`~headwater.warehouses.state.WarehouseState`), so one
+   worker node of the cluster syncs it at a time, once per interval for the cluster;
 2. opens the warehouse and reads its committed position (``_headwater.sync_state``);
 3. reads the log after it in batches of ``batch_events``, shapes the events of the
    warehouse's sources into Segment's tables (:mod:`headwater.warehouses.schema`) and
@@ -31,7 +33,7 @@ from typing import IO
 
 import orjson
 
-from headwater.config.workspace import WarehouseConfig, Workspace
+from headwater.config.workspace import StateConfig, WarehouseConfig, Workspace
 from headwater.log.base import EventLog, StoredRecord
 from headwater.warehouses.base import StalePosition, Warehouse, WarehouseError, classify
 from headwater.warehouses.batch import TablePlan, plan_table
@@ -45,7 +47,7 @@ from headwater.warehouses.schema import (
     Shaper,
     iter_discard_rows,
 )
-from headwater.warehouses.state import SyncRecord, WarehouseState
+from headwater.warehouses.state import Request, SyncRecord, WarehouseState, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +82,15 @@ class Loader:
         data_dir: Path,
         batch_events: int = BATCH_EVENTS,
         opener: Callable[[WarehouseConfig, Path], Warehouse] = open_warehouse,
+        state: StateConfig | None = None,
+        node: str | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.log = log
         self.data_dir = data_dir
         self.batch_events = batch_events
-        self.state = WarehouseState(data_dir)
+        self.state = WarehouseState(data_dir, state, node)
         self.shaper = Shaper(config.sources, config.tables, config.exclude_events)
         self._schemas = {s: schema_name(s) for s in config.sources}
         self._opener = opener
@@ -99,23 +103,52 @@ class Loader:
         next_sync = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
-            requests = []
-            try:  # a request taken is carried out below even if a rewind fails
-                requests = await asyncio.to_thread(self.state.take_requests, self.name)
-                for request in requests:
-                    if request.kind == "backfill" and request.since_ms is not None:
-                        await self.rewind(request.since_ms)
-            except Exception:  # the state file busy or broken: say so, poll again
-                logger.exception("warehouse %s: cannot carry out the sync requests", self.name)
-            if requests or loop.time() >= next_sync:
+            turn = None
+            try:
+                turn = await asyncio.to_thread(self._turn, loop.time() >= next_sync)
+            except Exception:  # the state file busy or broken, PostgreSQL away: say so, poll again
+                logger.exception("warehouse %s: cannot read the sync requests", self.name)
+            if turn is not None:
                 try:
-                    await self.sync()
-                except Exception:  # a bug must not end the loop; the next sync retries
-                    logger.exception("warehouse %s: sync failed", self.name)
+                    await self._take_turn(turn)
+                finally:
+                    with contextlib.suppress(Exception):  # a lost session holds no lock
+                        await asyncio.to_thread(self.state.end_turn, self.name)
                 next_sync = loop.time() + self.config.sync_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REQUEST_POLL_SECS)
         await asyncio.to_thread(self.state.close)
+
+    def _turn(self, due: bool) -> list[Request] | None:
+        """On a thread: the requests to carry out and a sync to run now, or None when there
+        is nothing to do here. With shared state that also needs this node's turn (another
+        node may be syncing), and a sync any node started within the interval makes the
+        warehouse not due."""
+        state = self.state
+        if not state.shared:
+            requests = state.take_requests(self.name)
+            return requests if requests or due else None
+        waiting = state.waiting(self.name)
+        if not (waiting or due) or not state.try_turn(self.name):
+            return None
+        recent = state.recent_start_ms(self.name)
+        interval_ms = self.config.sync_interval * 1000
+        if not waiting and recent is not None and now_ms() - recent < interval_ms:
+            state.end_turn(self.name)
+            return None
+        return state.take_requests(self.name)
+
+    async def _take_turn(self, requests: list[Request]) -> None:
+        try:  # a request taken is carried out below even if a rewind fails
+            for request in requests:
+                if request.kind == "backfill" and request.since_ms is not None:
+                    await self.rewind(request.since_ms)
+        except Exception:
+            logger.exception("warehouse %s: cannot carry out the sync requests", self.name)
+        try:
+            await self.sync()
+        except Exception:  # a bug must not end the loop; the next sync retries
+            logger.exception("warehouse %s: sync failed", self.name)
 
     async def sync(self) -> SyncRecord:
         """One sync (see the module docstring); its record, also when it failed."""
@@ -293,10 +326,13 @@ class Loader:
 
 
 class Warehouses:
-    """Every enabled warehouse's loop, as tasks of the process that runs delivery."""
+    """Every enabled warehouse's loop, as tasks of the process that runs delivery (``node``:
+    that process, named in the syncs it runs when state is shared)."""
 
-    def __init__(self, workspace: Workspace, log: EventLog, data_dir: Path) -> None:
-        self.loaders = [Loader(w, log, data_dir) for w in workspace.warehouses if w.enabled]
+    def __init__(self, workspace: Workspace, log: EventLog, data_dir: Path,
+                 node: str | None = None) -> None:  # fmt: skip
+        self.loaders = [Loader(w, log, data_dir, state=workspace.state, node=node)
+                        for w in workspace.warehouses if w.enabled]  # fmt: skip
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -307,6 +343,8 @@ class Warehouses:
 
     async def stop(self) -> None:
         self._stop.set()
+        for loader in self.loaders:  # a call waiting for PostgreSQL gives up now
+            loader.state.interrupt()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

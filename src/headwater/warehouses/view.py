@@ -66,7 +66,7 @@ class WarehouseView:
         self.workspace = workspace
         self.data_dir = data_dir
         self._log = log
-        self.state = WarehouseState(data_dir)
+        self.state = WarehouseState(data_dir, workspace.state)
         self.snapshot: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
 
