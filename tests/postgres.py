@@ -59,6 +59,15 @@ def state_config(server: Postgres, schema: str | None = None) -> StateConfig:
                                        "reconnect_secs": 60})  # fmt: skip
 
 
+def workspace_with_state(path: Path, state: StateConfig, sources: str) -> Path:
+    """A workspace file at ``path``: ``sources`` (YAML, e.g. ``[{name: website, write_key:
+    wk_website_1}]``) and ``state``, for the commands that read ``--config``."""
+    path.write_text(f"sources: {sources}\n"
+                    f"state: {{backend: postgres, dsn: '{state.dsn}', "
+                    f"schema: {state.schema_name}}}\n")  # fmt: skip
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def state_backend(request: pytest.FixtureRequest) -> StateConfig | None:
     """Each state store test twice: on SQLite (``None``: the data directory) and PostgreSQL."""

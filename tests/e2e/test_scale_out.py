@@ -179,8 +179,20 @@ def test_dev_cluster_runs_the_servers_and_two_gateways_and_two_workers_on_them(
                     break
                 assert time.monotonic() < deadline, doc
                 time.sleep(0.5)
+            # one status for the cluster: both gateways' pages show the same incidents
+            deadline = time.monotonic() + 60
+            while True:
+                pages = [httpx.get(f"http://127.0.0.1:{http_port + i}/api/v2/incidents.json",
+                                   timeout=10).json()["incidents"] for i in (0, 1)]  # fmt: skip
+                if pages[0] == pages[1]:
+                    break
+                assert time.monotonic() < deadline, pages
+                time.sleep(0.5)
             assert state.dsn is not None
             with psycopg.connect(state.dsn, autocommit=True) as conn:
+                writers = conn.execute("SELECT count(DISTINCT node) FROM"
+                                       " headwater.status_observations").fetchone()  # fmt: skip
+                assert writers == (2,)  # each gateway observes; one of them records
                 roles = conn.execute("SELECT role, count(*) FROM headwater.nodes GROUP BY role"
                                      " ORDER BY role").fetchall()  # fmt: skip
             assert roles == [("gateway", 2), ("worker", 2)]

@@ -18,7 +18,7 @@ from headwater.config.workspace import StateConfig
 from headwater.state import tokens as tokens_module
 from headwater.state.sql import StateUnavailable
 from headwater.state.tokens import TokenError, TokenStore
-from tests.postgres import Postgres, cluster, state_config
+from tests.postgres import Postgres, cluster, state_config, workspace_with_state
 
 runner = CliRunner()
 
@@ -116,11 +116,8 @@ def test_the_cli_makes_and_revokes_tokens_in_postgres_when_the_workspace_says_so
     tmp_path: Path, own: Postgres
 ) -> None:
     state = state_config(own)
-    config = tmp_path / "workspace.yaml"
-    config.write_text(
-        "sources:\n  - {name: website, write_key: wk_abcdefgh}\n"
-        f"state: {{backend: postgres, dsn: '{state.dsn}', schema: {state.schema_name}}}\n"
-    )
+    config = workspace_with_state(tmp_path / "workspace.yaml", state,
+                                  "[{name: website, write_key: wk_abcdefgh}]")  # fmt: skip
     args = ["--data-dir", str(tmp_path / "data"), "--config", str(config)]
     made = runner.invoke(cli, ["tokens", "create", "--name", "agency", "--role", "source_admin",
                                "--source", "website", *args])  # fmt: skip

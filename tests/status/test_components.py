@@ -12,7 +12,7 @@ import pytest
 
 from headwater.app import Headwater
 from headwater.config import parse_workspace
-from headwater.config.workspace import StatusConfig
+from headwater.config.workspace import StateConfig, StatusConfig
 from headwater.errors import ConfigError
 from headwater.log.base import Replica
 from headwater.status.model import (
@@ -120,8 +120,10 @@ def test_a_stream_copy_its_leader_has_not_heard_from_degrades_ingestion() -> Non
         Status.MAJOR)  # fmt: skip
 
 
-def test_incidents_open_update_resolve_and_maintenance(tmp_path: Path) -> None:
-    store = StatusStore(tmp_path)
+def test_incidents_open_update_resolve_and_maintenance(
+    tmp_path: Path, state_backend: StateConfig | None
+) -> None:
+    store = StatusStore(tmp_path, state_backend)
 
     def check(at: int, **kw: Any) -> list[str]:
         signals = Signals(NOW + at, None, 1.0, kw.get("destinations", [destination()]), None)
@@ -148,6 +150,8 @@ def test_incidents_open_update_resolve_and_maintenance(tmp_path: Path) -> None:
     assert store.component_rows()["destination:hook"]["status"] == "under_maintenance"
     uptime = store.uptime("destination:hook", (NOW // 86_400_000) - 1)
     assert sum(uptime[NOW // 86_400_000].values()) == pytest.approx(12.0)
+    assert store.end_maintenance(store.maintenances()[0].id, NOW + 11_000)
+    assert store.maintenances()[0].ends_ms == NOW + 11_000
     store.close()
 
 

@@ -14,18 +14,24 @@ import typer
 from rich.table import Table
 
 from headwater.cli.common import (
+    DEFAULT_CONFIG,
     DEFAULT_DATA_DIR,
+    ConfigOption,
     DataDirOption,
     fail,
     out,
     parse_when,
     record_change,
     refuse,
+    state_of,
 )
 from headwater.config.units import parse_seconds
 from headwater.config.workspace import WatchTarget, load_workspace
 from headwater.delivery.http import HttpClient
 from headwater.errors import ConfigError
+from headwater.state import postgres
+from headwater.state.migrations import MigrationError
+from headwater.state.sql import StateUnavailable
 from headwater.status import watch as watch_module
 from headwater.status.alerts import AlertSender, Dispatcher
 from headwater.status.config import AlertsConfig
@@ -84,10 +90,16 @@ def status(
         raise typer.Exit(1)  # for scripts: something (Headwater or a destination) is failing
 
 
-def _store(data_dir: Path) -> StatusStore:
-    if not data_dir.exists():
+def _store(data_dir: Path, config: Path) -> StatusStore:
+    """The status store where the workspace at ``config`` keeps it: the data directory's
+    file, or the cluster's on PostgreSQL (``state: {backend: postgres}``)."""
+    state = state_of(config)
+    if not postgres.uses_postgres(state) and not data_dir.exists():
         raise refuse(f"no data directory at {data_dir}; check --data-dir")
-    return StatusStore(data_dir / STATUS_DIR)
+    try:
+        return StatusStore(data_dir / STATUS_DIR, state)
+    except (StateUnavailable, MigrationError) as exc:
+        raise refuse(str(exc)) from None
 
 
 @maintenance_app.command("add")
@@ -99,6 +111,7 @@ def maintenance_add(
     duration: Annotated[str, typer.Option("--for", help="How long: 30m, 2h.")] = "1h",
     start: Annotated[str, typer.Option(help="When it starts (default now).")] = "now",
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Declare a maintenance window."""
     try:
@@ -107,11 +120,11 @@ def maintenance_add(
         raise typer.BadParameter(str(exc), param_hint="--for") from None
     starts = parse_when(start)
     assert isinstance(secs, int)  # parse_seconds returns int for strings
-    with closing(_store(data_dir)) as store:
+    with closing(_store(data_dir, config)) as store:
         mid = store.add_maintenance(name, components, starts, starts + secs * 1000)
     record_change(data_dir, "create", f"maintenance/mnt-{mid}",
                   {"name": name, "components": components, "starts_ms": starts,
-                   "ends_ms": starts + secs * 1000})  # fmt: skip
+                   "ends_ms": starts + secs * 1000}, state_of(config))  # fmt: skip
     out.print(
         f"Maintenance mnt-{mid}: {', '.join(components)} under maintenance from {iso(starts)} "
         f"for {duration}; alerts for them are silent.",
@@ -120,9 +133,11 @@ def maintenance_add(
 
 
 @maintenance_app.command("list")
-def maintenance_list(data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
+def maintenance_list(
+    data_dir: DataDirOption = DEFAULT_DATA_DIR, config: ConfigOption = DEFAULT_CONFIG
+) -> None:
     """List current and upcoming maintenance windows."""
-    with closing(_store(data_dir)) as store:
+    with closing(_store(data_dir, config)) as store:
         windows = store.maintenances(upcoming_after=int(time.time() * 1000))
     if not windows:
         out.print("No current or upcoming maintenance.")
@@ -138,15 +153,16 @@ def maintenance_list(data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
 def maintenance_end(
     maintenance_id: Annotated[str, typer.Argument(help="mnt-N, as `list` shows it.")],
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """End a maintenance window now."""
     raw = maintenance_id.removeprefix("mnt-")
     if not raw.isdigit():
         raise typer.BadParameter(f"{maintenance_id!r}; write it as `list` shows it, e.g. mnt-3")
-    with closing(_store(data_dir)) as store:
+    with closing(_store(data_dir, config)) as store:
         if not store.end_maintenance(int(raw), int(time.time() * 1000)):
             raise fail(f"no maintenance {maintenance_id}", 1)
-    record_change(data_dir, "end", f"maintenance/mnt-{raw}", {})
+    record_change(data_dir, "end", f"maintenance/mnt-{raw}", {}, state_of(config))
     out.print(f"Maintenance {maintenance_id} ended.")
 
 

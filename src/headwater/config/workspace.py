@@ -273,9 +273,9 @@ class StateConfig(_Model):
     """Where Headwater keeps its state beside the log: SQLite files in the data directory (the
     default) or a schema in a PostgreSQL database that every node shares (docs/scale-out.md).
     The delivery store (positions, retries, ledger, dead letters, replays), the ingest flow
-    counts, the protocols store, tokens, the audit trail, profiles and the warehouse sync
-    history move to PostgreSQL; the status page's incidents, maintenance and uptime stay in
-    each node's data directory."""
+    counts, the protocols store, tokens, the audit trail, profiles, the warehouse sync
+    history and the status page's components, incidents, uptime and maintenance move to
+    PostgreSQL; console sessions stay in each node's memory."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
 

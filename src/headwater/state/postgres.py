@@ -59,7 +59,7 @@ def uses_postgres(state: StateConfig | None) -> TypeGuard[StateConfig]:
 
 
 def store_conn(state: StateConfig | None, path: Path, schema: str, *, what: str,
-               version: int, adopt: Adopt | None = None) -> SqlConn:  # fmt: skip
+               version: int | None, adopt: Adopt | None = None) -> SqlConn:  # fmt: skip
     """A small store's connection: PostgreSQL's schema with ``state: {backend: postgres}``
     (its tables come from the migrations), else its SQLite file at ``path``, made with
     ``schema`` (WAL, ``synchronous=FULL``: such stores hold few, precious rows).

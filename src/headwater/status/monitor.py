@@ -3,7 +3,11 @@
 Each check gathers signals from the running process (the log's stats, each delivery
 worker, the canary), evaluates them (:mod:`headwater.status.model`), records the result
 (:mod:`headwater.status.store`: component states, uptime, incidents) and hands what changed
-to the alert dispatcher.
+to the alert dispatcher. Each node records its checks in its own file and alerts from them
+(with shared state a claim makes each alert once for the cluster); with shared state it
+also publishes them, one gateway records the cluster's status from every gateway's checks
+(:meth:`~headwater.status.store.StatusStore.check`), and the status page shows that one
+while PostgreSQL answers.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from headwater.config.workspace import StateConfig, StatusConfig
 from headwater.delivery.view import DeliveryView
 from headwater.log.base import EventLog
 from headwater.state import postgres
+from headwater.state.sql import first_line
 from headwater.status.canary import CANARY_DESTINATION, CanaryState
 from headwater.status.model import (
+    DESTINATIONS,
+    PROCESSES,
     Component,
     ComponentState,
     DestinationSignal,
@@ -32,10 +39,13 @@ from headwater.status.model import (
     components,
     evaluate,
 )
-from headwater.status.store import Change, StatusStore
+from headwater.status.store import Change, Maintenance, StatusStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+FRESH_CHECKS = 3
+"""With shared state, another gateway's observation counts for this many check intervals."""
+GROUPS = {g.id: g for g in (DESTINATIONS, PROCESSES)}
 
 OnChanges = Callable[[list[Change]], Awaitable[None]]
 
@@ -53,6 +63,7 @@ class Monitor:
         state: StateConfig | None = None,
     ) -> None:
         self.config = config
+        self._state_config = state
         self._probe = postgres.Probe(state) if postgres.uses_postgres(state) else None
         self._state_down_since: int | None = None
         self.log = log
@@ -62,10 +73,17 @@ class Monitor:
         self._on_changes = on_changes
         self._processes = processes or list
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headwater-status")
-        self._store: StatusStore | None = None
+        self._store: StatusStore | None = None  # this node's file: its checks, its alerts
+        # with shared state, the cluster's page, on a thread of its own (PostgreSQL may stall)
+        self._shared_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hw-status-pg")
+        self._shared: StatusStore | None = None
+        self.shared_ok = False  # the last call to the cluster's store answered
+        self._windows: list[Maintenance] | None = None  # the cluster's, as last read
+        self._recording: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_check = time.monotonic()
         self.current: list[ComponentState] = []
+        self._others: list[Component] = []  # components only other gateways observe
 
     @property
     def destinations(self) -> list[str]:
@@ -73,11 +91,23 @@ class Monitor:
         return [n for n in self.delivery.workers if n != CANARY_DESTINATION]
 
     def components(self) -> list[Component]:
-        return components(self.destinations, [p.name for p in self._processes()],
-                          shared_state=self._probe is not None)  # fmt: skip
+        """What the status page shows: this node's components and, with shared state, those
+        only other gateways observe (their processes), each group before its members."""
+        own = components(self.destinations, [p.name for p in self._processes()],
+                         shared_state=self._probe is not None)  # fmt: skip
+        ids = {c.id for c in own}
+        for c in self._others:
+            if c.id not in ids:
+                group = GROUPS.get(c.group or "")
+                if group is not None and group.id not in ids:
+                    own.append(group)
+                    ids.add(group.id)
+                own.append(c)
+                ids.add(c.id)
+        return own
 
     async def start(self) -> None:
-        self._store = await self.run_sync(lambda _: StatusStore(self._directory))
+        self._store = await self.run_local(lambda _: StatusStore(self._directory))
         await self.check()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="status:monitor")
 
@@ -86,19 +116,80 @@ class Monitor:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        loop = asyncio.get_running_loop()
+        if self._shared is not None:
+            self._shared.interrupt()  # a recording waiting for PostgreSQL gives up
+        if self._recording is not None:
+            with contextlib.suppress(Exception):
+                await self._recording
         if self._store is not None:
             store, self._store = self._store, None
-            await asyncio.get_running_loop().run_in_executor(self._pool, store.close)
+            await loop.run_in_executor(self._pool, store.close)
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
+            shared.interrupt()
+            await loop.run_in_executor(self._shared_pool, shared.close)
         self._pool.shutdown(wait=True)
+        self._shared_pool.shutdown(wait=True)
 
-    async def run_sync(self, fn: Callable[[StatusStore], T]) -> T:
-        """Run ``fn`` with the store on the monitor's thread."""
+    async def run_local(self, fn: Callable[[StatusStore], T]) -> T:
+        """Run ``fn`` with this node's store on the monitor's thread."""
         store = self._store
 
         def call() -> T:
             return fn(store)  # type: ignore[arg-type]  # None only for the opening call
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def run_sync(self, fn: Callable[[StatusStore], T]) -> T:
+        """Run ``fn`` with the store the status page reads: the cluster's with shared state
+        while it answers, else this node's (so "is it down?" is answered while PostgreSQL is
+        the thing that is down)."""
+        shared = self._shared
+        if shared is not None and self.shared_ok:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._shared_pool, fn,
+                                                                        shared)  # fmt: skip
+            except Exception as exc:
+                self._shared_failed(exc)
+        return await self.run_local(fn)
+
+    def _shared_failed(self, exc: BaseException) -> None:
+        if self.shared_ok:
+            logger.warning("the cluster's status store does not answer (%s); status pages show "
+                           "this node's own checks until it does", first_line(exc))  # fmt: skip
+        self.shared_ok = False
+
+    async def _record_shared(self, states: list[ComponentState], at_ms: int,
+                             elapsed: float) -> None:  # fmt: skip
+        """This check, for the cluster's page (docs/status.md, "Several gateways"): published,
+        and recorded when this node is the writer; the cluster's windows and the components
+        other gateways observe read back."""
+        state = self._state_config
+        if state is None or self._probe is None:
+            return
+        fresh_ms = int(FRESH_CHECKS * self.config.check_interval_secs * 1000)
+
+        def record(shared: StatusStore | None) -> tuple[StatusStore, list[Maintenance],
+                                                        list[Component]]:  # fmt: skip
+            if shared is None:
+                shared = StatusStore(self._directory, state)
+                assert self._store is not None
+                shared.take_windows(self._store)  # the node's own, from before shared state
+            shared.check(states, at_ms, elapsed, fresh_ms)
+            seen = shared.observations(at_ms - fresh_ms)
+            others = list({s.component.id: s.component for _, s in seen}.values())
+            return shared, shared.maintenances(upcoming_after=at_ms), others
+
+        try:
+            self._shared, self._windows, self._others = await asyncio.get_running_loop(
+            ).run_in_executor(self._shared_pool, record, self._shared)  # fmt: skip
+        except Exception as exc:
+            self._shared_failed(exc)
+            return
+        if not self.shared_ok:
+            logger.info("the cluster's status store answers again")
+        self.shared_ok = True
 
     async def _loop(self) -> None:
         while True:
@@ -153,11 +244,19 @@ class Monitor:
         states = evaluate(signals, self.config)
         now = time.monotonic()
         elapsed, self._last_check = now - self._last_check, now
-        changes = await self.run_sync(lambda store: store.apply(states, signals.now_ms, elapsed))
+        windows = self._windows
+        changes = await self.run_local(
+            lambda store: store.apply(states, signals.now_ms, elapsed, windows)
+        )
         self.current = [c.state for c in changes]
         if self._on_changes is not None:
             try:
                 await self._on_changes(changes)
             except Exception:
                 logger.exception("alerting failed")
+        if self._probe is not None and (self._recording is None or self._recording.done()):
+            # beside the checks: a PostgreSQL that does not answer must not slow them
+            self._recording = asyncio.get_running_loop().create_task(
+                self._record_shared(states, signals.now_ms, elapsed), name="status:shared"
+            )
         return self.current

@@ -163,7 +163,7 @@ class StatusService:
 
     async def _open_incident(self, component: str) -> Incident | None:
         assert self.monitor is not None  # called by the monitor
-        found = await self.monitor.run_sync(lambda store: store.incidents(unresolved_only=True))
+        found = await self.monitor.run_local(lambda store: store.incidents(unresolved_only=True))
         return next((i for i in found if i.component == component), None)
 
     async def _watch(self, target: WatchTarget) -> None:
