@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from headwater.api.app import build_api
@@ -37,7 +38,7 @@ from headwater.api.auth import Authenticator
 from headwater.api.permissions import PUBLIC, Principal, declare_routes
 from headwater.config.workspace import Workspace
 from headwater.console.app import Console
-from headwater.console.sessions import COOKIE, Sessions
+from headwater.console.sessions import COOKIE, Sessions, SharedSessions
 from headwater.delivery.engine import DeliveryEngine
 from headwater.delivery.remote import RemoteEngine
 from headwater.delivery.view import DeliveryView
@@ -62,6 +63,7 @@ from headwater.processor.protocols_store import ProtocolsStore
 from headwater.state import postgres
 from headwater.state.admin_token import AdminToken, load_admin_token
 from headwater.state.audit import AuditLog
+from headwater.state.sql import StateUnavailable, first_line
 from headwater.state.tokens import TokenStore
 from headwater.state.workspace_history import record_workspace_load
 from headwater.status.metrics import CONTENT_TYPE, Metrics
@@ -123,7 +125,9 @@ class Headwater:
         self.tokens.follow()  # on PostgreSQL: every node's tokens, in memory
         self.auth = Authenticator(self.token, self.tokens)
         self.audit = AuditLog.open(data_dir, workspace.state)
-        self.sessions = Sessions()
+        # with shared state the cluster's, so a balancer need not keep a user on one node
+        self.sessions = (SharedSessions(workspace.state) if postgres.uses_postgres(workspace.state)
+                         else Sessions())  # fmt: skip
         self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR, state=workspace.state)
         self.admin: ProcessorAdmin | None = None
         # warehouse syncs run beside delivery (the worker process, or inline here); the
@@ -162,6 +166,10 @@ class Headwater:
         self.function_metrics = FunctionMetrics(workspace.functions, data_dir / FUNCTIONS_DIR)
         self.metrics.registry.register(self.function_metrics)
         self._web = Starlette(
+            exception_handlers={
+                StateUnavailable: _state_unavailable,
+                psycopg.OperationalError: _state_unavailable,
+            },
             routes=[
                 # unauthenticated like any exporter's and status page's (docs/access.md)
                 *declare_routes(
@@ -185,7 +193,7 @@ class Headwater:
                     functions_dir=data_dir / FUNCTIONS_DIR,
                     activator=self.activator,
                 ).routes(),
-            ]
+            ],
         )
 
     async def start(self) -> None:
@@ -345,6 +353,7 @@ class Headwater:
         await self.source_functions.close()
         await asyncio.to_thread(self.tokens.close)
         await asyncio.to_thread(self.audit.close)
+        await asyncio.to_thread(self.sessions.close)
         if self.unify is not None:
             await self.unify.stop()
         if self.worker is not None:
@@ -461,7 +470,7 @@ class Headwater:
         """A console session may use the API too (the console's live views do), as the
         token it signed in with; requests that change something must carry its CSRF
         token."""
-        session = self.sessions.get(request.cookies.get(COOKIE))
+        session = await self.sessions.get(request.cookies.get(COOKIE))
         if session is None or not self.auth.active(session.principal):
             return None
         if request.method in UNSAFE_METHODS and not self.sessions.csrf_ok(
@@ -469,6 +478,15 @@ class Headwater:
         ):
             return None
         return session.principal
+
+
+async def _state_unavailable(request: Request, exc: Exception) -> Response:
+    """A console page or status route that needed PostgreSQL while it does not answer (the
+    console's sessions are there with shared state): 503, saying so, never a bare 500."""
+    return PlainTextResponse(f"503 Service Unavailable: {first_line(exc)}. The state store "
+                             "(PostgreSQL) does not answer; the status page (/status) shows "
+                             "since when. Try again once it is back.", 503,
+                             headers={"retry-after": "5"})  # fmt: skip
 
 
 async def _not_ready(send: Send) -> None:

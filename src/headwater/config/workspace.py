@@ -274,8 +274,8 @@ class StateConfig(_Model):
     default) or a schema in a PostgreSQL database that every node shares (docs/scale-out.md).
     The delivery store (positions, retries, ledger, dead letters, replays), the ingest flow
     counts, the protocols store, tokens, the audit trail, profiles, the warehouse sync
-    history and the status page's components, incidents, uptime and maintenance move to
-    PostgreSQL; console sessions stay in each node's memory."""
+    history, the status page's components, incidents, uptime and maintenance, and the
+    console sessions move to PostgreSQL."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
 

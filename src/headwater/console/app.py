@@ -228,11 +228,11 @@ class Console:
         )
         return HTMLResponse(html, status_code=status)
 
-    def _session(self, request: Request) -> Session | None:
+    async def _session(self, request: Request) -> Session | None:
         """The request's session, ended when its token has been revoked since sign-in."""
-        session = self.sessions.get(request.cookies.get(COOKIE))
+        session = await self.sessions.get(request.cookies.get(COOKIE))
         if session is not None and not self.auth.active(session.principal):
-            self.sessions.end(session.id)
+            await self.sessions.end(session.id)
             return None
         return session
 
@@ -254,7 +254,7 @@ class Console:
         role has the page's permission."""
 
         async def endpoint(request: Request) -> Response:
-            session = self._session(request)
+            session = await self._session(request)
             if session is None:
                 here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"{LOGIN}?next={quote(here, safe='')}", 303)
@@ -276,7 +276,7 @@ class Console:
         most ``limit`` bytes and the session's CSRF token (else 403, and nothing is done)."""
 
         async def endpoint(request: Request) -> Response:
-            session = self._session(request)
+            session = await self._session(request)
             if session is None:  # checked before reading the body
                 params = {k: quote(v, safe="") for k, v in request.path_params.items()}
                 here = PREFIX + page.format(**params)
@@ -363,7 +363,7 @@ class Console:
 
     async def _login_form(self, request: Request) -> Response:
         target = safe_next(request.query_params.get("next"))
-        if self._session(request) is not None:
+        if await self._session(request) is not None:
             return RedirectResponse(target, 303)
         notice = "You are signed out." if request.query_params.get("signed_out") else None
         return self._login_page(request, target, notice=notice)
@@ -427,8 +427,8 @@ class Console:
                 error=f"Token {principal.name!r} has the role {principal.role}, which can use "
                 "no page of the console (it is for the Profile API); sign in with another.",
             )  # fmt: skip
-        self.sessions.end(request.cookies.get(COOKIE))  # never reuse an id from before login
-        session = self.sessions.create(principal)
+        await self.sessions.end(request.cookies.get(COOKIE))  # never reuse an id from before login
+        session = await self.sessions.create(principal)
         if target == HOME and not principal.has("sources:read"):
             target = self._first_page(principal)
         response = RedirectResponse(target, 303)
@@ -447,7 +447,7 @@ class Console:
         return HOME
 
     async def _logout(self, request: Request) -> Response:
-        session = self._session(request)
+        session = await self._session(request)
         form = await _read_form(request)
         if form is None:
             return _plain(413, "The form is too large.")
@@ -455,7 +455,7 @@ class Console:
             return RedirectResponse(f"{LOGIN}?signed_out=1", 303)
         if not self.sessions.csrf_ok(session, form.get("csrf_token")):
             return self._csrf_refused(request, session)
-        self.sessions.end(session.id)
+        await self.sessions.end(session.id)
         response = RedirectResponse(f"{LOGIN}?signed_out=1", 303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response

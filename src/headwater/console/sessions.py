@@ -6,27 +6,40 @@ revoked ends at its next request (:meth:`headwater.api.auth.Authenticator.active
 
 A session is a random id in an ``HttpOnly``, ``SameSite=Strict`` cookie (``Secure`` when the
 console is served over HTTPS), known to this process only: restarting the server signs
-everyone out, and signing out forgets the id at once. Each session has its own CSRF token;
-every form carries it and every request that changes something (any method but GET/HEAD)
-must present it — as the ``csrf_token`` form field or the ``X-CSRF-Token`` header — so
-another site cannot act with the user's cookie. Sessions expire after ``ttl_secs`` (12 h)
-and after ``idle_secs`` (2 h) without use. Failed logins are slowed per client address.
+everyone out, and signing out forgets the id at once. With shared state
+(:class:`SharedSessions`) sessions are the cluster's, in PostgreSQL: one made on a gateway
+works on every gateway behind the balancer, and signing out ends it everywhere.
+
+Each session has its own CSRF token; every form carries it and every request that changes
+something (any method but GET/HEAD) must present it — as the ``csrf_token`` form field or
+the ``X-CSRF-Token`` header — so another site cannot act with the user's cookie. Sessions
+expire after ``ttl_secs`` (12 h) and after ``idle_secs`` (2 h) without use. Failed logins
+are slowed per client address.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from headwater.api.permissions import ADMIN, Principal
+from headwater.state import postgres
+
+if TYPE_CHECKING:
+    from headwater.config.workspace import StateConfig
 
 COOKIE = "hw_session"
 TTL_SECS = 12 * 3600
 IDLE_SECS = 2 * 3600
 MAX_SESSIONS = 1000
 LOGIN_FAILURES_PER_MINUTE = 10
+RECONNECT_SECS = 2.0  # a shared session's lookup waits this long for PostgreSQL at most
 
 
 @dataclass(slots=True)
@@ -45,7 +58,7 @@ class Sessions:
         self._sessions: dict[str, Session] = {}
         self._failures: dict[str, list[float]] = {}
 
-    def create(self, principal: Principal = ADMIN) -> Session:
+    async def create(self, principal: Principal = ADMIN) -> Session:
         now = time.monotonic()
         self._expire(now)
         if len(self._sessions) >= MAX_SESSIONS:  # the oldest goes
@@ -55,7 +68,7 @@ class Sessions:
         self._sessions[session.id] = session
         return session
 
-    def get(self, session_id: str | None) -> Session | None:
+    async def get(self, session_id: str | None) -> Session | None:
         if not session_id:
             return None
         session = self._sessions.get(session_id)
@@ -68,9 +81,12 @@ class Sessions:
         session.last_seen = now
         return session
 
-    def end(self, session_id: str | None) -> None:
+    async def end(self, session_id: str | None) -> None:
         if session_id:
             self._sessions.pop(session_id, None)
+
+    def close(self) -> None:
+        """Nothing to close: the sessions are this process's memory."""
 
     @staticmethod
     def csrf_ok(session: Session, presented: str | None) -> bool:
@@ -99,3 +115,76 @@ class Sessions:
         ]
         for session_id in stale:
             del self._sessions[session_id]
+
+
+class SharedSessions(Sessions):
+    """The cluster's sessions, in the shared PostgreSQL schema (``console_sessions``,
+    migration 0011), on one connection used by one thread; times are wall-clock, so that
+    every node judges expiry alike. Failed logins are still slowed per node. While
+    PostgreSQL does not answer, :meth:`get` and the others raise
+    :class:`~headwater.state.sql.StateUnavailable` (the console says so)."""
+
+    def __init__(self, state: StateConfig, ttl_secs: float = TTL_SECS,
+                 idle_secs: float = IDLE_SECS) -> None:  # fmt: skip
+        super().__init__(ttl_secs, idle_secs)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hw-sessions")
+        self._conn = postgres.connect(state, reconnect_secs=min(RECONNECT_SECS,
+                                                                state.reconnect_secs))  # fmt: skip
+
+    async def _run(self, query: str, args: tuple[Any, ...], *, row: bool = False) -> Any:
+        """One statement on the sessions' thread; with ``row``, its first row (or None)."""
+
+        def call() -> Any:
+            cursor = self._conn.execute(query, args)
+            return cursor.fetchone() if row else None
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def create(self, principal: Principal = ADMIN) -> Session:
+        now = time.time()
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(24), now, now, principal)
+        ms = int(now * 1000)
+        expired = (ms - int(self.ttl_secs * 1000), ms - int(self.idle_secs * 1000))
+        await self._run("DELETE FROM console_sessions WHERE created_ms <= ? OR last_seen_ms <= ?",
+                        expired)  # fmt: skip
+        await self._run(
+            "INSERT INTO console_sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (_digest(session.id), session.csrf, principal.name, principal.role,
+             principal.source, ms, ms),
+        )  # fmt: skip
+        await self._run(  # the least recently used beyond MAX_SESSIONS go
+            "DELETE FROM console_sessions WHERE id_hash IN (SELECT id_hash FROM console_sessions"
+            " ORDER BY last_seen_ms DESC OFFSET ?)", (MAX_SESSIONS,),
+        )  # fmt: skip
+        return session
+
+    async def get(self, session_id: str | None) -> Session | None:
+        """The session, if it is live — and its use recorded, in the same statement."""
+        if not session_id:
+            return None
+        ms = int(time.time() * 1000)
+        found = await self._run(
+            "UPDATE console_sessions SET last_seen_ms = ? WHERE id_hash = ? AND created_ms > ?"
+            " AND last_seen_ms > ? RETURNING csrf, token_name, role, source, created_ms",
+            (ms, _digest(session_id), ms - int(self.ttl_secs * 1000),
+             ms - int(self.idle_secs * 1000)), row=True,
+        )  # fmt: skip
+        if found is None:
+            return None
+        csrf, name, role, source, created_ms = found
+        return Session(session_id, csrf, created_ms / 1000, ms / 1000,
+                       Principal(name, role, source))  # fmt: skip
+
+    async def end(self, session_id: str | None) -> None:
+        if session_id:
+            await self._run("DELETE FROM console_sessions WHERE id_hash = ?",
+                            (_digest(session_id),))  # fmt: skip
+
+    def close(self) -> None:
+        self._conn.interrupt()
+        self._pool.shutdown(wait=True)
+        self._conn.close()
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
