@@ -412,9 +412,15 @@ def _connection_lost(exc: psycopg.OperationalError, conn: psycopg.Connection[Any
     """A broken connection (server restarted, network cut), not a query that failed."""
     if conn is None or conn.closed or conn.broken:
         return True
-    state = getattr(exc, "sqlstate", None) or ""
-    # 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now
-    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+    return server_gone(getattr(exc, "sqlstate", None) or "")
+
+
+def server_gone(sqlstate: str) -> bool:
+    """An SQLSTATE that means the session is over, not that the statement was wrong: 08
+    (connection exception) and 57P (the server ended it: admin or crash shutdown, cannot
+    connect now, database dropped, idle-session timeout). The session's stores reconnect
+    (a dropped database then fails to connect, and says so)."""
+    return sqlstate.startswith(("08", "57P"))
 
 
 def password_from(password_env: str | None) -> dict[str, str]:

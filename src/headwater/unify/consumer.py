@@ -32,7 +32,7 @@ from headwater.engage.audiences import AudienceEngine
 from headwater.engage.backfill import SWEEP_BATCH, Backfills, forget_removed
 from headwater.gateway.normalize import ItemError, parse_ms
 from headwater.log.base import EventLog, StoredRecord
-from headwater.state.sql import StateUnavailable
+from headwater.state.sql import StateUnavailable, server_gone
 from headwater.unify.config import SpaceConfig
 from headwater.unify.graph import IdentityGraph
 from headwater.unify.identifiers import Extractor
@@ -62,8 +62,7 @@ def store_down(exc: BaseException) -> bool:
     if not isinstance(exc, psycopg.OperationalError):
         return False
     state = exc.sqlstate or ""
-    # no state (the connection is gone), 08: connection exception, 57P0x: server shutdown
-    return not state or state.startswith(("08", "57P"))
+    return not state or server_gone(state)  # no state: the connection is gone
 
 
 STANDBY_SECS = 2.0  # a consumer whose store another node writes asks again this often
