@@ -126,8 +126,8 @@ class Headwater:
         self.auth = Authenticator(self.token, self.tokens)
         self.audit = AuditLog.open(data_dir, workspace.state)
         # with shared state the cluster's, so a balancer need not keep a user on one node
-        self.sessions = (SharedSessions(workspace.state) if postgres.uses_postgres(workspace.state)
-                         else Sessions())  # fmt: skip
+        self.sessions = (SharedSessions(workspace.state, self.token.digest)
+                         if postgres.uses_postgres(workspace.state) else Sessions())  # fmt: skip
         self.protocols = ProtocolsStore(data_dir / PROTOCOLS_DIR, state=workspace.state)
         self.admin: ProcessorAdmin | None = None
         # warehouse syncs run beside delivery (the worker process, or inline here); the

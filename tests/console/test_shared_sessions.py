@@ -21,7 +21,8 @@ from tests.console.test_console import TOKEN, _form_csrf, login
 from tests.postgres import Postgres, cluster, state_config
 
 
-async def _nodes(tmp_path: Path, state: StateConfig) -> AsyncIterator[list[httpx.AsyncClient]]:
+async def _nodes(tmp_path: Path, state: StateConfig,
+                 tokens: tuple[str, str] = (TOKEN, TOKEN)) -> AsyncIterator[list[httpx.AsyncClient]]:  # fmt: skip
     workspace = parse_workspace({
         "sources": [{"name": "website", "write_key": "wk_shared_sessions_1"}],
         "status": {"canary_enabled": False},
@@ -29,9 +30,9 @@ async def _nodes(tmp_path: Path, state: StateConfig) -> AsyncIterator[list[httpx
     })  # fmt: skip
     apps, clients = [], []
     try:
-        for i in (1, 2):
+        for i, admin in enumerate(tokens, start=1):
             data = tmp_path / f"node-{i}"
-            token = load_admin_token(data, {"HEADWATER_ADMIN_TOKEN": TOKEN})
+            token = load_admin_token(data, {"HEADWATER_ADMIN_TOKEN": admin})
             app = Headwater(workspace, data, admin_token=token)
             apps.append(app)
             await app.start()
@@ -76,6 +77,19 @@ async def test_a_session_made_on_one_gateway_works_on_the_other_until_signed_out
     one.cookies.set(COOKIE, session)
     again = await one.get("/console/sources")  # signed out on two: gone on one as well
     assert again.status_code == 303 and again.headers["location"].startswith("/console/login")
+
+
+async def test_an_admin_session_is_not_honoured_where_the_admin_token_is_another(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """A new admin token (rotated: a restart with another one) ends the sessions the old one
+    made, as a restart did when sessions lived in memory."""
+    other = "hwa_console_rotated_token_98765432"
+    async for one, two in _nodes(tmp_path, state_config(postgres), (TOKEN, other)):
+        session = _cookie(await login(one))
+        two.cookies.set(COOKIE, session)
+        refused = await two.get("/console/sources")
+        assert refused.status_code == 303 and "/console/login" in refused.headers["location"]
 
 
 async def test_the_table_holds_only_a_digest_of_each_session_id(

@@ -128,6 +128,27 @@ async def test_one_node_holds_a_warehouse_turn_until_it_ends_it_or_its_session_e
         b.close()
 
 
+async def test_a_turn_taken_is_given_back_when_the_steps_after_it_fail(
+    tmp_path: Path, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = state_config(postgres)
+    config = warehouse_config("postgres", "postgresql://unused@127.0.0.1:1/x")
+    loader = Loader(config, memory_log(), tmp_path / "a", state=state, node="worker-a")
+    other = WarehouseState(tmp_path / "b", state, "worker-b")
+    try:
+
+        def broken(warehouse: str) -> int:
+            raise RuntimeError("statement timeout")
+
+        monkeypatch.setattr(loader.state, "recent_start_ms", broken)
+        with pytest.raises(RuntimeError, match="statement timeout"):
+            loader._turn(True)
+        assert other.try_turn("analytics")  # not left held by the failed round
+    finally:
+        loader.state.close()
+        other.close()
+
+
 async def test_a_nodes_former_history_is_copied_in_once(tmp_path: Path, postgres: Postgres) -> None:
     dsn = postgres.create_database(f"shared_{uuid.uuid4().hex[:12]}")
     log = memory_log()

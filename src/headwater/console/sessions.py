@@ -120,13 +120,19 @@ class Sessions:
 class SharedSessions(Sessions):
     """The cluster's sessions, in the shared PostgreSQL schema (``console_sessions``,
     migration 0011), on one connection used by one thread; times are wall-clock, so that
-    every node judges expiry alike. Failed logins are still slowed per node. While
+    every node judges expiry alike. Failed logins are still slowed per node, and
+    ``MAX_SESSIONS`` bounds the cluster's sessions, not one node's. While
     PostgreSQL does not answer, :meth:`get` and the others raise
     :class:`~headwater.state.sql.StateUnavailable` (the console says so)."""
 
-    def __init__(self, state: StateConfig, ttl_secs: float = TTL_SECS,
+    def __init__(self, state: StateConfig, admin_digest: str, ttl_secs: float = TTL_SECS,
                  idle_secs: float = IDLE_SECS) -> None:  # fmt: skip
+        """``admin_digest``: this node's admin token (its stored digest). A session signed
+        in with the admin token keeps a mark of it and is honoured only where that token
+        is the admin token: rotating it (a restart with a new one) ends those sessions, as
+        a restart did when sessions lived in memory."""
         super().__init__(ttl_secs, idle_secs)
+        self._admin_mark = _digest(admin_digest)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hw-sessions")
         self._conn = postgres.connect(state, reconnect_secs=min(RECONNECT_SECS,
                                                                 state.reconnect_secs))  # fmt: skip
@@ -147,10 +153,11 @@ class SharedSessions(Sessions):
         expired = (ms - int(self.ttl_secs * 1000), ms - int(self.idle_secs * 1000))
         await self._run("DELETE FROM console_sessions WHERE created_ms <= ? OR last_seen_ms <= ?",
                         expired)  # fmt: skip
+        mark = self._admin_mark if principal == ADMIN else None
         await self._run(
-            "INSERT INTO console_sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO console_sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (_digest(session.id), session.csrf, principal.name, principal.role,
-             principal.source, ms, ms),
+             principal.source, ms, ms, mark),
         )  # fmt: skip
         await self._run(  # the least recently used beyond MAX_SESSIONS go
             "DELETE FROM console_sessions WHERE id_hash IN (SELECT id_hash FROM console_sessions"
@@ -165,9 +172,10 @@ class SharedSessions(Sessions):
         ms = int(time.time() * 1000)
         found = await self._run(
             "UPDATE console_sessions SET last_seen_ms = ? WHERE id_hash = ? AND created_ms > ?"
-            " AND last_seen_ms > ? RETURNING csrf, token_name, role, source, created_ms",
+            " AND last_seen_ms > ? AND (admin_mark IS NULL OR admin_mark = ?)"
+            " RETURNING csrf, token_name, role, source, created_ms",
             (ms, _digest(session_id), ms - int(self.ttl_secs * 1000),
-             ms - int(self.idle_secs * 1000)), row=True,
+             ms - int(self.idle_secs * 1000), self._admin_mark), row=True,
         )  # fmt: skip
         if found is None:
             return None

@@ -59,7 +59,8 @@ def uses_postgres(state: StateConfig | None) -> TypeGuard[StateConfig]:
 
 
 def store_conn(state: StateConfig | None, path: Path, schema: str, *, what: str,
-               version: int | None, adopt: Adopt | None = None) -> SqlConn:  # fmt: skip
+               version: int | None, adopt: Adopt | None = None,
+               reconnect_secs: float | None = None) -> SqlConn:  # fmt: skip
     """A small store's connection: PostgreSQL's schema with ``state: {backend: postgres}``
     (its tables come from the migrations), else its SQLite file at ``path``, made with
     ``schema`` (WAL, ``synchronous=FULL``: such stores hold few, precious rows).
@@ -68,7 +69,7 @@ def store_conn(state: StateConfig | None, path: Path, schema: str, *, what: str,
     store on PostgreSQL with the file still there, ``adopt`` copies the rows in and the file
     is renamed ``….adopted`` (kept, never read again)."""
     if uses_postgres(state):
-        conn = connect(state)
+        conn = connect(state, reconnect_secs=reconnect_secs)
         if adopt is not None and path.exists():
             try:
                 adopt_file(conn, path, adopt, what=what)

@@ -43,6 +43,8 @@ from headwater.status.store import Change, Maintenance, StatusStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+READ_WAIT_SECS = 3.0
+"""A status page read from the cluster's store waits this long before it shows this node's."""
 FRESH_CHECKS = 3
 """With shared state, another gateway's observation counts for this many check intervals."""
 GROUPS = {g.id: g for g in (DESTINATIONS, PROCESSES)}
@@ -147,9 +149,9 @@ class Monitor:
         the thing that is down)."""
         shared = self._shared
         if shared is not None and self.shared_ok:
-            try:
-                return await asyncio.get_running_loop().run_in_executor(self._shared_pool, fn,
-                                                                        shared)  # fmt: skip
+            call = asyncio.get_running_loop().run_in_executor(self._shared_pool, fn, shared)
+            try:  # a half-open connection may hang for seconds: the page does not wait
+                return await asyncio.wait_for(call, READ_WAIT_SECS)
             except Exception as exc:
                 self._shared_failed(exc)
         return await self.run_local(fn)
@@ -170,20 +172,37 @@ class Monitor:
             return
         fresh_ms = int(FRESH_CHECKS * self.config.check_interval_secs * 1000)
 
-        def record(shared: StatusStore | None) -> tuple[StatusStore, list[Maintenance],
-                                                        list[Component]]:  # fmt: skip
-            if shared is None:
+        loop = asyncio.get_running_loop()
+        if self._shared is None:  # first: the node's own windows from before move over
+            now = at_ms
+            own = await self.run_local(lambda store: store.maintenances(upcoming_after=now))
+
+            def open_shared() -> StatusStore:
                 shared = StatusStore(self._directory, state)
-                assert self._store is not None
-                shared.take_windows(self._store)  # the node's own, from before shared state
+                try:
+                    shared.add_windows(own)
+                except BaseException:
+                    shared.close()
+                    raise
+                return shared
+
+            try:
+                self._shared = await loop.run_in_executor(self._shared_pool, open_shared)
+            except Exception as exc:
+                self._shared_failed(exc)
+                return
+            await self.run_local(lambda store: store.drop_windows([m.id for m in own]))
+
+        def record(shared: StatusStore) -> tuple[list[Maintenance], list[Component]]:
             shared.check(states, at_ms, elapsed, fresh_ms)
             seen = shared.observations(at_ms - fresh_ms)
             others = list({s.component.id: s.component for _, s in seen}.values())
-            return shared, shared.maintenances(upcoming_after=at_ms), others
+            return shared.maintenances(upcoming_after=at_ms), others
 
         try:
-            self._shared, self._windows, self._others = await asyncio.get_running_loop(
-            ).run_in_executor(self._shared_pool, record, self._shared)  # fmt: skip
+            self._windows, self._others = await loop.run_in_executor(
+                self._shared_pool, record, self._shared
+            )
         except Exception as exc:
             self._shared_failed(exc)
             return

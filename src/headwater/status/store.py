@@ -33,6 +33,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,10 @@ CREATE TABLE IF NOT EXISTS maintenances(id INTEGER PRIMARY KEY, name TEXT NOT NU
 CREATE TABLE IF NOT EXISTS uptime(component TEXT NOT NULL, day INTEGER NOT NULL,
     status TEXT NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (component, day, status));
 """
+
+
+class NotTheWriter(Exception):
+    """Another gateway holds the writer's lock: this node's check is not recorded."""
 
 
 def now_ms() -> int:
@@ -183,7 +188,10 @@ class StatusStore:
                 seen.add(cid)
                 merged.append(ComponentState(Component(cid, rows[cid]["name"], ""),
                                              Status.OPERATIONAL, UNOBSERVED))  # fmt: skip
-        return self.apply(merged, at_ms, elapsed_secs)
+        try:  # the lock asked again inside the transaction: a retry may run on a new session
+            return self.apply(merged, at_ms, elapsed_secs, guard=self._holds_lock)
+        except NotTheWriter:
+            return None
 
     def _observe(self, states: list[ComponentState], at_ms: int) -> None:
         def work() -> None:
@@ -199,15 +207,20 @@ class StatusStore:
     def _writer(self) -> bool:
         """Whether this node writes the cluster's status: it holds the session lock, or
         takes it now (a lost session — a reconnect, a dead node — has let it go)."""
+        if self._holds_lock():
+            return True
+        got = self.conn.execute("SELECT pg_try_advisory_lock(?, ?)", WRITER_LOCK).fetchone()[0]
+        return bool(got)
+
+    def _holds_lock(self) -> bool:
+        """Whether this connection's session holds the writer's lock (asked of the server:
+        the lock is gone with a session that was lost and silently replaced)."""
         held = self.conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
             " AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 2 AND granted",
             WRITER_LOCK,
         ).fetchone()[0]
-        if held:
-            return True
-        got = self.conn.execute("SELECT pg_try_advisory_lock(?, ?)", WRITER_LOCK).fetchone()[0]
-        return bool(got)
+        return bool(held)
 
     def observations(self, since_ms: int) -> list[tuple[str, ComponentState]]:
         """The other nodes' observations made since ``since_ms``: (node, state)."""
@@ -220,7 +233,8 @@ class StatusStore:
                 for r in rows]  # fmt: skip
 
     def apply(self, states: list[ComponentState], at_ms: int, elapsed_secs: float,
-              windows: list[Maintenance] | None = None) -> list[Change]:  # fmt: skip
+              windows: list[Maintenance] | None = None,
+              guard: Callable[[], bool] | None = None) -> list[Change]:  # fmt: skip
         """Record one check: component states, uptime, and incidents opened, updated or
         resolved. A component inside a maintenance window — of ``windows`` (the cluster's)
         or else of this store — is recorded as under maintenance."""
@@ -229,6 +243,8 @@ class StatusStore:
         p = self._p
 
         def work() -> list[Change]:
+            if guard is not None and not guard():
+                raise NotTheWriter
             changes: list[Change] = []
             conn = self.conn
             for state in states:
@@ -388,24 +404,26 @@ class StatusStore:
         rows = self.conn.execute(sql + " ORDER BY starts_ms", args).fetchall()
         return [Maintenance(r[0], r[1], orjson.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
 
-    def take_windows(self, local: StatusStore) -> int:
-        """Move ``local``'s maintenance windows that have not ended into this (the
-        cluster's) store — a node's own, declared before it moved to shared state — so that
-        they go on applying; how many. A window the cluster has already (same name,
-        components and times) is not copied twice."""
-        moved = 0
-        now = now_ms()
-        for m in local.maintenances(upcoming_after=now):
+    def add_windows(self, windows: list[Maintenance]) -> int:
+        """Copy maintenance windows into this (the cluster's) store — a node's own, declared
+        before it moved to shared state, so that they go on applying; how many. A window
+        the cluster has already (same name, components and times) is not copied twice."""
+        copied = 0
+        for m in windows:
             row = (m.name, orjson.dumps(m.components).decode(), m.starts_ms, m.ends_ms,
                    m.created_ms, m.body)  # fmt: skip
-            moved += self.conn.execute(
+            copied += self.conn.execute(
                 f"INSERT INTO {self._p}maintenances(name, components, starts_ms, ends_ms, "
                 f"created_ms, body) SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM "
                 f"{self._p}maintenances WHERE name = ? AND components = ? AND starts_ms = ? AND "
                 "ends_ms = ?)", (*row, *row[:4]),
             ).rowcount  # fmt: skip
-            local.conn.execute("DELETE FROM maintenances WHERE id=?", (m.id,))
-        return moved
+        return copied
+
+    def drop_windows(self, ids: list[int]) -> None:
+        """Forget these windows (moved to the cluster's store)."""
+        self.conn.executemany(f"DELETE FROM {self._p}maintenances WHERE id=?",
+                              [(i,) for i in ids])  # fmt: skip
 
     def uptime(self, component: str, first_day: int) -> dict[int, dict[str, float]]:
         """Seconds per status per day since ``first_day`` (days since the epoch)."""

@@ -131,12 +131,17 @@ class Loader:
         waiting = state.waiting(self.name)
         if not (waiting or due) or not state.try_turn(self.name):
             return None
-        recent = state.recent_start_ms(self.name)
-        interval_ms = self.config.sync_interval * 1000
-        if not waiting and recent is not None and now_ms() - recent < interval_ms:
-            state.end_turn(self.name)
-            return None
-        return state.take_requests(self.name)
+        try:  # the turn is this node's now: given back unless a turn is returned
+            recent = state.recent_start_ms(self.name)
+            interval_ms = self.config.sync_interval * 1000
+            if not waiting and recent is not None and now_ms() - recent < interval_ms:
+                state.end_turn(self.name)
+                return None
+            return state.take_requests(self.name)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                state.end_turn(self.name)
+            raise
 
     async def _take_turn(self, requests: list[Request]) -> None:
         try:  # a request taken is carried out below even if a rewind fails

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from headwater.state import postgres
-from headwater.state.sql import SqlConn
+from headwater.state.sql import SqlConn, StateUnavailable
 from headwater.warehouses.schema import Discard
 
 if TYPE_CHECKING:
@@ -129,8 +129,12 @@ class WarehouseState:
     at a time."""
 
     def __init__(self, data_dir: Path, state: StateConfig | None = None,
-                 node: str | None = None) -> None:  # fmt: skip
+                 node: str | None = None, reconnect_secs: float | None = None) -> None:  # fmt: skip
+        """``reconnect_secs``: how long a call waits for PostgreSQL at most, when a reader
+        must not wait the workspace's ``reconnect_secs`` (a gateway's status and metrics)."""
         self.path = data_dir / "warehouses" / DB_FILE
+        self._reconnect_secs = reconnect_secs
+        self._closed = False
         self.shared = postgres.uses_postgres(state)
         self.node = node  # who writes the syncs it begins (shown with shared state)
         self._state = state
@@ -141,20 +145,25 @@ class WarehouseState:
 
     @property
     def conn(self) -> SqlConn:
+        if self._closed:  # a call still in flight at stop must not open a new connection
+            raise StateUnavailable(f"the warehouse state at {self.path} is closed")
         if self._conn is None:
             self._conn = postgres.store_conn(self._state, self.path, _SCHEMA,
                                              what="warehouse state", version=SCHEMA_VERSION,
-                                             adopt=_adopt)  # fmt: skip
+                                             adopt=_adopt,
+                                             reconnect_secs=self._reconnect_secs)  # fmt: skip
         return self._conn
 
     def close(self) -> None:
+        self._closed = True
         if self._conn is not None:
             self._conn.close()
             self._conn = None
             self._locked.clear()
 
     def interrupt(self) -> None:
-        """A call waiting for PostgreSQL gives up now (at stop)."""
+        """A call waiting for PostgreSQL gives up now, and none opens a connection (stop)."""
+        self._closed = True
         if self._conn is not None:
             self._conn.interrupt()
 
@@ -299,12 +308,15 @@ class WarehouseState:
         return None if row is None else int(row[0])
 
     def request(self, warehouse: str, kind: str, since_ms: int | None = None) -> int:
-        row = self.conn.execute(
-            f"INSERT INTO {self._p}requests(warehouse, kind, since_ms, requested_ms) VALUES "
-            "(?, ?, ?, ?) RETURNING id",
-            (warehouse, kind, since_ms, now_ms()),
-        ).fetchone()
-        return int(row[0])
+        def work() -> int:  # exactly once, even when the answer to its COMMIT is lost
+            row = self.conn.execute(
+                f"INSERT INTO {self._p}requests(warehouse, kind, since_ms, requested_ms) VALUES"
+                " (?, ?, ?, ?) RETURNING id",
+                (warehouse, kind, since_ms, now_ms()),
+            ).fetchone()
+            return int(row[0])
+
+        return self.conn.write_once(work)
 
     def waiting(self, warehouse: str) -> bool:
         """Whether a request for ``warehouse`` waits to be taken."""
@@ -315,11 +327,15 @@ class WarehouseState:
     def take_requests(self, warehouse: str) -> list[Request]:
         """The requests waiting, oldest first, marked taken in one statement (two nodes
         never take one request)."""
-        rows = self.conn.execute(
-            f"UPDATE {self._p}requests SET taken_ms=? WHERE warehouse=? AND taken_ms IS NULL "
-            "RETURNING id, kind, since_ms",
-            (now_ms(), warehouse),
-        ).fetchall()
+
+        def work() -> list[Any]:  # a lost answer must not leave requests taken and not done
+            return self.conn.execute(
+                f"UPDATE {self._p}requests SET taken_ms=? WHERE warehouse=? AND taken_ms IS NULL"
+                " RETURNING id, kind, since_ms",
+                (now_ms(), warehouse),
+            ).fetchall()
+
+        rows = self.conn.write_once(work)
         return sorted((Request(int(r[0]), str(r[1]), r[2]) for r in rows), key=lambda r: r.id)
 
     def request_done(self, request_id: int) -> bool:

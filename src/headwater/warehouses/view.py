@@ -23,6 +23,7 @@ from headwater.warehouses.names import schema_name
 from headwater.warehouses.schema import DISCARDS, Shaper
 from headwater.warehouses.state import WarehouseState
 
+READ_WAIT_SECS = 3.0
 RETENTION_WARN = 0.5  # the oldest unsynced event is this far into retention: a warning
 RETENTION_CRITICAL = 0.8  # ... and this far: critical
 
@@ -66,7 +67,8 @@ class WarehouseView:
         self.workspace = workspace
         self.data_dir = data_dir
         self._log = log
-        self.state = WarehouseState(data_dir, workspace.state)
+        # a page or a metrics scrape waits a few seconds for PostgreSQL, not a minute
+        self.state = WarehouseState(data_dir, workspace.state, reconnect_secs=READ_WAIT_SECS)
         self.snapshot: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
 
