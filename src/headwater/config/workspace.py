@@ -602,7 +602,7 @@ def _check_warehouses(warehouses: list[WarehouseConfig], sources: set[str], *,
                 f"loading {warehouse.name!r}, so they must all open one DuckDB file, and a "
                 "path relative to each node's data directory is a file per node: give an "
                 "absolute path that every worker opens (workers on one machine), or make it "
-                "a postgres warehouse (docs/warehouses.md, \"Several worker nodes\")"
+                'a postgres warehouse (docs/warehouses.md, "Several worker nodes")'
             )
         for j, source in enumerate(warehouse.sources):
             check_known(f"warehouses[{i}].sources[{j}]", "source", source, sources)
