@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import psycopg
@@ -51,7 +51,6 @@ from headwater.gateway.api import Receive, Scope, Send, TrackingAPI
 from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats
 from headwater.log.base import EventLog, StoredRecord
-from headwater.log.jetstream import JetStreamLog
 from headwater.log.notify import WakeSender
 from headwater.log.sqlite import SqliteLog
 from headwater.log.sqlite_process import ProcessLog
@@ -74,6 +73,9 @@ from headwater.unify import api as profile_api
 from headwater.unify.consumer import Unify, wall_ms
 from headwater.warehouses.loader import Warehouses
 from headwater.warehouses.view import WarehouseView
+
+if TYPE_CHECKING:
+    from headwater.log.jetstream import JetStreamLog
 
 logger = logging.getLogger("headwater")
 
@@ -201,6 +203,8 @@ class Headwater:
         config = self.workspace.log
         log: SqliteLog | ProcessLog | JetStreamLog
         if config.backend == "jetstream":
+            from headwater.log.jetstream import JetStreamLog  # nats-py (~28 MB): only when used
+
             log = JetStreamLog(config)
             await log.open()  # fails start-up with the servers named when none answers
         else:
@@ -252,7 +256,7 @@ class Headwater:
             )
             await self.unify.start()
             return engine
-        if not isinstance(log, JetStreamLog):  # the worker follows the stream by itself
+        if isinstance(log, SqliteLog | ProcessLog):  # on JetStream the worker follows the stream
             self._wake = log.signal.on_commit = WakeSender(wake_socket(self.data_dir))
         if self.delivery_mode == "process":
             command = [sys.executable, "-m", "headwater.worker_role",

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headwater.config.workspace import Workspace
 from headwater.delivery.control import ControlServer
@@ -26,11 +27,13 @@ from headwater.delivery.engine import DeliveryEngine
 from headwater.engage.activation import with_engage
 from headwater.errors import LogError
 from headwater.log.follow import FollowerLog
-from headwater.log.jetstream import JetStreamLog
 from headwater.status.service import with_canary
 from headwater.supervisor import control_socket, die_with_parent, wake_socket
 from headwater.unify.consumer import Unify
 from headwater.warehouses.loader import Warehouses
+
+if TYPE_CHECKING:
+    from headwater.log.jetstream import JetStreamLog
 
 logger = logging.getLogger("headwater.worker")
 
@@ -44,6 +47,8 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
     running = with_engage(running, lambda source: None)  # routes only: the gateway takes them
     log: FollowerLog | JetStreamLog
     if workspace.log.backend == "jetstream":  # the stream itself tells followers: no wake-ups
+        from headwater.log.jetstream import JetStreamLog  # nats-py (~28 MB): only when used
+
         log = JetStreamLog(workspace.log)
     else:
         log = await _follow(data_dir)

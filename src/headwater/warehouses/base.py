@@ -15,11 +15,13 @@ first). A crash before the commit loads nothing; after it, everything and the po
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from headwater.errors import HeadwaterError
-from headwater.warehouses.batch import TablePlan
 from headwater.warehouses.schema import ColumnType
+
+if TYPE_CHECKING:  # pyarrow (~40 MB) only in a process that loads a warehouse
+    from headwater.warehouses.batch import TablePlan
 
 STATE_SCHEMA = "_headwater"
 STATE_TABLE = "sync_state"

@@ -29,14 +29,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import orjson
 
 from headwater.config.workspace import StateConfig, WarehouseConfig, Workspace
 from headwater.log.base import EventLog, StoredRecord
 from headwater.warehouses.base import StalePosition, Warehouse, WarehouseError, classify
-from headwater.warehouses.batch import TablePlan, plan_table
 from headwater.warehouses.names import schema_name
 from headwater.warehouses.schema import (
     DISCARDS,
@@ -48,6 +47,9 @@ from headwater.warehouses.schema import (
     iter_discard_rows,
 )
 from headwater.warehouses.state import Request, SyncRecord, WarehouseState, now_ms
+
+if TYPE_CHECKING:  # pyarrow (~40 MB) is imported by the first load, not at start
+    from headwater.warehouses.batch import TablePlan
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +245,7 @@ class Loader:
         self, warehouse: Warehouse, records: list[StoredRecord], after: int
     ) -> tuple[dict[str, int], int, list[Discard]]:
         """Shape, plan and load one batch (on a thread); rows per table, events, discards."""
+        from headwater.warehouses.batch import plan_table  # pyarrow: only where loads run
         by_table: dict[tuple[str, str], list[Row]] = defaultdict(list)
         discards: dict[str, list[Discard]] = defaultdict(list)
         events = 0
@@ -290,6 +293,7 @@ class Loader:
 
     def _discards_plan(self, warehouse: Warehouse, schema: str, found: list[Discard],
                        uuid_ts: datetime) -> TablePlan:  # fmt: skip
+        from headwater.warehouses.batch import plan_table
         rows = [Row(schema, DISCARDS, r["id"], r, dict(DISCARDS_COLUMNS))
                 for r in iter_discard_rows(found, uuid_ts)]  # fmt: skip
         plan, _ = plan_table(schema, DISCARDS, rows, self._known(warehouse, schema, DISCARDS),
