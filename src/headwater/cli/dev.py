@@ -36,6 +36,7 @@ from headwater.config.workspace import load_workspace
 from headwater.errors import ConfigError
 from headwater.log.nats_local import NOT_INSTALLED, LocalNats, nats_server_binary
 from headwater.state import pg_local
+from headwater.warehouses.loader import duckdb_path
 
 NODE_START_SECS = 90.0  # a gateway answers /readyz within this, or its log is shown
 NODE_STOP_SECS = 20.0  # SIGTERM, then SIGKILL
@@ -205,10 +206,9 @@ class LocalNodes:
             if isinstance(function, dict) and "file" in function:
                 function["file"] = str((config.parent / function["file"]).resolve())
         for warehouse in data.get("warehouses") or []:
-            if isinstance(warehouse, dict) and warehouse.get("type", "duckdb") == "duckdb":
-                path = Path(warehouse.get("path") or f"warehouses/{warehouse['name']}.duckdb")
-                warehouse["path"] = str(path if path.is_absolute()
-                                        else (self.directory / path).resolve())  # fmt: skip
+            parsed = original.warehouse(warehouse["name"])
+            if parsed is not None and parsed.type == "duckdb":
+                warehouse["path"] = str(duckdb_path(parsed, self.directory).resolve())
         keyed, _ = assign_write_keys(original, self.directory)
         keys = {s.name: s.write_key for s in keyed.sources}
         for source in data.get("sources") or []:

@@ -26,7 +26,7 @@ from headwater.cli.common import (
     state_of,
 )
 from headwater.config.units import parse_seconds
-from headwater.config.workspace import WatchTarget, load_workspace
+from headwater.config.workspace import StateConfig, WatchTarget, load_workspace
 from headwater.delivery.http import HttpClient
 from headwater.errors import ConfigError
 from headwater.state import postgres
@@ -90,10 +90,9 @@ def status(
         raise typer.Exit(1)  # for scripts: something (Headwater or a destination) is failing
 
 
-def _store(data_dir: Path, config: Path) -> StatusStore:
-    """The status store where the workspace at ``config`` keeps it: the data directory's
-    file, or the cluster's on PostgreSQL (``state: {backend: postgres}``)."""
-    state = state_of(config)
+def _store(data_dir: Path, state: StateConfig | None) -> StatusStore:
+    """The status store where the workspace keeps it (``state``, from ``--config``): the
+    data directory's file, or the cluster's on PostgreSQL (``state: {backend: postgres}``)."""
     if not postgres.uses_postgres(state) and not data_dir.exists():
         raise refuse(f"no data directory at {data_dir}; check --data-dir")
     try:
@@ -120,11 +119,12 @@ def maintenance_add(
         raise typer.BadParameter(str(exc), param_hint="--for") from None
     starts = parse_when(start)
     assert isinstance(secs, int)  # parse_seconds returns int for strings
-    with closing(_store(data_dir, config)) as store:
+    state = state_of(config)
+    with closing(_store(data_dir, state)) as store:
         mid = store.add_maintenance(name, components, starts, starts + secs * 1000)
     record_change(data_dir, "create", f"maintenance/mnt-{mid}",
                   {"name": name, "components": components, "starts_ms": starts,
-                   "ends_ms": starts + secs * 1000}, state_of(config))  # fmt: skip
+                   "ends_ms": starts + secs * 1000}, state)  # fmt: skip
     out.print(
         f"Maintenance mnt-{mid}: {', '.join(components)} under maintenance from {iso(starts)} "
         f"for {duration}; alerts for them are silent.",
@@ -137,7 +137,7 @@ def maintenance_list(
     data_dir: DataDirOption = DEFAULT_DATA_DIR, config: ConfigOption = DEFAULT_CONFIG
 ) -> None:
     """List current and upcoming maintenance windows."""
-    with closing(_store(data_dir, config)) as store:
+    with closing(_store(data_dir, state_of(config))) as store:
         windows = store.maintenances(upcoming_after=int(time.time() * 1000))
     if not windows:
         out.print("No current or upcoming maintenance.")
@@ -159,10 +159,11 @@ def maintenance_end(
     raw = maintenance_id.removeprefix("mnt-")
     if not raw.isdigit():
         raise typer.BadParameter(f"{maintenance_id!r}; write it as `list` shows it, e.g. mnt-3")
-    with closing(_store(data_dir, config)) as store:
+    state = state_of(config)
+    with closing(_store(data_dir, state)) as store:
         if not store.end_maintenance(int(raw), int(time.time() * 1000)):
             raise fail(f"no maintenance {maintenance_id}", 1)
-    record_change(data_dir, "end", f"maintenance/mnt-{raw}", {}, state_of(config))
+    record_change(data_dir, "end", f"maintenance/mnt-{raw}", {}, state)
     out.print(f"Maintenance {maintenance_id} ended.")
 
 

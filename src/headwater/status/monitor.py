@@ -128,9 +128,8 @@ class Monitor:
             store, self._store = self._store, None
             await loop.run_in_executor(self._pool, store.close)
         if self._shared is not None:
-            shared, self._shared = self._shared, None
-            shared.interrupt()
-            await loop.run_in_executor(self._shared_pool, shared.close)
+            shared, self._shared = self._shared, None  # interrupted above, or made since: close
+            await loop.run_in_executor(self._shared_pool, shared.close)  # interrupts too
         self._pool.shutdown(wait=True)
         self._shared_pool.shutdown(wait=True)
 

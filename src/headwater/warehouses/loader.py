@@ -246,6 +246,7 @@ class Loader:
     ) -> tuple[dict[str, int], int, list[Discard]]:
         """Shape, plan and load one batch (on a thread); rows per table, events, discards."""
         from headwater.warehouses.batch import plan_table  # pyarrow: only where loads run
+
         by_table: dict[tuple[str, str], list[Row]] = defaultdict(list)
         discards: dict[str, list[Discard]] = defaultdict(list)
         events = 0
@@ -294,6 +295,7 @@ class Loader:
     def _discards_plan(self, warehouse: Warehouse, schema: str, found: list[Discard],
                        uuid_ts: datetime) -> TablePlan:  # fmt: skip
         from headwater.warehouses.batch import plan_table
+
         rows = [Row(schema, DISCARDS, r["id"], r, dict(DISCARDS_COLUMNS))
                 for r in iter_discard_rows(found, uuid_ts)]  # fmt: skip
         plan, _ = plan_table(schema, DISCARDS, rows, self._known(warehouse, schema, DISCARDS),

@@ -326,7 +326,10 @@ class WarehouseState:
 
     def take_requests(self, warehouse: str) -> list[Request]:
         """The requests waiting, oldest first, marked taken in one statement (two nodes
-        never take one request)."""
+        never take one request). A read first: the loop asks every second, and most times
+        nothing waits, which needs no write."""
+        if not self.waiting(warehouse):
+            return []
 
         def work() -> list[Any]:  # a lost answer must not leave requests taken and not done
             return self.conn.execute(
