@@ -36,7 +36,8 @@ from starlette.routing import Route
 from headwater.api.app import build_api
 from headwater.api.auth import Authenticator
 from headwater.api.permissions import PUBLIC, Principal, declare_routes
-from headwater.config.workspace import Workspace
+from headwater.config.changes import ConfigService, record_pauses
+from headwater.config.workspace import Workspace, parse_workspace
 from headwater.console.app import Console
 from headwater.console.sessions import COOKIE, Sessions, SharedSessions
 from headwater.delivery.engine import DeliveryEngine
@@ -62,12 +63,13 @@ from headwater.processor.protocols_store import ProtocolsStore
 from headwater.state import postgres
 from headwater.state.admin_token import AdminToken, load_admin_token
 from headwater.state.audit import AuditLog
+from headwater.state.config import Snapshot, open_config
 from headwater.state.sql import StateUnavailable, first_line
 from headwater.state.tokens import TokenStore
-from headwater.state.workspace_history import record_workspace_load
+from headwater.state.workspace_history import keep_snapshot, record_workspace_load
 from headwater.status.metrics import CONTENT_TYPE, Metrics
 from headwater.status.model import ProcessSignal
-from headwater.status.service import StatusService, with_canary
+from headwater.status.service import StatusService, keep_canary_key, with_canary
 from headwater.supervisor import Child, ProcessInfo, control_socket, wake_socket, writer_info
 from headwater.unify import api as profile_api
 from headwater.unify.consumer import Unify, wall_ms
@@ -89,6 +91,15 @@ WORKER_START_ATTEMPTS = 3
 DeliveryMode = Literal["inline", "process", "remote"]
 
 
+def _read_only(workspace: Workspace) -> str | None:
+    """Why this node's API may not change the configuration (None: it may)."""
+    if postgres.uses_postgres(workspace.state):
+        return ("with state: {backend: postgres} every node runs the workspace file it reads, "
+                "and a change made here would reach this node only; edit the file (or "
+                "`headwater diff`/`export` it) and restart the nodes one by one")  # fmt: skip
+    return None
+
+
 class Headwater:
     """The ASGI application of one Headwater process."""
 
@@ -107,16 +118,20 @@ class Headwater:
         re-reads their settings (None: only their code reloads). ``now_ms``: the clock that
         identity processing (trait windows, audience exits) reads in inline mode."""
         self._now_ms = now_ms
-        self.workspace = workspace
         self.delivery_mode = delivery_mode
         self._log_level = log_level
         self.data_dir = data_dir
+        # the configuration store is the source of truth; the file seeds it (config/changes.py)
+        self.config_store = open_config(data_dir)
+        self._seeded_from = self.config_store.snapshot()
+        snapshot, _ = self.config_store.seed(workspace.model_dump(mode="json", by_alias=True))
+        workspace = parse_workspace(snapshot.document(), str(self.config_store.path))
+        self.workspace = workspace
         # what the process runs: the user's workspace plus the canary's source and sink
         self.running, self._canary_key = with_canary(workspace)
         # audience activations: a source per space, posted to in process (engage/activation.py)
         self._engage_keys: dict[str, str] = {}
-        self.running = with_engage(self.running, lambda source: self._engage_keys.setdefault(
-            source, "wk_engage_" + secrets.token_urlsafe(18)))  # fmt: skip
+        self.running = with_engage(self.running, self._engage_key)
         self.activator = Activator(workspace.spaces, data_dir, self._activate, workspace.state)
         self.status = StatusService(workspace, data_dir, self_url)
         self.stats = IngestStats(samples=workspace.gateway.rejection_samples)
@@ -127,6 +142,9 @@ class Headwater:
         self.tokens.follow()  # on PostgreSQL: every node's tokens, in memory
         self.auth = Authenticator(self.token, self.tokens)
         self.audit = AuditLog.open(data_dir, workspace.state)
+        self.observer.audit = self.audit  # trace and diagnose cite who changed what
+        self.config = ConfigService(self.config_store, self._reconfigure, self.audit,
+                                    read_only=_read_only(workspace))  # fmt: skip
         # with shared state the cluster's, so a balancer need not keep a user on one node
         self.sessions = (SharedSessions(workspace.state, self.token.digest)
                          if postgres.uses_postgres(workspace.state) else Sessions())  # fmt: skip
@@ -145,7 +163,7 @@ class Headwater:
             workspace, self.observer, self.auth, self._session_principal, lambda: self.admin,
             audit=self.audit, warehouse_view=self.warehouses,
             functions_dir=data_dir / FUNCTIONS_DIR, workspace_file=workspace_file,
-            profiles=self.profiles, activator=self.activator,
+            profiles=self.profiles, activator=self.activator, config=self.config,
         )  # fmt: skip
         self.source_functions = SourceFunctions(workspace.functions, data_dir / FUNCTIONS_DIR)
         self.log: EventLog | None = None
@@ -167,6 +185,18 @@ class Headwater:
         self.metrics.registry.register(self.profiles)
         self.function_metrics = FunctionMetrics(workspace.functions, data_dir / FUNCTIONS_DIR)
         self.metrics.registry.register(self.function_metrics)
+        self.console = Console(
+            workspace,
+            self.observer,
+            self.auth,
+            self.sessions,
+            lambda: self.admin,
+            profiles=self.profiles,
+            audit=self.audit,
+            warehouses=self.warehouses,
+            functions_dir=data_dir / FUNCTIONS_DIR,
+            activator=self.activator,
+        )
         self._web = Starlette(
             exception_handlers={
                 StateUnavailable: _state_unavailable,
@@ -183,18 +213,7 @@ class Headwater:
                         *self.status.routes(),
                     ],
                 ),
-                *Console(
-                    workspace,
-                    self.observer,
-                    self.auth,
-                    self.sessions,
-                    lambda: self.admin,
-                    profiles=self.profiles,
-                    audit=self.audit,
-                    warehouses=self.warehouses,
-                    functions_dir=data_dir / FUNCTIONS_DIR,
-                    activator=self.activator,
-                ).routes(),
+                *self.console.routes(),
             ],
         )
 
@@ -211,6 +230,9 @@ class Headwater:
             backend = ProcessLog if config.writer == "process" else SqliteLog
             log = backend(self.data_dir / LOG_DIR, config)
         self.log = log
+        if self._seeded_from.resources:  # the file disabled or enabled destinations since
+            seeded = parse_workspace(self._seeded_from.document())  # the last run
+            record_pauses(self.config_store, seeded, self.workspace, log.stats().last_offset or 0)
         self.delivery = await self._start_delivery(log)
         self._delivery_started = True
         await self.observer.start(log, self.delivery)
@@ -225,9 +247,14 @@ class Headwater:
             processor=pipeline,
             functions=self.source_functions,
         )
+        self._tracking.reconfigure(self.running.sources, self.config_store.retired_keys())
         await self.status.start(self.log, self.delivery, self, self._canary_key,
                                 processes=self.process_signals)  # fmt: skip
         self.activator.start()
+
+    def _engage_key(self, source: str) -> str:
+        """The in-process write key of a space's activation source (made once)."""
+        return self._engage_keys.setdefault(source, "wk_engage_" + secrets.token_urlsafe(18))
 
     async def _activate(self, source: str, messages: list[dict[str, Any]]) -> None:
         """Audience activations into the log as a batch of the space's source, through the
@@ -246,7 +273,8 @@ class Headwater:
     async def _start_delivery(self, log: SqliteLog | ProcessLog | JetStreamLog) -> DeliveryView:
         delivery_dir = self.data_dir / DELIVERY_DIR
         if self.delivery_mode == "inline":
-            engine = DeliveryEngine(self.running, log, delivery_dir)
+            pauses = self.config_store.pauses
+            engine = DeliveryEngine(self.running, log, delivery_dir, pauses=pauses)
             self._engine = engine
             await engine.start()
             self._loaders = Warehouses(self.workspace, log, self.data_dir, engine.node)
@@ -291,6 +319,65 @@ class Headwater:
                     "--role worker` on the same data directory)"
                 )
             await asyncio.sleep(0.05)
+
+    async def _reconfigure(
+        self, workspace: Workspace, before: Snapshot, after: Snapshot
+    ) -> dict[str, Any]:
+        """Run a changed workspace from the next request on, without a restart: sources and
+        their keys in the Tracking API, plans and transformations at ingest, alert rules,
+        and each changed destination's worker (in this process or the worker process). What
+        a removed or disabled destination has not delivered is kept; the answer says so."""
+        if self.log is None or self._tracking is None:
+            return {"destinations": {}, "note": "stored; the server applies it when it starts"}
+        end = self.log.stats().last_offset or 0
+        old = self.workspace
+        record_pauses(self.config_store, old, workspace, end)
+        if not self.audit.shared:
+            await asyncio.to_thread(keep_snapshot, workspace, self.data_dir)
+        running, _ = with_canary(workspace)
+        running = with_engage(keep_canary_key(running, self._canary_key), self._engage_key)
+        self.workspace, self.running = workspace, running
+        self.observer.workspace = self.console.workspace = workspace
+        self._tracking.reconfigure(running.sources, self.config_store.retired_keys())
+        if self.admin is not None:
+            plans, _ = effective_plans(workspace.tracking_plans, self.data_dir)
+            self.admin.pipeline.reconfigure(plans, workspace.transformations)
+            self.admin.sources = {s.name for s in workspace.sources}
+            self.admin.destinations = {d.name: list(d.filters) for d in workspace.destinations}
+            self.admin.transformations = list(workspace.transformations)
+        if self.delivery is not None:
+            self.status.reconfigure(workspace, self.delivery.http)
+        if self.worker is not None:  # a restarted worker starts with this workspace
+            self.worker.stdin = workspace.model_dump_json(by_alias=True).encode() + b"\n"
+        done: dict[str, str] = {}
+        if isinstance(self._engine, DeliveryEngine):
+            done = await self._engine.reconfigure(running, end, after.revision)
+        elif isinstance(self._engine, RemoteEngine):
+            done = await self._engine.reconfigure(workspace, end, after.revision)
+        return {"destinations": done, "kept": await self._kept(old, workspace)}
+
+    async def _kept(self, old: Workspace, new: Workspace) -> dict[str, str]:
+        """For each destination removed or disabled: what stays in the delivery store."""
+        gone = [d.name for d in old.destinations
+                if new.destination(d.name) is None or not new.destination(d.name).enabled]  # type: ignore[union-attr]  # fmt: skip
+        if not gone or self.delivery is None:
+            return {}
+        store = self.delivery.store
+
+        def collect(db: Any) -> dict[str, str]:
+            cursors, dead = db.cursors(), db.dead_letter_counts()
+            out = {}
+            for name in gone:
+                retries, _ = db.retry_summary(name)
+                out[name] = (
+                    f"kept until purged: the events after log offset {cursors.get(name, 0)} not "
+                    f"yet delivered, {retries} waiting for a retry, {dead.get(name, 0)} dead "
+                    f"letters (`headwater deadletter list --destination {name}`)"
+                )
+            return out
+
+        kept: dict[str, str] = await store.run(collect)
+        return kept
 
     def processes(self) -> list[ProcessInfo]:
         """The child processes this one supervises (the log writer, the delivery worker)."""
@@ -357,6 +444,7 @@ class Headwater:
         await self.source_functions.close()
         await asyncio.to_thread(self.tokens.close)
         await asyncio.to_thread(self.audit.close)
+        self.config_store.close()
         await asyncio.to_thread(self.sessions.close)
         if self.unify is not None:
             await self.unify.stop()

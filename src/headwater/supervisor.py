@@ -112,7 +112,7 @@ class Child:
         self.name = name
         self.role = role
         self._command = command
-        self._stdin = stdin
+        self.stdin = stdin
         self._process: subprocess.Popen[bytes] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -132,7 +132,7 @@ class Child:
         process = subprocess.Popen(self._command, stdin=subprocess.PIPE)
         # on a thread: a workspace larger than the pipe would block the event loop until
         # the child, still importing, reads it
-        threading.Thread(target=_feed, args=(process, self._stdin), daemon=True).start()
+        threading.Thread(target=_feed, args=(process, self.stdin), daemon=True).start()
         self._process = process
         self.state = "running"
         logger.info("started the %s process (pid %d)", self.name, process.pid)

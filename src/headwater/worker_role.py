@@ -27,6 +27,7 @@ from headwater.delivery.engine import DeliveryEngine
 from headwater.engage.activation import with_engage
 from headwater.errors import LogError
 from headwater.log.follow import FollowerLog
+from headwater.state.config import open_config
 from headwater.status.service import with_canary
 from headwater.supervisor import control_socket, die_with_parent, wake_socket
 from headwater.unify.consumer import Unify
@@ -53,7 +54,8 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
     else:
         log = await _follow(data_dir)
     await log.open()
-    engine = DeliveryEngine(running, log, data_dir / DELIVERY_DIR)
+    config = open_config(data_dir)  # pauses of destinations disabled through the API
+    engine = DeliveryEngine(running, log, data_dir / DELIVERY_DIR, pauses=config.pauses)
     control = ControlServer(engine, control_socket(data_dir))
     # syncs beside delivery, never on the gateway's loop (docs/warehouses.md)
     warehouses = Warehouses(workspace, log, data_dir, engine.node)
@@ -81,6 +83,7 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
         await unify.stop()
         await engine.stop()
         await log.close()
+        config.close()
 
 
 async def _follow(data_dir: Path) -> FollowerLog:

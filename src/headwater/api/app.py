@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -29,8 +29,18 @@ from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headwater import __version__
-from headwater.api import audiences, audit_routes, functions, processing, testing, warehouses
+from headwater.api import (
+    audiences,
+    audit_routes,
+    errors,
+    functions,
+    processing,
+    resources,
+    testing,
+    warehouses,
+)
 from headwater.api.auth import Authenticator, current_principal, requires
+from headwater.api.errors import ErrorBody
 from headwater.api.params import WindowParam
 from headwater.api.permissions import (
     ADMIN,
@@ -40,6 +50,7 @@ from headwater.api.permissions import (
     declare,
     route_need,
 )
+from headwater.config.changes import ConfigService
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
 from headwater.engage.activation import Activator
 from headwater.gateway.stats import redact_key
@@ -65,11 +76,6 @@ class ApiError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The request is malformed; the message says how."},
     401: {"model": ErrorBody, "description": "No token, or a wrong one."},
@@ -93,6 +99,7 @@ def build_api(
     workspace_file: Path | None = None,
     profiles: Profiles | None = None,
     activator: Activator | None = None,
+    config: ConfigService | None = None,
 ) -> FastAPI:
     async def authorize(request: Request) -> None:
         """Who is asking (``request.state.principal``); each route's own dependency then
@@ -130,8 +137,8 @@ def build_api(
         responses=ERRORS,
     )
     _errors(app)
-    _sources(app, workspace, observer)
-    _destinations(app, workspace, observer)
+    _sources(app, observer, config)
+    _destinations(app, observer, config)
     _events(app, observer)
     processing.register(app, observer, admin, audit)
     testing.register(app, Tester(observer, admin))
@@ -143,16 +150,23 @@ def build_api(
         functions.register(app, workspace, functions_dir, workspace_file)
     if profiles is not None:
         audiences.register(app, profiles, activator, audit)
+    if config is not None:
+        resources.register(app, config)
     _document(app)
     _public_document(app)
     return app
 
 
 def _public_document(app: FastAPI) -> None:
-    """The OpenAPI document's own route is FastAPI's: mark it public for the route walk."""
+    """The OpenAPI document's own route is FastAPI's: mark it public for the route walk.
+    It is also served under the version it describes, ``/api/v1/openapi.json``."""
     for route in app.routes:
         if getattr(route, "path", None) == app.openapi_url:
             declare(PUBLIC)(route)
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False, dependencies=[requires(PUBLIC)])
+    async def versioned() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
 
 def _document(app: FastAPI) -> None:
@@ -190,33 +204,38 @@ def _error_content() -> dict[str, Any]:
 
 
 def _errors(app: FastAPI) -> None:
+    """Every refusal in the one shape of :mod:`headwater.api.errors`."""
+
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(
-            {"code": exc.code, "message": exc.message}, status_code=exc.status, headers=headers
-        )
+        return errors.one(exc.status, exc.code, exc.message, headers=headers)
 
     async def refused(request: Request, exc: Exception) -> JSONResponse:
         """ObserveError and AdminError: a question or a change the API cannot take."""
         assert isinstance(exc, ObserveError | AdminError)
-        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+        return errors.one(exc.status, exc.code, exc.message)
 
     app.add_exception_handler(ObserveError, refused)
     app.add_exception_handler(AdminError, refused)
 
     @app.exception_handler(PermissionDenied)
     async def forbidden(request: Request, exc: PermissionDenied) -> JSONResponse:
-        body = {"code": "forbidden", "message": exc.message, "permission": exc.permission}
-        return JSONResponse(body, status_code=403)
+        return errors.one(403, "forbidden", exc.message, permission=exc.permission)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        faults = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
-            for e in exc.errors()
-        )
-        return JSONResponse({"code": "invalid_request", "message": faults}, status_code=400)
+        faults = []
+        for e in exc.errors():
+            loc = [str(p) for p in e.get("loc", ())]
+            where = ".".join(loc[1:] if loc[:1] in (["body"], ["query"], ["path"], ["header"])
+                             else loc)  # fmt: skip
+            message = str(e.get("msg", "invalid"))
+            faults.append(errors.fault("invalid_request", f"{where}: {message}" if where
+                                       else message, where or None))  # fmt: skip
+        if not faults:
+            faults = [errors.fault("invalid_request", "the request is malformed")]
+        return errors.error_response(400, faults)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -224,17 +243,19 @@ def _errors(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"{request.url.path} is not an endpoint of the API; see /api/openapi.json"
-        return JSONResponse({"code": code, "message": message}, status_code=exc.status_code)
+        return errors.one(exc.status_code, code, message)
 
 
-def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
+def _sources(app: FastAPI, observer: Observer, config: ConfigService | None) -> None:
     def source_doc(source: SourceConfig) -> dict[str, Any]:
         return {
             "name": source.name,
             "enabled": source.enabled,
             "writeKeyPrefix": redact_key(source.write_key) if source.write_key else None,
             "corsOrigins": source.cors_origins,
-            "destinations": [d.name for d in workspace.destinations if source.name in d.sources],
+            "destinations": [
+                d.name for d in observer.workspace.destinations if source.name in d.sources
+            ],
         }
 
     @app.get(
@@ -245,7 +266,11 @@ def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
     )
     async def list_sources(request: Request) -> dict[str, Any]:
         who = current_principal(request)
-        return {"sources": [source_doc(s) for s in workspace.sources if who.sees_source(s.name)]}
+        return {
+            "sources": [
+                source_doc(s) for s in observer.workspace.sources if who.sees_source(s.name)
+            ]
+        }
 
     @app.get(
         "/api/v1/sources/{name}",
@@ -253,8 +278,10 @@ def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
         summary="One source",
         dependencies=[requires("sources:read", source_param="name")],
     )
-    async def get_source(name: str) -> dict[str, Any]:
-        return source_doc(observer.require_source(name))
+    async def get_source(name: str, response: Response) -> dict[str, Any]:
+        doc = source_doc(observer.require_source(name))
+        resources.set_etag(config, response, "sources", name)
+        return doc
 
     @app.get(
         "/api/v1/sources/{name}/debugger",
@@ -302,7 +329,7 @@ def _sources(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
         return await observer.overview(name, observer.window(window))
 
 
-def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> None:
+def _destinations(app: FastAPI, observer: Observer, config: ConfigService | None) -> None:
     read = [requires("destinations:read")]
 
     @app.get(
@@ -312,7 +339,7 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
         dependencies=read,
     )
     async def list_destinations() -> dict[str, Any]:
-        return {"destinations": [destination_doc(d) for d in workspace.destinations]}
+        return {"destinations": [destination_doc(d) for d in observer.workspace.destinations]}
 
     @app.get(
         "/api/v1/destinations/{name}",
@@ -320,8 +347,9 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
         summary="One destination",
         dependencies=read,
     )
-    async def get_destination(name: str) -> dict[str, Any]:
+    async def get_destination(name: str, response: Response) -> dict[str, Any]:
         doc = destination_doc(observer.require_destination(name))
+        resources.set_etag(config, response, "destinations", name)
         engine = observer.delivery
         if engine is not None:
             await engine.refresh()  # counters as they are now
@@ -352,7 +380,7 @@ def _destinations(app: FastAPI, workspace: Workspace, observer: Observer) -> Non
         engine = observer.delivery
         page = await engine.devsink_page(name, limit) if engine is not None else None
         if page is None:
-            sinks = [d.name for d in workspace.destinations if d.type == "devsink"]
+            sinks = [d.name for d in observer.workspace.destinations if d.type == "devsink"]
             raise ApiError(
                 "not_found",
                 f"no devsink destination is named {name!r}; the devsinks are: "

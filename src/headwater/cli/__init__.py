@@ -8,6 +8,7 @@
 - :mod:`.status`: ``status``, ``watch``, ``maintenance``;
 - :mod:`.profiles`: ``profiles get | merges | delete``;
 - :mod:`.tokens`: ``tokens create | list | revoke``; :mod:`.audit`: ``audit``;
+- :mod:`.config`: ``export``, ``diff``, ``apply`` (config as code, through the API);
 - :mod:`.warehouse`: ``warehouse status | sync | backfill``;
 - :mod:`.functions`: ``functions list | url | logs | reload``;
 - :mod:`.dev`: ``dev cluster`` (a JetStream cluster on this machine).
@@ -23,6 +24,7 @@ from headwater import __version__
 from headwater.cli import (
     audiences,
     audit,
+    config,
     delivery,
     destinations,
     dev,
@@ -58,6 +60,9 @@ app.add_typer(warehouse.warehouse_app, name="warehouse")
 app.add_typer(functions.functions_app, name="functions")
 app.add_typer(dev.dev_app, name="dev")
 app.command()(audit.audit)
+app.command()(config.export)
+app.command()(config.diff)
+app.command()(config.apply)
 app.command()(status.status)
 app.command()(status.watch)
 app.command()(delivery.replay)

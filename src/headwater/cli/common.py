@@ -64,12 +64,13 @@ class Api:
         return self.call("POST", path, params, body)
 
     def call(
-        self, method: str, path: str, params: dict[str, Any], body: Any = None
-    ) -> dict[str, Any]:
+        self, method: str, path: str, params: dict[str, Any], body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         try:
             response = httpx.request(
-                method, f"{self.url}{path}", params=params, json=body, headers=self.headers,
-                timeout=120,
+                method, f"{self.url}{path}", params=params, json=body,
+                headers={**self.headers, **(headers or {})}, timeout=120,
             )  # fmt: skip
         except httpx.HTTPError as exc:
             raise fail(f"could not reach Headwater at {self.url}: {exc}") from exc
@@ -78,7 +79,7 @@ class Api:
         except ValueError:
             answer = {"message": response.text}
         if not response.is_success:
-            raise fail(str(answer.get("message") or f"HTTP {response.status_code}"))
+            raise fail(_refusal(answer, response.status_code))
         return answer
 
     def stream(self, path: str) -> Iterator[tuple[str, str]]:
@@ -102,6 +103,23 @@ class Api:
                         data += line[5:].strip()
         except httpx.HTTPError as exc:
             raise fail(f"the stream from {self.url} ended: {exc}") from exc
+
+
+def _refusal(answer: dict[str, Any], status: int) -> str:
+    """The server's message; with several faults (a refused change), each with its field."""
+    faults = answer.get("errors")
+    if isinstance(faults, list) and len(faults) > 1:
+        return "the change was refused whole:\n" + "\n".join(
+            f"  {f.get('field') or '-'}: {f.get('message')}" for f in faults if isinstance(f, dict)
+        )
+    if (
+        isinstance(faults, list)
+        and faults
+        and isinstance(faults[0], dict)
+        and faults[0].get("field")
+    ):
+        return f"{faults[0]['field']}: {faults[0].get('message')}"
+    return str(answer.get("message") or f"HTTP {status}")
 
 
 def _message(content: bytes) -> str | None:

@@ -9,6 +9,13 @@ here, and only for readers (nothing on the delivery path waits for it):
     ← {"pid": 123, "workers": {name: worker snapshot}}   (headwater.delivery.snapshot)
     → {"op": "devsink", "name": "sink", "limit": 100}
     ← {"total": 5, "events": [...]}  or  {"error": "not_found"}
+    → {"op": "configure", "workspace": {...}, "end": 1234, "revision": 7}
+    ← {"revision": 7, "destinations": {name: "created, running" | "removed" | ...}}
+
+``configure`` is the one request that changes something: a workspace changed through the
+API (``end`` is the log's last offset when the change was accepted: where a new destination
+starts). Each snapshot carries the ``revision`` the worker runs, so the gateway sends the
+workspace again to a worker that restarted with an older one.
 
 Any other request gets ``{"error": "unknown_op"}``. The socket file is made with mode 0600
 under a directory only its owner can enter (devsink events are customer data).
@@ -68,7 +75,11 @@ class ControlServer:
         try:
             while line := await reader.readline():
                 try:
-                    answer = self.answer(orjson.loads(line))
+                    request = orjson.loads(line)
+                    if isinstance(request, dict) and request.get("op") == "configure":
+                        answer = await self.configure(request)
+                    else:
+                        answer = self.answer(request)
                 except (ValueError, TypeError, KeyError) as exc:
                     answer = {"error": "bad_request", "message": str(exc)}
                 writer.write(orjson.dumps(answer) + b"\n")
@@ -81,11 +92,23 @@ class ControlServer:
             self._clients.discard(writer)
             writer.close()
 
+    async def configure(self, request: dict[str, Any]) -> dict[str, Any]:
+        from headwater.config.workspace import Workspace
+        from headwater.engage.activation import with_engage
+        from headwater.status.service import with_canary
+
+        workspace, _ = with_canary(Workspace.model_validate(request["workspace"]))
+        workspace = with_engage(workspace, lambda source: None)  # as worker_role.run does
+        revision = int(request["revision"])
+        done = await self.engine.reconfigure(workspace, int(request["end"]), revision)
+        return {"revision": revision, "destinations": done}
+
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         if op == "snapshot":
             workers = {n: worker_snapshot(w) for n, w in self.engine.workers.items()}
-            return {"pid": os.getpid(), "workers": workers}
+            return {"pid": os.getpid(), "workers": workers, "revision": self.engine.revision,
+                    "held": sorted(self.engine.held)}  # fmt: skip
         if op == "devsink":
             sink = self.engine.devsink(str(request["name"]))
             if sink is None:

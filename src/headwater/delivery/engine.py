@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -49,6 +49,7 @@ REPLAY_SCAN_SECS = 1.0
 HANDOVER_STOP_SECS = 30.0
 ROUND_TIMEOUT_SECS = 2.0
 PRUNE_EVERY_SECS = 3600.0
+OPEN_END = 2**62  # the end of a pause that has not ended (state/config.py: the same)
 
 
 def build_destination(config: DestinationConfig, http: HttpClient) -> Destination[Any]:
@@ -93,12 +94,39 @@ async def states_of(
     return record, await store.run(collect)
 
 
+Pauses = Callable[[], Mapping[str, Sequence[tuple[int, int]]]]
+"""Per destination, the log offsets ``(after, up_to]`` accepted while it was disabled
+(:meth:`headwater.state.config.ConfigStore.pauses`)."""
+
+
+def _same(a: Workspace, b: Workspace, name: str) -> bool:
+    """Whether a destination's worker can stay as it is: its configuration and the
+    transformations and functions that apply to it are unchanged."""
+
+    def mine(ws: Workspace) -> tuple[Any, ...]:
+        return (ws.destination(name), [t for t in ws.transformations if t.destination == name])
+
+    return mine(a) == mine(b)
+
+
+def _held(config: DestinationConfig, pauses: Mapping[str, Sequence[tuple[int, int]]]) -> bool:
+    """Disabled by a change that is still in force (its pause has no end)."""
+    ranges = pauses.get(config.name, ())
+    return not config.enabled and bool(ranges) and ranges[-1][1] >= OPEN_END
+
+
 class DeliveryEngine:
-    """Runs the delivery of every destination of a workspace."""
+    """Runs the delivery of every destination of a workspace.
+
+    A destination disabled through a change (the write API, or the file at a start: it has
+    an open pause) runs no worker: nothing is sent, its backlog waits after its cursor and
+    its dead letters stay, until it is enabled again (then the events accepted meanwhile are
+    recorded as filtered, "accepted while the destination was disabled") or deleted."""
 
     def __init__(
-        self, workspace: Workspace, log: EventLog, data_dir: Path, role: str = "worker"
-    ) -> None:
+        self, workspace: Workspace, log: EventLog, data_dir: Path, role: str = "worker",
+        pauses: Pauses = dict,
+    ) -> None:  # fmt: skip
         self.workspace = workspace
         self.log = log
         self.store = DeliveryStore(data_dir, workspace.state)
@@ -110,6 +138,10 @@ class DeliveryEngine:
         self._closing = False
         self.http = HttpClient()
         self.workers: dict[str, Worker] = {}
+        self.held: set[str] = set()  # disabled by a change: no worker
+        self.revision = 0  # of the configuration store, as told by the gateway
+        self._pauses = pauses
+        self._changing = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.functions = FunctionHost(workspace.functions, ("destination", "insert"),
                                       data_dir.parent / STATS_DIR, "delivery")  # fmt: skip
@@ -117,21 +149,7 @@ class DeliveryEngine:
     async def start(self) -> None:
         await self.functions.start()  # a function that cannot load stops start-up
         await self.store.open()
-        cursors = await self.store.run(lambda db: db.cursors())
-        end = self.log.stats().last_offset or 0
-        fresh = []
-        for config in self.workspace.destinations:
-            start = cursors.get(config.name)
-            if start is None:  # a new destination starts with the events arriving from now on
-                start = end
-                fresh.append(SetCursor(config.name, end))
-            destination = self._with_functions(build_destination(config, self.http))
-            stage = DestinationStage(config.name, config.filters, self.workspace.transformations)
-            worker = Worker(route_of(config), destination, config.delivery, self.log, self.store,
-                            start, stage)  # fmt: skip
-            self.workers[config.name] = worker
-        if fresh:
-            await self.store.write(fresh)
+        started = await self._add(self.workspace.destinations, self.log.stats().last_offset or 0)
         loop = asyncio.get_running_loop()
         if self.shared:
             state = self.workspace.state
@@ -140,13 +158,78 @@ class DeliveryEngine:
             await self._share_once()  # this node's share runs before start() returns
             self._tasks = [loop.create_task(self._share(), name="delivery:leases")]
         else:
-            for worker in self.workers.values():
+            for worker in started:
                 worker.start()
             self._tasks = []
         self._tasks += [
             loop.create_task(self._watch_replays(), name="delivery:replays"),
             loop.create_task(self._prune(), name="delivery:prune"),
         ]
+
+    async def _add(self, configs: Sequence[DestinationConfig], end: int) -> list[Worker]:
+        """A worker for each destination not held, after its cursor (a new destination
+        after ``end``: the events accepted from now on); not started yet."""
+        cursors = await self.store.run(lambda db: db.cursors())
+        pauses = self._pauses()
+        fresh, made = [], []
+        for config in configs:
+            if _held(config, pauses):
+                self.held.add(config.name)
+                continue
+            self.held.discard(config.name)
+            start = cursors.get(config.name)
+            if start is None:  # a new destination starts with the events arriving from now on
+                start = end
+                fresh.append(SetCursor(config.name, end))
+            destination = self._with_functions(build_destination(config, self.http))
+            stage = DestinationStage(config.name, config.filters, self.workspace.transformations)
+            worker = Worker(route_of(config), destination, config.delivery, self.log, self.store,
+                            start, stage, pauses.get(config.name, ()))  # fmt: skip
+            self.workers[config.name] = worker
+            made.append(worker)
+        if fresh:
+            await self.store.write(fresh)
+        return made
+
+    async def _remove(self, name: str) -> None:
+        """Stop a destination's worker after its in-flight requests; what it has not sent
+        stays after its cursor."""
+        worker = self.workers.pop(name, None)
+        if worker is not None:
+            await worker.stop()
+            await worker.destination.close()
+
+    async def reconfigure(self, workspace: Workspace, end: int, revision: int) -> dict[str, str]:
+        """Run ``workspace`` from now on: workers of removed, disabled or changed
+        destinations stop after their in-flight requests (their cursor is committed), changed
+        and new ones start after their cursor (a new one after ``end``, the log's last
+        offset when the change was accepted), so no event is lost or sent out of order.
+        Returns what happened to each destination touched."""
+        if self.shared:
+            raise RuntimeError("a shared delivery engine takes configuration from its start")
+        async with self._changing:
+            old, done = self.workspace, {}
+            self.workspace = workspace
+            wanted = {d.name for d in workspace.destinations}
+            for name in [n for n in [*self.workers, *self.held] if n not in wanted]:
+                await self._remove(name)
+                self.held.discard(name)
+                done[name] = "removed"
+            pauses = self._pauses()
+            touched = [
+                d for d in workspace.destinations
+                if not _same(old, workspace, d.name) or (d.name in self.held) != _held(d, pauses)
+            ]  # fmt: skip
+            for config in touched:
+                await self._remove(config.name)
+            for worker in await self._add(touched, end):
+                worker.start()
+            for config in touched:
+                existed = old.destination(config.name) is not None
+                state = "held" if config.name in self.held else "running"
+                done[config.name] = f"{'updated' if existed else 'created'}, {state}"
+            self.revision = revision
+            return done
 
     def _with_functions(self, destination: Destination[Any]) -> Destination[Any]:
         """Give a function destination its pool; put a destination's insert functions

@@ -90,6 +90,22 @@ class RemoteWorker:
         self.stage.transformed = int(doc["transformed"])
 
 
+def _mirrors(
+    workspace: Workspace, old: dict[str, RemoteWorker] | None = None
+) -> dict[str, RemoteWorker]:
+    """A mirror per destination (an unchanged one keeps its last counters)."""
+    out: dict[str, RemoteWorker] = {}
+    for d in workspace.destinations:
+        found = (old or {}).get(d.name)
+        route = route_of(d)
+        if found is None or found.route != route:
+            found = RemoteWorker(route, RemoteStage(d.name, d.filters, workspace.transformations))
+        else:
+            found.stage = RemoteStage(d.name, d.filters, workspace.transformations)
+        out[d.name] = found
+    return out
+
+
 class RemoteEngine:
     """The worker process's delivery engine, seen from the gateway."""
 
@@ -106,12 +122,10 @@ class RemoteEngine:
         self._state = workspace.state if cluster else None
         self._store = DeliveryStore(data_dir, workspace.state)
         self._http = HttpClient()
-        self._workers = {
-            d.name: RemoteWorker(
-                route_of(d), RemoteStage(d.name, d.filters, workspace.transformations)
-            )
-            for d in workspace.destinations
-        }
+        self._workers = _mirrors(workspace)
+        self.held: set[str] = set()
+        self.revision = 0  # what the gateway last configured
+        self._pending: dict[str, Any] | None = None  # a configure the worker has not taken
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -182,11 +196,32 @@ class RemoteEngine:
                 worker.alive = False
             return False
         self.worker_pid = answer.get("pid")
+        self.held = set(answer.get("held", ()))
+        if self._pending is not None and answer.get("revision") != self.revision:
+            await self._configure(self._pending)  # a worker restarted with an older workspace
         for name, doc in answer["workers"].items():
             found = self._workers.get(name)
             if found is not None:
                 found.update(doc)
         return True
+
+    async def reconfigure(self, workspace: Workspace, end: int, revision: int) -> dict[str, str]:
+        """Send ``workspace`` to the worker process (again after each of its restarts, until
+        it runs it); mirror its destinations from now on."""
+        self._workers = _mirrors(workspace, self._workers)
+        self.revision = revision
+        self._pending = {"op": "configure", "workspace": workspace.model_dump(mode="json",
+                         by_alias=True), "end": end, "revision": revision}  # fmt: skip
+        return await self._configure(self._pending)
+
+    async def _configure(self, request: dict[str, Any]) -> dict[str, str]:
+        answer = await self.ask(request)
+        if answer is None or "destinations" not in answer:
+            logger.warning("the delivery worker did not take revision %s yet; it gets it when "
+                           "it answers again", request["revision"])  # fmt: skip
+            return {}
+        done: dict[str, str] = answer["destinations"]
+        return done
 
     async def states(self, message_id: str) -> tuple[StoredRecord, list[DestinationState]] | None:
         await self.refresh()  # the cursors as they are now, not half a second ago

@@ -75,7 +75,9 @@ from headwater.destinations.base import Destination
 from headwater.errors import LogError
 from headwater.log.base import EventLog, StoredRecord
 from headwater.processor.fanout import DestinationStage, FilteredOut
-from headwater.processor.routing import Filtered, NotMine, Route, Routed
+from headwater.processor.routing import NOT_MINE, Filtered, NotMine, Route, Routed
+
+PAUSED = "accepted while the destination was disabled"
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +183,11 @@ class Worker:
         store: DeliveryStore,
         start_after: int,
         stage: DestinationStage | None = None,
+        pauses: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.route = route
+        # offsets (after, up_to] accepted while the destination was disabled: never sent
+        self.pauses = tuple(pauses)
         self.stage = stage or DestinationStage(route.destination, (), ())
         self.name = route.destination
         self.destination = destination
@@ -448,7 +453,7 @@ class Worker:
         for r in records:
             if replay is not None and not replay.since_ms <= r.received_at_ms < replay.until_ms:
                 continue  # outside the replay's window
-            event = self._shape(r)
+            event = self._shape(r, live=replay is None)
             if isinstance(event, NotMine):
                 if replay is not None:
                     stream.counts[2] += 1
@@ -466,9 +471,17 @@ class Worker:
         ]
         return routed, ledger
 
-    def _shape(self, r: StoredRecord, count: bool = True) -> OutboundEvent | Filtered | NotMine:
+    def _shape(
+        self, r: StoredRecord, count: bool = True, live: bool = True
+    ) -> OutboundEvent | Filtered | NotMine:
         """Route one event, then run the destination's filters and transformations on it
-        (``count=False``: a look ahead that the filters' counters must not see)."""
+        (``count=False``: a look ahead that the filters' counters must not see). What was
+        accepted while the destination was disabled is not sent live; a replay the user
+        asks for sends it."""
+        if live and self.pauses and any(a < r.offset <= b for a, b in self.pauses):
+            if r.source not in self.route.sources:
+                return NOT_MINE
+            return Filtered(PAUSED)
         decision = self.route.decide(r.source, r.payload)
         if not isinstance(decision, Routed):
             return decision

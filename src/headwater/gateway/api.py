@@ -94,17 +94,41 @@ class TrackingAPI:
         self._functions = functions
         self._by_name = {s.name: s for s in sources}
         self._processor = processor
-        self._by_key: dict[str, SourceConfig] = {s.write_key: s for s in sources if s.write_key}
         self._log = log
         self._stats = stats
         self._config = config
         self._trusted = config.trusted_proxies
+        self.reconfigure(sources)
+
+    def reconfigure(
+        self, sources: list[SourceConfig], retired: Mapping[str, tuple[str, int]] | None = None
+    ) -> None:
+        """Take these sources from the next request on. Everything is built first and then
+        assigned without an ``await`` in between, so a request sees the old sources or the
+        new ones, never half of each. ``retired`` maps write keys replaced by a rotation to
+        (their source, valid until in ms since the epoch)."""
+        by_key: dict[str, SourceConfig] = {s.write_key: s for s in sources if s.write_key}
+        by_name = {s.name: s for s in sources}
+        grace = {
+            key: (by_name[name], until)
+            for key, (name, until) in (retired or {}).items()
+            if name in by_name and key not in by_key
+        }
         origins = {o for s in sources for o in s.cors_origins}
-        self._any_origin = "*" in origins
-        self._origins = frozenset(origins)
-        self._source_origins = {
+        source_origins = {
             s.name: (None if "*" in s.cors_origins else frozenset(s.cors_origins)) for s in sources
         }
+        self._by_key, self._retired = by_key, grace
+        self._any_origin, self._origins = "*" in origins, frozenset(origins)
+        self._source_origins = source_origins
+
+    def _source(self, key: str) -> SourceConfig | None:
+        found = self._by_key.get(key)
+        if found is None and self._retired:  # a key replaced by a rotation, in its grace
+            old = self._retired.get(key)
+            if old is not None and old[1] > time.time() * 1000:
+                return old[0]
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -165,7 +189,7 @@ class TrackingAPI:
             raise
         context.key = key
         one_id = _message_id(data) if single else None  # a single call's refusal names it
-        source = self._by_key.get(key)
+        source = self._source(key)
         if source is None:
             unknown = IngestError(
                 "invalid_write_key",
@@ -429,7 +453,7 @@ class TrackingAPI:
         """Where a refusal is filed: the source, a redacted unknown key, or ``unknown``."""
         if key is None:
             return "unknown"
-        source = self._by_key.get(key)
+        source = self._source(key)
         return source.name if source is not None else f"key:{redact_key(key)}"
 
     def _client_ip(self, scope: Scope, headers: dict[str, str]) -> str | None:
@@ -480,7 +504,7 @@ class TrackingAPI:
         self, send: Send, headers: dict[str, str], path: str, origin: str | None
     ) -> None:
         key = path[len(SETTINGS_PREFIX) : -len("/settings")]
-        source = self._by_key.get(key)
+        source = self._source(key)
         if source is None:
             raise IngestError("not_found", "no source has this write key", 404)
         if self._config.public_url:

@@ -81,6 +81,7 @@ class DestinationEvidence:
     changed_since_start: int = 0  # events its filters or transformations changed
     vendor: str = ""  # the vendor's display name (Destination.vendor); "": the type
     key_settings: tuple[str, ...] = ()  # the settings a rejected credential points at
+    last_change: str | None = None  # disabled: the audit trail's who and when
 
     @property
     def vendor_name(self) -> str:
@@ -268,10 +269,11 @@ def _destination(evidence: Evidence, dest: DestinationEvidence) -> list[Finding]
     name = dest.name
     if not dest.enabled:
         kept = report.counts["filtered"]
+        by = f"; it was {dest.last_change}" if dest.last_change else ""
         out.append(
             Finding(
                 "info", f"destination {name} is disabled",
-                f"{kept} events were kept from it {_window(evidence)}",
+                f"{kept} events were kept from it {_window(evidence)}{by}",
                 f"set enabled: true on destination {name} in the workspace, then replay the "
                 f"window: `headwater replay --destination {name} --since ...`",
                 kept, destination=name,

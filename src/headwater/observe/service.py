@@ -8,6 +8,7 @@ source, the trace of one messageId, and diagnose. It never sits on the delivery 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ import orjson
 from headwater.config.workspace import DestinationConfig, SourceConfig, Workspace
 from headwater.delivery.store import StoreDB
 from headwater.delivery.view import DeliveryView
+from headwater.delivery.worker import PAUSED
 from headwater.destinations import TYPES
 from headwater.gateway.normalize import iso_ms
 from headwater.gateway.stats import IngestStats, Rejection, redact_key, vars_of
@@ -38,6 +40,7 @@ from headwater.observe.diagnose import (
 from headwater.observe.findings import SEVERITY_ORDER
 from headwater.observe.flow import Flow
 from headwater.processor.fanout import FilteredOut, Shaped
+from headwater.state.audit import AuditEntry, AuditLog
 
 OBSERVE_DIR = "observe"
 UNKNOWN_KEYS = "key:*"  # the flow counts' one scope for every unknown write key
@@ -117,6 +120,26 @@ class Window:
     label: str
 
 
+DISABLED_REASONS = ("the destination is disabled", PAUSED)
+PAST = {"disable": "disabled", "enable": "enabled", "delete": "deleted", "create": "created",
+        "update": "changed", "rotate-write-key": "given a new write key"}  # fmt: skip
+
+
+def cite(entry: AuditEntry) -> str:
+    """An audit entry in words: what, when, by whom and from where."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.at_ms / 1000))
+    actor = entry.actor
+    if actor == "workspace":
+        who = "an edit of the workspace file, at a start"
+    elif actor.startswith("local:"):
+        who = f"{actor.removeprefix('local:')} on the server's machine"
+    elif actor == "admin":
+        who = "the admin token"
+    else:
+        who = f"token {actor}"
+    return f"{PAST.get(entry.action, entry.action)} at {when} by {who} ({entry.origin})"
+
+
 class Observer:
     def __init__(self, workspace: Workspace, data_dir: Path, stats: IngestStats) -> None:
         self.workspace = workspace
@@ -137,6 +160,24 @@ class Observer:
         self.findings: list[Callable[[int], Awaitable[list[Finding]]]] = []
         """More of diagnose's findings since a time, from parts that keep their own evidence
         (the warehouses' syncs, identity resolution per space)."""
+        self.audit: AuditLog | None = None
+        """The audit trail, cited when a trace or a finding names a change (app.py sets it)."""
+
+    async def last_change(self, resource: str, actions: Sequence[str]) -> str | None:
+        """Who last made one of ``actions`` to ``resource``, in words for a trace or a
+        finding ("disabled at 2026-12-08 14:02:11 UTC by token ci-deploy (api)"); None when
+        the trail holds none (or cannot be read: a citation never fails a diagnosis)."""
+        if self.audit is None:
+            return None
+        audit = self.audit
+        try:
+            entries = await asyncio.to_thread(audit.entries, resource, None, 20)
+        except Exception:
+            return None
+        for entry in entries.entries:
+            if entry.resource == resource and entry.action in actions:
+                return cite(entry)
+        return None
 
     async def start(self, log: EventLog, delivery: DeliveryView) -> None:
         self.log, self.delivery = log, delivery
@@ -284,6 +325,15 @@ class Observer:
         stages.extend(await self.flow.decisions(record.message_id))
         for stage in self.stages:
             stages.extend(await stage(record))
+        destinations = [
+            {**s.as_dict(), "filters": self._shaping(s.destination, record.payload, event)}
+            for s in states
+        ]
+        for doc in destinations:
+            if doc["reason"] in DISABLED_REASONS:
+                doc["change"] = await self.last_change(f"destinations/{doc['destination']}",
+                                                       ("disable", "create", "delete"))  # fmt: skip
+        destinations += await self._held(record, {s.destination for s in states})
         return {
             "messageId": record.message_id,
             "offset": record.offset,
@@ -292,11 +342,28 @@ class Observer:
             "receivedAt": iso_ms(record.received_at_ms),
             "event": event,
             "stages": stages,
-            "destinations": [
-                {**s.as_dict(), "filters": self._shaping(s.destination, record.payload, event)}
-                for s in states
-            ],
+            "destinations": destinations,
         }
+
+    async def _held(self, record: StoredRecord, shown: set[str]) -> list[dict[str, Any]]:
+        """Destinations of the event's source disabled through a change: they run no
+        worker, so the ledger says nothing of the event; say why it is not sent."""
+        held = getattr(self._engine(), "held", ())
+        out = []
+        for name in sorted(set(held) - shown):
+            config = self.workspace.destination(name)
+            if config is None or record.source not in config.sources:
+                continue
+            change = await self.last_change(f"destinations/{name}", ("disable", "create"))
+            out.append({
+                "destination": name, "state": "held", "terminal": False, "attempts": 0,
+                "atMs": None, "status": None, "nextAttemptMs": None, "deadLetterId": None,
+                "history": [], "filters": None, "change": change,
+                "reason": "the destination is disabled: nothing is sent to it; what it had not "
+                "delivered before is kept (sent when it is enabled again, or purged), what "
+                "is accepted while it is disabled never goes",
+            })  # fmt: skip
+        return out
 
     def _shaping(
         self, destination: str, payload: bytes, event: dict[str, Any]
@@ -449,10 +516,13 @@ class Observer:
         if worker is not None:
             changed = worker.stage.transformed + sum(f["modified"] for f in worker.stage.stats())
         kind = TYPES.get(config.type)
+        cited = None
+        if not config.enabled:
+            cited = await self.last_change(f"destinations/{name}", ("disable", "create"))
         return DestinationEvidence(
             name, config.type, config.enabled, list(config.sources), report,
             worker.breaker.state.value if worker else "stopped", queued, samples, changed,
-            kind.vendor if kind else "", kind.key_settings if kind else (),
+            kind.vendor if kind else "", kind.key_settings if kind else (), cited,
         )  # fmt: skip
 
     def _engine(self) -> DeliveryView:

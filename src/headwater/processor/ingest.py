@@ -175,6 +175,13 @@ class IngestPipeline:
         self.plans: dict[str, TrackingPlanConfig] = {}
         self.configure(plans)
 
+    def reconfigure(
+        self, plans: Sequence[TrackingPlanConfig], transformations: Sequence[TransformationConfig]
+    ) -> None:
+        """Plans and source transformations changed through the API (hooks swapped at once)."""
+        self._transformations = list(transformations)
+        self.configure(plans)
+
     def configure(self, plans: Sequence[TrackingPlanConfig]) -> None:
         """Use these plans from now on (each compiled once, here)."""
         enforcers = {p.name: PlanEnforcer(p) for p in plans}

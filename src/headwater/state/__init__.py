@@ -1,1 +1,2 @@
-"""Stores shared by the stages and owned by none (DESIGN.md): the audit trail, tokens."""
+"""Stores shared by the stages and owned by none (DESIGN.md): the configuration, the audit
+trail, tokens."""

@@ -145,6 +145,20 @@ def diff_of(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -
     return out
 
 
+def change_action(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+    """The verb of a change to one resource: ``create``, ``delete``, ``enable``,
+    ``disable`` (its ``enabled`` flipped) or ``update``."""
+    if before is None:
+        return "create"
+    if after is None:
+        return "delete"
+    if before.get("enabled", True) and not after.get("enabled", True):
+        return "disable"
+    if not before.get("enabled", True) and after.get("enabled", True):
+        return "enable"
+    return "update"
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One recorded change. ``at_ms`` is epoch milliseconds; ``diff`` is already masked."""

@@ -22,7 +22,14 @@ from typing import Any
 import orjson
 
 from headwater.config.workspace import Workspace
-from headwater.state.audit import STATE_DIR, AuditEntry, AuditLog, diff_of, mask_secrets
+from headwater.state.audit import (
+    STATE_DIR,
+    AuditEntry,
+    AuditLog,
+    change_action,
+    diff_of,
+    mask_secrets,
+)
 from headwater.state.postgres import ADOPTED_SUFFIX
 
 SNAPSHOT_FILE = "workspace.last.json"
@@ -56,18 +63,6 @@ def resources(workspace: Workspace) -> dict[str, dict[str, Any]]:
     return mask_secrets(out)  # type: ignore[no-any-return]
 
 
-def _action(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
-    if before is None:
-        return "create"
-    if after is None:
-        return "delete"
-    if before.get("enabled", True) and not after.get("enabled", True):
-        return "disable"
-    if not before.get("enabled", True) and after.get("enabled", True):
-        return "enable"
-    return "update"
-
-
 def record_workspace_load(
     audit: AuditLog, workspace: Workspace, data_dir: Path
 ) -> list[AuditEntry]:
@@ -90,6 +85,13 @@ def record_workspace_load(
     return recorded
 
 
+def keep_snapshot(workspace: Workspace, data_dir: Path) -> None:
+    """After a change through the API: the snapshot becomes the running workspace, so the
+    next start records only what the file changes (the API's changes are recorded already,
+    with their token)."""
+    _write(data_dir / STATE_DIR / SNAPSHOT_FILE, resources(workspace))
+
+
 def changes(previous: dict[str, Any], current: dict[str, Any]
             ) -> list[tuple[str, str, dict[str, Any]]]:  # fmt: skip
     """(action, resource, diff) for each resource that differs, in resource order."""
@@ -97,7 +99,7 @@ def changes(previous: dict[str, Any], current: dict[str, Any]
     for resource in sorted(current.keys() | previous.keys()):
         before, after = previous.get(resource), current.get(resource)
         if before != after:
-            found.append((_action(before, after), resource, diff_of(before, after)))
+            found.append((change_action(before, after), resource, diff_of(before, after)))
     return found
 
 

@@ -104,9 +104,13 @@ class Dispatcher:
     """
 
     def __init__(self, config: AlertsConfig) -> None:
+        self._tracked: dict[str, _Tracked] = {}
+        self.configure(config)
+
+    def configure(self, config: AlertsConfig) -> None:
+        """Rules and notifiers changed through the API: open incidents stay tracked."""
         self._rules = list(config.rules)
         self._notifier_names = tuple(n.name for n in config.notifiers)
-        self._tracked: dict[str, _Tracked] = {}
         self._routes: dict[tuple[str, str], list[_Route]] = {}
 
     def observe(

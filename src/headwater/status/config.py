@@ -206,6 +206,10 @@ class NotifierConfig(_Model):
 class AlertRule(_Model):
     """Which components' alerts go to which notifiers, and when."""
 
+    name: Annotated[str | None, Field(pattern=NAME_PATTERN)] = None
+    """A name for the API and ``headwater diff`` (``alert-rules/<name>``); a rule without
+    one is addressed by its place, ``alert-rule-1``, ``alert-rule-2``, ..."""
+
     components: Annotated[list[str], Field(min_length=1)] = [ANY]
     """Component names or ids, or patterns with ``*`` (``Destination *``); ``*`` for all."""
 

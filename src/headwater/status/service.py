@@ -70,6 +70,15 @@ def with_canary(workspace: Workspace) -> tuple[Workspace, str | None]:
     return workspace.model_copy(update={"sources": sources, "destinations": destinations}), key
 
 
+def keep_canary_key(running: Workspace, key: str | None) -> Workspace:
+    """``running`` with the canary's source keeping the write key the canary sends with."""
+    if key is None:
+        return running
+    sources = [s.model_copy(update={"write_key": key}) if s.name == CANARY_SOURCE else s
+               for s in running.sources]  # fmt: skip
+    return running.model_copy(update={"sources": sources})
+
+
 class StatusService:
     def __init__(self, workspace: Workspace, data_dir: Path, self_url: str | None) -> None:
         self.workspace = workspace
@@ -92,6 +101,15 @@ class StatusService:
             destination=config.canary_destination or CANARY_DESTINATION,
             interval_secs=config.canary_interval_secs,
         )
+
+    def reconfigure(self, workspace: Workspace, http: Any) -> None:
+        """Alert rules and notifiers from now on (a notifier's queue that is not empty
+        finishes with the notifier it was queued for)."""
+        self.workspace = workspace
+        self.dispatcher.configure(workspace.alerts)
+        if self.sender is not None:
+            for name, notifier in build_notifiers(workspace.alerts, http).items():
+                self.sender.notifiers[name] = notifier
 
     async def start(
         self,
@@ -297,4 +315,4 @@ class StatusService:
         return JSONResponse({"page": g["page"], "scheduled_maintenances": active})
 
 
-__all__ = ["DB_FILE", "STATUS_DIR", "StatusService", "with_canary"]
+__all__ = ["DB_FILE", "STATUS_DIR", "StatusService", "keep_canary_key", "with_canary"]

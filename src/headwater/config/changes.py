@@ -1,0 +1,512 @@
+"""Changing the running configuration: one way for the write API, ``headwater apply`` and
+the workspace file at start.
+
+Every change builds the whole candidate workspace (the stored resources with the change
+made), validates it with :func:`~headwater.config.workspace.parse_workspace` — the same code
+as the workspace file — and only then writes it to the store (one transaction, checked
+against the versions the caller read) and hands it to the running process. An invalid
+change is refused whole with each fault's field; nothing is half-applied.
+
+Secrets: what the API shows is masked (:data:`MASK`); a masked value sent back means "keep
+the stored one". ``headwater export`` writes each secret as an environment reference
+(``${HEADWATER_SECRET_...}``) that ``apply`` and ``serve`` expand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from headwater.config.keys import generate_write_key
+from headwater.config.resources import KINDS, SETTINGS, Kind, Resources, join, section, split
+from headwater.config.workspace import Workspace, parse_workspace
+from headwater.errors import ConfigError
+from headwater.state.audit import AuditLog, change_action, diff_of
+from headwater.state.config import ConfigStore, Conflict, Key, Snapshot, Written
+
+logger = logging.getLogger("headwater.config")
+
+MASK = "**********"
+ENV_PREFIX = "HEADWATER_SECRET_"
+_ENV_REF = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
+DEFAULT_GRACE_SECS = 24 * 3600.0
+
+Path_ = tuple[str | int, ...]
+
+
+# ---------------------------------------------------------------------- secrets
+
+
+def _secret_fields(model: type[BaseModel]) -> set[str]:
+    return {n for n, f in model.model_fields.items() if "SecretStr" in str(f.annotation)}
+
+
+def secret_paths(kind: str, doc: dict[str, Any]) -> list[Path_]:
+    """Where a resource keeps secrets: write keys, secret-typed settings, header values."""
+    if kind == "sources":
+        return [("write_key",)] if doc.get("write_key") else []
+    settings = doc.get("settings")
+    if not isinstance(settings, dict):
+        return []
+    model: type[BaseModel] | None = None
+    if kind == "destinations":
+        from headwater.destinations import TYPES
+
+        found = TYPES.get(str(doc.get("type")))
+        model = found.settings_model if found is not None else None
+    elif kind == "alert-notifiers":
+        from headwater.status.config import SETTINGS_MODELS
+
+        model = SETTINGS_MODELS.get(str(doc.get("type")))
+    if model is None:
+        return []
+    paths: list[Path_] = [("settings", n) for n in _secret_fields(model) if settings.get(n)]
+    headers = settings.get("headers")
+    if isinstance(headers, dict):
+        paths += [("settings", "headers", h) for h in headers]
+    return paths
+
+
+def _at(doc: Any, path: Path_) -> Any:
+    for part in path:
+        doc = doc[part]
+    return doc
+
+
+def _put(doc: Any, path: Path_, value: Any) -> None:
+    for part in path[:-1]:
+        doc = doc[part]
+    doc[path[-1]] = value
+
+
+def masked(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(doc)
+    for path in secret_paths(kind, doc):
+        _put(out, path, MASK)
+    return out
+
+
+def keep_masked(kind: str, new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    """A masked value sent back (as read from the API) keeps the stored secret."""
+    out = copy.deepcopy(new)
+    for path in secret_paths(kind, new):
+        if _at(out, path) == MASK:
+            with contextlib.suppress(KeyError, IndexError, TypeError):
+                _put(out, path, _at(old, path))  # nothing stored there: validation names it
+    return out
+
+
+def env_name(kind: str, name: str, path: Path_) -> str:
+    raw = "_".join(str(p) for p in (kind, name, *path))
+    return ENV_PREFIX + re.sub(r"[^A-Z0-9]+", "_", raw.upper()).strip("_")
+
+
+def with_env_refs(document: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The workspace with every secret as ``${HEADWATER_SECRET_...}``; and those names.
+    Only the secrets change: a section the document leaves out stays out."""
+    out = copy.deepcopy(document)
+    names: list[str] = []
+    for kind in KINDS.values():
+        items = section(out, kind.path)
+        for i, doc in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(doc, dict):
+                continue
+            for path in secret_paths(kind.plural, doc):
+                ref = env_name(kind.plural, kind.key(doc, i), path)
+                _put(doc, path, f"${{{ref}}}")
+                names.append(ref)
+    return out, names
+
+
+def expand_env(data: Any, origin: str, where: str = "") -> Any:
+    """Replace each ``${NAME}`` string by the variable's value; one that is not set is an
+    error naming the field and the variable."""
+    if isinstance(data, dict):
+        return {
+            k: expand_env(v, origin, f"{where}.{k}" if where else str(k)) for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [expand_env(v, origin, f"{where}[{i}]") for i, v in enumerate(data)]
+    if isinstance(data, str):
+        found = _ENV_REF.match(data)
+        if found is not None:
+            value = os.environ.get(found.group(1))
+            if value is None:
+                raise ConfigError(
+                    f"{origin}: {where}: the environment variable {found.group(1)} is not set; "
+                    "set it to the secret (headwater export names each one)"
+                )
+            return value
+    return data
+
+
+def record_pauses(store: ConfigStore, old: Workspace, new: Workspace, end: int) -> None:
+    """A destination disabled or deleted now gets an open pause after ``end`` (the log's
+    last offset): nothing accepted from here on is sent to it. Enabled again, or created
+    again under its name, the pause ends: what it had not delivered before the pause (kept
+    until purged) goes out, what was accepted during the pause never does."""
+    for dest in new.destinations:
+        before = old.destination(dest.name)
+        if not dest.enabled and (before is None or before.enabled):
+            store.pause(dest.name, end)
+        elif dest.enabled and (before is None or not before.enabled):
+            store.resume(dest.name, end)
+    for dest in old.destinations:
+        if new.destination(dest.name) is None:
+            store.pause(dest.name, end)
+
+
+def with_defaults(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with each list section it leaves out set to the model's default."""
+    base = parse_workspace({"sources": [{"name": "x"}]}).model_dump(mode="json", by_alias=True)
+    out = copy.deepcopy(document)
+    for kind in KINDS.values():
+        if kind.plural == "sources":  # required: its absence is the document's fault
+            continue
+        parent, default = out, base
+        for part in kind.path[:-1]:
+            if part not in parent:
+                parent[part] = {}
+            if not isinstance(parent[part], dict):
+                break  # not a mapping: validation names it
+            parent, default = parent[part], default[part]
+        else:
+            if kind.path[-1] not in parent:
+                parent[kind.path[-1]] = copy.deepcopy(default[kind.path[-1]])
+    return out
+
+
+# ---------------------------------------------------------------------- faults and plans
+
+
+class ChangeError(Exception):
+    """A change refused whole: ``faults`` are ``{"type", "message", "field"}``."""
+
+    def __init__(self, status: int, faults: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f["message"] for f in faults))
+        self.status, self.faults = status, faults
+
+
+def fault(kind: str, message: str, where: str | None = None) -> dict[str, Any]:
+    return {"type": kind, "message": message, "field": where}
+
+
+def _faults(exc: ConfigError, target: Resources, changed: Key | None) -> list[dict[str, Any]]:
+    """The validation's lines as faults; a fault inside the changed resource names its
+    field relative to the request's body (``settings.url``)."""
+    prefix = None
+    if changed is not None and changed[0] in KINDS:
+        kind = KINDS[changed[0]]
+        names = [n for (k, n) in target if k == kind.plural]
+        if changed[1] in names:
+            prefix = f"{kind.where}[{names.index(changed[1])}]"
+    out = []
+    for line in str(exc).splitlines():
+        rest = line.removeprefix("workspace: ")
+        where, sep, message = rest.partition(": ")
+        if not sep or " " in where:
+            where, message = "", rest
+        if prefix is not None and (
+            where == prefix or where.startswith((prefix + ".", prefix + "["))
+        ):
+            where = where[len(prefix) :].lstrip(".") or None  # type: ignore[assignment]
+        out.append(fault("invalid", message, where or None))
+    return out
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of a plan: ``create``, ``change`` or ``delete`` of a resource."""
+
+    action: str
+    kind: str
+    name: str
+    fields: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "resource": f"{self.kind}/{self.name}",
+            "fields": self.fields,
+        }
+
+
+def _changed_fields(old: Any, new: Any, where: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _changed_fields(old.get(k), new.get(k), f"{where}.{k}" if where else str(k))
+        return out
+    return [] if old == new else [where or "(whole)"]
+
+
+def plan(current: Resources, target: Resources) -> list[Step]:
+    steps = [Step("create", k, n) for (k, n) in target if (k, n) not in current]
+    for key, doc in target.items():
+        if key in current and current[key] != doc:
+            steps.append(Step("change", key[0], key[1], _changed_fields(current[key], doc)))
+    steps += [Step("delete", k, n) for (k, n) in current if (k, n) not in target]
+    return steps
+
+
+# ---------------------------------------------------------------------- the service
+
+
+Apply = Callable[[Workspace, Snapshot, Snapshot], Awaitable[dict[str, Any]]]
+"""Run a validated workspace in this process (app.py): the snapshots before and after."""
+
+
+LIVE = frozenset(
+    {
+        "sources",
+        "destinations",
+        "transformations",
+        "tracking-plans",
+        "alert-rules",
+        "alert-notifiers",
+    }
+)
+"""Kinds a running server applies at once; a change to any other (``settings``: the log,
+gateway, state, status and functions sections; ``warehouses``, ``spaces``, ``watch``) is
+stored and takes effect at the next start, and the answer lists it under
+``restartRequired``."""
+
+
+class ConfigService:
+    """The configuration as the API changes it: the store, validation, the live apply,
+    the audit trail.
+
+    ``read_only``: why changes are refused (with ``state: {backend: postgres}`` every node
+    runs the workspace file it reads; the API's writes would change one node only)."""
+
+    def __init__(
+        self,
+        store: ConfigStore,
+        apply: Apply,
+        audit: AuditLog | None = None,
+        read_only: str | None = None,
+    ) -> None:
+        self.store = store
+        self._apply = apply
+        self._audit_log = audit
+        self.read_only = read_only
+        self._lock = asyncio.Lock()  # one change at a time: each sees the one before
+
+    def _writable(self) -> None:
+        if self.read_only is not None:
+            raise ChangeError(409, [fault("read_only", self.read_only)])
+
+    def snapshot(self) -> Snapshot:
+        return self.store.snapshot()
+
+    def kind(self, plural: str) -> Kind:
+        return KINDS[plural]
+
+    def get(self, kind: str, name: str) -> tuple[dict[str, Any], int]:
+        snap = self.snapshot()
+        doc = snap.resources.get((kind, name))
+        if doc is None:
+            raise ChangeError(404, [fault("not_found", self._missing(snap, kind, name))])
+        return doc, snap.versions[(kind, name)]
+
+    def _missing(self, snap: Snapshot, kind: str, name: str) -> str:
+        names = [n for (k, n) in snap.resources if k == kind]
+        return (
+            f"no {KINDS[kind].singular} is named {name!r}; the {kind} are "
+            f"{', '.join(names) or 'none'}"
+        )
+
+    async def put(
+        self,
+        kind: str,
+        name: str,
+        doc: dict[str, Any] | None,
+        if_match: int | None,
+        create: bool = False,
+        actor: str = "admin",
+        origin: str = "api",
+    ) -> dict[str, Any]:
+        """Create (``create``), replace or (``doc`` None) delete one resource."""
+        self._writable()
+        async with self._lock:
+            snap = self.snapshot()
+            key = (kind, name)
+            old = snap.resources.get(key)
+            if create and old is not None:
+                raise ChangeError(
+                    409,
+                    [
+                        fault(
+                            "conflict",
+                            f"{kind}/{name} exists already; "
+                            "update it with PUT, or choose another name",
+                            "name",
+                        )
+                    ],
+                )
+            if not create and old is None:
+                raise ChangeError(404, [fault("not_found", self._missing(snap, kind, name))])
+            target = dict(snap.resources)
+            if doc is None:
+                del target[key]
+            else:
+                doc = keep_masked(
+                    kind,
+                    {**doc, "name": doc.get("name", name)}
+                    if kind != "alert-rules" or "name" in doc or create
+                    else doc,
+                    old,
+                )
+                if kind == "sources" and not doc.get("write_key"):
+                    doc["write_key"] = (old or {}).get("write_key") or generate_write_key(name)
+                target[key] = doc
+            expected = {key: snap.versions.get(key)} if if_match is not None or create else {}
+            if if_match is not None:
+                expected[key] = if_match
+            result = await self._write(snap, target, expected, key, actor, origin)
+            if doc is not None and kind == "sources" and (old or {}).get("write_key") is None:
+                result["writeKey"] = doc["write_key"]  # shown once, at creation
+            return result
+
+    async def replace_all(
+        self,
+        document: dict[str, Any],
+        if_revision: int | None,
+        actor: str = "admin",
+        origin: str = "api",
+    ) -> dict[str, Any]:
+        """``headwater apply``: the whole workspace, in one change."""
+        self._writable()
+        async with self._lock:
+            snap = self.snapshot()
+            if if_revision is not None and if_revision != snap.revision:
+                raise ChangeError(
+                    412,
+                    [
+                        fault(
+                            "precondition_failed",
+                            (
+                                f"the workspace changed since revision {if_revision} (it is at "
+                                f"{snap.revision}); run headwater diff again"
+                            ),
+                        )
+                    ],
+                )
+            target = self.candidate(document, snap)
+            return await self._write(snap, target, {}, None, actor, origin)
+
+    def candidate(self, document: dict[str, Any], snap: Snapshot) -> Resources:
+        """A whole workspace as resources, masked secrets and missing write keys taken
+        from what is stored; a list section the document leaves out has its default, as
+        in the workspace file (no ``alerts.rules``: the default rule)."""
+        target = split(with_defaults(document))
+        for (kind, name), doc in target.items():
+            old = snap.resources.get((kind, name))
+            target[(kind, name)] = keep_masked(kind, doc, old)
+            if kind == "sources" and not doc.get("write_key"):
+                stored = (old or {}).get("write_key")
+                target[(kind, name)]["write_key"] = stored or generate_write_key(name)
+        return target
+
+    def plan_for(self, document: dict[str, Any]) -> dict[str, Any]:
+        """What applying ``document`` would change (validated like the change itself)."""
+        snap = self.snapshot()
+        target = self.candidate(document, snap)
+        workspace = self._validate(target, None)
+        target = split(workspace.model_dump(mode="json", by_alias=True))
+        current = {k: masked(k[0], v) for k, v in snap.resources.items()}
+        steps = plan(current, {k: masked(k[0], v) for k, v in target.items()})
+        # a secret that differs shows as a changed field, its value never
+        for step in plan(snap.resources, target):
+            if step.action == "change" and not any(
+                s.kind == step.kind and s.name == step.name for s in steps
+            ):
+                steps.append(Step("change", step.kind, step.name, ["(a secret)"]))
+        return {"revision": snap.revision, "steps": [s.as_dict() for s in steps]}
+
+    def _validate(self, target: Resources, changed: Key | None) -> Workspace:
+        try:
+            return parse_workspace(join(target), "workspace")
+        except ConfigError as exc:
+            raise ChangeError(400, _faults(exc, target, changed)) from None
+
+    async def _write(
+        self,
+        snap: Snapshot,
+        target: Resources,
+        expected: dict[Key, int | None],
+        changed: Key | None,
+        actor: str,
+        origin: str,
+    ) -> dict[str, Any]:
+        workspace = self._validate(target, changed)
+        # stored as the model writes it (defaults filled in): a resource sent with or
+        # without its defaults is the same resource, and `headwater diff` shows no noise
+        target = split(workspace.model_dump(mode="json", by_alias=True))
+        try:
+            written = await self.store.replace(target, expected)
+        except Conflict as exc:
+            raise ChangeError(412, [fault("precondition_failed", str(exc), None)]) from None
+        after = self.snapshot()
+        applied = await self._apply(workspace, snap, after) if not written.empty else {}
+        await self._audit(snap, after, written, actor, origin)
+        touched = [*written.created, *written.changed, *written.deleted]
+        restart = [_name(k) for k in touched if k[0] not in LIVE]
+        return {
+            "revision": written.revision,
+            **_summary(written),
+            "applied": applied,
+            "restartRequired": restart,
+        }
+
+    async def _audit(
+        self, before: Snapshot, after: Snapshot, written: Written, actor: str, origin: str
+    ) -> None:
+        """One entry per resource changed, its secrets masked (the settings model's secret
+        fields here; :meth:`AuditLog.record` masks what names a secret)."""
+        if self._audit_log is None:
+            return
+        for key in [*written.created, *written.changed, *written.deleted]:
+            old, new = before.resources.get(key), after.resources.get(key)
+            old = masked(key[0], old) if old is not None else None
+            new = masked(key[0], new) if new is not None else None
+            action = change_action(old, new)
+            where = self._audit_log.where
+            try:
+                await asyncio.to_thread(
+                    self._audit_log.record, actor, action, _name(key), diff_of(old, new), origin
+                )
+            except Exception as exc:  # the change stands; say what the trail misses
+                logger.error(
+                    "audit trail at %s: could not record %s %s by %s (%s): %s",
+                    where,
+                    action,
+                    _name(key),
+                    actor,
+                    origin,
+                    exc,
+                )
+
+
+def _name(key: Key) -> str:
+    return SETTINGS if key[0] == SETTINGS else f"{key[0]}/{key[1]}"
+
+
+def _summary(written: Written) -> dict[str, list[str]]:
+    def names(keys: list[Key]) -> list[str]:
+        return [_name(k) for k in keys]
+
+    return {
+        "created": names(written.created),
+        "changed": names(written.changed),
+        "deleted": names(written.deleted),
+    }
