@@ -37,6 +37,7 @@ from headwater.api import (
     processing,
     resources,
     testing,
+    tokens,
     warehouses,
 )
 from headwater.api.auth import Authenticator, current_principal, requires
@@ -152,6 +153,10 @@ def build_api(
         audiences.register(app, profiles, activator, audit)
     if config is not None:
         resources.register(app, config)
+    if auth.tokens is not None:
+        tokens.register(
+            app, auth.tokens, audit, lambda: [s.name for s in observer.workspace.sources]
+        )
     _document(app)
     _public_document(app)
     return app
