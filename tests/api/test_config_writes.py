@@ -524,7 +524,7 @@ async def test_every_kind_is_created_changed_and_deleted_while_events_flow(
             assert deleted.status_code == 200, (kind, deleted.text)
             assert deleted.json()["deleted"] == [f"{kind}/{name}"]
             trail = (await api.get("/api/v1/audit", params={"resource": f"{kind}/{name}"})).json()
-            assert [e["action"] for e in trail["entries"]][0] == "delete", kind
+            assert trail["entries"][0]["action"] == "delete", kind
         await sender.stop()
         everything = sender.accepted
         await eventually(lambda: set(everything) <= set(delivered(fake, "/all")),
@@ -544,7 +544,9 @@ async def test_tokens_made_listed_and_revoked_through_the_api(
         listed = await api.get("/api/v1/tokens", headers=agency)
         assert listed.status_code == 200 and token not in listed.text
         assert [t["name"] for t in listed.json()["tokens"]] == ["agency"]
-        owner = await api.post("/api/v1/tokens", headers=agency, json={"name": "o", "role": "owner"})
+        owner = await api.post(
+            "/api/v1/tokens", headers=agency, json={"name": "o", "role": "owner"}
+        )
         assert owner.status_code == 403, owner.text
         scoped = await api.post("/api/v1/tokens", headers=agency,
                                 json={"name": "web", "role": "source_admin", "source": "nope"})  # fmt: skip
