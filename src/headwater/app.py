@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import secrets
 import sys
 import time
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
+import orjson
 import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -63,7 +66,7 @@ from headwater.processor.protocols_store import ProtocolsStore
 from headwater.state import postgres
 from headwater.state.admin_token import AdminToken, load_admin_token
 from headwater.state.audit import AuditLog
-from headwater.state.config import Snapshot, open_config
+from headwater.state.config import Snapshot, digest, open_config
 from headwater.state.sql import StateUnavailable, first_line
 from headwater.state.tokens import TokenStore
 from headwater.state.workspace_history import keep_snapshot, record_workspace_load
@@ -124,8 +127,7 @@ class Headwater:
         # the configuration store is the source of truth; the file seeds it (config/changes.py)
         self.config_store = open_config(data_dir)
         self._seeded_from = self.config_store.snapshot()
-        snapshot, _ = self.config_store.seed(workspace.model_dump(mode="json", by_alias=True))
-        workspace = parse_workspace(snapshot.document(), str(self.config_store.path))
+        workspace = self._seed(workspace, workspace_file)
         self.workspace = workspace
         # what the process runs: the user's workspace plus the canary's source and sink
         self.running, self._canary_key = with_canary(workspace)
@@ -143,8 +145,9 @@ class Headwater:
         self.auth = Authenticator(self.token, self.tokens)
         self.audit = AuditLog.open(data_dir, workspace.state)
         self.observer.audit = self.audit  # trace and diagnose cite who changed what
+        base_dir = workspace_file.resolve().parent if workspace_file is not None else None
         self.config = ConfigService(self.config_store, self._reconfigure, self.audit,
-                                    read_only=_read_only(workspace))  # fmt: skip
+                                    read_only=_read_only(workspace), base_dir=base_dir)  # fmt: skip
         # with shared state the cluster's, so a balancer need not keep a user on one node
         self.sessions = (SharedSessions(workspace.state, self.token.digest)
                          if postgres.uses_postgres(workspace.state) else Sessions())  # fmt: skip
@@ -232,7 +235,8 @@ class Headwater:
         self.log = log
         if self._seeded_from.resources:  # the file disabled or enabled destinations since
             seeded = parse_workspace(self._seeded_from.document())  # the last run
-            record_pauses(self.config_store, seeded, self.workspace, log.stats().last_offset or 0)
+            end = log.stats().last_offset or 0
+            record_pauses(self.config_store, seeded, self.workspace, end, live=False)
         self.delivery = await self._start_delivery(log)
         self._delivery_started = True
         await self.observer.start(log, self.delivery)
@@ -251,6 +255,31 @@ class Headwater:
         await self.status.start(self.log, self.delivery, self, self._canary_key,
                                 processes=self.process_signals)  # fmt: skip
         self.activator.start()
+
+    def _seed(self, workspace: Workspace, workspace_file: Path | None) -> Workspace:
+        """The workspace to run: the configuration store's, after the file seeded it (a
+        changed file — by its bytes, so an upgrade that adds a default is no change — is
+        applied over what the API changed; the log says what that replaced)."""
+        document = workspace.model_dump(mode="json", by_alias=True)
+        try:
+            raw: Any = workspace_file.read_bytes() if workspace_file is not None else None
+        except OSError:
+            raw = None
+        if raw is None:  # a workspace given in code: its own content, defaults left out
+            raw = workspace.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        else:  # and the values of the ${NAME} it names: a changed secret is a changed file
+            refs = sorted({n.decode() for n in re.findall(rb"\$\{([A-Z_][A-Z0-9_]*)\}", raw)})
+            raw += orjson.dumps({name: os.environ.get(name) for name in refs})
+        had = self._seeded_from.revision > 0
+        snapshot, written = self.config_store.seed(document, digest(raw))
+        if had and written is not None and not written.empty:
+            steps = {"created": written.created, "changed": written.changed,
+                     "deleted": written.deleted}  # fmt: skip
+            said = "; ".join(f"{what} {', '.join(f'{k}/{n}' for k, n in keys)}"
+                             for what, keys in steps.items() if keys)  # fmt: skip
+            logger.warning("the workspace file changed since the last start: it was applied "
+                           "over the configuration store (%s)", said)  # fmt: skip
+        return parse_workspace(snapshot.document(), str(self.config_store.path))
 
     def _engage_key(self, source: str) -> str:
         """The in-process write key of a space's activation source (made once)."""
@@ -330,15 +359,17 @@ class Headwater:
         if self.log is None or self._tracking is None:
             return {"destinations": {}, "note": "stored; the server applies it when it starts"}
         end = self.log.stats().last_offset or 0
-        old = self.workspace
-        record_pauses(self.config_store, old, workspace, end)
-        if not self.audit.shared:
-            await asyncio.to_thread(keep_snapshot, workspace, self.data_dir)
+        old, store = self.workspace, self.config_store
+        await asyncio.to_thread(record_pauses, store, old, workspace, end)
+        for source in old.sources:  # a deleted source's old keys go with it
+            if workspace.source(source.name) is None:
+                await asyncio.to_thread(store.drop_retired, source.name)
         running, _ = with_canary(workspace)
         running = with_engage(keep_canary_key(running, self._canary_key), self._engage_key)
         self.workspace, self.running = workspace, running
         self.observer.workspace = self.console.workspace = workspace
-        self._tracking.reconfigure(running.sources, self.config_store.retired_keys())
+        retired = await asyncio.to_thread(store.retired_keys)
+        self._tracking.reconfigure(running.sources, retired)
         if self.admin is not None:
             plans, _ = effective_plans(workspace.tracking_plans, self.data_dir)
             self.admin.pipeline.reconfigure(plans, workspace.transformations)
@@ -354,6 +385,8 @@ class Headwater:
             done = await self._engine.reconfigure(running, end, after.revision)
         elif isinstance(self._engine, RemoteEngine):
             done = await self._engine.reconfigure(workspace, end, after.revision)
+        if not self.audit.shared:
+            await asyncio.to_thread(keep_snapshot, workspace, self.data_dir)
         return {"destinations": done, "kept": await self._kept(old, workspace)}
 
     async def _kept(self, old: Workspace, new: Workspace) -> dict[str, str]:

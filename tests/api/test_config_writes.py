@@ -354,7 +354,7 @@ async def test_export_applied_on_a_fresh_data_dir_reproduces_the_configuration(
     assert SECRET not in text and KEY not in text and "hdr-secret-1" not in text
     assert len(exported["secrets"]) == 3
     # the CI runner has the secrets in its environment; apply expands them (cli/config.py)
-    from headwater.config.changes import expand_env
+    from headwater.config.workspace import expand_env
 
     secrets = {"HEADWATER_SECRET_SOURCES_WEBSITE_WRITE_KEY": KEY,
                "HEADWATER_SECRET_DESTINATIONS_ALL_SETTINGS_SHARED_SECRET": SECRET,
@@ -560,3 +560,186 @@ async def test_tokens_made_listed_and_revoked_through_the_api(
         assert (await api.delete("/api/v1/tokens/ghost")).status_code == 404
         trail = (await api.get("/api/v1/audit", params={"resource": "tokens"})).text
         assert token not in trail and '"revoke"' in trail and '"create"' in trail
+
+
+async def test_a_toggle_never_undoes_a_change_made_beside_it(
+    tmp_path: Path, fake: FakeDestination
+) -> None:
+    async with running(tmp_path, workspace(fake.url)) as api:
+        doc = (await api.get("/api/v1/workspace")).json()["workspace"]["destinations"][0]
+        for n in range(5):
+            changed = {**doc, "settings": {**doc["settings"], "url": f"{fake.url}/v{n}",
+                                           "shared_secret": SECRET}}  # fmt: skip
+            put, toggle = await asyncio.gather(
+                api.put("/api/v1/destinations/all", json={**changed, "enabled": n % 2 == 0}),
+                api.post(f"/api/v1/destinations/all/{'disable' if n % 2 == 0 else 'enable'}"),
+            )
+            assert put.status_code == 200 and toggle.status_code == 200, (put.text, toggle.text)
+            stored = open_config(tmp_path).snapshot().resources[("destinations", "all")]
+            assert stored["settings"]["url"] == f"{fake.url}/v{n}"  # the PUT is not undone
+
+
+async def test_a_change_that_changes_nothing_keeps_the_etag(
+    tmp_path: Path, fake: FakeDestination
+) -> None:
+    async with running(tmp_path, workspace(fake.url)) as api:
+        read = await api.get("/api/v1/destinations/all")
+        etag = read.headers["etag"]
+        body = {"name": "all", "type": "webhook", "sources": ["website"],
+                "settings": {"url": f"{fake.url}/all", "shared_secret": "**********"},
+                "delivery": {"batch_max_events": 20}}  # fmt: skip
+        for _ in range(2):
+            same = await api.put("/api/v1/destinations/all", json=body, headers={"if-match": etag})
+            assert same.status_code == 200, same.text
+            assert same.headers["etag"] == etag and same.json()["changed"] == []
+        revision = (await api.get("/api/v1/workspace")).json()["revision"]
+        again = await api.put("/api/v1/workspace", json=workspace(fake.url))
+        assert again.status_code == 200, again.text
+        assert again.json()["revision"] == revision and again.json()["changed"] == []
+
+
+async def test_a_change_stored_but_not_applied_says_so_and_is_applied_when_sent_again(
+    tmp_path: Path, fake: FakeDestination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(tmp_path, workspace(fake.url)) as api:
+        app: Headwater = api.app  # type: ignore[attr-defined]
+        engine = app._engine
+        assert engine is not None
+        real = engine.reconfigure
+        calls = []
+
+        async def fails_once(*args: Any) -> dict[str, str]:
+            calls.append(args)
+            if len(calls) == 1:
+                raise RuntimeError("the worker is busy")
+            return await real(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(engine, "reconfigure", fails_once)
+        body = {"name": "all", "type": "webhook", "sources": ["website"],
+                "settings": {"url": f"{fake.url}/moved", "shared_secret": SECRET}}  # fmt: skip
+        failed = await api.put("/api/v1/destinations/all", json=body)
+        assert failed.status_code == 500, failed.text
+        fault = failed.json()["errors"][0]
+        assert fault["type"] == "not_applied" and "stored (revision" in fault["message"]
+        assert "the worker is busy" in fault["message"]
+        trail = (await api.get("/api/v1/audit", params={"resource": "destinations/all"})).json()
+        assert trail["entries"][0]["action"] == "update"  # recorded: it is stored
+        retried = await api.put("/api/v1/destinations/all", json=body)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["applied"]["destinations"] == {"all": "updated, running"}
+        sent = await api.post("/v1/track", auth=(KEY, ""),
+                              json={"userId": "u", "event": "E", "messageId": "moved-1"})  # fmt: skip
+        assert sent.status_code == 200
+        await eventually(lambda: "moved-1" in delivered(fake, "/moved"), "the change runs")
+
+
+async def test_secrets_are_kept_for_the_same_target_only(
+    tmp_path: Path, fake: FakeDestination
+) -> None:
+    async with running(tmp_path, workspace(fake.url)) as api:
+        masked = {"name": "all", "type": "webhook", "sources": ["website"],
+                  "settings": {"url": "http://127.0.0.1:9/steal", "shared_secret": "**********"}}  # fmt: skip
+        moved = await api.put("/api/v1/destinations/all", json=masked)
+        assert moved.status_code == 400, moved.text
+        assert moved.json()["errors"][0]["field"] == "settings.shared_secret"
+        assert "send this secret again" in moved.json()["errors"][0]["message"]
+        fresh = await api.post("/api/v1/destinations", json={
+            "name": "other", "type": "webhook", "sources": ["website"],
+            "settings": {"url": f"{fake.url}/o", "shared_secret": "**********"}})  # fmt: skip
+        assert fresh.status_code == 400 and "none is stored" in fresh.text
+        unexpanded = await api.post("/api/v1/destinations", json={
+            "name": "other", "type": "webhook", "sources": ["website"],
+            "settings": {"url": f"{fake.url}/o", "shared_secret": "${HOOK_SECRET}"}})  # fmt: skip
+        assert unexpanded.status_code == 400 and "is not expanded" in unexpanded.text
+        whole = (await api.get("/api/v1/workspace")).json()["workspace"]
+        refused = await api.put("/api/v1/workspace", json=whole)  # secrets as ${...}
+        assert refused.status_code == 400, refused.text
+        fields = {e["field"] for e in refused.json()["errors"]}
+        assert fields == {"sources[0].write_key", "destinations[0].settings.shared_secret"}
+
+
+async def test_a_plan_tells_a_reader_nothing_of_secrets(
+    tmp_path: Path, fake: FakeDestination
+) -> None:
+    async with running(tmp_path, workspace(fake.url)) as api:
+        app: Headwater = api.app  # type: ignore[attr-defined]
+        reader = {"authorization": f"Bearer {app.tokens.create('r', 'read_only', None, 't')[1]}"}
+        document = workspace(fake.url)
+        document["destinations"][0]["settings"]["shared_secret"] = "a-guess"
+        admin_plan = (await api.post("/api/v1/workspace/plan", json=document)).json()
+        assert admin_plan["steps"] == [
+            {"action": "change", "resource": "destinations/all", "fields": ["(a secret)"]}
+        ]
+        read_plan = await api.post("/api/v1/workspace/plan", json=document, headers=reader)
+        assert read_plan.status_code == 200 and read_plan.json()["steps"] == []
+
+
+async def test_a_deleted_sources_old_keys_go_with_it(tmp_path: Path, fake: FakeDestination) -> None:
+    async with running(tmp_path, workspace(fake.url)) as api:
+        await api.post("/api/v1/sources", json={"name": "shop", "write_key": "wk_shop_first_1"})
+        rotated = await api.post("/api/v1/sources/shop/rotate-write-key")
+        assert rotated.status_code == 200
+        assert (await api.delete("/api/v1/sources/shop")).status_code == 200
+        again = await api.post("/api/v1/sources", json={"name": "shop"})
+        assert again.status_code == 201
+        old = await api.post("/v1/track", auth=("wk_shop_first_1", ""),
+                             json={"userId": "u", "event": "E"})  # fmt: skip
+        assert old.status_code == 401
+        stale = await api.post("/api/v1/sources/shop/rotate-write-key",
+                               headers={"if-match": '"1"'})  # fmt: skip
+        assert stale.status_code == 412
+        new_key = again.json()["writeKey"]
+        kept = await api.post("/v1/track", auth=(new_key, ""), json={"userId": "u", "event": "E"})
+        assert kept.status_code == 200  # the refused rotation retired nothing
+
+
+async def test_the_file_is_compared_by_its_bytes_and_function_files_are_checked(
+    tmp_path: Path, fake: FakeDestination
+) -> None:
+    import yaml
+
+    from headwater.config.workspace import load_workspace
+
+    path = tmp_path / "workspace.yaml"
+    path.write_text(yaml.safe_dump(workspace(fake.url)))
+    data = tmp_path / "data"
+
+    async def start(extra_default: bool) -> tuple[Headwater, httpx.AsyncClient]:
+        loaded = load_workspace(path)
+        if extra_default:  # as an upgrade with another default would load the same file
+            loaded = loaded.model_copy(update={"gateway": loaded.gateway.model_copy(
+                update={"rejection_samples": 33})})  # fmt: skip
+        app = Headwater(loaded, data, admin_token=AdminToken(_digest(TOKEN), "env"),
+                        workspace_file=path)  # fmt: skip
+        await app.start()
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://hw",
+                                   headers=ADMIN)  # fmt: skip
+        return app, client
+
+    app, api = await start(False)
+    assert (await api.post("/api/v1/destinations/all/disable")).status_code == 200
+    missing = await api.put("/api/v1/workspace", json={
+        **workspace(fake.url), "functions": [{"name": "f", "kind": "insert", "file": "nope.py",
+                                              "destination": "all"}]})  # fmt: skip
+    assert missing.status_code == 400 and "nope.py" in missing.text, missing.text
+    await api.aclose()
+    await app.stop()
+    app, api = await start(True)  # the same bytes: the API's change stays
+    assert (await api.get("/api/v1/destinations/all")).json()["enabled"] is False
+    await api.aclose()
+    await app.stop()
+
+
+def test_the_workspace_file_reads_env_references(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headwater.config.workspace import load_workspace
+    from headwater.errors import ConfigError
+
+    path = tmp_path / "workspace.yaml"
+    path.write_text("sources:\n  - {name: web, write_key: '${WEB_KEY}'}\n")
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.write_key: the environment variable "
+                                          "WEB_KEY is not set"):  # fmt: skip
+        load_workspace(path)
+    monkeypatch.setenv("WEB_KEY", "wk_from_the_environment")
+    assert load_workspace(path).sources[0].write_key == "wk_from_the_environment"

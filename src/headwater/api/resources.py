@@ -215,7 +215,7 @@ def _writes(app: FastAPI, service: ConfigService, kind: Kind) -> None:
                 raise ChangeError(400, [fault("invalid", "required field is missing", "name")])
             name = kind.key({}, sum(1 for k, _ in service.snapshot().resources if k == kind.plural))
         result = await service.put(kind.plural, name, body, None, create=True, **_who(request))
-        etag(response, result["revision"])
+        etag(response, result["version"])
         return result
 
     if kind.plural != "tracking-plans":  # its PUT is the processor's (api/processing.py)
@@ -250,7 +250,7 @@ def _writes(app: FastAPI, service: ConfigService, kind: Kind) -> None:
                 )
             version = parse_if_match(if_match)
             result = await service.put(kind.plural, name, body, version, **_who(request))
-            etag(response, result["revision"])
+            etag(response, result["version"])
             return result
 
     @app.delete(
@@ -274,10 +274,9 @@ def _toggles(app: FastAPI, service: ConfigService, kind: Kind) -> None:
         async def toggle(
             name: str, request: Request, if_match: IfMatch = None, enabled: bool = enabled
         ) -> dict[str, Any]:
-            doc, _ = service.get(kind.plural, name)
             version = parse_if_match(if_match)
-            changed = {**doc, "enabled": enabled}
-            return await service.put(kind.plural, name, changed, version, **_who(request))
+            return await service.put(kind.plural, name, None, version, **_who(request),
+                                     change=lambda doc: {**doc, "enabled": enabled})  # fmt: skip
 
         app.post(
             f"/api/v1/{kind.plural}/{{name}}/{verb}",
@@ -304,20 +303,9 @@ def _sources(app: FastAPI, service: ConfigService) -> None:
         grace_secs: Annotated[
             float, Query(alias="graceSecs", ge=0, le=90 * 86400)
         ] = DEFAULT_GRACE_SECS,
+        if_match: IfMatch = None,
     ) -> dict[str, Any]:
-        from headwater.config.keys import generate_write_key
-
-        doc, version = service.get("sources", name)
-        old_key = doc.get("write_key")
-        new_key = generate_write_key(name)
-        if old_key:
-            until = service.store.retire_key(name, old_key, grace_secs)
-        changed = {**doc, "write_key": new_key}
-        result = await service.put("sources", name, changed, version, **_who(request))
-        result["writeKey"] = new_key  # shown once
-        if old_key:
-            result["previousKeyValidUntilMs"] = until
-        return result
+        return await service.rotate(name, grace_secs, parse_if_match(if_match), **_who(request))
 
 
 def _filters(app: FastAPI, service: ConfigService) -> None:
@@ -334,10 +322,9 @@ def _filters(app: FastAPI, service: ConfigService) -> None:
         filters: Annotated[list[dict[str, Any]], Body(description="docs/fql.md")],
         if_match: IfMatch = None,
     ) -> dict[str, Any]:
-        doc, _ = service.get("destinations", name)
         version = parse_if_match(if_match)
-        changed = {**doc, "filters": filters}
-        return await service.put("destinations", name, changed, version, **_who(request))
+        return await service.put("destinations", name, None, version, **_who(request),
+                                 change=lambda doc: {**doc, "filters": filters})  # fmt: skip
 
 
 def _workspace(app: FastAPI, service: ConfigService) -> None:
@@ -362,8 +349,9 @@ def _workspace(app: FastAPI, service: ConfigService) -> None:
         summary="What applying this workspace would create, change and delete",
         dependencies=[requires("workspace:read")],
     )
-    async def plan(body: JsonObject) -> dict[str, Any]:
-        return service.plan_for(body)
+    async def plan(body: JsonObject, request: Request) -> dict[str, Any]:
+        may_write = current_principal(request).has("workspace:write")
+        return service.plan_for(body, compare_secrets=may_write)
 
     @app.put(
         "/api/v1/workspace",

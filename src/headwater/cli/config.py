@@ -26,7 +26,7 @@ import yaml
 from rich.markup import escape
 
 from headwater.cli.common import DEFAULT_URL, Api, UrlOption, err, fail, out, refuse
-from headwater.config.changes import expand_env
+from headwater.config.workspace import expand_env
 from headwater.errors import ConfigError
 
 FileOption = Annotated[Path, typer.Option("--file", "-f", help="The workspace YAML file.")]

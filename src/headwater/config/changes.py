@@ -15,20 +15,20 @@ the stored one". ``headwater export`` writes each secret as an environment refer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from headwater.config.keys import generate_write_key
 from headwater.config.resources import KINDS, SETTINGS, Kind, Resources, join, section, split
-from headwater.config.workspace import Workspace, parse_workspace
+from headwater.config.workspace import ENV_REF, Workspace, parse_workspace
 from headwater.errors import ConfigError
 from headwater.state.audit import AuditLog, change_action, diff_of
 from headwater.state.config import ConfigStore, Conflict, Key, Snapshot, Written
@@ -37,7 +37,6 @@ logger = logging.getLogger("headwater.config")
 
 MASK = "**********"
 ENV_PREFIX = "HEADWATER_SECRET_"
-_ENV_REF = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
 DEFAULT_GRACE_SECS = 24 * 3600.0
 
 Path_ = tuple[str | int, ...]
@@ -95,14 +94,77 @@ def masked(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def keep_masked(kind: str, new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
-    """A masked value sent back (as read from the API) keeps the stored secret."""
+def keep_masked(
+    kind: str, new: dict[str, Any], old: dict[str, Any] | None, where: str = ""
+) -> dict[str, Any]:
+    """A masked value sent back (as read from the API) keeps the stored secret — for the
+    same target only: a destination or notifier whose type or other settings changed needs
+    its secrets sent again, so a token that may change settings but not read secrets cannot
+    point a stored credential at a server of its own. A mask with nothing stored, or a
+    ``${NAME}`` left unexpanded, is refused with its field (``where``: the resource's place,
+    for a whole workspace)."""
     out = copy.deepcopy(new)
+    faults = []
     for path in secret_paths(kind, new):
-        if _at(out, path) == MASK:
-            with contextlib.suppress(KeyError, IndexError, TypeError):
-                _put(out, path, _at(old, path))  # nothing stored there: validation names it
+        value = _at(out, path)
+        field_ = ".".join(str(p) for p in path)
+        field_ = f"{where}.{field_}" if where else field_
+        if value == MASK:
+            stored = _lookup(old, path)
+            if stored is None or stored == MASK:
+                faults.append(
+                    fault(
+                        "invalid",
+                        "this secret is masked and none is stored to keep: send the secret itself",
+                        field_,
+                    )
+                )
+            elif kind != "sources" and not _same_target(kind, new, old):
+                faults.append(
+                    fault(
+                        "invalid",
+                        "send this secret again: the type or the other "
+                        "settings changed, and a masked secret is kept only for "
+                        "the same target",
+                        field_,
+                    )
+                )
+            else:
+                _put(out, path, stored)
+        elif isinstance(value, str) and ENV_REF.match(value):
+            faults.append(
+                fault(
+                    "invalid",
+                    f"{value} is not expanded: `headwater apply` "
+                    "expands it from its own environment; send the value",
+                    field_,
+                )
+            )
+    if faults:
+        raise ChangeError(400, faults)
     return out
+
+
+def _lookup(doc: Any, path: Path_) -> Any:
+    try:
+        return _at(doc, path)
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _same_target(kind: str, new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Same type and the same settings but for the secrets."""
+    if old is None or new.get("type") != old.get("type"):
+        return False
+
+    def public(doc: dict[str, Any]) -> Any:
+        out = copy.deepcopy(doc.get("settings"))
+        for path in secret_paths(kind, doc):
+            if path[0] == "settings":
+                _put({"settings": out}, path, None)
+        return out
+
+    return bool(public(new) == public(old))
 
 
 def env_name(kind: str, name: str, path: Path_) -> str:
@@ -127,36 +189,23 @@ def with_env_refs(document: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return out, names
 
 
-def expand_env(data: Any, origin: str, where: str = "") -> Any:
-    """Replace each ``${NAME}`` string by the variable's value; one that is not set is an
-    error naming the field and the variable."""
-    if isinstance(data, dict):
-        return {
-            k: expand_env(v, origin, f"{where}.{k}" if where else str(k)) for k, v in data.items()
-        }
-    if isinstance(data, list):
-        return [expand_env(v, origin, f"{where}[{i}]") for i, v in enumerate(data)]
-    if isinstance(data, str):
-        found = _ENV_REF.match(data)
-        if found is not None:
-            value = os.environ.get(found.group(1))
-            if value is None:
-                raise ConfigError(
-                    f"{origin}: {where}: the environment variable {found.group(1)} is not set; "
-                    "set it to the secret (headwater export names each one)"
-                )
-            return value
-    return data
-
-
-def record_pauses(store: ConfigStore, old: Workspace, new: Workspace, end: int) -> None:
+def record_pauses(
+    store: ConfigStore, old: Workspace, new: Workspace, end: int, live: bool = True
+) -> None:
     """A destination disabled or deleted now gets an open pause after ``end`` (the log's
-    last offset): nothing accepted from here on is sent to it. Enabled again, or created
-    again under its name, the pause ends: what it had not delivered before the pause (kept
-    until purged) goes out, what was accepted during the pause never does."""
+    last offset): nothing accepted from here on is sent to it; enabled again, the pause
+    ends — what it had not delivered before the pause (kept until purged) goes out, what was
+    accepted during the pause never does. Created under the name of a deleted one while
+    running (``live``), it is a new destination: its old pauses are forgotten and the engine
+    starts it at the log's end. At a start (``live=False``: the file re-added it) it takes
+    up its old place instead, its pauses kept."""
     for dest in new.destinations:
         before = old.destination(dest.name)
-        if not dest.enabled and (before is None or before.enabled):
+        if before is None and live:
+            store.forget(dest.name)
+            if not dest.enabled:
+                store.pause(dest.name, end)
+        elif not dest.enabled and (before is None or before.enabled):
             store.pause(dest.name, end)
         elif dest.enabled and (before is None or not before.enabled):
             store.resume(dest.name, end)
@@ -286,7 +335,8 @@ class ConfigService:
     the audit trail.
 
     ``read_only``: why changes are refused (with ``state: {backend: postgres}`` every node
-    runs the workspace file it reads; the API's writes would change one node only)."""
+    runs the workspace file it reads; the API's writes would change one node only).
+    ``base_dir``: where the workspace file is, against which function files are checked."""
 
     def __init__(
         self,
@@ -294,12 +344,15 @@ class ConfigService:
         apply: Apply,
         audit: AuditLog | None = None,
         read_only: str | None = None,
+        base_dir: Path | None = None,
     ) -> None:
         self.store = store
         self._apply = apply
         self._audit_log = audit
         self.read_only = read_only
+        self.base_dir = base_dir
         self._lock = asyncio.Lock()  # one change at a time: each sees the one before
+        self._unapplied: str | None = None  # why the stored revision does not run yet
 
     def _writable(self) -> None:
         if self.read_only is not None:
@@ -334,38 +387,32 @@ class ConfigService:
         create: bool = False,
         actor: str = "admin",
         origin: str = "api",
+        change: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Create (``create``), replace or (``doc`` None) delete one resource."""
+        """Create (``create``), replace or (``doc`` None) delete one resource; or, with
+        ``change``, replace it by ``change(stored)``, read under the lock (a toggle or new
+        filters never undo a change made a moment before)."""
         self._writable()
         async with self._lock:
             snap = self.snapshot()
             key = (kind, name)
             old = snap.resources.get(key)
             if create and old is not None:
-                raise ChangeError(
-                    409,
-                    [
-                        fault(
-                            "conflict",
-                            f"{kind}/{name} exists already; "
-                            "update it with PUT, or choose another name",
-                            "name",
-                        )
-                    ],
-                )
+                raise ChangeError(409, [fault("conflict", f"{kind}/{name} exists already; "
+                                              "update it with PUT, or choose another name",
+                                              "name")])  # fmt: skip
             if not create and old is None:
                 raise ChangeError(404, [fault("not_found", self._missing(snap, kind, name))])
+            if change is not None:
+                assert old is not None
+                doc = change(copy.deepcopy(old))
             target = dict(snap.resources)
             if doc is None:
                 del target[key]
             else:
-                doc = keep_masked(
-                    kind,
-                    {**doc, "name": doc.get("name", name)}
-                    if kind != "alert-rules" or "name" in doc or create
-                    else doc,
-                    old,
-                )
+                named = kind != "alert-rules" or "name" in doc or create
+                doc = keep_masked(kind, {**doc, "name": doc.get("name", name)} if named else doc,
+                                  old)  # fmt: skip
                 if kind == "sources" and not doc.get("write_key"):
                     doc["write_key"] = (old or {}).get("write_key") or generate_write_key(name)
                 target[key] = doc
@@ -373,9 +420,37 @@ class ConfigService:
             if if_match is not None:
                 expected[key] = if_match
             result = await self._write(snap, target, expected, key, actor, origin)
+            result["version"] = self.snapshot().versions.get(key)
             if doc is not None and kind == "sources" and (old or {}).get("write_key") is None:
                 result["writeKey"] = doc["write_key"]  # shown once, at creation
             return result
+
+    async def rotate(
+        self, name: str, grace_secs: float, if_match: int | None, actor: str, origin: str
+    ) -> dict[str, Any]:
+        """A new write key for source ``name``; the old one is accepted ``grace_secs`` more
+        (it is retired before the new configuration runs, so no request falls between)."""
+        retired: dict[str, Any] = {}
+
+        def new_key(doc: dict[str, Any]) -> dict[str, Any]:
+            old_key = doc.get("write_key")
+            if old_key:
+                retired["key"] = old_key
+                retired["until"] = self.store.retire_key(name, old_key, grace_secs)
+            retired["new"] = generate_write_key(name)
+            return {**doc, "write_key": retired["new"]}
+
+        try:
+            result = await self.put("sources", name, None, if_match, actor=actor, origin=origin,
+                                    change=new_key)  # fmt: skip
+        except BaseException:
+            if "key" in retired:  # the rotation did not happen: the old key stays the key
+                self.store.unretire(retired["key"])
+            raise
+        result["writeKey"] = retired["new"]  # shown once
+        if "until" in retired:
+            result["previousKeyValidUntilMs"] = retired["until"]
+        return result
 
     async def replace_all(
         self,
@@ -389,18 +464,9 @@ class ConfigService:
         async with self._lock:
             snap = self.snapshot()
             if if_revision is not None and if_revision != snap.revision:
-                raise ChangeError(
-                    412,
-                    [
-                        fault(
-                            "precondition_failed",
-                            (
-                                f"the workspace changed since revision {if_revision} (it is at "
-                                f"{snap.revision}); run headwater diff again"
-                            ),
-                        )
-                    ],
-                )
+                raise ChangeError(412, [fault("precondition_failed", (
+                    f"the workspace changed since revision {if_revision} (it is at "
+                    f"{snap.revision}); run headwater diff again"))])  # fmt: skip
             target = self.candidate(document, snap)
             return await self._write(snap, target, {}, None, actor, origin)
 
@@ -409,33 +475,50 @@ class ConfigService:
         from what is stored; a list section the document leaves out has its default, as
         in the workspace file (no ``alerts.rules``: the default rule)."""
         target = split(with_defaults(document))
+        places: dict[str, int] = {}
+        faults: list[dict[str, Any]] = []
         for (kind, name), doc in target.items():
             old = snap.resources.get((kind, name))
-            target[(kind, name)] = keep_masked(kind, doc, old)
+            index = places[kind] = places.get(kind, -1) + 1
+            where = f"{KINDS[kind].where}[{index}]" if kind in KINDS else ""
+            try:
+                target[(kind, name)] = keep_masked(kind, doc, old, where)
+            except ChangeError as exc:  # every resource's faults, in one answer
+                faults += exc.faults
+                continue
             if kind == "sources" and not doc.get("write_key"):
                 stored = (old or {}).get("write_key")
                 target[(kind, name)]["write_key"] = stored or generate_write_key(name)
+        if faults:
+            raise ChangeError(400, faults)
         return target
 
-    def plan_for(self, document: dict[str, Any]) -> dict[str, Any]:
-        """What applying ``document`` would change (validated like the change itself)."""
+    def plan_for(self, document: dict[str, Any], compare_secrets: bool = True) -> dict[str, Any]:
+        """What applying ``document`` would change (validated like the change itself).
+        ``compare_secrets=False`` (a token that may read, not write): a secret that differs
+        is not reported, so a plan cannot confirm a guessed secret."""
         snap = self.snapshot()
         target = self.candidate(document, snap)
         workspace = self._validate(target, None)
         target = split(workspace.model_dump(mode="json", by_alias=True))
         current = {k: masked(k[0], v) for k, v in snap.resources.items()}
         steps = plan(current, {k: masked(k[0], v) for k, v in target.items()})
-        # a secret that differs shows as a changed field, its value never
-        for step in plan(snap.resources, target):
-            if step.action == "change" and not any(
-                s.kind == step.kind and s.name == step.name for s in steps
-            ):
-                steps.append(Step("change", step.kind, step.name, ["(a secret)"]))
+        if compare_secrets:  # a secret that differs shows as a changed field, never its value
+            for step in plan(snap.resources, target):
+                if step.action == "change" and not any(
+                    s.kind == step.kind and s.name == step.name for s in steps
+                ):
+                    steps.append(Step("change", step.kind, step.name, ["(a secret)"]))
         return {"revision": snap.revision, "steps": [s.as_dict() for s in steps]}
 
     def _validate(self, target: Resources, changed: Key | None) -> Workspace:
         try:
-            return parse_workspace(join(target), "workspace")
+            workspace = parse_workspace(join(target), "workspace")
+            if workspace.functions and self.base_dir is not None:
+                from headwater.functions.check import check_files  # no function code runs
+
+                workspace = check_files(workspace, self.base_dir, os.environ)
+            return workspace
         except ConfigError as exc:
             raise ChangeError(400, _faults(exc, target, changed)) from None
 
@@ -457,8 +540,21 @@ class ConfigService:
         except Conflict as exc:
             raise ChangeError(412, [fault("precondition_failed", str(exc), None)]) from None
         after = self.snapshot()
-        applied = await self._apply(workspace, snap, after) if not written.empty else {}
-        await self._audit(snap, after, written, actor, origin)
+        await self._audit(snap, after, written, actor, origin)  # stored: recorded, come what may
+        applied: dict[str, Any] = {}
+        if not written.empty or self._unapplied is not None:
+            try:
+                applied = await self._apply(workspace, snap, after)
+            except Exception as exc:
+                logger.exception("configuration revision %d is stored but not running",
+                                 after.revision)  # fmt: skip
+                self._unapplied = str(exc) or type(exc).__name__
+                raise ChangeError(500, [fault("not_applied", (
+                    f"the change is stored (revision {after.revision}) but applying it to the "
+                    f"running server failed: {self._unapplied}; send a change again (the same "
+                    "one will do) to retry, or restart the server, which runs the stored "
+                    "configuration"))]) from None  # fmt: skip
+            self._unapplied = None
         touched = [*written.created, *written.changed, *written.deleted]
         restart = [_name(k) for k in touched if k[0] not in LIVE]
         return {

@@ -795,6 +795,33 @@ def format_validation_error(origin: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+ENV_REF = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
+"""A value that is exactly ``${NAME}``: the environment variable NAME (how ``headwater
+export`` writes secrets)."""
+
+
+def expand_env(data: Any, origin: str, where: str = "") -> Any:
+    """Replace each ``${NAME}`` string by the variable's value; one that is not set is an
+    error naming the field and the variable."""
+    if isinstance(data, dict):
+        return {
+            k: expand_env(v, origin, f"{where}.{k}" if where else str(k)) for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [expand_env(v, origin, f"{where}[{i}]") for i, v in enumerate(data)]
+    if isinstance(data, str):
+        found = ENV_REF.match(data)
+        if found is not None:
+            value = os.environ.get(found.group(1))
+            if value is None:
+                raise ConfigError(
+                    f"{origin}: {where}: the environment variable {found.group(1)} is not set; "
+                    "set it to the secret it stands for (`headwater export` names each one)"
+                )
+            return value
+    return data
+
+
 def parse_workspace(data: Any, origin: str = "workspace") -> Workspace:
     """Validate already-parsed YAML/JSON data into a Workspace or raise ConfigError."""
     if not isinstance(data, dict):
@@ -820,7 +847,7 @@ def load_workspace(path: Path) -> Workspace:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from exc
-    workspace = parse_workspace(data, str(path))
+    workspace = parse_workspace(expand_env(data, str(path)), str(path))
     if workspace.functions:
         from headwater.functions.check import check_files  # no function code runs here
 

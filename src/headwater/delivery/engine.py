@@ -166,29 +166,34 @@ class DeliveryEngine:
             loop.create_task(self._prune(), name="delivery:prune"),
         ]
 
-    async def _add(self, configs: Sequence[DestinationConfig], end: int) -> list[Worker]:
-        """A worker for each destination not held, after its cursor (a new destination
-        after ``end``: the events accepted from now on); not started yet."""
+    async def _add(
+        self, configs: Sequence[DestinationConfig], end: int, fresh: frozenset[str] = frozenset(),
+        workspace: Workspace | None = None,
+    ) -> list[Worker]:  # fmt: skip
+        """A worker for each destination not held, after its cursor (a new destination, or
+        one in ``fresh`` — made again under the name of a deleted one — after ``end``: the
+        events accepted from now on); not started yet."""
+        transformations = (workspace or self.workspace).transformations
         cursors = await self.store.run(lambda db: db.cursors())
         pauses = self._pauses()
-        fresh, made = [], []
+        new, made = [], []
         for config in configs:
             if _held(config, pauses):
                 self.held.add(config.name)
                 continue
             self.held.discard(config.name)
-            start = cursors.get(config.name)
+            start = None if config.name in fresh else cursors.get(config.name)
             if start is None:  # a new destination starts with the events arriving from now on
                 start = end
-                fresh.append(SetCursor(config.name, end))
+                new.append(SetCursor(config.name, end))
             destination = self._with_functions(build_destination(config, self.http))
-            stage = DestinationStage(config.name, config.filters, self.workspace.transformations)
+            stage = DestinationStage(config.name, config.filters, transformations)
             worker = Worker(route_of(config), destination, config.delivery, self.log, self.store,
                             start, stage, pauses.get(config.name, ()))  # fmt: skip
             self.workers[config.name] = worker
             made.append(worker)
-        if fresh:
-            await self.store.write(fresh)
+        if new:
+            await self.store.write(new)
         return made
 
     async def _remove(self, name: str) -> None:
@@ -204,30 +209,36 @@ class DeliveryEngine:
         destinations stop after their in-flight requests (their cursor is committed), changed
         and new ones start after their cursor (a new one after ``end``, the log's last
         offset when the change was accepted), so no event is lost or sent out of order.
-        Returns what happened to each destination touched."""
+        Before anything waits, every running worker takes the pauses as they are now: one
+        disabled or deleted by this change reads nothing more past ``end`` while it stops.
+        Returns what happened to each destination touched; a failure part way is made good
+        by the next call (the engine's workspace changes only once all of it ran)."""
         if self.shared:
             raise RuntimeError("a shared delivery engine takes configuration from its start")
         async with self._changing:
             old, done = self.workspace, {}
-            self.workspace = workspace
-            wanted = {d.name for d in workspace.destinations}
-            for name in [n for n in [*self.workers, *self.held] if n not in wanted]:
-                await self._remove(name)
-                self.held.discard(name)
-                done[name] = "removed"
             pauses = self._pauses()
+            for name, worker in self.workers.items():
+                worker.pauses = tuple(pauses.get(name, ()))
+            wanted = {d.name for d in workspace.destinations}
+            gone = [n for n in [*self.workers, *self.held] if n not in wanted]
             touched = [
                 d for d in workspace.destinations
                 if not _same(old, workspace, d.name) or (d.name in self.held) != _held(d, pauses)
+                or (d.name not in self.workers and d.name not in self.held)
             ]  # fmt: skip
-            for config in touched:
-                await self._remove(config.name)
-            for worker in await self._add(touched, end):
+            await asyncio.gather(*(self._remove(n) for n in [*gone, *(d.name for d in touched)]))
+            for name in gone:
+                self.held.discard(name)
+                done[name] = "removed"
+            fresh = frozenset(d.name for d in touched if old.destination(d.name) is None)
+            for worker in await self._add(touched, end, fresh, workspace):
                 worker.start()
             for config in touched:
                 existed = old.destination(config.name) is not None
                 state = "held" if config.name in self.held else "running"
                 done[config.name] = f"{'updated' if existed else 'created'}, {state}"
+            self.workspace = workspace
             self.revision = revision
             return done
 

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 REFRESH_SECS = 0.5
 ASK_TIMEOUT_SECS = 5.0
+CONFIGURE_SECS = 60.0  # a configure stops workers after their in-flight requests: allow for it
 CLUSTER_SECS = 2.0  # a gateway node's read of the shared state, at most
 
 
@@ -198,7 +199,10 @@ class RemoteEngine:
         self.worker_pid = answer.get("pid")
         self.held = set(answer.get("held", ()))
         if self._pending is not None and answer.get("revision") != self.revision:
-            await self._configure(self._pending)  # a worker restarted with an older workspace
+            try:  # a worker restarted with an older workspace, or one that missed a change
+                await self._configure(self._pending)
+            except RuntimeError as exc:
+                logger.warning("%s", exc)
         for name, doc in answer["workers"].items():
             found = self._workers.get(name)
             if found is not None:
@@ -215,11 +219,15 @@ class RemoteEngine:
         return await self._configure(self._pending)
 
     async def _configure(self, request: dict[str, Any]) -> dict[str, str]:
-        answer = await self.ask(request)
+        """Send a configure and wait for the worker to run it (a configure is idempotent: the
+        worker compares it with what it runs). Unconfirmed, it raises — the change is stored,
+        the worker gets it again at its next answer, and the caller must not hear "applied"."""
+        answer = await self.ask(request, CONFIGURE_SECS)
         if answer is None or "destinations" not in answer:
-            logger.warning("the delivery worker did not take revision %s yet; it gets it when "
-                           "it answers again", request["revision"])  # fmt: skip
-            return {}
+            said = (answer or {}).get("message", "no answer")
+            raise RuntimeError(f"the delivery worker did not confirm revision "
+                               f"{request['revision']} ({said}); it is sent again when the "
+                               "worker answers")  # fmt: skip
         done: dict[str, str] = answer["destinations"]
         return done
 
@@ -235,7 +243,9 @@ class RemoteEngine:
             return None
         return answer
 
-    async def ask(self, request: dict[str, Any]) -> dict[str, Any] | None:
+    async def ask(
+        self, request: dict[str, Any], answer_secs: float = ASK_TIMEOUT_SECS
+    ) -> dict[str, Any] | None:
         """One request on the control channel; None when the worker is not there."""
         async with self._lock:
             for _ in range(2):  # a connection to a worker that was restarted fails once
@@ -247,7 +257,7 @@ class RemoteEngine:
                         )
                     reader, writer = self._conn
                     writer.write(orjson.dumps(request) + b"\n")
-                    line = await asyncio.wait_for(reader.readline(), ASK_TIMEOUT_SECS)
+                    line = await asyncio.wait_for(reader.readline(), answer_secs)
                     if not line:
                         raise ConnectionError("the worker closed the control channel")
                     answer: dict[str, Any] = orjson.loads(line)

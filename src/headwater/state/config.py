@@ -88,13 +88,20 @@ class Written:
         return not (self.created or self.changed or self.deleted)
 
 
-def digest(document: dict[str, Any]) -> str:
-    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def digest(document: Any) -> str:
+    """A SHA-256 of a document (the workspace file's bytes, or a workspace given in code)."""
+    data = (
+        document
+        if isinstance(document, bytes)
+        else orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    )
+    return hashlib.sha256(data).hexdigest()
 
 
 class ConfigStore:
-    """One file, one connection, a lock around it (the API's writes and the gateway's reads
-    may come from two threads)."""
+    """One file, one connection, a lock around it (the API's writes run on a thread; reads
+    come from the event loop). This process is the store's only writer, so the snapshot is
+    kept in memory after each write: a read never waits for a commit's fsync."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / FILE
@@ -102,6 +109,7 @@ class ConfigStore:
             self.path, SCHEMA, what="configuration", version=SCHEMA_VERSION, synchronous="FULL"
         )
         self._lock = threading.Lock()
+        self._snapshot = self._read()
 
     def close(self) -> None:
         self._conn.close()
@@ -109,6 +117,10 @@ class ConfigStore:
     # ------------------------------------------------------------------ reading
 
     def snapshot(self) -> Snapshot:
+        """The configuration as last written (kept in memory; do not change its dicts)."""
+        return self._snapshot
+
+    def _read(self) -> Snapshot:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT kind, name, version, doc FROM resources ORDER BY position"
@@ -123,12 +135,12 @@ class ConfigStore:
 
     # ------------------------------------------------------------------ seeding
 
-    def seed(self, document: dict[str, Any]) -> tuple[Snapshot, Written | None]:
+    def seed(self, document: dict[str, Any], file_digest: str) -> tuple[Snapshot, Written | None]:
         """At start: an empty store takes the file; a file changed since it was last seeded
-        is applied over the store (the file wins, like ``headwater apply``); an unchanged
-        file leaves the store as the API left it. Returns the snapshot to run and what the
-        file changed (None when it changed nothing)."""
-        file_digest = digest(document)
+        (``file_digest``: a SHA-256 of the file as written) is applied over the store (the
+        file wins, like ``headwater apply``); an unchanged file leaves the store as the API
+        left it. Returns the snapshot to run and what the file changed (None when it changed
+        nothing)."""
         with self._lock:
             seeded = self._meta("file_digest")
         if seeded == file_digest:
@@ -156,7 +168,8 @@ class ConfigStore:
                     found = current.get(key)
                     if (found[0] if found else None) != version:
                         raise Conflict(key, version, found[0] if found else None)
-                revision = int(self._meta("revision") or 0) + 1
+                before = int(self._meta("revision") or 0)
+                revision = before + 1
                 created, changed = [], []
                 for position, (key, doc) in enumerate(target.items()):
                     blob = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
@@ -173,10 +186,12 @@ class ConfigStore:
                 deleted = [key for key in current if key not in target]
                 for kind, name in deleted:
                     conn.execute("DELETE FROM resources WHERE kind=? AND name=?", (kind, name))
-                if created or changed or deleted or file_digest is not None:
+                if created or changed or deleted:
                     conn.execute(
                         "INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (str(revision),)
                     )
+                else:
+                    revision = before  # nothing changed: no new revision
                 if file_digest is not None:
                     conn.execute(
                         "INSERT OR REPLACE INTO meta VALUES ('file_digest', ?)", (file_digest,)
@@ -185,6 +200,7 @@ class ConfigStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        self._snapshot = self._read()
         return Written(revision, created, changed, deleted)
 
     # ------------------------------------------------------------------ keys and pauses
@@ -196,6 +212,17 @@ class ConfigStore:
                 "INSERT OR REPLACE INTO retired_keys VALUES (?, ?, ?)", (source, key, until)
             )
         return until
+
+    def unretire(self, key: str) -> None:
+        """A rotation that did not happen: its old key is the source's key again."""
+        with self._lock:
+            self._conn.execute("DELETE FROM retired_keys WHERE key=?", (key,))
+
+    def drop_retired(self, source: str) -> None:
+        """A deleted source's old keys go with it (a source made again under its name does
+        not take them back)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM retired_keys WHERE source=?", (source,))
 
     def retired_keys(self) -> dict[str, tuple[str, int]]:
         """Still-valid old write keys: key → (source, valid until, ms since the epoch)."""
