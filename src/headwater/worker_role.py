@@ -56,9 +56,9 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
     await log.open()
     config = open_config(data_dir)  # pauses of destinations disabled through the API
     engine = DeliveryEngine(running, log, data_dir / DELIVERY_DIR, pauses=config.pauses)
-    control = ControlServer(engine, control_socket(data_dir))
     # syncs beside delivery, never on the gateway's loop (docs/warehouses.md)
     warehouses = Warehouses(workspace, log, data_dir, engine.node)
+    control = ControlServer(engine, control_socket(data_dir), warehouses)
     # identity processing, beside delivery
     unify = Unify(workspace.spaces, log, data_dir, state=workspace.state)
     loop = asyncio.get_running_loop()

@@ -476,11 +476,11 @@ def kinds(tmp_path: Path, url: str) -> dict[str, tuple[dict[str, Any], dict[str,
         "alert-rules": ({"name": "r1", "components": ["*"], "notifiers": ["*"]},
                         {"name": "r1", "components": ["Tracking API"], "notifiers": ["*"]}, True),
         "watch": ({"name": "w1", "url": f"{url}/status", "type": "http"},
-                  {"name": "w1", "url": f"{url}/status2", "type": "http"}, False),
+                  {"name": "w1", "url": f"{url}/status2", "type": "http"}, True),
         "warehouses": ({"name": "wh", "type": "duckdb", "path": str(tmp_path / "wh.duckdb"),
-                        "sources": ["website"]},
+                        "sources": ["website"], "sync_interval": 1},
                        {"name": "wh", "type": "duckdb", "path": str(tmp_path / "wh.duckdb"),
-                        "sources": ["website"], "sync_interval": 60}, False),
+                        "sources": ["website"], "sync_interval": 2}, True),
         "spaces": ({"name": "main", "sources": ["website"]},
                    {"name": "main", "sources": ["website"], "recompute_interval_secs": 30}, False),
     }  # fmt: skip
@@ -499,16 +499,25 @@ async def test_every_kind_is_created_changed_and_deleted_while_events_flow(
             assert created.json()["created"] == [f"{kind}/{name}"]
             assert created.json()["restartRequired"] == ([] if live else [f"{kind}/{name}"])
             if kind != "tracking-plans":  # its one-item PUT is the processor's own route
-                # a warehouse's read is the running loader's: it shows after the next start
                 etag = created.headers["etag"]
-                if kind != "warehouses":
-                    shown = await api.get(f"/api/v1/{kind}/{name}")
-                    assert shown.status_code == 200, (kind, shown.text)
-                    assert shown.headers["etag"] == etag
+                shown = await api.get(f"/api/v1/{kind}/{name}")
+                assert shown.status_code == 200, (kind, shown.text)
+                assert shown.headers["etag"] == etag
                 replaced = await api.put(f"/api/v1/{kind}/{name}", json=changed,
                                          headers={"if-match": etag})  # fmt: skip
                 assert replaced.status_code == 200, (kind, replaced.text)
                 assert replaced.json()["changed"] == [f"{kind}/{name}"]
+            if kind == "warehouses":  # the changed warehouse syncs on its new interval
+
+                async def synced() -> bool:
+                    doc = (await api.get("/api/v1/warehouses/wh")).json()
+                    return bool(doc["syncIntervalSecs"] == 2 and doc["lastSync"]
+                                and doc["lastSync"]["status"] == "success")  # fmt: skip
+
+                await eventually(synced, "the warehouse made through the API syncs")
+            if kind == "watch":  # the changed target is polled at once
+                await eventually(lambda: any(r.path == "/status2" for r in list(fake.requests)),
+                                 "the changed watch target is polled")  # fmt: skip
             if kind == "transformations":  # applied at ingest from the next event on
                 mark = len(sender.accepted)
                 await eventually(

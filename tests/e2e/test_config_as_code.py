@@ -86,12 +86,15 @@ def test_export_diff_apply_change_the_running_server(make_server: Any, tmp_path:
         wait_until("the hook gets events", lambda: len(fake.requests) >= 1)
         document["destinations"][0]["enabled"] = False
         document["destinations"].append({"name": "sink", "type": "devsink", "sources": ["website"]})
+        document["warehouses"] = [{"name": "wh", "type": "duckdb", "sources": ["website"],
+                                   "path": str(tmp_path / "wh.duckdb"), "sync_interval": 1}]  # fmt: skip
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         plan = run(server, "diff", "-f", str(path), env=env)
         assert plan.returncode == 3, plan.stdout + plan.stderr
         assert "create destinations/sink" in plan.stdout
         assert "change destinations/hook  (enabled)" in plan.stdout
-        assert "Plan: 1 to create, 1 to change, 0 to delete." in plan.stdout
+        assert "create warehouses/wh" in plan.stdout
+        assert "Plan: 2 to create, 1 to change, 0 to delete." in plan.stdout
 
         applied = run(server, "apply", "-f", str(path), "--auto-approve", env=env)
         assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -106,6 +109,8 @@ def test_export_diff_apply_change_the_running_server(make_server: Any, tmp_path:
         wait_until("the new devsink gets the events", lambda: set(sent) <= sink_ids(server))
         hooked = {e["messageId"] for r in fake.requests for e in r.events()}
         assert hooked == {"before-apply"}  # nothing after it was disabled
+        # the warehouse runs in the worker process, started by the apply
+        wait_until("the new warehouse syncs the events", lambda: _synced(server, sent))
 
         # the worker process restarts with the applied configuration
         os.kill(worker_pid(server), signal.SIGKILL)
@@ -122,6 +127,12 @@ def test_export_diff_apply_change_the_running_server(make_server: Any, tmp_path:
         trail = server.api("/api/v1/audit", resource="destinations").json()["entries"]
         actions = {(e["resource"], e["action"]) for e in trail}
         assert {("destinations/sink", "create"), ("destinations/hook", "disable")} <= actions
+
+
+def _synced(server: Server, ids: list[str]) -> bool:
+    doc = server.api("/api/v1/warehouses/wh").json()
+    return bool(doc.get("lastSync") and doc["lastSync"]["status"] == "success"
+                and doc["rowsPerTable"].get("website.tracks", 0) >= len(ids))  # fmt: skip
 
 
 def _restarted(server: Server) -> bool:

@@ -144,7 +144,7 @@ def build_api(
     processing.register(app, observer, admin, audit)
     testing.register(app, Tester(observer, admin))
     if warehouse_view is not None:
-        warehouses.register(app, warehouse_view)
+        warehouses.register(app, warehouse_view, config)
     if audit is not None:
         audit_routes.register(app, audit)
     if functions_dir is not None:

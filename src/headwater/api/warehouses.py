@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from headwater.api.auth import requires
+from headwater.api.resources import set_etag
+from headwater.config.changes import ConfigService
 from headwater.gateway.normalize import ItemError, parse_ms
 from headwater.observe.service import ObserveError
 from headwater.warehouses.view import WarehouseView
 
 
-def register(app: FastAPI, view: WarehouseView) -> None:
+def register(app: FastAPI, view: WarehouseView, config: ConfigService | None = None) -> None:
     read = [requires("warehouses:read")]
     write = [requires("warehouses:write")]
 
@@ -34,8 +36,9 @@ def register(app: FastAPI, view: WarehouseView) -> None:
         summary="One warehouse: last sync, rows per table, lag, duration, errors, discards",
         dependencies=read,
     )
-    async def get_warehouse(name: str) -> dict[str, Any]:
+    async def get_warehouse(name: str, response: Response) -> dict[str, Any]:
         known(name)
+        set_etag(config, response, "warehouses", name)
         return await view.status(name)
 
     @app.post("/api/v1/warehouses/{name}/sync", tags=["warehouses"], summary="Sync now",

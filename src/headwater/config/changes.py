@@ -314,20 +314,11 @@ Apply = Callable[[Workspace, Snapshot, Snapshot], Awaitable[dict[str, Any]]]
 """Run a validated workspace in this process (app.py): the snapshots before and after."""
 
 
-LIVE = frozenset(
-    {
-        "sources",
-        "destinations",
-        "transformations",
-        "tracking-plans",
-        "alert-rules",
-        "alert-notifiers",
-    }
-)
+LIVE = frozenset({"sources", "destinations", "transformations", "tracking-plans",
+                  "alert-rules", "alert-notifiers", "watch", "warehouses"})  # fmt: skip
 """Kinds a running server applies at once; a change to any other (``settings``: the log,
-gateway, state, status and functions sections; ``warehouses``, ``spaces``, ``watch``) is
-stored and takes effect at the next start, and the answer lists it under
-``restartRequired``."""
+gateway, state, status and functions sections; ``spaces``) is stored and takes effect at
+the next start, and the answer lists it under ``restartRequired``."""
 
 
 class ConfigService:

@@ -28,11 +28,14 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from headwater.delivery.engine import DeliveryEngine
+
+if TYPE_CHECKING:
+    from headwater.warehouses.loader import Warehouses
 from headwater.delivery.snapshot import worker_snapshot
 
 logger = logging.getLogger(__name__)
@@ -43,8 +46,11 @@ LINE_LIMIT_BYTES = 64 * 1024 * 1024  # a devsink page of large events fits
 class ControlServer:
     """Answers the gateway's questions about the engine running in this process."""
 
-    def __init__(self, engine: DeliveryEngine, path: Path) -> None:
+    def __init__(
+        self, engine: DeliveryEngine, path: Path, warehouses: Warehouses | None = None
+    ) -> None:
         self.engine = engine
+        self.warehouses = warehouses
         self.path = path
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
@@ -97,11 +103,13 @@ class ControlServer:
         from headwater.engage.activation import with_engage
         from headwater.status.service import with_canary
 
-        workspace, _ = with_canary(Workspace.model_validate(request["workspace"]))
+        user = Workspace.model_validate(request["workspace"])
+        workspace, _ = with_canary(user)
         workspace = with_engage(workspace, lambda source: None)  # as worker_role.run does
         revision = int(request["revision"])
         done = await self.engine.reconfigure(workspace, int(request["end"]), revision)
-        return {"revision": revision, "destinations": done}
+        synced = await self.warehouses.reconfigure(user) if self.warehouses is not None else {}
+        return {"revision": revision, "destinations": done, "warehouses": synced}
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")

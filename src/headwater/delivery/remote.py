@@ -127,6 +127,7 @@ class RemoteEngine:
         self.held: set[str] = set()
         self.revision = 0  # what the gateway last configured
         self._pending: dict[str, Any] | None = None  # a configure the worker has not taken
+        self.warehouses_done: dict[str, str] = {}  # what the last configure did to them
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -229,6 +230,7 @@ class RemoteEngine:
                                f"{request['revision']} ({said}); it is sent again when the "
                                "worker answers")  # fmt: skip
         done: dict[str, str] = answer["destinations"]
+        self.warehouses_done = answer.get("warehouses", {})
         return done
 
     async def states(self, message_id: str) -> tuple[StoredRecord, list[DestinationState]] | None:

@@ -90,7 +90,7 @@ class StatusService:
         self.sender: AlertSender | None = None
         self.watched: dict[str, list[ComponentState]] = {}  # by watch target
         self._watch_alerts = watch.WatchAlerts(self.dispatcher)
-        self._watch_tasks: list[asyncio.Task[None]] = []
+        self._watch_tasks: dict[str, tuple[WatchTarget, asyncio.Task[None]]] = {}
         self._watch_client: httpx.AsyncClient | None = None
         # with shared state every gateway alerts; a claim in PostgreSQL makes it once
         state = workspace.state
@@ -107,6 +107,8 @@ class StatusService:
         finishes with the notifier it was queued for)."""
         self.workspace = workspace
         self.dispatcher.configure(workspace.alerts)
+        if self.monitor is not None:  # started: the watch targets follow the change
+            self._watch_targets(workspace.watch)
         if self.sender is not None:
             for name, notifier in build_notifiers(workspace.alerts, http).items():
                 self.sender.notifiers[name] = notifier
@@ -126,13 +128,7 @@ class StatusService:
                                self.data_dir / STATUS_DIR, on_changes or self._alert,
                                processes, self.workspace.state)  # fmt: skip
         await self.monitor.start()
-        if self.workspace.watch:
-            loop = asyncio.get_running_loop()
-            self._watch_client = watch.client()
-            self._watch_tasks = [
-                loop.create_task(self._watch(target), name=f"watch:{target.name}")
-                for target in self.workspace.watch
-            ]
+        self._watch_targets(self.workspace.watch)
         if canary_key is not None:
             if self.self_url:
                 client = httpx.AsyncClient(base_url=self.self_url)
@@ -200,10 +196,28 @@ class StatusService:
         outgoing = self._watch_alerts.observe(states, datetime.now(UTC))
         await self._send(outgoing)
 
+    def _watch_targets(self, targets: list[WatchTarget]) -> None:
+        """Poll these targets from now on: a new or changed one starts, a removed or
+        changed one stops (and its components leave the page)."""
+        wanted = {t.name: t for t in targets}
+        for name, (target, task) in list(self._watch_tasks.items()):
+            if wanted.get(name) != target:
+                task.cancel()
+                del self._watch_tasks[name]
+                self.watched.pop(name, None)
+        if wanted and self._watch_client is None:
+            self._watch_client = watch.client()
+        loop = asyncio.get_running_loop()
+        for name, target in wanted.items():
+            if name not in self._watch_tasks:
+                task = loop.create_task(self._watch(target), name=f"watch:{name}")
+                self._watch_tasks[name] = (target, task)
+
     async def stop(self) -> None:
-        for task in self._watch_tasks:
+        tasks = [task for _, task in self._watch_tasks.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._watch_tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._watch_client is not None:
             await self._watch_client.aclose()
         if self.canary is not None:

@@ -338,24 +338,58 @@ class Loader:
 
 class Warehouses:
     """Every enabled warehouse's loop, as tasks of the process that runs delivery (``node``:
-    that process, named in the syncs it runs when state is shared)."""
+    that process, named in the syncs it runs when state is shared). Each loop has its own
+    stop, so a changed configuration stops and starts only the warehouses it changed."""
 
     def __init__(self, workspace: Workspace, log: EventLog, data_dir: Path,
                  node: str | None = None) -> None:  # fmt: skip
-        self.loaders = [Loader(w, log, data_dir, state=workspace.state, node=node)
-                        for w in workspace.warehouses if w.enabled]  # fmt: skip
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._log, self._data_dir, self._node = log, data_dir, node
+        self._state = workspace.state
+        self.loaders = [self._loader(w) for w in workspace.warehouses if w.enabled]
+        self._running: dict[str, tuple[Loader, asyncio.Event, asyncio.Task[None]]] = {}
+
+    def _loader(self, config: WarehouseConfig) -> Loader:
+        return Loader(config, self._log, self._data_dir, state=self._state, node=self._node)
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(loader.run(self._stop), name=f"warehouse:{loader.name}")
-                       for loader in self.loaders]  # fmt: skip
+        for loader in self.loaders:
+            self._start(loader)
+
+    def _start(self, loader: Loader) -> None:
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(loader.run(stop),
+                                                      name=f"warehouse:{loader.name}")  # fmt: skip
+        self._running[loader.name] = (loader, stop, task)
+
+    async def _stop(self, name: str) -> None:
+        """Stop one loop after the sync it is in (its batch commits or rolls back whole)."""
+        loader, stop, task = self._running.pop(name)
+        stop.set()
+        loader.state.interrupt()  # a call waiting for PostgreSQL gives up now
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self.loaders.remove(loader)
+
+    async def reconfigure(self, workspace: Workspace) -> dict[str, str]:
+        """Run ``workspace``'s warehouses from now on: a removed, disabled or changed one
+        stops after its current sync, a new or changed one starts (from its committed
+        position: nothing is loaded twice or skipped)."""
+        wanted = {w.name: w for w in workspace.warehouses if w.enabled}
+        done: dict[str, str] = {}
+        for name, (loader, _, _) in list(self._running.items()):
+            if wanted.get(name) != loader.config:
+                await self._stop(name)
+                done[name] = "stopped"
+        for name, config in wanted.items():
+            if name not in self._running:
+                loader = self._loader(config)
+                self.loaders.append(loader)
+                self._start(loader)
+                done[name] = "restarted" if name in done else "started"
+        return done
 
     async def stop(self) -> None:
-        self._stop.set()
-        for loader in self.loaders:  # a call waiting for PostgreSQL gives up now
-            loader.state.interrupt()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for name in list(self._running):
+            _, stop, _ = self._running[name]
+            stop.set()
+        await asyncio.gather(*(self._stop(name) for name in list(self._running)))
