@@ -381,19 +381,24 @@ class Headwater:
         if self.worker is not None:  # a restarted worker starts with this workspace
             self.worker.stdin = workspace.model_dump_json(by_alias=True).encode() + b"\n"
         self.warehouses.workspace = workspace
+        await self.profiles.reconfigure(workspace.spaces)
+        await self.activator.reconfigure(workspace.spaces)
         done: dict[str, str] = {}
         synced: dict[str, str] = {}
+        spaces: dict[str, str] = {}
         if isinstance(self._engine, DeliveryEngine):
             done = await self._engine.reconfigure(running, end, after.revision)
             if self._loaders is not None:
                 synced = await self._loaders.reconfigure(workspace)
+            if self.unify is not None:
+                spaces = await self.unify.reconfigure(workspace.spaces)
         elif isinstance(self._engine, RemoteEngine):
             done = await self._engine.reconfigure(workspace, end, after.revision)
-            synced = self._engine.warehouses_done
+            synced, spaces = self._engine.warehouses_done, self._engine.spaces_done
         if not self.audit.shared:
             await asyncio.to_thread(keep_snapshot, workspace, self.data_dir)
         kept = await self._kept(old, workspace)
-        return {"destinations": done, "warehouses": synced, "kept": kept}
+        return {"destinations": done, "warehouses": synced, "spaces": spaces, "kept": kept}
 
     async def _kept(self, old: Workspace, new: Workspace) -> dict[str, str]:
         """For each destination removed or disabled: what stays in the delivery store."""

@@ -58,9 +58,9 @@ async def run(workspace: Workspace, data_dir: Path, watch_stdin: bool = True) ->
     engine = DeliveryEngine(running, log, data_dir / DELIVERY_DIR, pauses=config.pauses)
     # syncs beside delivery, never on the gateway's loop (docs/warehouses.md)
     warehouses = Warehouses(workspace, log, data_dir, engine.node)
-    control = ControlServer(engine, control_socket(data_dir), warehouses)
     # identity processing, beside delivery
     unify = Unify(workspace.spaces, log, data_dir, state=workspace.state)
+    control = ControlServer(engine, control_socket(data_dir), warehouses, unify)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -482,7 +482,7 @@ def kinds(tmp_path: Path, url: str) -> dict[str, tuple[dict[str, Any], dict[str,
                        {"name": "wh", "type": "duckdb", "path": str(tmp_path / "wh.duckdb"),
                         "sources": ["website"], "sync_interval": 2}, True),
         "spaces": ({"name": "main", "sources": ["website"]},
-                   {"name": "main", "sources": ["website"], "recompute_interval_secs": 30}, False),
+                   {"name": "main", "sources": ["website"], "recompute_interval_secs": 30}, True),
     }  # fmt: skip
 
 
@@ -515,6 +515,16 @@ async def test_every_kind_is_created_changed_and_deleted_while_events_flow(
                                 and doc["lastSync"]["status"] == "success")  # fmt: skip
 
                 await eventually(synced, "the warehouse made through the API syncs")
+            if kind == "spaces":  # the space resolves identities and serves profiles at once
+
+                async def profiled() -> bool:
+                    answer = await api.get(
+                        "/v1/spaces/main/collections/users/profiles/user_id:u1/traits",
+                        auth=(TOKEN, ""),
+                    )
+                    return answer.status_code == 200
+
+                await eventually(profiled, "the space made through the API has the profile")
             if kind == "watch":  # the changed target is polled at once
                 await eventually(lambda: any(r.path == "/status2" for r in list(fake.requests)),
                                  "the changed watch target is polled")  # fmt: skip
@@ -532,6 +542,10 @@ async def test_every_kind_is_created_changed_and_deleted_while_events_flow(
             deleted = await api.delete(f"/api/v1/{kind}/{name}")
             assert deleted.status_code == 200, (kind, deleted.text)
             assert deleted.json()["deleted"] == [f"{kind}/{name}"]
+            if kind == "spaces":
+                gone = await api.get("/v1/spaces/main/collections/users/profiles/user_id:u1/traits",
+                                     auth=(TOKEN, ""))  # fmt: skip
+                assert gone.status_code == 404, gone.text
             trail = (await api.get("/api/v1/audit", params={"resource": f"{kind}/{name}"})).json()
             assert trail["entries"][0]["action"] == "delete", kind
         await sender.stop()

@@ -88,13 +88,15 @@ def test_export_diff_apply_change_the_running_server(make_server: Any, tmp_path:
         document["destinations"].append({"name": "sink", "type": "devsink", "sources": ["website"]})
         document["warehouses"] = [{"name": "wh", "type": "duckdb", "sources": ["website"],
                                    "path": str(tmp_path / "wh.duckdb"), "sync_interval": 1}]  # fmt: skip
+        document["spaces"] = [{"name": "main", "sources": ["website"]}]
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         plan = run(server, "diff", "-f", str(path), env=env)
         assert plan.returncode == 3, plan.stdout + plan.stderr
         assert "create destinations/sink" in plan.stdout
         assert "change destinations/hook  (enabled)" in plan.stdout
         assert "create warehouses/wh" in plan.stdout
-        assert "Plan: 2 to create, 1 to change, 0 to delete." in plan.stdout
+        assert "create spaces/main" in plan.stdout
+        assert "Plan: 3 to create, 1 to change, 0 to delete." in plan.stdout
 
         applied = run(server, "apply", "-f", str(path), "--auto-approve", env=env)
         assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -111,6 +113,10 @@ def test_export_diff_apply_change_the_running_server(make_server: Any, tmp_path:
         assert hooked == {"before-apply"}  # nothing after it was disabled
         # the warehouse runs in the worker process, started by the apply
         wait_until("the new warehouse syncs the events", lambda: _synced(server, sent))
+        # and the space, in the worker process too: the profile of the events' user
+        profile = f"{server.url}/v1/spaces/main/collections/users/profiles/user_id:u1/traits"
+        wait_until("the new space has the profile", lambda: httpx.get(
+            profile, auth=(ADMIN_TOKEN, ""), timeout=10).status_code == 200)  # fmt: skip
 
         # the worker process restarts with the applied configuration
         os.kill(worker_pid(server), signal.SIGKILL)

@@ -315,10 +315,10 @@ Apply = Callable[[Workspace, Snapshot, Snapshot], Awaitable[dict[str, Any]]]
 
 
 LIVE = frozenset({"sources", "destinations", "transformations", "tracking-plans",
-                  "alert-rules", "alert-notifiers", "watch", "warehouses"})  # fmt: skip
-"""Kinds a running server applies at once; a change to any other (``settings``: the log,
-gateway, state, status and functions sections; ``spaces``) is stored and takes effect at
-the next start, and the answer lists it under ``restartRequired``."""
+                  "alert-rules", "alert-notifiers", "watch", "warehouses", "spaces"})  # fmt: skip
+"""Kinds a running server applies at once; a change to ``settings`` (the log, state,
+gateway, status and functions sections, the workspace's name) is stored and takes effect
+at the next start, and the answer lists it under ``restartRequired``."""
 
 
 class ConfigService:

@@ -35,6 +35,7 @@ import orjson
 from headwater.delivery.engine import DeliveryEngine
 
 if TYPE_CHECKING:
+    from headwater.unify.consumer import Unify
     from headwater.warehouses.loader import Warehouses
 from headwater.delivery.snapshot import worker_snapshot
 
@@ -47,10 +48,12 @@ class ControlServer:
     """Answers the gateway's questions about the engine running in this process."""
 
     def __init__(
-        self, engine: DeliveryEngine, path: Path, warehouses: Warehouses | None = None
-    ) -> None:
+        self, engine: DeliveryEngine, path: Path, warehouses: Warehouses | None = None,
+        unify: Unify | None = None,
+    ) -> None:  # fmt: skip
         self.engine = engine
         self.warehouses = warehouses
+        self.unify = unify
         self.path = path
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
@@ -109,7 +112,9 @@ class ControlServer:
         revision = int(request["revision"])
         done = await self.engine.reconfigure(workspace, int(request["end"]), revision)
         synced = await self.warehouses.reconfigure(user) if self.warehouses is not None else {}
-        return {"revision": revision, "destinations": done, "warehouses": synced}
+        spaces = await self.unify.reconfigure(user.spaces) if self.unify is not None else {}
+        return {"revision": revision, "destinations": done, "warehouses": synced,
+                "spaces": spaces}  # fmt: skip
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")

@@ -128,6 +128,7 @@ class RemoteEngine:
         self.revision = 0  # what the gateway last configured
         self._pending: dict[str, Any] | None = None  # a configure the worker has not taken
         self.warehouses_done: dict[str, str] = {}  # what the last configure did to them
+        self.spaces_done: dict[str, str] = {}
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -231,6 +232,7 @@ class RemoteEngine:
                                "worker answers")  # fmt: skip
         done: dict[str, str] = answer["destinations"]
         self.warehouses_done = answer.get("warehouses", {})
+        self.spaces_done = answer.get("spaces", {})
         return done
 
     async def states(self, message_id: str) -> tuple[StoredRecord, list[DestinationState]] | None:

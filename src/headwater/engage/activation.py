@@ -318,6 +318,7 @@ class Activator:
     def __init__(self, spaces: Iterable[SpaceConfig], data_dir: Path, submit: Submit,
                  state: StateConfig | None = None) -> None:  # fmt: skip
         self.spaces = [SpaceActivator(s, data_dir, state) for s in activated(spaces)]
+        self._data_dir, self._state = data_dir, state
         self._submit = submit
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="headwater-engage")
         self._lock = asyncio.Lock()  # a resume and a step never interleave
@@ -336,7 +337,8 @@ class Activator:
         sent = 0
         for space in self.spaces:
             async with self._lock:
-                sent += await self._step(space)
+                if space in self.spaces:  # not closed by a change meanwhile
+                    sent += await self._step(space)
         return sent
 
     async def _step(self, space: SpaceActivator) -> int:
@@ -392,6 +394,27 @@ class Activator:
                 async with asyncio.timeout(POLL_SECS):
                     await self._wake.wait()
             self._wake.clear()
+
+    async def reconfigure(self, spaces: Iterable[SpaceConfig]) -> None:
+        """Activate these spaces from now on: a removed or changed space's outbox closes
+        between two steps (what it has sent is recorded), a new or changed one opens at its
+        recorded position."""
+        wanted = {s.name: s for s in activated(spaces)}
+        async with self._lock:
+            kept = []
+            for space in self.spaces:
+                if wanted.get(space.space.name) == space.space:
+                    kept.append(space)
+                else:
+                    space.interrupt()
+                    await self._thread(space.close)
+            names = {s.space.name for s in kept}
+            kept += [SpaceActivator(s, self._data_dir, self._state)
+                     for n, s in wanted.items() if n not in names]  # fmt: skip
+            self.spaces = kept
+        if self.spaces and self._task is None:
+            self.start()
+        self._wake.set()
 
     async def close(self) -> None:
         for space in self.spaces:

@@ -121,6 +121,7 @@ class Profiles:
     def __init__(self, spaces: list[SpaceConfig], data_dir: Path, fetch: FetchEvent,
                  state: StateConfig | None = None) -> None:  # fmt: skip
         self.readers = {s.name: SpaceReader(s, data_dir, state) for s in spaces}
+        self._data_dir, self._state = data_dir, state
         self._fetch = fetch
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="headwater-profiles")
         self._totals: dict[str, list[tuple[str, str, int]]] = {}
@@ -135,6 +136,20 @@ class Profiles:
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def reconfigure(self, spaces: list[SpaceConfig]) -> None:
+        """Read these spaces from now on (a changed space's reader is made again)."""
+        wanted = {s.name: s for s in spaces}
+        readers = dict(self.readers)
+        for name, reader in list(readers.items()):
+            if wanted.get(name) != reader.space:
+                del readers[name]
+                reader.interrupt()
+                await self.run(reader.close)
+        for name, space in wanted.items():
+            if name not in readers:
+                readers[name] = SpaceReader(space, self._data_dir, self._state)
+        self.readers = readers
 
     async def close(self) -> None:
         for reader in self.readers.values():

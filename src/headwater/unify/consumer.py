@@ -527,12 +527,35 @@ class Unify:
     def __init__(self, spaces: list[SpaceConfig], log: EventLog, data_dir: Path,
                  now_ms: Callable[[], int] = wall_ms,
                  state: StateConfig | None = None) -> None:  # fmt: skip
+        self._log, self._data_dir, self._now_ms, self._state = log, data_dir, now_ms, state
         self.consumers = [SpaceConsumer(s, log, data_dir, now_ms, state)
                           for s in spaces if s.enabled]  # fmt: skip
 
     async def start(self) -> None:
         for consumer in self.consumers:
             await consumer.start()
+
+    async def reconfigure(self, spaces: list[SpaceConfig]) -> dict[str, str]:
+        """Run these spaces from now on: a removed, disabled or changed space's consumer
+        stops after the batch it is in (its position is committed with the batch), a new or
+        changed one starts from its committed position, as at a start (new computed traits
+        and audiences are filled in from the profiles as a start does)."""
+        wanted = {s.name: s for s in spaces if s.enabled}
+        done: dict[str, str] = {}
+        for consumer in list(self.consumers):
+            if wanted.get(consumer.space.name) != consumer.space:
+                await consumer.stop()
+                self.consumers.remove(consumer)
+                done[consumer.space.name] = "stopped"
+        running = {c.space.name for c in self.consumers}
+        for name, space in wanted.items():
+            if name not in running:
+                consumer = SpaceConsumer(space, self._log, self._data_dir, self._now_ms,
+                                         self._state)  # fmt: skip
+                await consumer.start()
+                self.consumers.append(consumer)
+                done[name] = "restarted" if name in done else "started"
+        return done
 
     async def stop(self) -> None:
         for consumer in self.consumers:
