@@ -45,6 +45,7 @@ from headwater.console.app import Console
 from headwater.console.sessions import COOKIE, Sessions, SharedSessions
 from headwater.delivery.engine import DeliveryEngine
 from headwater.delivery.remote import RemoteEngine
+from headwater.delivery.store import SetCursor
 from headwater.delivery.view import DeliveryView
 from headwater.engage.activation import Activator, with_engage
 from headwater.errors import LogError
@@ -129,6 +130,7 @@ class Headwater:
         self._seeded_from = self.config_store.snapshot()
         workspace = self._seed(workspace, workspace_file)
         self.workspace = workspace
+        self._applied = workspace  # the last workspace that ran whole (_reconfigure)
         # what the process runs: the user's workspace plus the canary's source and sink
         self.running, self._canary_key = with_canary(workspace)
         # audience activations: a source per space, posted to in process (engage/activation.py)
@@ -359,8 +361,14 @@ class Headwater:
         if self.log is None or self._tracking is None:
             return {"destinations": {}, "note": "stored; the server applies it when it starts"}
         end = self.log.stats().last_offset or 0
-        old, store = self.workspace, self.config_store
+        # the diffs are against the last workspace that ran whole: a change whose apply
+        # failed part way is made good by the next one
+        old, store = self._applied, self.config_store
         await asyncio.to_thread(record_pauses, store, old, workspace, end)
+        made_again = [d.name for d in workspace.destinations if old.destination(d.name) is None]
+        if made_again and self.delivery is not None:  # a new destination under an old name
+            # starts at the log's end, whichever process runs it and whenever it starts
+            await self.delivery.store.write([SetCursor(name, end) for name in made_again])
         for source in old.sources:  # a deleted source's old keys go with it
             if workspace.source(source.name) is None:
                 await asyncio.to_thread(store.drop_retired, source.name)
@@ -393,11 +401,12 @@ class Headwater:
             if self.unify is not None:
                 spaces = await self.unify.reconfigure(workspace.spaces)
         elif isinstance(self._engine, RemoteEngine):
-            done = await self._engine.reconfigure(workspace, end, after.revision)
+            done = await self._engine.reconfigure(workspace, running, end, after.revision)
             synced, spaces = self._engine.warehouses_done, self._engine.spaces_done
         if not self.audit.shared:
             await asyncio.to_thread(keep_snapshot, workspace, self.data_dir)
         kept = await self._kept(old, workspace)
+        self._applied = workspace
         return {"destinations": done, "warehouses": synced, "spaces": spaces, "kept": kept}
 
     async def _kept(self, old: Workspace, new: Workspace) -> dict[str, str]:

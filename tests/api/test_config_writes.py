@@ -575,7 +575,11 @@ async def test_tokens_made_listed_and_revoked_through_the_api(
                                 json={"name": "web", "role": "source_admin", "source": "nope"})  # fmt: skip
         assert scoped.status_code == 400 and "not in the workspace" in scoped.text
         again = await api.post("/api/v1/tokens", json={"name": "agency", "role": "editor"})
-        assert again.status_code == 400, again.text
+        assert again.status_code == 409, again.text
+        owner_made = await api.post("/api/v1/tokens", json={"name": "boss", "role": "owner"})
+        assert owner_made.status_code == 201
+        not_theirs = await api.delete("/api/v1/tokens/boss", headers=agency)
+        assert not_theirs.status_code == 403, not_theirs.text
         revoked = await api.delete("/api/v1/tokens/agency")
         assert revoked.status_code == 200 and revoked.json()["revokedMs"]
         assert (await api.get("/api/v1/tokens", headers=agency)).status_code == 401
@@ -766,3 +770,28 @@ def test_the_workspace_file_reads_env_references(
         load_workspace(path)
     monkeypatch.setenv("WEB_KEY", "wk_from_the_environment")
     assert load_workspace(path).sources[0].write_key == "wk_from_the_environment"
+
+
+async def test_secrets_from_the_environment_stay_out_of_the_files_history(
+    tmp_path: Path, fake: FakeDestination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from headwater.config.workspace import load_workspace
+
+    monkeypatch.setenv("HOOK_HEADER", "header-secret-from-env-42")
+    monkeypatch.setenv("SLACK_URL", "https://hooks.slack.com/services/T0/B0/secret-path-43")
+    document = workspace(fake.url)
+    document["destinations"][0]["settings"]["headers"] = {"X-Api-Key": "${HOOK_HEADER}"}
+    document["alerts"] = {"notifiers": [{"name": "chat", "type": "slack",
+                                         "settings": {"url": "${SLACK_URL}"}}]}  # fmt: skip
+    path = tmp_path / "workspace.yaml"
+    path.write_text(yaml.safe_dump(document))
+    app = Headwater(load_workspace(path), tmp_path / "data",
+                    admin_token=AdminToken(_digest(TOKEN), "env"), workspace_file=path)  # fmt: skip
+    await app.start()
+    trail = str([e.diff for e in app.audit.entries().entries])
+    await app.stop()
+    kept = b"".join(p.read_bytes() for p in (tmp_path / "data" / "state").glob("workspace*"))
+    for secret in ("header-secret-from-env-42", "secret-path-43"):
+        assert secret.encode() not in kept and secret not in trail

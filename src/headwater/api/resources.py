@@ -147,7 +147,7 @@ def set_etag(service: ConfigService | None, response: Response, kind: str, name:
 
 
 def change_error(exc: ChangeError) -> JSONResponse:
-    return error_response(exc.status, exc.faults or [fault("error", str(exc))])
+    return error_response(exc.status, exc.faults or [fault("error", str(exc))], **exc.extra)
 
 
 def register(app: FastAPI, service: ConfigService) -> None:

@@ -57,7 +57,9 @@ def register(
             made, token = await asyncio.to_thread(tokens.create, body.name, body.role,
                                                   body.source, who.name)  # fmt: skip
         except TokenError as exc:
-            raise ChangeError(400, [fault("invalid", str(exc), "name")]) from None
+            taken = "exists already" in str(exc)
+            kind = "conflict" if taken else "invalid"
+            raise ChangeError(409 if taken else 400, [fault(kind, str(exc), "name")]) from None
         await record(audit, request, "create", f"tokens/{made.name}",
                      {"role": made.role, "source": made.source})  # fmt: skip
         return {**token_doc(made), "token": token}
@@ -66,6 +68,10 @@ def register(
                 summary="Revoke a token: refused from its next request on",
                 dependencies=[requires("tokens:write")])  # fmt: skip
     async def revoke_token(request: Request, name: str) -> dict[str, Any]:
+        who = current_principal(request)
+        found = await asyncio.to_thread(tokens.get, name)
+        if found is not None and not creatable_by(who, found.role):
+            raise PermissionDenied(who, "owner", " (only an owner revokes owner tokens)")
         try:
             revoked = await asyncio.to_thread(tokens.revoke, name)
         except TokenError as exc:

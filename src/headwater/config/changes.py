@@ -94,6 +94,17 @@ def masked(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def mask_all(document: dict[str, Any]) -> dict[str, Any]:
+    """A workspace document with every resource's secrets masked (:func:`masked`)."""
+    out = copy.deepcopy(document)
+    for kind in KINDS.values():
+        items = section(out, kind.path)
+        for i, doc in enumerate(items if isinstance(items, list) else []):
+            if isinstance(doc, dict):
+                items[i] = masked(kind.plural, doc)
+    return out
+
+
 def keep_masked(
     kind: str, new: dict[str, Any], old: dict[str, Any] | None, where: str = ""
 ) -> dict[str, Any]:
@@ -240,9 +251,12 @@ def with_defaults(document: dict[str, Any]) -> dict[str, Any]:
 class ChangeError(Exception):
     """A change refused whole: ``faults`` are ``{"type", "message", "field"}``."""
 
-    def __init__(self, status: int, faults: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, status: int, faults: list[dict[str, Any]], extra: dict[str, Any] | None = None
+    ) -> None:
         super().__init__("; ".join(f["message"] for f in faults))
         self.status, self.faults = status, faults
+        self.extra = extra or {}  # more fields of the answer (a rotated key stored anyway)
 
 
 def fault(kind: str, message: str, where: str | None = None) -> dict[str, Any]:
@@ -434,8 +448,15 @@ class ConfigService:
         try:
             result = await self.put("sources", name, None, if_match, actor=actor, origin=origin,
                                     change=new_key)  # fmt: skip
-        except BaseException:
+        except ChangeError as exc:
+            if exc.status == 500 and "new" in retired:  # stored, not yet running: the new key
+                exc.extra["writeKey"] = retired["new"]  # is the key from now on; shown once
+                raise
             if "key" in retired:  # the rotation did not happen: the old key stays the key
+                self.store.unretire(retired["key"])
+            raise
+        except BaseException:
+            if "key" in retired:
                 self.store.unretire(retired["key"])
             raise
         result["writeKey"] = retired["new"]  # shown once

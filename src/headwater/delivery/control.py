@@ -54,6 +54,8 @@ class ControlServer:
         self.engine = engine
         self.warehouses = warehouses
         self.unify = unify
+        self.revision = 0  # the configuration revision that ran whole (delivery, syncs, spaces)
+        self._configuring = asyncio.Lock()
         self.path = path
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
@@ -110,9 +112,16 @@ class ControlServer:
         workspace, _ = with_canary(user)
         workspace = with_engage(workspace, lambda source: None)  # as worker_role.run does
         revision = int(request["revision"])
-        done = await self.engine.reconfigure(workspace, int(request["end"]), revision)
-        synced = await self.warehouses.reconfigure(user) if self.warehouses is not None else {}
-        spaces = await self.unify.reconfigure(user.spaces) if self.unify is not None else {}
+        async with self._configuring:
+            try:
+                done = await self.engine.reconfigure(workspace, int(request["end"]), revision)
+                synced = (await self.warehouses.reconfigure(user)
+                          if self.warehouses is not None else {})  # fmt: skip
+                spaces = await self.unify.reconfigure(user.spaces) if self.unify else {}
+            except Exception as exc:
+                logger.exception("configuration revision %d did not run whole", revision)
+                return {"error": "configure_failed", "message": str(exc) or type(exc).__name__}
+            self.revision = revision
         return {"revision": revision, "destinations": done, "warehouses": synced,
                 "spaces": spaces}  # fmt: skip
 
@@ -120,7 +129,7 @@ class ControlServer:
         op = request.get("op")
         if op == "snapshot":
             workers = {n: worker_snapshot(w) for n, w in self.engine.workers.items()}
-            return {"pid": os.getpid(), "workers": workers, "revision": self.engine.revision,
+            return {"pid": os.getpid(), "workers": workers, "revision": self.revision,
                     "held": sorted(self.engine.held)}  # fmt: skip
         if op == "devsink":
             sink = self.engine.devsink(str(request["name"]))

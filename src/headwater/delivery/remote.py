@@ -211,10 +211,13 @@ class RemoteEngine:
                 found.update(doc)
         return True
 
-    async def reconfigure(self, workspace: Workspace, end: int, revision: int) -> dict[str, str]:
-        """Send ``workspace`` to the worker process (again after each of its restarts, until
-        it runs it); mirror its destinations from now on."""
-        self._workers = _mirrors(workspace, self._workers)
+    async def reconfigure(
+        self, workspace: Workspace, running: Workspace, end: int, revision: int
+    ) -> dict[str, str]:
+        """Send the user's ``workspace`` to the worker process (again after each of its
+        restarts, until it runs it; it adds the canary's and the spaces' own as it does at
+        its start); mirror the destinations of ``running`` (those included) from now on."""
+        self._workers = _mirrors(running, self._workers)
         self.revision = revision
         self._pending = {"op": "configure", "workspace": workspace.model_dump(mode="json",
                          by_alias=True), "end": end, "revision": revision}  # fmt: skip
@@ -224,7 +227,7 @@ class RemoteEngine:
         """Send a configure and wait for the worker to run it (a configure is idempotent: the
         worker compares it with what it runs). Unconfirmed, it raises — the change is stored,
         the worker gets it again at its next answer, and the caller must not hear "applied"."""
-        answer = await self.ask(request, CONFIGURE_SECS)
+        answer = await self._ask_once(request, CONFIGURE_SECS)
         if answer is None or "destinations" not in answer:
             said = (answer or {}).get("message", "no answer")
             raise RuntimeError(f"the delivery worker did not confirm revision "
@@ -269,6 +272,27 @@ class RemoteEngine:
                 except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
                     self._disconnect()
             return None
+
+    async def _ask_once(self, request: dict[str, Any], answer_secs: float) -> dict[str, Any] | None:
+        """One request on a connection of its own, sent once (never again after it went
+        out: a configure must not run twice at once), holding no lock the mirror's refresh
+        needs."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self._socket), limit=LINE_LIMIT_BYTES),
+                ASK_TIMEOUT_SECS,
+            )
+        except (OSError, TimeoutError):
+            return None
+        try:
+            writer.write(orjson.dumps(request) + b"\n")
+            line = await asyncio.wait_for(reader.readline(), answer_secs)
+            answer: dict[str, Any] = orjson.loads(line) if line else {"message": "no answer"}
+            return answer
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
+            return {"message": str(exc) or type(exc).__name__}
+        finally:
+            writer.close()
 
     def _disconnect(self) -> None:
         if self._conn is not None:

@@ -367,11 +367,13 @@ class Activator:
         """Stop sending the audience's changes to the destination (membership keeps being
         computed)."""
         async with self._lock:
+            space = self._current(space)
             return await self._thread(space.pause, key, destination, int(time.time() * 1000))  # type: ignore[no-any-return]
 
     async def resume(self, space: SpaceActivator, key: str, destination: str) -> dict[str, Any]:
         """Send the net changes since the pause, then the changes as they come."""
         async with self._lock:
+            space = self._current(space)
             await self._step(space)  # everything up to now is seen, the pair's skipped
             messages, profiles = await self._thread(space.resumed, key, destination)
             if messages:
@@ -379,6 +381,13 @@ class Activator:
                 space.counts.sent += len(messages)
             await self._thread(space.unpause, key, destination)
         return {"messages": len(messages), "profiles": profiles}
+
+    def _current(self, space: SpaceActivator) -> SpaceActivator:
+        """The space's activator as it is now (a change of the space replaces it)."""
+        found = self.space(space.space.name)
+        if found is None:
+            raise LookupError(f"space {space.space.name} activates nothing any more")
+        return found
 
     async def _run(self) -> None:
         while True:

@@ -48,7 +48,11 @@ _NAMED = {
 def resources(workspace: Workspace) -> dict[str, dict[str, Any]]:
     """The workspace as ``{"destinations/amplitude": {...}, "workspace/log": {...}}``,
     masked."""
-    dump = workspace.model_dump(mode="json", by_alias=True)
+    from headwater.config.changes import mask_all  # the config layer imports this module's
+
+    # secret-typed settings and header values masked by where they are (a Slack URL, an
+    # X-Api-Key header), then what names a secret by its key
+    dump = mask_all(workspace.model_dump(mode="json", by_alias=True))
     out: dict[str, dict[str, Any]] = {}
     for field, value in dump.items():
         kind = _NAMED.get(field)

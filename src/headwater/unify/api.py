@@ -82,8 +82,12 @@ class SpaceReader:
         self._data_dir = data_dir
         self._state = state
         self._store: SqliteProfileStore | None = None
+        self._closed = False  # replaced by a change of the space: never opens again
 
     def store(self) -> SqliteProfileStore:
+        if self._closed:
+            raise ProfileError(503, "changing", f"space {self.space.name} is being changed; "
+                               "ask again")  # fmt: skip
         if self._store is None:
             self._store = open_profile_store(self._data_dir, self.space.name, self._state)
         return self._store
@@ -93,6 +97,7 @@ class SpaceReader:
             self._store.interrupt()
 
     def close(self) -> None:
+        self._closed = True
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -140,16 +145,15 @@ class Profiles:
     async def reconfigure(self, spaces: list[SpaceConfig]) -> None:
         """Read these spaces from now on (a changed space's reader is made again)."""
         wanted = {s.name: s for s in spaces}
-        readers = dict(self.readers)
-        for name, reader in list(readers.items()):
-            if wanted.get(name) != reader.space:
-                del readers[name]
-                reader.interrupt()
-                await self.run(reader.close)
+        old = self.readers
+        readers = {n: r for n, r in old.items() if wanted.get(n) == r.space}
         for name, space in wanted.items():
             if name not in readers:
                 readers[name] = SpaceReader(space, self._data_dir, self._state)
-        self.readers = readers
+        self.readers = readers  # new requests get the new readers from here on
+        for name, reader in old.items():
+            if readers.get(name) is not reader:  # after the reads queued before it
+                await self.run(reader.close)
 
     async def close(self) -> None:
         for reader in self.readers.values():

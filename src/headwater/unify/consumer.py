@@ -395,6 +395,7 @@ class SpaceConsumer:
         self.position = 0
         self.on_change: list[Callable[[Change], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self.retry_start = False  # started by a change: a store that fails now is retried
 
     def _open(self) -> SpaceProcessor:
         store, self._waiting = self._waiting, None  # kept open while standing by
@@ -419,6 +420,10 @@ class SpaceConsumer:
             await self._take_over(loop)
         except NotTheWriter:
             self._stand_by()
+        except Exception:
+            if not self.retry_start:
+                raise
+            logger.exception("space %s: cannot open its store now; retrying", self.space.name)
         self._task = loop.create_task(self._run(), name=f"unify:{self.space.name}")
 
     async def _take_over(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -530,6 +535,7 @@ class Unify:
         self._log, self._data_dir, self._now_ms, self._state = log, data_dir, now_ms, state
         self.consumers = [SpaceConsumer(s, log, data_dir, now_ms, state)
                           for s in spaces if s.enabled]  # fmt: skip
+        self._changing = asyncio.Lock()  # one reconfigure at a time
 
     async def start(self) -> None:
         for consumer in self.consumers:
@@ -540,6 +546,10 @@ class Unify:
         stops after the batch it is in (its position is committed with the batch), a new or
         changed one starts from its committed position, as at a start (new computed traits
         and audiences are filled in from the profiles as a start does)."""
+        async with self._changing:
+            return await self._reconfigure(spaces)
+
+    async def _reconfigure(self, spaces: list[SpaceConfig]) -> dict[str, str]:
         wanted = {s.name: s for s in spaces if s.enabled}
         done: dict[str, str] = {}
         for consumer in list(self.consumers):
@@ -552,6 +562,7 @@ class Unify:
             if name not in running:
                 consumer = SpaceConsumer(space, self._log, self._data_dir, self._now_ms,
                                          self._state)  # fmt: skip
+                consumer.retry_start = True
                 await consumer.start()
                 self.consumers.append(consumer)
                 done[name] = "restarted" if name in done else "started"

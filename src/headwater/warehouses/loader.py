@@ -347,6 +347,7 @@ class Warehouses:
         self._state = workspace.state
         self.loaders = [self._loader(w) for w in workspace.warehouses if w.enabled]
         self._running: dict[str, tuple[Loader, asyncio.Event, asyncio.Task[None]]] = {}
+        self._changing = asyncio.Lock()  # one reconfigure at a time
 
     def _loader(self, config: WarehouseConfig) -> Loader:
         return Loader(config, self._log, self._data_dir, state=self._state, node=self._node)
@@ -361,11 +362,13 @@ class Warehouses:
                                                       name=f"warehouse:{loader.name}")  # fmt: skip
         self._running[loader.name] = (loader, stop, task)
 
-    async def _stop(self, name: str) -> None:
-        """Stop one loop after the sync it is in (its batch commits or rolls back whole)."""
+    async def _stop(self, name: str, interrupt: bool = False) -> None:
+        """Stop one loop after the sync it is in (its batch commits or rolls back whole);
+        ``interrupt`` (shutting down): a call waiting for PostgreSQL gives up now."""
         loader, stop, task = self._running.pop(name)
         stop.set()
-        loader.state.interrupt()  # a call waiting for PostgreSQL gives up now
+        if interrupt:
+            loader.state.interrupt()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self.loaders.remove(loader)
@@ -374,6 +377,10 @@ class Warehouses:
         """Run ``workspace``'s warehouses from now on: a removed, disabled or changed one
         stops after its current sync, a new or changed one starts (from its committed
         position: nothing is loaded twice or skipped)."""
+        async with self._changing:
+            return await self._reconfigure(workspace)
+
+    async def _reconfigure(self, workspace: Workspace) -> dict[str, str]:
         wanted = {w.name: w for w in workspace.warehouses if w.enabled}
         done: dict[str, str] = {}
         for name, (loader, _, _) in list(self._running.items()):
@@ -392,4 +399,4 @@ class Warehouses:
         for name in list(self._running):
             _, stop, _ = self._running[name]
             stop.set()
-        await asyncio.gather(*(self._stop(name) for name in list(self._running)))
+        await asyncio.gather(*(self._stop(name, interrupt=True) for name in list(self._running)))
