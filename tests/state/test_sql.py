@@ -107,7 +107,6 @@ class CuttingProxy:
         self.cuts = 0
         self._deaf = False  # answers from the server are dropped
         self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def dsn(self) -> str:
@@ -120,19 +119,10 @@ class CuttingProxy:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.upstream))
-            self._sockets += [client, server]
             threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, upward: bool) -> None:
-        try:
-            self._relay(src, dst, upward)
-        finally:  # either side ended: both close (never left to the garbage collector)
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
-
-    def _relay(self, src: socket.socket, dst: socket.socket, upward: bool) -> None:
         with contextlib.suppress(OSError):
             while chunk := src.recv(65536):
                 if not upward and self._deaf:
@@ -156,11 +146,6 @@ class CuttingProxy:
 
     def close(self) -> None:
         self._listener.close()
-        for s in self._sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
 
 
 @pytest.mark.parametrize("cut", ["after", "before"])
