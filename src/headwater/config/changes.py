@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import os
 import re
@@ -225,9 +226,15 @@ def record_pauses(
             store.pause(dest.name, end)
 
 
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    """The model's defaults as a workspace document, made once (read, never changed)."""
+    return parse_workspace({"sources": [{"name": "x"}]}).model_dump(mode="json", by_alias=True)
+
+
 def with_defaults(document: dict[str, Any]) -> dict[str, Any]:
     """``document`` with each list section it leaves out set to the model's default."""
-    base = parse_workspace({"sources": [{"name": "x"}]}).model_dump(mode="json", by_alias=True)
+    base = _defaults()
     out = copy.deepcopy(document)
     for kind in KINDS.values():
         if kind.plural == "sources":  # required: its absence is the document's fault

@@ -41,6 +41,7 @@ from headwater.log.base import EventLog, StoredRecord
 from headwater.processor.fanout import DestinationStage
 from headwater.processor.routing import NotMine, Route
 from headwater.state import leases, postgres
+from headwater.state.config import OPEN_END
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,7 +50,6 @@ REPLAY_SCAN_SECS = 1.0
 HANDOVER_STOP_SECS = 30.0
 ROUND_TIMEOUT_SECS = 2.0
 PRUNE_EVERY_SECS = 3600.0
-OPEN_END = 2**62  # the end of a pause that has not ended (state/config.py: the same)
 
 
 def build_destination(config: DestinationConfig, http: HttpClient) -> Destination[Any]:

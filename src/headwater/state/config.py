@@ -35,7 +35,7 @@ from headwater.config.resources import Resources, join, split
 from headwater.sqlite_files import open_store
 
 FILE = "config.sqlite"
-OPEN_END = 2**62  # the end of a pause that has not ended (delivery/engine.py: the same)
+OPEN_END = 2**62  # the end of a pause that has not ended (the delivery engine reads it)
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
